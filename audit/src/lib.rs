@@ -1,0 +1,1 @@
+//! perry-audit (being built in this session).

@@ -1,0 +1,1 @@
+//! perry-profiles (being built in this session).

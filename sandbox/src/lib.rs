@@ -1,0 +1,1 @@
+//! perry-runtime (being built in this session).

@@ -1,0 +1,84 @@
+//! Errors at the edge: every failure has a stable machine code, an HTTP-like status, a human
+//! message and a process exit code.
+//!
+//! Library crates return precise `thiserror` enums; the CLI (and later the API) maps them onto
+//! [`CliError`] so scripts can rely on `code` and humans can read `message`.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// Exit status when perry-sandbox itself refuses or fails before a command starts (like `docker run`).
+pub const EXIT_REFUSED: u8 = 125;
+
+/// A failure as the user sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CliError {
+    /// Stable machine code, e.g. `invalid_config`.
+    pub code: &'static str,
+    /// HTTP-like status, e.g. 400.
+    pub status: u16,
+    /// What went wrong, in words.
+    pub message: String,
+    /// Process exit status.
+    #[serde(skip)]
+    pub exit: u8,
+}
+
+impl CliError {
+    /// A configuration that does not parse or validate (exit 2).
+    pub fn invalid_config(message: impl Into<String>) -> Self {
+        Self { code: "invalid_config", status: 400, message: message.into(), exit: 2 }
+    }
+
+    /// Bad command-line input (exit 2).
+    pub fn invalid_argument(message: impl Into<String>) -> Self {
+        Self { code: "invalid_argument", status: 400, message: message.into(), exit: 2 }
+    }
+
+    /// Something named does not exist (exit 125).
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self { code: "not_found", status: 404, message: message.into(), exit: EXIT_REFUSED }
+    }
+
+    /// Policy refuses the request (exit 125).
+    pub fn policy_denied(message: impl Into<String>) -> Self {
+        Self { code: "policy_denied", status: 403, message: message.into(), exit: EXIT_REFUSED }
+    }
+
+    /// An internal or environmental failure (exit 125).
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self { code: "internal", status: 500, message: message.into(), exit: EXIT_REFUSED }
+    }
+
+    /// The same error with another exit status.
+    pub fn with_exit(mut self, exit: u8) -> Self {
+        self.exit = exit;
+        self
+    }
+
+    /// Prints the error to stderr, as JSON on stdout when `json` is set.
+    pub fn report(&self, json: bool) {
+        if json {
+            let v = serde_json::json!({ "ok": false, "error": self });
+            println!("{v}");
+        } else {
+            eprintln!("perry-sandbox: error[{}]: {}", self.code, self.message);
+        }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl From<perry_policies::ConfigError> for CliError {
+    fn from(e: perry_policies::ConfigError) -> Self {
+        CliError::invalid_config(e.to_string())
+    }
+}
+
+/// What every subcommand returns.
+pub type CliResult = Result<std::process::ExitCode, CliError>;

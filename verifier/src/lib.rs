@@ -1,0 +1,1 @@
+//! perry-verifier (being built in this session).

@@ -148,7 +148,9 @@ fn denied_by(arg: &str, deny: &str) -> bool {
         return true;
     }
     if deny.starts_with("--") {
-        return arg.strip_prefix(deny).is_some_and(|rest| rest.starts_with('='));
+        return arg
+            .strip_prefix(deny)
+            .is_some_and(|rest| rest.starts_with('='));
     }
     // A short flag like `-c` also takes its value glued on: `-ccore.pager=x`.
     let short = deny.len() == 2 && deny.starts_with('-') && deny != "--";
@@ -189,7 +191,11 @@ impl Capability {
                 if !pos.one_of.is_empty() && !pos.one_of.iter().any(|v| v == arg) {
                     return Err(ArgViolation(format!(
                         "argument {n} `{arg}` is not one of args.positions[{i}].one_of: {}",
-                        pos.one_of.iter().map(|v| format!("`{v}`")).collect::<Vec<_>>().join(", ")
+                        pos.one_of
+                            .iter()
+                            .map(|v| format!("`{v}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )));
                 }
             }
@@ -233,20 +239,38 @@ mod tests {
 
     #[test]
     fn max_count_is_enforced() {
-        let c = cap(ArgRules { max: 1, ..Default::default() });
+        let c = cap(ArgRules {
+            max: 1,
+            ..Default::default()
+        });
         assert!(c.check_args(&args(&["-n5"])).is_ok());
         let e = c.check_args(&args(&["a", "b"])).unwrap_err().to_string();
-        assert_eq!(e, "2 arguments given, but this capability accepts at most 1 (rule: args.max = 1)");
+        assert_eq!(
+            e,
+            "2 arguments given, but this capability accepts at most 1 (rule: args.max = 1)"
+        );
         let none = cap(ArgRules::default());
         assert!(none.check_args(&args(&["x"])).is_err());
     }
 
     #[test]
     fn denied_values_cover_attached_forms() {
-        let c = cap(ArgRules { max: 3, deny: vec!["-c".into(), "--upload-pack".into()], ..Default::default() });
-        for bad in ["-c", "-ccore.pager=sh", "--upload-pack", "--upload-pack=evil"] {
+        let c = cap(ArgRules {
+            max: 3,
+            deny: vec!["-c".into(), "--upload-pack".into()],
+            ..Default::default()
+        });
+        for bad in [
+            "-c",
+            "-ccore.pager=sh",
+            "--upload-pack",
+            "--upload-pack=evil",
+        ] {
             let e = c.check_args(&args(&[bad])).unwrap_err().to_string();
-            assert!(e.contains("is denied (rule: args.deny contains"), "{bad}: {e}");
+            assert!(
+                e.contains("is denied (rule: args.deny contains"),
+                "{bad}: {e}"
+            );
         }
         assert!(c.check_args(&args(&["--upload-packs", "-n3"])).is_ok());
     }
@@ -256,19 +280,34 @@ mod tests {
         let c = cap(ArgRules {
             max: 2,
             pattern: Some(Pattern::new("[-a-z0-9.]+").unwrap()),
-            positions: vec![PositionRule { one_of: vec!["-n".into(), "-l".into()], pattern: None }],
+            positions: vec![PositionRule {
+                one_of: vec!["-n".into(), "-l".into()],
+                pattern: None,
+            }],
             ..Default::default()
         });
         assert!(c.check_args(&args(&["-n", "3"])).is_ok());
         let e = c.check_args(&args(&["-x", "3"])).unwrap_err().to_string();
-        assert_eq!(e, "argument 1 `-x` is not one of args.positions[0].one_of: `-n`, `-l`");
-        let e = c.check_args(&args(&["-n", "3;rm"])).unwrap_err().to_string();
-        assert_eq!(e, "argument 2 `3;rm` does not match args.pattern `[-a-z0-9.]+`");
+        assert_eq!(
+            e,
+            "argument 1 `-x` is not one of args.positions[0].one_of: `-n`, `-l`"
+        );
+        let e = c
+            .check_args(&args(&["-n", "3;rm"]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "argument 2 `3;rm` does not match args.pattern `[-a-z0-9.]+`"
+        );
     }
 
     #[test]
     fn nul_bytes_refused() {
-        let c = cap(ArgRules { max: 1, ..Default::default() });
+        let c = cap(ArgRules {
+            max: 1,
+            ..Default::default()
+        });
         assert!(c.check_args(&["a\0b".to_string()]).is_err());
     }
 }

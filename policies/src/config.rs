@@ -32,13 +32,25 @@ pub struct Config {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub registries: BTreeMap<String, RegistryConfig>,
     /// `[tiers.<tier>]`: site tightening of the built-in tiers.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "tier_map"
+    )]
     pub tiers: BTreeMap<Tier, TierOverride>,
     /// `[shellCapabilities.<name>]` (the name is fixed by the host programs).
-    #[serde(default, rename = "shellCapabilities", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        rename = "shellCapabilities",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub capabilities: BTreeMap<String, Capability>,
     /// `[shellCapabilityImages]`: capability name → image (verified like any other).
-    #[serde(default, rename = "shellCapabilityImages", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        rename = "shellCapabilityImages",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub capability_images: BTreeMap<String, ImageRef>,
     /// `[service]`: the local API.
     #[serde(default)]
@@ -84,7 +96,10 @@ pub struct UidRange {
 
 impl Default for UidRange {
     fn default() -> Self {
-        Self { start: 200_000, count: 65_536 }
+        Self {
+            start: 200_000,
+            count: 65_536,
+        }
     }
 }
 
@@ -215,6 +230,37 @@ impl Default for AuditConfig {
     }
 }
 
+/// Deserialises `[tiers.*]` with string keys, so error paths keep the tier name
+/// (`tiers.hardened.memory`) and unknown tiers get the usual "did you mean".
+fn tier_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<Tier, TierOverride>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = BTreeMap<Tier, TierOverride>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a table of tier names")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let tier: Tier = key.parse().map_err(|_| {
+                    serde::de::Error::unknown_variant(
+                        &key,
+                        &["default", "isolated", "hardened", "untrusted"],
+                    )
+                })?;
+                out.insert(tier, map.next_value::<TierOverride>()?);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(V)
+}
+
 /// A semantic problem found by [`Config::validate`], before it is located in the file.
 type Found = (KeyPath, String, Option<String>);
 
@@ -224,11 +270,21 @@ impl Config {
     /// Reads, parses and validates a configuration file. Relative paths inside it are taken
     /// relative to the file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let bytes = std::fs::read(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Io {
+            path: path.into(),
+            source,
+        })?;
         let mut cfg = Self::from_bytes(&bytes, path)?;
-        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         cfg.resolve_relative_paths(base);
-        if cfg.registries.values().any(RegistryConfig::has_inline_secret) {
+        if cfg
+            .registries
+            .values()
+            .any(RegistryConfig::has_inline_secret)
+        {
             check_private(path)?;
         }
         Ok(cfg)
@@ -236,11 +292,17 @@ impl Config {
 
     /// Parses and validates configuration text; `origin` names it in errors.
     pub fn from_bytes(bytes: &[u8], origin: &Path) -> Result<Config, ConfigError> {
-        let invalid = |problems| ConfigError::Invalid { file: origin.into(), problems };
+        let invalid = |problems| ConfigError::Invalid {
+            file: origin.into(),
+            problems,
+        };
         let src = match std::str::from_utf8(bytes) {
             Ok(s) => s,
             Err(e) => {
-                let (line, column) = line_col(&String::from_utf8_lossy(&bytes[..e.valid_up_to()]), e.valid_up_to());
+                let (line, column) = line_col(
+                    &String::from_utf8_lossy(&bytes[..e.valid_up_to()]),
+                    e.valid_up_to(),
+                );
                 return Err(invalid(vec![Problem {
                     line: Some(line),
                     column: Some(column),
@@ -264,7 +326,13 @@ impl Config {
                     .and_then(|d| locate(d.as_item(), &path.0))
                     .map(|off| line_col(src, off))
                     .unzip();
-                Problem { line, column, path, message, suggestion }
+                Problem {
+                    line,
+                    column,
+                    path,
+                    message,
+                    suggestion,
+                }
             })
             .collect();
         Err(invalid(problems))
@@ -272,7 +340,10 @@ impl Config {
 
     /// The audit directory: `[audit] dir`, else `<state_dir>/audit`.
     pub fn audit_dir(&self) -> PathBuf {
-        self.audit.dir.clone().unwrap_or_else(|| self.sandbox.state_dir.join("audit"))
+        self.audit
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.sandbox.state_dir.join("audit"))
     }
 
     /// The effective tier for a capability or run that asks for `requested` (or nothing).
@@ -322,11 +393,23 @@ impl Config {
         if r.start == 0 {
             err(sb.key("uid_range").key("start"), "0 maps sandboxes to host root, which disables RLIMIT_NPROC and much else; use an unprivileged range such as 200000".into());
         } else if r.count == 0 || r.start.checked_add(r.count).is_none() {
-            err(sb.key("uid_range").key("count"), format!("range {}+{} is empty or past the largest uid", r.start, r.count));
+            err(
+                sb.key("uid_range").key("count"),
+                format!(
+                    "range {}+{} is empty or past the largest uid",
+                    r.start, r.count
+                ),
+            );
         }
         for (i, root) in self.sandbox.workspace_roots.iter().enumerate() {
             if !root.is_absolute() || root == Path::new("/") {
-                err(sb.key("workspace_roots").index(i), format!("`{}` must be an absolute directory other than `/`", root.display()));
+                err(
+                    sb.key("workspace_roots").index(i),
+                    format!(
+                        "`{}` must be an absolute directory other than `/`",
+                        root.display()
+                    ),
+                );
             }
         }
 
@@ -334,7 +417,10 @@ impl Config {
         for (i, rule) in self.trust.rules.iter().enumerate() {
             let p = tp.index(i);
             if rule.images.is_empty() {
-                err(p.key("images"), "a trust policy must name at least one image glob".into());
+                err(
+                    p.key("images"),
+                    "a trust policy must name at least one image glob".into(),
+                );
             }
             if rule.keyless.is_empty() && rule.keys.is_empty() {
                 err(p.clone(), "a trust policy needs at least one authority (`keyless` or `keys`); to deny images, leave them unmatched".into());
@@ -345,10 +431,25 @@ impl Config {
                     err(ap.key("issuer"), format!("`{}` is not an issuer URL (e.g. `https://token.actions.githubusercontent.com`)", a.issuer));
                 }
                 match (&a.subject, &a.subject_regex) {
-                    (Some(_), Some(_)) => err(ap.clone(), "give `subject` or `subject_regex`, not both".into()),
-                    (None, None) => err(ap.clone(), "an identity needs `subject` (exact) or `subject_regex` (anchored regex)".into()),
-                    (None, Some(re)) if !(re.as_str().starts_with('^') && re.as_str().ends_with('$')) => {
-                        err(ap.key("subject_regex"), format!("`{re}` must be anchored: write `^{}$`", re.as_str().trim_start_matches('^').trim_end_matches('$')))
+                    (Some(_), Some(_)) => err(
+                        ap.clone(),
+                        "give `subject` or `subject_regex`, not both".into(),
+                    ),
+                    (None, None) => err(
+                        ap.clone(),
+                        "an identity needs `subject` (exact) or `subject_regex` (anchored regex)"
+                            .into(),
+                    ),
+                    (None, Some(re))
+                        if !(re.as_str().starts_with('^') && re.as_str().ends_with('$')) =>
+                    {
+                        err(
+                            ap.key("subject_regex"),
+                            format!(
+                                "`{re}` must be anchored: write `^{}$`",
+                                re.as_str().trim_start_matches('^').trim_end_matches('$')
+                            ),
+                        )
                     }
                     _ => {}
                 }
@@ -357,15 +458,29 @@ impl Config {
 
         for (host, reg) in &self.registries {
             let p = KeyPath::keys(&["registries", host]);
-            if ImageRef::parse(&format!("{host}/x")).map(|r| r.registry() != host).unwrap_or(true) || !host.contains(['.', ':']) && host != "localhost" {
-                err(p.clone(), format!("`{host}` is not a registry host (expected `host` or `host:port`)"));
+            if ImageRef::parse(&format!("{host}/x"))
+                .map(|r| r.registry() != host)
+                .unwrap_or(true)
+                || !host.contains(['.', ':']) && host != "localhost"
+            {
+                err(
+                    p.clone(),
+                    format!("`{host}` is not a registry host (expected `host` or `host:port`)"),
+                );
             }
             if reg.insecure && !is_loopback_host(host) {
                 err(p.key("insecure"), format!("plain HTTP is only allowed for loopback registries; `{host}` is not loopback"));
             }
-            let methods = [reg.docker_config.is_some(), reg.username.is_some() || reg.password.is_some(), reg.token.is_some()];
+            let methods = [
+                reg.docker_config.is_some(),
+                reg.username.is_some() || reg.password.is_some(),
+                reg.token.is_some(),
+            ];
             if methods.iter().filter(|m| **m).count() > 1 {
-                err(p.clone(), "choose one of `docker_config`, `username`+`password` or `token`".into());
+                err(
+                    p.clone(),
+                    "choose one of `docker_config`, `username`+`password` or `token`".into(),
+                );
             }
             if reg.username.is_some() != reg.password.is_some() {
                 err(p.clone(), "`username` and `password` go together".into());
@@ -397,103 +512,201 @@ impl Config {
             out.push((sv.key("max_concurrent"), "must be at least 1".into(), None));
         }
         if self.service.max_request_size.as_u64() < 1024 {
-            out.push((sv.key("max_request_size"), "must be at least 1KiB".into(), None));
+            out.push((
+                sv.key("max_request_size"),
+                "must be at least 1KiB".into(),
+                None,
+            ));
         }
         let au = KeyPath::keys(&["audit"]);
         if self.audit.checkpoint_every == 0 {
-            out.push((au.key("checkpoint_every"), "must be at least 1".into(), None));
+            out.push((
+                au.key("checkpoint_every"),
+                "must be at least 1".into(),
+                None,
+            ));
         }
-        if self.audit.origin.is_empty() || self.audit.origin.contains(char::is_whitespace) || self.audit.origin.contains("://") {
-            out.push((au.key("origin"), format!("`{}` must be a schema-less URL without spaces, e.g. `perry.example.com/audit`", self.audit.origin), None));
+        if self.audit.origin.is_empty()
+            || self.audit.origin.contains(char::is_whitespace)
+            || self.audit.origin.contains("://")
+        {
+            out.push((
+                au.key("origin"),
+                format!(
+                    "`{}` must be a schema-less URL without spaces, e.g. `perry.example.com/audit`",
+                    self.audit.origin
+                ),
+                None,
+            ));
         }
         out
     }
 
-    fn validate_capability(&self, name: &str, cap: &Capability, err: &mut impl FnMut(KeyPath, String)) {
+    fn validate_capability(
+        &self,
+        name: &str,
+        cap: &Capability,
+        err: &mut impl FnMut(KeyPath, String),
+    ) {
         let p = KeyPath::keys(&["shellCapabilities", name]);
         let name_ok = !name.is_empty()
             && name.len() <= 64
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
             && name.as_bytes()[0].is_ascii_alphanumeric();
         if !name_ok {
-            err(p.clone(), "capability names are 1-64 of [a-z0-9._-], starting with a letter or digit".into());
+            err(
+                p.clone(),
+                "capability names are 1-64 of [a-z0-9._-], starting with a letter or digit".into(),
+            );
         }
         match cap.command.first() {
-            None => err(p.key("command"), "must name a program to run, e.g. [\"git\", \"log\"]".into()),
+            None => err(
+                p.key("command"),
+                "must name a program to run, e.g. [\"git\", \"log\"]".into(),
+            ),
             Some(prog) => {
                 let base = prog.rsplit('/').next().unwrap_or(prog);
                 if SHELLS.contains(&base) && cap.command.get(1).is_some_and(|a| a == "-c") {
                     err(p.key("command"), format!("`{base} -c` reintroduces a shell; capabilities run argv directly, list the program and its arguments instead"));
                 }
                 if prog.is_empty() {
-                    err(p.key("command").index(0), "the program name is empty".into());
+                    err(
+                        p.key("command").index(0),
+                        "the program name is empty".into(),
+                    );
                 }
             }
         }
         if cap.tier < Tier::Hardened {
-            err(p.key("tier"), format!("`{}` is looser than `hardened`; capabilities run at tier hardened or stricter", cap.tier));
+            err(
+                p.key("tier"),
+                format!(
+                    "`{}` is looser than `hardened`; capabilities run at tier hardened or stricter",
+                    cap.tier
+                ),
+            );
         }
         let spec = cap.tier.effective_spec(self.tiers.get(&cap.tier));
-        if cap.network && !matches!(spec.network, NetworkPolicy::Allowed | NetworkPolicy::NoneUnlessGranted) {
-            err(p.key("network"), format!("tier `{}` never allows network", cap.tier));
+        if cap.network
+            && !matches!(
+                spec.network,
+                NetworkPolicy::Allowed | NetworkPolicy::NoneUnlessGranted
+            )
+        {
+            err(
+                p.key("network"),
+                format!("tier `{}` never allows network", cap.tier),
+            );
         }
         let l = spec.limits;
-        let over = |field: &str, got: String, max: String| format!("`{got}` exceeds tier `{}`'s {field} limit of {max}", cap.tier);
+        let over = |field: &str, got: String, max: String| {
+            format!(
+                "`{got}` exceeds tier `{}`'s {field} limit of {max}",
+                cap.tier
+            )
+        };
         if let Some(t) = cap.timeout {
             if t > l.timeout {
-                err(p.key("timeout"), over("timeout", t.to_string(), l.timeout.to_string()));
+                err(
+                    p.key("timeout"),
+                    over("timeout", t.to_string(), l.timeout.to_string()),
+                );
             }
         }
         if let Some(m) = cap.memory {
             if m > l.memory {
-                err(p.key("memory"), over("memory", m.to_string(), l.memory.to_string()));
+                err(
+                    p.key("memory"),
+                    over("memory", m.to_string(), l.memory.to_string()),
+                );
             }
         }
         if let Some(n) = cap.pids {
             if n == 0 || n > l.pids {
-                err(p.key("pids"), over("pids", n.to_string(), l.pids.to_string()));
+                err(
+                    p.key("pids"),
+                    over("pids", n.to_string(), l.pids.to_string()),
+                );
             }
         }
         if let Some(o) = cap.output_limit {
             if o > l.output {
-                err(p.key("output_limit"), over("output", o.to_string(), l.output.to_string()));
+                err(
+                    p.key("output_limit"),
+                    over("output", o.to_string(), l.output.to_string()),
+                );
             }
         }
         for (i, pos) in cap.args.positions.iter().enumerate() {
             let pp = p.key("args").key("positions").index(i);
             if pos.pattern.is_some() == !pos.one_of.is_empty() {
-                err(pp.clone(), "give exactly one of `pattern` or `one_of`".into());
+                err(
+                    pp.clone(),
+                    "give exactly one of `pattern` or `one_of`".into(),
+                );
             }
             if i >= cap.args.max {
-                err(pp, format!("position {i} can never be used: args.max is {}", cap.args.max));
+                err(
+                    pp,
+                    format!(
+                        "position {i} can never be used: args.max is {}",
+                        cap.args.max
+                    ),
+                );
             }
         }
         for (i, m) in cap.mounts.iter().enumerate() {
             let mp = p.key("mounts").index(i);
             let src_ok = m.source == WORKSPACE_PLACEHOLDER
-                || m.source.strip_prefix(WORKSPACE_PLACEHOLDER).is_some_and(|r| r.starts_with('/') && !r.split('/').any(|c| c == ".."))
-                || (m.source.starts_with('/') && !m.source.contains(WORKSPACE_PLACEHOLDER) && !m.source.split('/').any(|c| c == ".."));
+                || m.source
+                    .strip_prefix(WORKSPACE_PLACEHOLDER)
+                    .is_some_and(|r| r.starts_with('/') && !r.split('/').any(|c| c == ".."))
+                || (m.source.starts_with('/')
+                    && !m.source.contains(WORKSPACE_PLACEHOLDER)
+                    && !m.source.split('/').any(|c| c == ".."));
             if !src_ok {
-                err(mp.key("source"), format!("`{}` must be an absolute path or `{{workspace}}[/sub/dir]`, without `..`", m.source));
+                err(
+                    mp.key("source"),
+                    format!(
+                        "`{}` must be an absolute path or `{{workspace}}[/sub/dir]`, without `..`",
+                        m.source
+                    ),
+                );
             }
             let t = &m.target;
-            let bad_target = !t.starts_with('/') || t == "/" || t.split('/').any(|c| c == "..")
-                || ["/proc", "/sys", "/dev"].iter().any(|s| t == s || t.starts_with(&format!("{s}/")));
+            let bad_target = !t.starts_with('/')
+                || t == "/"
+                || t.split('/').any(|c| c == "..")
+                || ["/proc", "/sys", "/dev"]
+                    .iter()
+                    .any(|s| t == s || t.starts_with(&format!("{s}/")));
             if bad_target {
                 err(mp.key("target"), format!("`{t}` must be an absolute path inside the sandbox, not `/`, /proc, /sys or /dev"));
             }
         }
-        let var_ok = |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') && !v.as_bytes()[0].is_ascii_digit();
+        let var_ok = |v: &str| {
+            !v.is_empty()
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && !v.as_bytes()[0].is_ascii_digit()
+        };
         for (i, v) in cap.env.pass.iter().enumerate() {
             if !var_ok(v) {
-                err(p.key("env").key("pass").index(i), format!("`{v}` is not a variable name"));
+                err(
+                    p.key("env").key("pass").index(i),
+                    format!("`{v}` is not a variable name"),
+                );
             } else if v.starts_with("LD_") {
                 err(p.key("env").key("pass").index(i), format!("`{v}` changes how programs are loaded and may not be passed from a request"));
             }
         }
         for k in cap.env.set.keys() {
             if !var_ok(k) {
-                err(p.key("env").key("set").key(k), format!("`{k}` is not a variable name"));
+                err(
+                    p.key("env").key("set").key(k),
+                    format!("`{k}` is not a variable name"),
+                );
             }
         }
         if let Some(w) = &cap.workdir {
@@ -506,7 +719,8 @@ impl Config {
 
 /// Parses TOML into a [`Config`], returning a located problem for the first shape error.
 fn parse(src: &str) -> Result<Config, Problem> {
-    let de = toml::Deserializer::parse(src).map_err(|e| toml_problem(src, &e, KeyPath::default()))?;
+    let de =
+        toml::Deserializer::parse(src).map_err(|e| toml_problem(src, &e, KeyPath::default()))?;
     serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| {
         let path = KeyPath(
             e.path()
@@ -514,7 +728,9 @@ fn parse(src: &str) -> Result<Config, Problem> {
                 .filter_map(|s| match s {
                     serde_path_to_error::Segment::Map { key } => Some(PathSeg::Key(key.clone())),
                     serde_path_to_error::Segment::Seq { index } => Some(PathSeg::Index(*index)),
-                    serde_path_to_error::Segment::Enum { variant } => Some(PathSeg::Key(variant.clone())),
+                    serde_path_to_error::Segment::Enum { variant } => {
+                        Some(PathSeg::Key(variant.clone()))
+                    }
                     serde_path_to_error::Segment::Unknown => None,
                 })
                 .collect(),
@@ -529,11 +745,19 @@ fn toml_problem(src: &str, e: &toml::de::Error, path: KeyPath) -> Problem {
     let suggestion = suggest_from_serde_message(&message);
     let path = match unknown_name(&message) {
         // serde reports an unknown field at its parent; name the key itself.
-        Some(("field", key)) if path.0.last() != Some(&PathSeg::Key(key.to_string())) => path.key(key),
+        Some(("field", key)) if path.0.last() != Some(&PathSeg::Key(key.to_string())) => {
+            path.key(key)
+        }
         _ => path,
     };
     let message = tidy_message(&message);
-    Problem { line, column, path, message, suggestion }
+    Problem {
+        line,
+        column,
+        path,
+        message,
+        suggestion,
+    }
 }
 
 /// `unknown field `x`, expected …` → ("field", "x"); same for variants.
@@ -547,7 +771,9 @@ fn unknown_name(msg: &str) -> Option<(&'static str, &str)> {
 }
 
 fn expected_names(msg: &str) -> Vec<&str> {
-    let Some((_, tail)) = msg.split_once(", expected ") else { return Vec::new() };
+    let Some((_, tail)) = msg.split_once(", expected ") else {
+        return Vec::new();
+    };
     tail.split('`').skip(1).step_by(2).collect()
 }
 
@@ -572,39 +798,54 @@ fn tidy_message(msg: &str) -> String {
 }
 
 /// The byte offset of the key (or value) at `path` in a parsed document.
-fn locate(root: &toml_edit::Item, path: &[PathSeg]) -> Option<usize> {
-    let mut item = root;
-    let mut best = None;
-    for seg in path {
-        match seg {
-            PathSeg::Key(k) => {
-                let (key, next) = item.as_table_like()?.get_key_value(k)?;
-                best = key.span().map(|s| s.start).or(best);
-                item = next;
+fn locate(item: &toml_edit::Item, path: &[PathSeg]) -> Option<usize> {
+    let here = item.span().map(|s| s.start);
+    let Some((seg, rest)) = path.split_first() else {
+        return here;
+    };
+    match seg {
+        PathSeg::Key(k) => {
+            let (key, next) = item.as_table_like()?.get_key_value(k)?;
+            locate(next, rest).or_else(|| key.span().map(|s| s.start))
+        }
+        PathSeg::Index(i) => {
+            if let Some(aot) = item.as_array_of_tables() {
+                let t = aot.get(*i)?;
+                return locate_in_table(t, rest).or_else(|| t.span().map(|s| s.start));
             }
-            PathSeg::Index(i) => {
-                if let Some(aot) = item.as_array_of_tables() {
-                    let t = aot.get(*i)?;
-                    best = t.span().map(|s| s.start).or(best);
-                    // Tables in an array have no single key; keep walking into the table.
-                    return locate_in_table(t, &path[path.iter().position(|s| s == seg)? + 1..]).or(best);
-                }
-                let v = item.as_array()?.get(*i)?;
-                best = v.span().map(|s| s.start).or(best);
-                return best;
-            }
+            let v = item.as_array()?.get(*i)?;
+            locate_value(v, rest).or(here)
         }
     }
-    best.or_else(|| item.span().map(|s| s.start))
+}
+
+fn locate_value(v: &toml_edit::Value, path: &[PathSeg]) -> Option<usize> {
+    let here = v.span().map(|s| s.start);
+    let Some((seg, rest)) = path.split_first() else {
+        return here;
+    };
+    match (seg, v) {
+        (PathSeg::Key(k), toml_edit::Value::InlineTable(t)) => {
+            let (key, next) = t.get_key_value(k)?;
+            let at_key = key.span().map(|s| s.start);
+            match next.as_value() {
+                Some(nv) => locate_value(nv, rest).or(at_key),
+                None => at_key,
+            }
+        }
+        (PathSeg::Index(i), toml_edit::Value::Array(a)) => {
+            a.get(*i).and_then(|x| locate_value(x, rest)).or(here)
+        }
+        _ => here,
+    }
 }
 
 fn locate_in_table(t: &toml_edit::Table, rest: &[PathSeg]) -> Option<usize> {
-    if rest.is_empty() {
+    let Some((PathSeg::Key(k), rest)) = rest.split_first() else {
         return t.span().map(|s| s.start);
-    }
-    let PathSeg::Key(k) = &rest[0] else { return None };
+    };
     let (key, item) = t.get_key_value(k)?;
-    locate(item, &rest[1..]).or_else(|| key.span().map(|s| s.start))
+    locate(item, rest).or_else(|| key.span().map(|s| s.start))
 }
 
 /// 1-based line and character column of a byte offset.
@@ -619,7 +860,10 @@ fn line_col(src: &str, offset: usize) -> (usize, usize) {
 /// A file holding inline registry secrets must not be readable by group or others.
 fn check_private(path: &Path) -> Result<(), ConfigError> {
     use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
+    let meta = std::fs::metadata(path).map_err(|source| ConfigError::Io {
+        path: path.into(),
+        source,
+    })?;
     if meta.mode() & 0o077 != 0 {
         return Err(ConfigError::Invalid {
             file: path.into(),
@@ -648,7 +892,10 @@ mod tests {
         let c = Config::from_bytes(b"", Path::new("x.toml")).unwrap();
         assert!(c.trust.rules.is_empty());
         assert_eq!(c.sandbox.default_tier, Tier::Hardened);
-        assert!(c.trust.rules_for(&ImageRef::parse("busybox").unwrap()).is_empty());
+        assert!(c
+            .trust
+            .rules_for(&ImageRef::parse("busybox").unwrap())
+            .is_empty());
     }
 
     #[test]

@@ -42,10 +42,16 @@ pub fn search_path(cwd: &Path, xdg: Option<&Path>, home: Option<&Path>) -> Vec<P
 /// Picks the configuration file (without reading it).
 pub fn discover(explicit: Option<&Path>) -> ConfigSource {
     if let Some(p) = explicit {
-        return ConfigSource::File { path: p.into(), how: "--config" };
+        return ConfigSource::File {
+            path: p.into(),
+            how: "--config",
+        };
     }
     if let Some(p) = std::env::var_os("PERRY_CONFIG").filter(|v| !v.is_empty()) {
-        return ConfigSource::File { path: p.into(), how: "PERRY_CONFIG" };
+        return ConfigSource::File {
+            path: p.into(),
+            how: "PERRY_CONFIG",
+        };
     }
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let xdg = std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from);
@@ -53,7 +59,10 @@ pub fn discover(explicit: Option<&Path>) -> ConfigSource {
     search_path(&cwd, xdg.as_deref(), home.as_deref())
         .into_iter()
         .find(|p| p.is_file())
-        .map_or(ConfigSource::Defaults, |path| ConfigSource::File { path, how: "search" })
+        .map_or(ConfigSource::Defaults, |path| ConfigSource::File {
+            path,
+            how: "search",
+        })
 }
 
 /// Discovers and loads the configuration.
@@ -72,12 +81,33 @@ mod tests {
 
     #[test]
     fn search_order() {
-        let v = search_path(Path::new("/w"), Some(Path::new("/x")), Some(Path::new("/h")));
-        assert_eq!(v, [PathBuf::from("/w/perryconfig.toml"), "/x/perry-sandbox/perryconfig.toml".into(), "/etc/perry-sandbox/perryconfig.toml".into()]);
+        let v = search_path(
+            Path::new("/w"),
+            Some(Path::new("/x")),
+            Some(Path::new("/h")),
+        );
+        assert_eq!(
+            v,
+            [
+                PathBuf::from("/w/perryconfig.toml"),
+                "/x/perry-sandbox/perryconfig.toml".into(),
+                "/etc/perry-sandbox/perryconfig.toml".into()
+            ]
+        );
         let v = search_path(Path::new("/w"), None, Some(Path::new("/h")));
-        assert_eq!(v[1], PathBuf::from("/h/.config/perry-sandbox/perryconfig.toml"));
+        assert_eq!(
+            v[1],
+            PathBuf::from("/h/.config/perry-sandbox/perryconfig.toml")
+        );
         // A relative XDG_CONFIG_HOME is ignored, as the XDG spec says.
-        let v = search_path(Path::new("/w"), Some(Path::new("rel")), Some(Path::new("/h")));
-        assert_eq!(v[1], PathBuf::from("/h/.config/perry-sandbox/perryconfig.toml"));
+        let v = search_path(
+            Path::new("/w"),
+            Some(Path::new("rel")),
+            Some(Path::new("/h")),
+        );
+        assert_eq!(
+            v[1],
+            PathBuf::from("/h/.config/perry-sandbox/perryconfig.toml")
+        );
     }
 }

@@ -46,7 +46,8 @@ impl fmt::Display for KeyPath {
                         f.write_str(".")?;
                     }
                     let bare = !k.is_empty()
-                        && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                        && k.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
                     if bare {
                         f.write_str(k)?;
                     } else {
@@ -148,7 +149,10 @@ mod tests {
     fn key_paths_quote_when_needed() {
         let p = KeyPath::keys(&["registries", "127.0.0.1:5000"]).key("insecure");
         assert_eq!(p.to_string(), "registries.\"127.0.0.1:5000\".insecure");
-        let p = KeyPath::keys(&["trust", "policy"]).index(0).key("images").index(2);
+        let p = KeyPath::keys(&["trust", "policy"])
+            .index(0)
+            .key("images")
+            .index(2);
         assert_eq!(p.to_string(), "trust.policy[0].images[2]");
     }
 
@@ -156,7 +160,10 @@ mod tests {
     fn nearest_finds_typos_only() {
         let keys = ["state_dir", "default_tier", "uid_range"];
         assert_eq!(nearest("state_dirr", keys).as_deref(), Some("state_dir"));
-        assert_eq!(nearest("defualt_tier", keys).as_deref(), Some("default_tier"));
+        assert_eq!(
+            nearest("defualt_tier", keys).as_deref(),
+            Some("default_tier")
+        );
         assert_eq!(nearest("banana", keys), None);
     }
 }

@@ -45,7 +45,10 @@ impl ImageGlob {
             return Err(GlobError::BadChar(pattern.into(), c));
         }
         let first = pattern.split('/').next().unwrap_or_default();
-        let host_like = first.contains('.') || first.contains(':') || first == "localhost" || first.contains('*');
+        let host_like = first.contains('.')
+            || first.contains(':')
+            || first == "localhost"
+            || first.contains('*');
         if !host_like || !pattern.contains('/') && !pattern.contains("**") {
             return Err(GlobError::NoRegistry(pattern.into()));
         }
@@ -70,7 +73,10 @@ impl ImageGlob {
         }
         re.push('$');
         let regex = regex::Regex::new(&re).expect("escaped glob is a valid regex");
-        Ok(Self { source: pattern.into(), regex })
+        Ok(Self {
+            source: pattern.into(),
+            regex,
+        })
     }
 
     /// True when the normalised `registry/repository` name matches.
@@ -143,9 +149,18 @@ mod tests {
 
     #[test]
     fn refuses_ambiguous_globs() {
-        assert!(matches!(ImageGlob::new("busybox"), Err(GlobError::NoRegistry(_))));
-        assert!(matches!(ImageGlob::new("cgr.dev/a**"), Err(GlobError::BadDoubleStar(_))));
-        assert!(matches!(ImageGlob::new("cgr.dev/a:latest@x"), Err(GlobError::BadChar(_, '@'))));
+        assert!(matches!(
+            ImageGlob::new("busybox"),
+            Err(GlobError::NoRegistry(_))
+        ));
+        assert!(matches!(
+            ImageGlob::new("cgr.dev/a**"),
+            Err(GlobError::BadDoubleStar(_))
+        ));
+        assert!(matches!(
+            ImageGlob::new("cgr.dev/a:latest@x"),
+            Err(GlobError::BadChar(_, '@'))
+        ));
         assert!(ImageGlob::new("**").is_ok());
     }
 

@@ -19,7 +19,10 @@ impl Pattern {
         let regex = regex::RegexBuilder::new(&format!("^(?:{source})$"))
             .size_limit(1 << 20)
             .build()?;
-        Ok(Self { source: source.into(), regex })
+        Ok(Self {
+            source: source.into(),
+            regex,
+        })
     }
 
     /// True when the whole of `value` matches.

@@ -27,9 +27,15 @@ impl Digest {
             .strip_prefix("sha256:")
             .ok_or_else(|| ReferenceError::BadDigest(s.into(), "must start with `sha256:`"))?;
         if hex.len() != 64 {
-            return Err(ReferenceError::BadDigest(s.into(), "needs exactly 64 hex digits"));
+            return Err(ReferenceError::BadDigest(
+                s.into(),
+                "needs exactly 64 hex digits",
+            ));
         }
-        if !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(ReferenceError::BadDigest(s.into(), "must be lowercase hex"));
         }
         Ok(Self(s.to_string()))
@@ -82,7 +88,9 @@ pub enum ReferenceError {
     #[error("invalid digest `{0}`: {1}")]
     BadDigest(String, &'static str),
     /// The tag part is malformed.
-    #[error("invalid tag `{0}`: tags are 1-128 of [A-Za-z0-9_.-] and may not start with `.` or `-`")]
+    #[error(
+        "invalid tag `{0}`: tags are 1-128 of [A-Za-z0-9_.-] and may not start with `.` or `-`"
+    )]
     BadTag(String),
     /// A path component of the repository is malformed.
     #[error("invalid repository component `{component}` in `{input}`: components are lowercase letters and digits, separated by `.`, `_`, `__` or `-`")]
@@ -137,13 +145,17 @@ fn valid_registry(r: &str) -> bool {
         }
     }
     if host.starts_with('[') && host.ends_with(']') {
-        return host[1..host.len() - 1].parse::<std::net::Ipv6Addr>().is_ok();
+        return host[1..host.len() - 1]
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok();
     }
     !host.is_empty()
         && host.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -152,7 +164,8 @@ fn valid_registry(r: &str) -> bool {
 fn valid_tag(t: &str) -> bool {
     !t.is_empty()
         && t.len() <= 128
-        && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
         && !t.starts_with('.')
         && !t.starts_with('-')
 }
@@ -221,7 +234,12 @@ impl ImageRef {
             (None, None) => Some(DEFAULT_TAG.to_string()),
             (None, Some(_)) => None,
         };
-        Ok(Self { registry, repository, tag, digest })
+        Ok(Self {
+            registry,
+            repository,
+            tag,
+            digest,
+        })
     }
 
     /// The registry host (and port), e.g. `docker.io` or `127.0.0.1:5000`.
@@ -251,7 +269,12 @@ impl ImageRef {
 
     /// The same repository pinned to `digest`, with no tag: the only form used past the verifier.
     pub fn pinned(&self, digest: Digest) -> Self {
-        Self { registry: self.registry.clone(), repository: self.repository.clone(), tag: None, digest: Some(digest) }
+        Self {
+            registry: self.registry.clone(),
+            repository: self.repository.clone(),
+            tag: None,
+            digest: Some(digest),
+        }
     }
 
     /// The same repository at another tag (used to look up `sha256-<hex>` signature tags).
@@ -259,7 +282,12 @@ impl ImageRef {
         if !valid_tag(tag) {
             return Err(ReferenceError::BadTag(tag.into()));
         }
-        Ok(Self { registry: self.registry.clone(), repository: self.repository.clone(), tag: Some(tag.into()), digest: None })
+        Ok(Self {
+            registry: self.registry.clone(),
+            repository: self.repository.clone(),
+            tag: Some(tag.into()),
+            digest: None,
+        })
     }
 
     /// True when the registry host is a loopback address or `localhost`.
@@ -312,8 +340,14 @@ mod tests {
             ("busybox", "docker.io/library/busybox:latest"),
             ("busybox:1.36", "docker.io/library/busybox:1.36"),
             ("user/app", "docker.io/user/app:latest"),
-            ("index.docker.io/library/alpine", "docker.io/library/alpine:latest"),
-            ("cgr.dev/chainguard/git:latest", "cgr.dev/chainguard/git:latest"),
+            (
+                "index.docker.io/library/alpine",
+                "docker.io/library/alpine:latest",
+            ),
+            (
+                "cgr.dev/chainguard/git:latest",
+                "cgr.dev/chainguard/git:latest",
+            ),
             ("localhost/app", "localhost/app:latest"),
             ("127.0.0.1:5000/demo/app:v1", "127.0.0.1:5000/demo/app:v1"),
             ("localhost:5000/a/b/c", "localhost:5000/a/b/c:latest"),
@@ -352,7 +386,10 @@ mod tests {
     fn pinned_drops_tag() {
         let r = ImageRef::parse("cgr.dev/chainguard/git:latest").unwrap();
         let d = Digest::parse(&format!("sha256:{}", "0".repeat(64))).unwrap();
-        assert_eq!(r.pinned(d).to_string(), format!("cgr.dev/chainguard/git@sha256:{}", "0".repeat(64)));
+        assert_eq!(
+            r.pinned(d).to_string(),
+            format!("cgr.dev/chainguard/git@sha256:{}", "0".repeat(64))
+        );
     }
 
     fn component() -> impl Strategy<Value = String> {

@@ -65,10 +65,23 @@ mod tests {
 
     #[test]
     fn loopback_detection() {
-        for h in ["localhost", "localhost:5000", "127.0.0.1:5000", "127.8.9.1", "[::1]:5000", "::1"] {
+        for h in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.8.9.1",
+            "[::1]:5000",
+            "::1",
+        ] {
             assert!(is_loopback_host(h), "{h}");
         }
-        for h in ["example.com", "10.0.0.1:5000", "localhost.evil.com", "128.0.0.1", "[::2]:80"] {
+        for h in [
+            "example.com",
+            "10.0.0.1:5000",
+            "localhost.evil.com",
+            "128.0.0.1",
+            "[::2]:80",
+        ] {
             assert!(!is_loopback_host(h), "{h}");
         }
     }

@@ -83,7 +83,12 @@ pub struct TierSpec {
 
 impl Tier {
     /// All tiers, least strict first.
-    pub const ALL: [Tier; 4] = [Tier::Default, Tier::Isolated, Tier::Hardened, Tier::Untrusted];
+    pub const ALL: [Tier; 4] = [
+        Tier::Default,
+        Tier::Isolated,
+        Tier::Hardened,
+        Tier::Untrusted,
+    ];
 
     /// The lowercase name used in configuration and on the command line.
     pub const fn name(self) -> &'static str {
@@ -106,7 +111,14 @@ impl Tier {
         let (read_only_root, network, non_root, landlock, require_landlock, full) = match self {
             Tier::Default => (false, NetworkPolicy::Allowed, false, false, false, false),
             Tier::Isolated => (false, NetworkPolicy::UnixOnly, true, false, false, false),
-            Tier::Hardened => (true, NetworkPolicy::NoneUnlessGranted, true, true, false, false),
+            Tier::Hardened => (
+                true,
+                NetworkPolicy::NoneUnlessGranted,
+                true,
+                true,
+                false,
+                false,
+            ),
             Tier::Untrusted => (true, NetworkPolicy::Never, true, true, true, true),
         };
         let limits = match self {
@@ -319,7 +331,10 @@ mod tests {
     fn table_matches_design() {
         assert_eq!(Tier::Default.spec().network, NetworkPolicy::Allowed);
         assert_eq!(Tier::Isolated.spec().network, NetworkPolicy::UnixOnly);
-        assert_eq!(Tier::Hardened.spec().network, NetworkPolicy::NoneUnlessGranted);
+        assert_eq!(
+            Tier::Hardened.spec().network,
+            NetworkPolicy::NoneUnlessGranted
+        );
         assert_eq!(Tier::Untrusted.spec().network, NetworkPolicy::Never);
         assert!(Tier::Hardened.spec().read_only_root && Tier::Untrusted.spec().read_only_root);
         assert!(Tier::Untrusted.spec().require_full_isolation);
@@ -339,20 +354,42 @@ mod tests {
         assert_eq!(eff.limits.pids, 32);
         assert!(eff.require_landlock);
 
-        let bad = TierOverride { memory: Some(ByteSize::gib(2)), ..Default::default() };
+        let bad = TierOverride {
+            memory: Some(ByteSize::gib(2)),
+            ..Default::default()
+        };
         let (field, why) = bad.check_tightens(Tier::Hardened).unwrap_err();
         assert_eq!(field, "memory");
-        assert!(why.contains("would loosen tier `hardened` (built-in memory is 1GiB)"), "{why}");
+        assert!(
+            why.contains("would loosen tier `hardened` (built-in memory is 1GiB)"),
+            "{why}"
+        );
 
-        let bad = TierOverride { network: Some(true), ..Default::default() };
-        assert_eq!(bad.check_tightens(Tier::Untrusted).unwrap_err().0, "network");
-        let bad = TierOverride { require_landlock: Some(false), ..Default::default() };
-        assert_eq!(bad.check_tightens(Tier::Untrusted).unwrap_err().0, "require_landlock");
+        let bad = TierOverride {
+            network: Some(true),
+            ..Default::default()
+        };
+        assert_eq!(
+            bad.check_tightens(Tier::Untrusted).unwrap_err().0,
+            "network"
+        );
+        let bad = TierOverride {
+            require_landlock: Some(false),
+            ..Default::default()
+        };
+        assert_eq!(
+            bad.check_tightens(Tier::Untrusted).unwrap_err().0,
+            "require_landlock"
+        );
     }
 
     #[test]
     fn parses_tier_names() {
         assert_eq!("hardened".parse::<Tier>().unwrap(), Tier::Hardened);
-        assert!("strict".parse::<Tier>().unwrap_err().to_string().contains("unknown tier `strict`"));
+        assert!("strict"
+            .parse::<Tier>()
+            .unwrap_err()
+            .to_string()
+            .contains("unknown tier `strict`"));
     }
 }

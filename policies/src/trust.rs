@@ -37,7 +37,9 @@ impl<'de> Deserialize<'de> for TrustedRootSource {
         let s = String::deserialize(d)?;
         match s.as_str() {
             "public-good" => Ok(Self::PublicGood),
-            "" => Err(de::Error::custom("expected `public-good` or a path to a trusted_root.json")),
+            "" => Err(de::Error::custom(
+                "expected `public-good` or a path to a trusted_root.json",
+            )),
             _ => Ok(Self::Path(PathBuf::from(s))),
         }
     }
@@ -173,18 +175,33 @@ mod tests {
 
     #[test]
     fn no_match_means_no_rules() {
-        let p = TrustPolicy { rules: vec![rule(&["cgr.dev/chainguard/**"])], ..Default::default() };
+        let p = TrustPolicy {
+            rules: vec![rule(&["cgr.dev/chainguard/**"])],
+            ..Default::default()
+        };
         assert!(p.rules_for(&ImageRef::parse("busybox").unwrap()).is_empty());
-        assert_eq!(p.rules_for(&ImageRef::parse("cgr.dev/chainguard/git:latest").unwrap()).len(), 1);
+        assert_eq!(
+            p.rules_for(&ImageRef::parse("cgr.dev/chainguard/git:latest").unwrap())
+                .len(),
+            1
+        );
     }
 
     #[test]
     fn every_matching_rule_is_returned() {
         let p = TrustPolicy {
-            rules: vec![rule(&["cgr.dev/**"]), rule(&["cgr.dev/chainguard/*"]), rule(&["ghcr.io/**"])],
+            rules: vec![
+                rule(&["cgr.dev/**"]),
+                rule(&["cgr.dev/chainguard/*"]),
+                rule(&["ghcr.io/**"]),
+            ],
             ..Default::default()
         };
-        assert_eq!(p.rules_for(&ImageRef::parse("cgr.dev/chainguard/git").unwrap()).len(), 2);
+        assert_eq!(
+            p.rules_for(&ImageRef::parse("cgr.dev/chainguard/git").unwrap())
+                .len(),
+            2
+        );
     }
 
     #[test]
@@ -194,8 +211,14 @@ mod tests {
             subject: None,
             subject_regex: Some(Pattern::new("^https://github\\.com/org/.*$").unwrap()),
         };
-        assert!(a.accepts("https://token.actions.githubusercontent.com", "https://github.com/org/x"));
+        assert!(a.accepts(
+            "https://token.actions.githubusercontent.com",
+            "https://github.com/org/x"
+        ));
         assert!(!a.accepts("https://evil", "https://github.com/org/x"));
-        assert!(!a.accepts("https://token.actions.githubusercontent.com", "https://github.com/orgx/x"));
+        assert!(!a.accepts(
+            "https://token.actions.githubusercontent.com",
+            "https://github.com/orgx/x"
+        ));
     }
 }

@@ -98,7 +98,12 @@ impl FromStr for HumanDuration {
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis() as u64;
-        for (unit, per) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+        for (unit, per) in [
+            ("d", 86_400_000),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1_000),
+        ] {
             if ms != 0 && ms % per == 0 {
                 return write!(f, "{}{unit}", ms / per);
             }
@@ -163,7 +168,12 @@ impl FromStr for ByteSize {
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0;
-        for (unit, per) in [("TiB", 1u64 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        for (unit, per) in [
+            ("TiB", 1u64 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ] {
             if n != 0 && n % per == 0 {
                 return write!(f, "{}{unit}", n / per);
             }
@@ -213,16 +223,32 @@ mod tests {
 
     #[test]
     fn parses_durations() {
-        assert_eq!("10s".parse::<HumanDuration>().unwrap().as_std().as_secs(), 10);
-        assert_eq!("5m".parse::<HumanDuration>().unwrap().as_std().as_secs(), 300);
-        assert_eq!("250ms".parse::<HumanDuration>().unwrap().as_std().as_millis(), 250);
+        assert_eq!(
+            "10s".parse::<HumanDuration>().unwrap().as_std().as_secs(),
+            10
+        );
+        assert_eq!(
+            "5m".parse::<HumanDuration>().unwrap().as_std().as_secs(),
+            300
+        );
+        assert_eq!(
+            "250ms"
+                .parse::<HumanDuration>()
+                .unwrap()
+                .as_std()
+                .as_millis(),
+            250
+        );
         assert_eq!("2h".parse::<HumanDuration>().unwrap().to_string(), "2h");
         assert_eq!("90s".parse::<HumanDuration>().unwrap().to_string(), "90s");
     }
 
     #[test]
     fn rejects_bad_durations_with_reason() {
-        let e = "10 parsecs".parse::<HumanDuration>().unwrap_err().to_string();
+        let e = "10 parsecs"
+            .parse::<HumanDuration>()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown unit `parsecs`"), "{e}");
         let e = "soon".parse::<HumanDuration>().unwrap_err().to_string();
         assert!(e.contains("has no number"), "{e}");

@@ -38,7 +38,9 @@ pub fn run(g: &GlobalArgs, cmd: ConfigCommand) -> CliResult {
             match (image, capability) {
                 (_, Some(name)) => explain_capability(&ctx, &name),
                 (Some(image), None) => explain_image(&ctx, &image),
-                (None, None) => Err(CliError::invalid_argument("give an IMAGE or --capability NAME")),
+                (None, None) => Err(CliError::invalid_argument(
+                    "give an IMAGE or --capability NAME",
+                )),
             }
         }
     }
@@ -55,16 +57,31 @@ fn check(g: &GlobalArgs, file: Option<PathBuf>) -> CliResult {
     };
     if g.json {
         let v = serde_json::json!({ "ok": true, "config": cfg });
-        println!("{}", serde_json::to_string_pretty(&v).map_err(|e| CliError::internal(e.to_string()))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).map_err(|e| CliError::internal(e.to_string()))?
+        );
     } else {
         println!(
             "ok: {label}: {} trust polic{}, {} capabilit{}, {} registr{}, default tier {}",
             cfg.trust.rules.len(),
-            if cfg.trust.rules.len() == 1 { "y" } else { "ies" },
+            if cfg.trust.rules.len() == 1 {
+                "y"
+            } else {
+                "ies"
+            },
             cfg.capabilities.len(),
-            if cfg.capabilities.len() == 1 { "y" } else { "ies" },
+            if cfg.capabilities.len() == 1 {
+                "y"
+            } else {
+                "ies"
+            },
             cfg.registries.len(),
-            if cfg.registries.len() == 1 { "y" } else { "ies" },
+            if cfg.registries.len() == 1 {
+                "y"
+            } else {
+                "ies"
+            },
             cfg.sandbox.default_tier
         );
         if cfg.trust.rules.is_empty() {
@@ -76,13 +93,19 @@ fn check(g: &GlobalArgs, file: Option<PathBuf>) -> CliResult {
 
 fn rule_name(cfg: &Config, rule: &perry_policies::TrustRule) -> String {
     rule.name.clone().unwrap_or_else(|| {
-        let i = cfg.trust.rules.iter().position(|r| std::ptr::eq(r, rule)).unwrap_or(0);
+        let i = cfg
+            .trust
+            .rules
+            .iter()
+            .position(|r| std::ptr::eq(r, rule))
+            .unwrap_or(0);
         format!("policy[{i}]")
     })
 }
 
 fn explain_image(ctx: &Context, image: &str) -> CliResult {
-    let r = ImageRef::parse(image).map_err(|e| CliError::invalid_argument(format!("image `{image}`: {e}")))?;
+    let r = ImageRef::parse(image)
+        .map_err(|e| CliError::invalid_argument(format!("image `{image}`: {e}")))?;
     let cfg = &ctx.config;
     let rules = cfg.trust.rules_for(&r);
     let tier = cfg.sandbox.default_tier;
@@ -96,11 +119,17 @@ fn explain_image(ctx: &Context, image: &str) -> CliResult {
             "policies": rules.iter().map(|rule| serde_json::json!({"name": rule_name(cfg, rule), "rule": rule})).collect::<Vec<_>>(),
             "tier": spec,
         });
-        println!("{}", serde_json::to_string_pretty(&v).map_err(|e| CliError::internal(e.to_string()))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).map_err(|e| CliError::internal(e.to_string()))?
+        );
         return Ok(ExitCode::SUCCESS);
     }
     println!("image:   {r}");
-    println!("matched: as `{}` (tags and digests are not part of the match)", r.name());
+    println!(
+        "matched: as `{}` (tags and digests are not part of the match)",
+        r.name()
+    );
     println!("config:  {}", ctx.source_label());
     if rules.is_empty() {
         println!("verdict: DENIED: no [[trust.policy]] glob matches `{}`; nothing runs unless a policy trusts a signer for it", r.name());
@@ -108,10 +137,23 @@ fn explain_image(ctx: &Context, image: &str) -> CliResult {
     }
     println!("verdict: must be verified against {} polic{} (all must pass; within one, any authority suffices):", rules.len(), if rules.len() == 1 { "y" } else { "ies" });
     for rule in &rules {
-        let globs: Vec<_> = rule.images.iter().filter(|g| g.matches(&r.name())).map(|g| g.as_str()).collect();
-        println!("  - {} (matched by {})", rule_name(cfg, rule), globs.join(", "));
+        let globs: Vec<_> = rule
+            .images
+            .iter()
+            .filter(|g| g.matches(&r.name()))
+            .map(|g| g.as_str())
+            .collect();
+        println!(
+            "  - {} (matched by {})",
+            rule_name(cfg, rule),
+            globs.join(", ")
+        );
         for a in &rule.keyless {
-            println!("      keyless: issuer {} subject {}", a.issuer, a.describe_subject());
+            println!(
+                "      keyless: issuer {} subject {}",
+                a.issuer,
+                a.describe_subject()
+            );
         }
         for k in &rule.keys {
             println!("      key:     {}", k.display());
@@ -141,34 +183,62 @@ fn print_tier(spec: &perry_policies::TierSpec) {
 fn explain_capability(ctx: &Context, name: &str) -> CliResult {
     let cfg = &ctx.config;
     let Some(cap) = cfg.capabilities.get(name) else {
-        let near = perry_policies::error::nearest(name, cfg.capabilities.keys().map(String::as_str));
-        let hint = near.map(|n| format!(", did you mean `{n}`?")).unwrap_or_default();
-        return Err(CliError::not_found(format!("no capability `{name}` in {}{hint}", ctx.source_label())));
+        let near =
+            perry_policies::error::nearest(name, cfg.capabilities.keys().map(String::as_str));
+        let hint = near
+            .map(|n| format!(", did you mean `{n}`?"))
+            .unwrap_or_default();
+        return Err(CliError::not_found(format!(
+            "no capability `{name}` in {}{hint}",
+            ctx.source_label()
+        )));
     };
     let (image, why) = match (&cap.image, cfg.capability_images.get(name)) {
         (Some(i), _) => (Some(i.to_string()), "the capability's own `image`"),
         (None, Some(i)) => (Some(i.to_string()), "[shellCapabilityImages]"),
-        (None, None) => (None, "no image configured; `perry-sandbox cap` chooses a default"),
+        (None, None) => (
+            None,
+            "no image configured; `perry-sandbox cap` chooses a default",
+        ),
     };
     let tier: Tier = cap.tier;
     let spec = tier.effective_spec(cfg.tiers.get(&tier));
     if ctx.json {
         let v = serde_json::json!({ "capability": name, "definition": cap, "image": image, "image_source": why, "tier": spec });
-        println!("{}", serde_json::to_string_pretty(&v).map_err(|e| CliError::internal(e.to_string()))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).map_err(|e| CliError::internal(e.to_string()))?
+        );
         return Ok(ExitCode::SUCCESS);
     }
     println!("capability: {name}");
-    println!("command:    {:?} + caller arguments (at most {})", cap.command, cap.args.max);
+    println!(
+        "command:    {:?} + caller arguments (at most {})",
+        cap.command, cap.args.max
+    );
     println!("image:      {} ({why})", image.as_deref().unwrap_or("-"));
     if let Some(i) = image.as_deref().and_then(|i| ImageRef::parse(i).ok()) {
         let n = cfg.trust.rules_for(&i).len();
         if n == 0 {
-            println!("trust:      DENIED: no [[trust.policy]] matches `{}`", i.name());
+            println!(
+                "trust:      DENIED: no [[trust.policy]] matches `{}`",
+                i.name()
+            );
         } else {
-            println!("trust:      {n} matching polic{} must pass", if n == 1 { "y" } else { "ies" });
+            println!(
+                "trust:      {n} matching polic{} must pass",
+                if n == 1 { "y" } else { "ies" }
+            );
         }
     }
-    println!("tier:       {tier}{}", if cap.network { " with a network grant" } else { "" });
+    println!(
+        "tier:       {tier}{}",
+        if cap.network {
+            " with a network grant"
+        } else {
+            ""
+        }
+    );
     print_tier(&spec);
     if let ConfigSource::Defaults = ctx.source {
         println!("config:     {}", ctx.source_label());

@@ -25,16 +25,24 @@ impl Context {
             config.sandbox.state_dir = absolute(dir);
         }
         if source == ConfigSource::Defaults {
-            tracing::warn!("no perryconfig.toml found; using built-in defaults, which deny every image");
+            tracing::warn!(
+                "no perryconfig.toml found; using built-in defaults, which deny every image"
+            );
         }
-        Ok(Self { config, source, json: g.json })
+        Ok(Self {
+            config,
+            source,
+            json: g.json,
+        })
     }
 
     /// A short description of the configuration source, for messages.
     pub fn source_label(&self) -> String {
         match &self.source {
             ConfigSource::File { path, how } => format!("{} (via {how})", path.display()),
-            ConfigSource::Defaults => "built-in defaults (no perryconfig.toml found; every image is denied)".into(),
+            ConfigSource::Defaults => {
+                "built-in defaults (no perryconfig.toml found; every image is denied)".into()
+            }
         }
     }
 }

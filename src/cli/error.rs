@@ -28,27 +28,52 @@ pub struct CliError {
 impl CliError {
     /// A configuration that does not parse or validate (exit 2).
     pub fn invalid_config(message: impl Into<String>) -> Self {
-        Self { code: "invalid_config", status: 400, message: message.into(), exit: 2 }
+        Self {
+            code: "invalid_config",
+            status: 400,
+            message: message.into(),
+            exit: 2,
+        }
     }
 
     /// Bad command-line input (exit 2).
     pub fn invalid_argument(message: impl Into<String>) -> Self {
-        Self { code: "invalid_argument", status: 400, message: message.into(), exit: 2 }
+        Self {
+            code: "invalid_argument",
+            status: 400,
+            message: message.into(),
+            exit: 2,
+        }
     }
 
     /// Something named does not exist (exit 125).
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self { code: "not_found", status: 404, message: message.into(), exit: EXIT_REFUSED }
+        Self {
+            code: "not_found",
+            status: 404,
+            message: message.into(),
+            exit: EXIT_REFUSED,
+        }
     }
 
     /// Policy refuses the request (exit 125).
     pub fn policy_denied(message: impl Into<String>) -> Self {
-        Self { code: "policy_denied", status: 403, message: message.into(), exit: EXIT_REFUSED }
+        Self {
+            code: "policy_denied",
+            status: 403,
+            message: message.into(),
+            exit: EXIT_REFUSED,
+        }
     }
 
     /// An internal or environmental failure (exit 125).
     pub fn internal(message: impl Into<String>) -> Self {
-        Self { code: "internal", status: 500, message: message.into(), exit: EXIT_REFUSED }
+        Self {
+            code: "internal",
+            status: 500,
+            message: message.into(),
+            exit: EXIT_REFUSED,
+        }
     }
 
     /// The same error with another exit status.

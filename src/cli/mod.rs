@@ -88,7 +88,12 @@ fn run(cli: Cli) -> CliResult {
     match cli.command {
         Command::Config(cmd) => config_cmd::run(g, cmd),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "perry-sandbox", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "perry-sandbox",
+                &mut std::io::stdout(),
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

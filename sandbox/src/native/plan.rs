@@ -1,0 +1,396 @@
+//! Everything the child needs, computed in the parent before `clone`.
+//!
+//! The child runs between `clone` and `execve` of a possibly multi-threaded parent, where any
+//! allocation can deadlock on a malloc lock another thread held at the moment of the clone. So
+//! every path, string and pointer array it will touch is built here, as `CString`s and
+//! null-terminated pointer vectors, and the child only reads them.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use super::{RunError, RunSpec};
+
+/// `/proc` entries hidden behind `/dev/null` (files) — runc's `maskedPaths`, plus
+/// `sysrq-trigger` which runc only makes read-only.
+pub(crate) const MASKED_PROC_FILES: &[&str] = &[
+    "kcore",
+    "keys",
+    "key-users",
+    "latency_stats",
+    "timer_list",
+    "timer_stats",
+    "sched_debug",
+    "sysrq-trigger",
+    "kpagecount",
+    "kpageflags",
+    "kpagecgroup",
+];
+/// `/proc` directories hidden behind an empty read-only tmpfs.
+pub(crate) const MASKED_PROC_DIRS: &[&str] = &["acpi", "asound", "scsi", "driver"];
+/// `/proc` subtrees bound read-only — runc's `readonlyPaths`.
+pub(crate) const READONLY_PROC: &[&str] = &["bus", "fs", "irq", "sys"];
+/// Host device nodes bound into the sandbox's `/dev`.
+pub(crate) const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+/// Conventional `/dev` symlinks (`name`, `target`).
+pub(crate) const DEV_LINKS: &[(&str, &str)] = &[
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+];
+
+/// A bind mount, resolved to host source and pre-pivot target paths.
+pub(crate) struct PlannedBind {
+    pub source: CString,
+    pub target: CString,
+    pub read_only: bool,
+}
+
+/// A null-terminated `char *[]` plus the `CString`s it points into.
+pub(crate) struct CVec {
+    _owned: Vec<CString>,
+    ptrs: Vec<*const libc::c_char>,
+}
+
+// SAFETY: the raw pointers point into `_owned`, which lives as long as the CVec and is never
+// mutated; sharing it across threads is as safe as sharing the CStrings themselves.
+unsafe impl Sync for CVec {}
+// SAFETY: as above; moving the Vec of CStrings does not move their heap buffers.
+unsafe impl Send for CVec {}
+
+impl CVec {
+    pub(crate) fn new(items: Vec<CString>) -> Self {
+        let mut ptrs: Vec<*const libc::c_char> = items.iter().map(|c| c.as_ptr()).collect();
+        ptrs.push(std::ptr::null());
+        CVec {
+            _owned: items,
+            ptrs,
+        }
+    }
+    pub(crate) fn as_ptr(&self) -> *const *const libc::c_char {
+        self.ptrs.as_ptr()
+    }
+}
+
+/// The resource limits set with `prlimit` in the workload process.
+#[derive(Clone, Copy)]
+pub(crate) struct Rlimit {
+    pub resource: libc::c_int,
+    pub value: u64,
+}
+
+/// The child's file descriptors (numbers in the parent, inherited by `clone`).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct ChildFds {
+    pub sync_r: i32,
+    pub err_w: i32,
+    pub status_w: i32,
+    pub stdin_r: i32,
+    pub stdout_w: i32,
+    pub stderr_w: i32,
+}
+
+/// The prepared plan. Read-only in the child.
+pub(crate) struct Plan {
+    pub hostname: Vec<u8>,
+    pub rootfs: CString,
+    pub proc_dir: CString,
+    pub proc_masked_files: Vec<CString>,
+    pub proc_masked_dirs: Vec<CString>,
+    pub proc_readonly: Vec<CString>,
+    pub max_userns: CString,
+    pub dev_dir: CString,
+    pub dev_host: Vec<CString>,
+    pub dev_target: Vec<CString>,
+    pub dev_links: Vec<(CString, CString)>,
+    pub dev_data: CString,
+    pub tmp_dir: CString,
+    pub tmp_data: CString,
+    pub binds: Vec<PlannedBind>,
+    pub host_dev_null: CString,
+    pub dot: CString,
+    pub slash: CString,
+    pub tmpfs: CString,
+    pub proc_fs: CString,
+    pub cwd: CString,
+    pub exec_candidates: Vec<CString>,
+    pub argv: CVec,
+    pub envp: CVec,
+    pub uid: u32,
+    pub gid: u32,
+    pub rlimits: Vec<Rlimit>,
+    pub loopback: bool,
+    pub fds: ChildFds,
+    /// Sorted fds (>= 3) that survive the close-everything step.
+    pub keep_fds: Vec<i32>,
+}
+
+pub(crate) fn cstr(field: &'static str, bytes: &[u8]) -> Result<CString, RunError> {
+    CString::new(bytes).map_err(|_| RunError::InvalidSpec {
+        field,
+        reason: format!("contains a NUL byte: {:?}", String::from_utf8_lossy(bytes)),
+    })
+}
+
+fn path_c(field: &'static str, p: &Path) -> Result<CString, RunError> {
+    cstr(field, p.as_os_str().as_bytes())
+}
+
+/// `target` (absolute, inside the sandbox) as a path under `rootfs`, refusing `..`.
+fn under(rootfs: &Path, target: &Path, field: &'static str) -> Result<PathBuf, RunError> {
+    if !target.is_absolute() {
+        return Err(RunError::InvalidSpec {
+            field,
+            reason: format!("{} is not absolute", target.display()),
+        });
+    }
+    let mut out = rootfs.to_path_buf();
+    for c in target.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(RunError::InvalidSpec {
+                    field,
+                    reason: format!("{} contains '..'", target.display()),
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A mount point inside the rootfs must exist, and no component may be a symlink: the child
+/// mounts before `pivot_root`, where a symlink would resolve against the host's root.
+fn check_mount_point(rootfs: &Path, inside: &Path) -> Result<(), RunError> {
+    let mut cur = rootfs.to_path_buf();
+    for c in inside.components() {
+        if let Component::Normal(n) = c {
+            cur.push(n);
+            match std::fs::symlink_metadata(&cur) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(RunError::MountPointSymlink { path: cur })
+                }
+                Ok(_) => {}
+                Err(_) => return Err(RunError::MountPointMissing { path: cur }),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The child switches to unprivileged host ids before touching the rootfs, so the rootfs and
+/// every directory above it must be searchable by "other".
+fn check_searchable(p: &Path) -> Result<(), RunError> {
+    let mut cur = Some(p);
+    while let Some(d) = cur {
+        let m = std::fs::metadata(d).map_err(|_| RunError::MountPointMissing {
+            path: d.to_path_buf(),
+        })?;
+        if m.permissions().mode() & 0o001 == 0 {
+            return Err(RunError::NotSearchable {
+                path: d.to_path_buf(),
+            });
+        }
+        cur = d.parent();
+    }
+    Ok(())
+}
+
+impl Plan {
+    /// Validate `spec` and build every string the child will use.
+    pub(crate) fn build(spec: &RunSpec, final_keep: &[i32]) -> Result<Plan, RunError> {
+        if spec.argv.is_empty() {
+            return Err(RunError::InvalidSpec {
+                field: "argv",
+                reason: "empty command".into(),
+            });
+        }
+        let rootfs = spec
+            .rootfs
+            .canonicalize()
+            .map_err(|_| RunError::MountPointMissing {
+                path: spec.rootfs.clone(),
+            })?;
+        if !rootfs.is_dir() {
+            return Err(RunError::InvalidSpec {
+                field: "rootfs",
+                reason: format!("{} is not a directory", rootfs.display()),
+            });
+        }
+        check_searchable(&rootfs)?;
+        for d in ["/proc", "/dev", "/tmp"] {
+            check_mount_point(&rootfs, Path::new(d))?;
+        }
+        let mut binds = Vec::new();
+        for (i, b) in spec.mounts.iter().enumerate() {
+            let target = under(&rootfs, &b.target, "mounts.target")?;
+            check_mount_point(&rootfs, b.target.strip_prefix("/").unwrap_or(&b.target))?;
+            let source = b.source.canonicalize().map_err(|_| RunError::InvalidSpec {
+                field: "mounts.source",
+                reason: format!("mount {i}: {} does not exist", b.source.display()),
+            })?;
+            check_searchable(source.parent().unwrap_or(Path::new("/")))?;
+            binds.push(PlannedBind {
+                source: path_c("mounts.source", &source)?,
+                target: path_c("mounts.target", &target)?,
+                read_only: b.read_only,
+            });
+        }
+        let proc_dir = rootfs.join("proc");
+        let dev_dir = rootfs.join("dev");
+        let tmp_dir = rootfs.join("tmp");
+        let name_c = |dir: &Path, n: &str| path_c("rootfs", &dir.join(n));
+        let proc_masked_files = MASKED_PROC_FILES
+            .iter()
+            .map(|n| name_c(&proc_dir, n))
+            .collect::<Result<_, _>>()?;
+        let proc_masked_dirs = MASKED_PROC_DIRS
+            .iter()
+            .map(|n| name_c(&proc_dir, n))
+            .collect::<Result<_, _>>()?;
+        let proc_readonly = READONLY_PROC
+            .iter()
+            .map(|n| name_c(&proc_dir, n))
+            .collect::<Result<_, _>>()?;
+        let dev_host = DEV_NODES
+            .iter()
+            .map(|n| name_c(Path::new("/dev"), n))
+            .collect::<Result<_, _>>()?;
+        let dev_target = DEV_NODES
+            .iter()
+            .map(|n| name_c(&dev_dir, n))
+            .collect::<Result<_, _>>()?;
+        let dev_links = DEV_LINKS
+            .iter()
+            .map(|(n, t)| Ok((name_c(&dev_dir, n)?, cstr("dev", t.as_bytes())?)))
+            .collect::<Result<_, RunError>>()?;
+
+        // Program lookup happens in the child after pivot_root; precompute the candidates.
+        let prog = spec.argv[0].as_bytes();
+        let mut exec_candidates = Vec::new();
+        if prog.contains(&b'/') {
+            exec_candidates.push(cstr("argv[0]", prog)?);
+        } else {
+            let path_var = spec
+                .env
+                .iter()
+                .find(|(k, _)| k == "PATH")
+                .map(|(_, v)| v.as_str())
+                .unwrap_or(super::DEFAULT_PATH);
+            for dir in path_var.split(':').filter(|d| d.starts_with('/')) {
+                let mut c = dir.as_bytes().to_vec();
+                if !c.ends_with(b"/") {
+                    c.push(b'/');
+                }
+                c.extend_from_slice(prog);
+                exec_candidates.push(cstr("argv[0]", &c)?);
+            }
+            if exec_candidates.is_empty() {
+                return Err(RunError::InvalidSpec {
+                    field: "env.PATH",
+                    reason: "no absolute directory to look the command up in".into(),
+                });
+            }
+        }
+        let argv = CVec::new(
+            spec.argv
+                .iter()
+                .map(|a| cstr("argv", a.as_bytes()))
+                .collect::<Result<_, _>>()?,
+        );
+        let mut env: Vec<CString> = Vec::new();
+        for (k, v) in &spec.env {
+            if k.is_empty() || k.contains('=') {
+                return Err(RunError::InvalidSpec {
+                    field: "env",
+                    reason: format!("invalid variable name {k:?}"),
+                });
+            }
+            env.push(cstr("env", format!("{k}={v}").as_bytes())?);
+        }
+        if !spec.env.iter().any(|(k, _)| k == "PATH") {
+            env.push(cstr("env", format!("PATH={}", super::DEFAULT_PATH).as_bytes())?);
+        }
+        if !spec.cwd.is_absolute() {
+            return Err(RunError::InvalidSpec {
+                field: "cwd",
+                reason: format!("{} is not absolute", spec.cwd.display()),
+            });
+        }
+        if spec.hostname.len() > 64 || spec.hostname.is_empty() {
+            return Err(RunError::InvalidSpec {
+                field: "hostname",
+                reason: "must be 1..=64 bytes".into(),
+            });
+        }
+        let mut keep_fds: Vec<i32> = final_keep.to_vec();
+        keep_fds.sort_unstable();
+        keep_fds.dedup();
+        if keep_fds.iter().any(|&fd| fd < 3) {
+            return Err(RunError::InvalidSpec {
+                field: "final_step.keep_fds",
+                reason: "stdio fds cannot be kept".into(),
+            });
+        }
+        // Room for the two pipe fds, inserted after they exist; no reallocation in the child.
+        keep_fds.reserve(2);
+        let l = &spec.limits;
+        Ok(Plan {
+            hostname: spec.hostname.as_bytes().to_vec(),
+            rootfs: path_c("rootfs", &rootfs)?,
+            proc_dir: path_c("rootfs", &proc_dir)?,
+            proc_masked_files,
+            proc_masked_dirs,
+            proc_readonly,
+            max_userns: path_c("rootfs", &proc_dir.join("sys/user/max_user_namespaces"))?,
+            dev_dir: path_c("rootfs", &dev_dir)?,
+            dev_host,
+            dev_target,
+            dev_links,
+            dev_data: cstr("dev", b"mode=0755,size=64k,nr_inodes=64")?,
+            tmp_dir: path_c("rootfs", &tmp_dir)?,
+            tmp_data: cstr("tmpfs", format!("mode=1777,size={}", spec.tmpfs_size).as_bytes())?,
+            binds,
+            host_dev_null: cstr("dev", b"/dev/null")?,
+            dot: cstr("", b".")?,
+            slash: cstr("", b"/")?,
+            tmpfs: cstr("", b"tmpfs")?,
+            proc_fs: cstr("", b"proc")?,
+            cwd: cstr("cwd", spec.cwd.as_os_str().as_bytes())?,
+            exec_candidates,
+            argv,
+            envp: CVec::new(env),
+            uid: spec.uid,
+            gid: spec.gid,
+            rlimits: vec![
+                Rlimit {
+                    resource: libc::RLIMIT_NOFILE as libc::c_int,
+                    value: l.nofile,
+                },
+                Rlimit {
+                    // Per host uid; our uids are per-sandbox leases, so this is per sandbox.
+                    resource: libc::RLIMIT_NPROC as libc::c_int,
+                    value: u64::from(l.pids),
+                },
+                Rlimit {
+                    resource: libc::RLIMIT_CORE as libc::c_int,
+                    value: 0,
+                },
+            ],
+            loopback: spec.loopback,
+            fds: ChildFds::default(),
+            keep_fds,
+        })
+    }
+
+    /// Record the pipe fds and add the ones the init keeps to `keep_fds` (sorted).
+    pub(crate) fn set_fds(&mut self, fds: ChildFds) {
+        self.fds = fds;
+        self.keep_fds.push(fds.err_w);
+        self.keep_fds.push(fds.status_w);
+        self.keep_fds.sort_unstable();
+    }
+}

@@ -1,0 +1,361 @@
+//! Escape probes, each run inside a real sandbox built from busybox. Every test asserts what it
+//! would observe if the guarantee it names were broken.
+
+mod native_support;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use native_support::{rootfs, settle_processes, text};
+use perry_runtime::native::{run, BindMount, MinimalFinalStep, RunError, Step};
+
+#[test]
+fn runs_a_command_and_captures_everything() {
+    let r = rootfs();
+    let mut s = r.sh("echo out; echo err >&2; cat; exit 3");
+    s.stdin = Some(b"from stdin\n".to_vec());
+    let o = run(&s, &MinimalFinalStep).expect("run");
+    assert_eq!(o.exit_code, Some(3));
+    assert_eq!(o.signal, None);
+    assert_eq!(text(&o.stdout), "out\nfrom stdin\n");
+    assert_eq!(text(&o.stderr), "err\n");
+    assert!(!o.stdout_truncated && !o.stderr_truncated && !o.timed_out && !o.oom_killed);
+    assert!(o.max_rss > 0, "wait4 rusage must report a max RSS");
+    assert!(o.wall_time > Duration::ZERO);
+}
+
+#[test]
+fn environment_identity_cwd_and_hostname_are_the_specs() {
+    let r = rootfs();
+    let mut s = r.sh("env | sort; id -u; id -g; id -G; pwd; hostname; ulimit -n; cat /proc/self/cgroup");
+    s.env = vec![("FOO".into(), "bar".into())];
+    s.cwd = "/tmp".into();
+    s.hostname = "probe-host".into();
+    std::env::set_var("PERRY_SECRET_SHOULD_NOT_LEAK", "1");
+    let o = run(&s, &MinimalFinalStep).expect("run");
+    let out = text(&o.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    // Only the given variables, PATH, and what sh itself sets (PWD, SHLVL).
+    assert!(!out.contains("PERRY_SECRET"), "host environment leaked: {out}");
+    assert!(lines.contains(&"FOO=bar"), "{out}");
+    assert!(lines.iter().any(|l| l.starts_with("PATH=")), "{out}");
+    for l in &lines {
+        if let Some((k, _)) = l.split_once('=').filter(|(k, _)| !k.contains(':')) {
+            assert!(["FOO", "PATH", "PWD", "SHLVL"].contains(&k), "unexpected variable {l}");
+        }
+    }
+    let tail: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.split_once('=').is_none_or(|(k, _)| k.contains(':')))
+        .copied()
+        .collect();
+    // uid, gid, supplementary groups (host root's groups must be gone), cwd, hostname, nofile, cgroup
+    assert_eq!(tail[0], "1000", "{out}");
+    assert_eq!(tail[1], "1000", "{out}");
+    assert_eq!(tail[2], "1000", "supplementary groups must be cleared: {out}");
+    assert_eq!(tail[3], "/tmp");
+    assert_eq!(tail[4], "probe-host");
+    assert_eq!(tail[5], "256");
+    // cgroup namespace: the sandbox sees its own cgroup as the root of every hierarchy.
+    for l in &tail[6..] {
+        assert!(l.ends_with(":/"), "host cgroup path visible: {l}");
+    }
+}
+
+#[test]
+fn probe_write_to_root_is_erofs_and_tmp_is_bounded() {
+    let r = rootfs();
+    let o = run(
+        &r.sh("touch /x; echo rc=$?; touch /bin/x; echo rc=$?; echo hi > /tmp/ok && cat /tmp/ok; \
+               dd if=/dev/zero of=/tmp/big bs=1M count=32 2>&1 | tail -n 3"),
+        &MinimalFinalStep,
+    )
+    .expect("run");
+    let out = text(&o.stdout) + &text(&o.stderr);
+    assert_eq!(out.matches("rc=1").count(), 2, "a write to / succeeded: {out}");
+    assert!(out.contains("Read-only file system"), "{out}");
+    assert!(out.contains("hi\n"), "/tmp must be writable: {out}");
+    assert!(out.contains("No space left on device"), "/tmp must be size-limited: {out}");
+    assert!(!r.rootfs.join("x").exists() && !r.rootfs.join("bin/x").exists());
+}
+
+#[test]
+fn probe_network_connect_is_impossible() {
+    let r = rootfs();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    for loopback in [false, true] {
+        let mut s = r.sh(&format!(
+            "echo probe | nc -w 1 127.0.0.1 {port}; echo rc=$?; cat /proc/net/dev | tail -n +3 | cut -d: -f1"
+        ));
+        s.loopback = loopback;
+        let o = run(&s, &MinimalFinalStep).expect("run");
+        let out = text(&o.stdout);
+        assert!(out.contains("rc=1"), "nc connected (loopback={loopback}): {out}");
+        // The only interface is lo.
+        let ifaces: Vec<&str> = out.lines().skip(1).map(str::trim).collect();
+        assert_eq!(ifaces, vec!["lo"], "network namespace not empty: {out}");
+        let mut buf = [0u8; 16];
+        match listener.accept() {
+            Ok((mut c, _)) => panic!("host listener reached: {:?}", c.read(&mut buf)),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock),
+        }
+    }
+    // With the loopback grant, lo works inside (proving the flag) — but it is the sandbox's own.
+    let mut s = r.sh("nc -l -p 7777 > /tmp/got & sleep 0.2; echo ping | nc -w 1 127.0.0.1 7777; sleep 0.2; cat /tmp/got");
+    s.loopback = true;
+    let o = run(&s, &MinimalFinalStep).expect("run");
+    assert_eq!(text(&o.stdout), "ping\n", "{}", text(&o.stderr));
+}
+
+#[test]
+fn probe_no_capabilities_and_no_new_privs() {
+    let r = rootfs();
+    for uid in [1000, 0] {
+        let mut s = r.sh("grep -E '^(Cap|NoNewPrivs)' /proc/self/status");
+        s.uid = uid;
+        s.gid = uid;
+        let o = run(&s, &MinimalFinalStep).expect("run");
+        let out = text(&o.stdout);
+        for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+            let line = out.lines().find(|l| l.starts_with(set)).unwrap_or_else(|| panic!("{out}"));
+            assert!(line.ends_with("0000000000000000"), "uid {uid}: {line}");
+        }
+        assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    }
+}
+
+#[test]
+fn probe_mount_and_unshare_fail() {
+    let r = rootfs();
+    for uid in [1000, 0] {
+        let mut s = r.sh(
+            "mount -t tmpfs none /tmp; echo mount=$?; unshare -m true; echo unshare_m=$?; \
+             unshare -U true; echo unshare_u=$?; unshare -r -m true; echo unshare_rm=$?; \
+             umount /proc; echo umount=$?",
+        );
+        s.uid = uid;
+        s.gid = uid;
+        let o = run(&s, &MinimalFinalStep).expect("run");
+        let out = text(&o.stdout);
+        for k in ["mount", "unshare_m", "unshare_u", "unshare_rm", "umount"] {
+            let line = out.lines().find(|l| l.starts_with(&format!("{k}="))).unwrap();
+            assert_ne!(line, format!("{k}=0"), "uid {uid}: {k} succeeded: {out}");
+        }
+    }
+}
+
+#[test]
+fn probe_setuid_binary_gains_nothing() {
+    let r = rootfs();
+    let o = run(&r.sh("/sbin/id -u; /sbin/id -ru"), &MinimalFinalStep).expect("run");
+    assert_eq!(text(&o.stdout), "1000\n1000\n", "{}", text(&o.stderr));
+}
+
+#[test]
+fn probe_proc_is_masked_and_proc_sys_read_only() {
+    let r = rootfs();
+    // Which masked entries exist depends on the kernel's config; compare against the host.
+    let present: Vec<&str> = ["keys", "key-users", "timer_list", "kpagecount", "kcore", "sched_debug"]
+        .into_iter()
+        .filter(|f| std::path::Path::new("/proc").join(f).exists())
+        .collect();
+    assert!(!present.is_empty(), "no maskable /proc file on this kernel");
+    let mut script = String::from(
+        "echo x > /proc/sys/kernel/hostname; echo sys=$?; \
+         if [ -e /proc/sysrq-trigger ]; then echo h > /proc/sysrq-trigger; echo sysrq=$?; else echo sysrq=1; fi; \
+         echo acpi=$(ls -A /proc/acpi 2>/dev/null | wc -l); echo driver=$(ls -A /proc/driver 2>/dev/null | wc -l); ",
+    );
+    for f in &present {
+        script.push_str(&format!("echo {f}=$(cat /proc/{f} 2>/dev/null | wc -c); "));
+    }
+    let o = run(&r.sh(&script), &MinimalFinalStep).expect("run");
+    let out = text(&o.stdout);
+    let err = text(&o.stderr);
+    assert!(out.contains("sys=1\n"), "/proc/sys writable: {out}{err}");
+    assert!(err.contains("Read-only file system"), "{err}");
+    assert!(out.contains("sysrq=1\n"), "{out}");
+    assert!(out.contains("acpi=0\n") && out.contains("driver=0\n"), "{out}");
+    for f in &present {
+        assert!(out.contains(&format!("{f}=0\n")), "/proc/{f} not masked: {out}");
+    }
+}
+
+#[test]
+fn probe_host_processes_are_invisible() {
+    let r = rootfs();
+    let o = run(&r.sh("ls /proc | grep -E '^[0-9]+$' | sort -n | tr '\\n' ' '"), &MinimalFinalStep)
+        .expect("run");
+    let pids: Vec<u32> = text(&o.stdout)
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    // init (1), the shell (2), and its pipeline children.
+    assert_eq!(pids[..2], [1, 2], "{pids:?}");
+    assert!(pids.len() <= 6 && pids.iter().all(|&p| p < 10), "host pids visible: {pids:?}");
+    assert!(!pids.contains(&std::process::id()) || std::process::id() < 10);
+}
+
+#[test]
+fn probe_parent_fds_are_not_inherited() {
+    let r = rootfs();
+    // An fd without O_CLOEXEC in the parent, the kind a careless library leaves open.
+    let path = std::ffi::CString::new(r.rootfs.join("etc/passwd").to_str().unwrap()).unwrap();
+    // SAFETY: plain open(2) of an existing file; closed below.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY) };
+    assert!(fd >= 3);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    // SAFETY: clear FD_CLOEXEC on the listener too.
+    unsafe { libc::fcntl(listener.as_raw_fd(), libc::F_SETFD, 0) };
+    let o = run(&r.spec(vec!["ls".into(), "-l".into(), "/proc/self/fd".into()]), &MinimalFinalStep)
+        .expect("run");
+    // SAFETY: closing the fd opened above.
+    unsafe { libc::close(fd) };
+    let out = text(&o.stdout);
+    // ls's own fds: stdio, plus the directory it is listing.
+    let mut fds = Vec::new();
+    for l in out.lines().filter(|l| l.contains(" -> ")) {
+        let (left, target) = l.split_once(" -> ").unwrap();
+        let n: i32 = left.split_whitespace().last().unwrap().parse().unwrap();
+        if n > 2 {
+            assert!(target.starts_with("/proc/") && target.ends_with("/fd"), "leaked fd {n} -> {target}");
+        }
+        fds.push(n);
+    }
+    assert!(fds.starts_with(&[0, 1, 2]) && fds.len() <= 4, "fds leaked into the sandbox: {out}");
+}
+
+#[test]
+fn probe_fork_bomb_hits_the_pids_limit() {
+    let r = rootfs();
+    let mut s = r.sh(
+        "(i=0; while [ $i -lt 100 ]; do sleep 30 & i=$((i+1)); done) 2>/dev/null; \
+         set -- /proc/[0-9]*; echo $#",
+    );
+    s.limits.pids = 24;
+    s.limits.timeout = Duration::from_secs(15);
+    let t = Instant::now();
+    let o = run(&s, &MinimalFinalStep).expect("run");
+    let n: usize = text(&o.stdout).trim().parse().unwrap_or(usize::MAX);
+    assert!(n <= 24, "more tasks than the pids limit: {n} {o:?}");
+    assert!(n >= 10, "suspiciously few tasks ({n}); the probe did not fork");
+    assert!(!o.timed_out && t.elapsed() < Duration::from_secs(10), "backgrounded sleeps kept the run alive");
+    assert!(settle_processes().is_empty(), "{:?}", settle_processes());
+
+    // The classic bomb: stopped by the limit, then by the timeout, leaving nothing.
+    let mut s = r.sh("b() { b | b & }; b; sleep 30");
+    s.limits.pids = 32;
+    s.limits.timeout = Duration::from_secs(2);
+    let o = run(&s, &MinimalFinalStep).expect("run");
+    assert!(o.timed_out || o.exit_code.is_some());
+    assert!(o.wall_time < Duration::from_secs(8), "{:?}", o.wall_time);
+    assert!(settle_processes().is_empty(), "{:?}", settle_processes());
+}
+
+#[test]
+fn probe_memory_bomb_is_oom_killed() {
+    let r = rootfs();
+    let mut s = r.sh("dd if=/dev/zero of=/dev/null bs=256M count=1; echo survived=$?");
+    s.limits.memory = 32 << 20;
+    let o = run(&s, &MinimalFinalStep).expect("run");
+    assert!(o.oom_killed, "memory limit not enforced: {o:?}");
+    assert!(text(&o.stdout).contains("survived=137"), "dd was not SIGKILLed: {}", text(&o.stdout));
+    assert!(o.memory_peak.unwrap_or(0) <= 33 << 20, "{:?}", o.memory_peak);
+
+    // A bomb as the command itself: its own status is reported.
+    let mut s = r.spec(vec!["dd".into(), "if=/dev/zero".into(), "of=/dev/null".into(), "bs=256M".into(), "count=1".into()]);
+    s.limits.memory = 32 << 20;
+    let o = run(&s, &MinimalFinalStep).expect("run");
+    assert_eq!(o.signal, Some(libc::SIGKILL), "{o:?}");
+    assert!(o.oom_killed);
+}
+
+#[test]
+fn probe_output_flood_is_truncated() {
+    let r = rootfs();
+    let mut s = r.sh("head -c 20000000 /dev/zero; head -c 3000000 /dev/zero >&2; echo done >&2");
+    s.stdout_limit = 65536;
+    s.stderr_limit = 1000;
+    let o = run(&s, &MinimalFinalStep).expect("run");
+    assert_eq!(o.exit_code, Some(0), "the writer must not block on a full pipe");
+    assert_eq!(o.stdout.len(), 65536);
+    assert!(o.stdout_truncated);
+    assert_eq!(o.stderr.len(), 1000);
+    assert!(o.stderr_truncated);
+}
+
+#[test]
+fn probe_sleep_past_timeout_kills_the_whole_tree() {
+    let r = rootfs();
+    let mut s = r.sh("(sleep 100; echo late) & sleep 100 & sleep 100");
+    s.limits.timeout = Duration::from_millis(700);
+    let t = Instant::now();
+    let o = run(&s, &MinimalFinalStep).expect("run");
+    assert!(o.timed_out);
+    assert_eq!(o.signal, Some(libc::SIGKILL));
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(!text(&o.stdout).contains("late"));
+    assert!(settle_processes().is_empty(), "left behind: {:?}", settle_processes());
+}
+
+#[test]
+fn background_children_die_with_the_command() {
+    let r = rootfs();
+    let t = Instant::now();
+    let o = run(&r.sh("sleep 100 & echo started"), &MinimalFinalStep).expect("run");
+    assert_eq!(text(&o.stdout), "started\n");
+    assert!(!o.timed_out && t.elapsed() < Duration::from_secs(5));
+    assert!(settle_processes().is_empty(), "{:?}", settle_processes());
+}
+
+#[test]
+fn bind_mounts_are_read_only_unless_granted() {
+    let r = rootfs();
+    let host = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(host.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::write(host.path().join("in"), "hello").unwrap();
+    let mut s = r.sh("cat /work/in; echo x > /work/out; echo rc=$?");
+    s.mounts = vec![BindMount::read_only(host.path(), "/work")];
+    let o = run(&s, &MinimalFinalStep).expect("run");
+    assert_eq!(text(&o.stdout), "hellorc=1\n", "{}", text(&o.stderr));
+    assert!(!host.path().join("out").exists());
+    s.mounts[0].read_only = false;
+    let o = run(&s, &MinimalFinalStep).expect("run");
+    assert_eq!(text(&o.stdout), "hellorc=0\n", "{}", text(&o.stderr));
+    assert!(host.path().join("out").exists());
+}
+
+#[test]
+fn failures_before_exec_are_typed_and_run_nothing() {
+    let r = rootfs();
+    let e = run(&r.spec(vec!["no-such-command".into()]), &MinimalFinalStep).unwrap_err();
+    assert!(matches!(e, RunError::Exec { errno, .. } if errno == libc::ENOENT), "{e}");
+    assert_eq!(e.exit_status(), 127);
+    let e = run(&r.spec(vec!["/bin/not-executable".into()]), &MinimalFinalStep).unwrap_err();
+    assert!(matches!(e, RunError::Exec { errno, .. } if errno == libc::EACCES), "{e}");
+    assert_eq!(e.exit_status(), 126);
+    let mut s = r.sh("true");
+    s.cwd = "/does/not/exist".into();
+    let e = run(&s, &MinimalFinalStep).unwrap_err();
+    assert!(matches!(e, RunError::Setup { step: Step::Cwd, .. }), "{e}");
+    assert_eq!(e.exit_status(), 125);
+    std::fs::remove_dir(r.rootfs.join("tmp")).unwrap();
+    let e = run(&r.sh("true"), &MinimalFinalStep).unwrap_err();
+    assert!(matches!(e, RunError::MountPointMissing { .. }), "{e}");
+    std::os::unix::fs::symlink("/etc", r.rootfs.join("tmp")).unwrap();
+    let e = run(&r.sh("true"), &MinimalFinalStep).unwrap_err();
+    assert!(matches!(e, RunError::MountPointSymlink { .. }), "{e}");
+}
+
+#[test]
+fn uid_range_containing_root_is_refused() {
+    let r = rootfs();
+    let mut s = r.sh("true");
+    s.leases.range.start = 0;
+    let e = run(&s, &MinimalFinalStep).unwrap_err();
+    assert!(matches!(e, RunError::InvalidSpec { field: "uid_range.start", .. }), "{e}");
+}

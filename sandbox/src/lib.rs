@@ -46,5 +46,6 @@
 //! ```
 
 pub mod manifest;
+pub mod native;
 pub mod store;
 pub mod unpack;

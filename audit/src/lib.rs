@@ -1,1 +1,99 @@
-//! perry-audit (being built in this session).
+//! perry-audit: the tamper-evident audit log of perry-sandbox.
+//!
+//! # Why
+//!
+//! Every security decision perry-sandbox makes (an image verified or refused, a run allowed or
+//! denied, a capability invoked, a configuration loaded) must be on a record that nobody —
+//! including root on the host — can alter, reorder or truncate without a reviewer noticing. A
+//! plain log file cannot promise that; a Merkle tree with signed checkpoints can:
+//!
+//! * **Records** are canonical JSON, one per line in `<audit dir>/log.jsonl` (fixed key order, no
+//!   insignificant whitespace, `null` for absent values, `details` keys sorted). Record `seq` is
+//!   leaf index `seq` of an RFC 6962 / RFC 9162 tree whose leaf hash is
+//!   SHA-256(0x00 || line without its newline).
+//! * **Checkpoints** are C2SP `tlog-checkpoint` signed notes (origin, size, base64 root) signed
+//!   with Ed25519 (`ring`). They are written every `checkpoint_every` records, once unsigned
+//!   records are `checkpoint_interval` old, on demand, and when the writer closes. The key is
+//!   generated on first use into `signing-key.pk8` (0600), held in zeroizing memory and never
+//!   printed; `key.vkey` publishes the note verifier key.
+//! * **Durability before action**: [`AuditSink::record`] returns only after `fdatasync`.
+//!   Concurrent writers in one process share one sync (group commit: whoever finds no flush in
+//!   progress writes everyone's queued records in one `write` + `fdatasync`); writers in
+//!   different processes serialise on an `flock` of `log.lock` and first read what the others
+//!   appended.
+//! * **Crash safety**: a write is one `write(2)` of whole lines; a crash can leave only a torn last
+//!   line. The next writer moves those bytes into `quarantine/` (fsync'd) before truncating them
+//!   away, so they are neither merged into the tree nor silently dropped; `audit verify` lists
+//!   them.
+//! * **Verification** ([`verify()`]) needs only the log, a checkpoint and the public key: it
+//!   recomputes the tree, checks the checkpoint signature and root, and with an older checkpoint a
+//!   reviewer kept, checks an RFC 6962 consistency proof — which catches a log replaced wholesale
+//!   by another internally valid one. Errors name the file, line and first bad record.
+//!
+//! # Rotation
+//!
+//! When `log.jsonl` reaches `segment_size` bytes, the writer (holding the lock) renames it to
+//! `log-<seq of its first record, 20 digits>.jsonl` and starts a new `log.jsonl`. Segments are
+//! only a storage split: seqs continue across them and the Merkle tree spans all of them in name
+//! order, so checkpoints and proofs are unaffected. Verification checks that each sealed
+//! segment's name matches the seq where it continues the log. Archiving old segments elsewhere
+//! is safe as long as they are given back for verification.
+//!
+//! # Limits
+//!
+//! Records appended after the latest checkpoint are protected only once the next checkpoint is
+//! signed (at most `checkpoint_every` records or `checkpoint_interval` later): until then, an
+//! attacker who can write the directory could drop them. `leaves.bin` keeps each record's leaf
+//! hash as written so verification can name a modified record exactly; it is a hint (not fsync'd,
+//! not trusted for the verdict), and without it a modification is still detected, by root.
+//!
+//! # Example
+//!
+//! ```
+//! use perry_audit::{AuditLog, AuditSink, Correlation, Decision, Event, LogOptions};
+//! let dir = tempfile::tempdir().unwrap();
+//! let log = AuditLog::open(LogOptions::new(dir.path())).unwrap();
+//! let id = Correlation::new();
+//! let seq = log
+//!     .record(
+//!         Event::new("verify", Decision::Allow)
+//!             .image("cgr.dev/chainguard/git:latest")
+//!             .reason("keyless signature matched policy[0]")
+//!             .correlation(&id),
+//!     )
+//!     .unwrap();
+//! assert_eq!(seq, 0);
+//! log.close().unwrap();
+//! let report = perry_audit::verify(dir.path(), &Default::default()).unwrap();
+//! assert_eq!(report.records, 1);
+//! assert_eq!(report.checkpoint_size, Some(1));
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod error;
+mod log;
+pub mod merkle;
+pub mod note;
+pub mod query;
+mod record;
+pub mod store;
+pub mod timefmt;
+mod verify;
+
+pub use error::AuditError;
+pub use log::{AuditLog, AuditSink, LogOptions};
+pub use note::{Checkpoint, Note, NoteError, Signer, Verifier};
+pub use query::Filter;
+pub use record::{peek_seq, Actor, Correlation, Decision, Event, Policy, Record, Subject, Via};
+pub use verify::{prove, verify, InclusionProof, VerifyError, VerifyOptions, VerifyReport};
+
+/// Loads (generating on first use) the signing key of an audit directory and returns its public
+/// verifier key, for `audit key`. Takes the writer lock so two first uses cannot race.
+pub fn verifier_key(dir: &std::path::Path, origin: &str) -> Result<Verifier, AuditError> {
+    store::ensure_dir(dir)?;
+    let lock = store::lock(dir)?;
+    let r = store::load_or_create_key(dir, origin).map(|s| s.verifier().clone());
+    store::unlock(&lock);
+    r
+}

@@ -641,7 +641,7 @@ impl Config {
         }
         for (i, pos) in cap.args.positions.iter().enumerate() {
             let pp = p.key("args").key("positions").index(i);
-            if pos.pattern.is_some() == !pos.one_of.is_empty() {
+            if pos.pattern.is_some() != pos.one_of.is_empty() {
                 err(
                     pp.clone(),
                     "give exactly one of `pattern` or `one_of`".into(),

@@ -278,7 +278,7 @@ impl TierOverride {
         }
         check!(memory, pids, timeout, tmpfs, nofile, output);
         if let Some(c) = self.cpus {
-            if !(c > 0.0) {
+            if c.is_nan() || c <= 0.0 {
                 return Err(("cpus", format!("`{c}` must be a positive number of cores")));
             }
             if c > l.cpus {

@@ -104,7 +104,7 @@ impl fmt::Display for HumanDuration {
             ("m", 60_000),
             ("s", 1_000),
         ] {
-            if ms != 0 && ms % per == 0 {
+            if ms != 0 && ms.is_multiple_of(per) {
                 return write!(f, "{}{unit}", ms / per);
             }
         }
@@ -174,7 +174,7 @@ impl fmt::Display for ByteSize {
             ("MiB", 1 << 20),
             ("KiB", 1 << 10),
         ] {
-            if n != 0 && n % per == 0 {
+            if n != 0 && n.is_multiple_of(per) {
                 return write!(f, "{}{unit}", n / per);
             }
         }

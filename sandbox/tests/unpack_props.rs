@@ -36,7 +36,13 @@ impl World {
         fs::write(outside.join("victim"), b"original").unwrap();
         fs::set_permissions(outside.join("victim"), fs::Permissions::from_mode(0o600)).unwrap();
         let host_before = HOST_PROBES.iter().map(|p| Path::new(p).exists()).collect();
-        Self { _t: t, base, root, outside, host_before }
+        Self {
+            _t: t,
+            base,
+            root,
+            outside,
+            host_before,
+        }
     }
 
     fn check(&self) -> Result<(), TestCaseError> {
@@ -46,7 +52,10 @@ impl World {
         prop_assert_eq!(m.permissions().mode() & 0o7777, 0o600);
         prop_assert_eq!(m.nlink(), 1);
         prop_assert_eq!(tree(&self.outside), vec!["victim".to_string()]);
-        let top: Vec<String> = tree(&self.base).into_iter().filter(|p| !p.contains('/')).collect();
+        let top: Vec<String> = tree(&self.base)
+            .into_iter()
+            .filter(|p| !p.contains('/'))
+            .collect();
         prop_assert_eq!(top, vec!["outside".to_string(), "root".to_string()]);
         let host_now: Vec<bool> = HOST_PROBES.iter().map(|p| Path::new(p).exists()).collect();
         prop_assert_eq!(&host_now, &self.host_before);
@@ -54,7 +63,11 @@ impl World {
         for p in tree_paths(&self.root) {
             let m = fs::symlink_metadata(&p).unwrap();
             let ft = m.file_type();
-            prop_assert!(ft.is_file() || ft.is_dir() || ft.is_symlink(), "special file {:?}", p);
+            prop_assert!(
+                ft.is_file() || ft.is_dir() || ft.is_symlink(),
+                "special file {:?}",
+                p
+            );
             if !ft.is_symlink() {
                 prop_assert_eq!(m.permissions().mode() & 0o6000, 0, "setid bit on {:?}", p);
             }
@@ -64,23 +77,51 @@ impl World {
 }
 
 fn limits() -> Limits {
-    Limits { max_layer_size: 1024 * 1024, max_layer_entries: 1000 }
+    Limits {
+        max_layer_size: 1024 * 1024,
+        max_layer_entries: 1000,
+    }
 }
 
 fn media(i: u8) -> LayerMediaType {
-    [LayerMediaType::Tar, LayerMediaType::TarGzip, LayerMediaType::TarZstd][i as usize % 3]
+    [
+        LayerMediaType::Tar,
+        LayerMediaType::TarGzip,
+        LayerMediaType::TarZstd,
+    ][i as usize % 3]
 }
 
 // Small on purpose, so that the sequences that matter (a symlink, then a write through it) come
 // up often: most names reuse `a`, `b` and `victim` (the host file's name).
 const NAMES: &[&str] = &[
-    "a", "b", "a/victim", "b/victim", "a/b", "victim", "a/b/victim", ".wh.a", "a/.wh.victim",
-    "a/.wh..wh..opq", "../a", "/a", "a/../b", "./a",
+    "a",
+    "b",
+    "a/victim",
+    "b/victim",
+    "a/b",
+    "victim",
+    "a/b/victim",
+    ".wh.a",
+    "a/.wh.victim",
+    "a/.wh..wh..opq",
+    "../a",
+    "/a",
+    "a/../b",
+    "./a",
 ];
 
 // `@` is replaced by the absolute path of the outside dir.
 const TARGETS: &[&str] = &[
-    "@", "@/victim", "/", "..", "../..", "a", "b", "../outside", "../outside/victim", "/a",
+    "@",
+    "@/victim",
+    "/",
+    "..",
+    "../..",
+    "a",
+    "b",
+    "../outside",
+    "../outside/victim",
+    "/a",
 ];
 
 #[derive(Clone, Debug)]

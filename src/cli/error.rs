@@ -56,16 +56,6 @@ impl CliError {
         }
     }
 
-    /// Policy refuses the request (exit 125).
-    pub fn policy_denied(message: impl Into<String>) -> Self {
-        Self {
-            code: "policy_denied",
-            status: 403,
-            message: message.into(),
-            exit: EXIT_REFUSED,
-        }
-    }
-
     /// An internal or environmental failure (exit 125).
     pub fn internal(message: impl Into<String>) -> Self {
         Self {

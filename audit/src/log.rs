@@ -130,7 +130,9 @@ impl AuditLog {
     /// the log still matches its latest checkpoint (refusing to append to a log that does not).
     pub fn open(opts: LogOptions) -> Result<AuditLog, AuditError> {
         if opts.checkpoint_every == 0 {
-            return Err(AuditError::Config("checkpoint_every must be at least 1".into()));
+            return Err(AuditError::Config(
+                "checkpoint_every must be at least 1".into(),
+            ));
         }
         store::ensure_dir(&opts.dir)?;
         let lockf = store::lock(&opts.dir)?;
@@ -210,7 +212,9 @@ impl Drop for AuditLog {
 }
 
 fn ticker(shared: Arc<Shared>, interval: Duration) {
-    let step = interval.min(Duration::from_secs(1)).max(Duration::from_millis(10));
+    let step = interval
+        .min(Duration::from_secs(1))
+        .max(Duration::from_millis(10));
     let mut q = lock(&shared.queue);
     loop {
         if q.shutdown {
@@ -433,11 +437,19 @@ impl Writer {
                 None => seg_first = tree.size(),
             }
             let bytes = fs::read(&seg.path).map_err(io_err(&seg.path, "read"))?;
-            let complete = ingest(&seg.path, &bytes, 0, &mut tree, cpsize, &mut captured, |s, h| {
-                if (s + 1) * 32 > leaves_len {
-                    hint.push((s, *h));
-                }
-            })?;
+            let complete = ingest(
+                &seg.path,
+                &bytes,
+                0,
+                &mut tree,
+                cpsize,
+                &mut captured,
+                |s, h| {
+                    if (s + 1) * 32 > leaves_len {
+                        hint.push((s, *h));
+                    }
+                },
+            )?;
             if complete != bytes.len() {
                 if seg.first_seq.is_some() {
                     return Err(AuditError::Corrupt {
@@ -474,7 +486,9 @@ impl Writer {
             if captured != Some(root) {
                 return Err(AuditError::Checkpoint {
                     path: cppath,
-                    msg: format!("the first {size} records do not match the signed checkpoint root"),
+                    msg: format!(
+                        "the first {size} records do not match the signed checkpoint root"
+                    ),
                 });
             }
         }
@@ -529,9 +543,17 @@ impl Writer {
         let leaves = &self.leaves;
         let mut none = None;
         let base = self.tree.size() - self.seg_first;
-        let complete = ingest(&active, &buf, base, &mut self.tree, None, &mut none, |s, h| {
-            let _ = leaves.write_all_at(h, s * 32);
-        })?;
+        let complete = ingest(
+            &active,
+            &buf,
+            base,
+            &mut self.tree,
+            None,
+            &mut none,
+            |s, h| {
+                let _ = leaves.write_all_at(h, s * 32);
+            },
+        )?;
         self.len += complete as u64;
         if complete != buf.len() {
             store::quarantine(&self.opts.dir, self.tree.size(), &buf[complete..])?;
@@ -598,7 +620,11 @@ impl Writer {
             extensions: Vec::new(),
         };
         let note = self.signer.sign(&cp.to_text());
-        store::write_atomic(&self.opts.dir.join(store::CHECKPOINT), note.as_bytes(), 0o644)?;
+        store::write_atomic(
+            &self.opts.dir.join(store::CHECKPOINT),
+            note.as_bytes(),
+            0o644,
+        )?;
         self.checkpointed = cp.size;
         self.unsigned_since = None;
         Ok(note)

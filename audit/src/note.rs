@@ -120,12 +120,7 @@ impl Verifier {
     pub fn to_vkey(&self) -> String {
         let mut raw = vec![ALG_ED25519];
         raw.extend_from_slice(&self.public);
-        format!(
-            "{}+{}+{}",
-            self.name,
-            hex(&self.id),
-            B64.encode(raw)
-        )
+        format!("{}+{}+{}", self.name, hex(&self.id), B64.encode(raw))
     }
 }
 
@@ -186,7 +181,11 @@ impl Signer {
         let sig = self.pair.sign(text.as_bytes());
         let mut raw = self.verifier.id.to_vec();
         raw.extend_from_slice(sig.as_ref());
-        format!("{text}\n\u{2014} {} {}\n", self.verifier.name, B64.encode(raw))
+        format!(
+            "{text}\n\u{2014} {} {}\n",
+            self.verifier.name,
+            B64.encode(raw)
+        )
     }
 }
 
@@ -217,7 +216,9 @@ impl Note {
         if s.len() > MAX_NOTE {
             return Err(bad("note is too large"));
         }
-        if s.chars().any(|c| c.is_control() && c != '\n' && (c as u32) < 0x20) {
+        if s.chars()
+            .any(|c| c.is_control() && c != '\n' && (c as u32) < 0x20)
+        {
             return Err(bad("note contains control characters"));
         }
         let split = s
@@ -226,7 +227,9 @@ impl Note {
         let text = &s[..split + 1];
         let sigs = &s[split + 2..];
         if sigs.is_empty() || !sigs.ends_with('\n') {
-            return Err(bad("signature block must be non-empty and end in a newline"));
+            return Err(bad(
+                "signature block must be non-empty and end in a newline",
+            ));
         }
         let mut signatures = Vec::new();
         for line in sigs[..sigs.len() - 1].split('\n') {
@@ -299,7 +302,12 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// The note text for this checkpoint.
     pub fn to_text(&self) -> String {
-        let mut s = format!("{}\n{}\n{}\n", self.origin, self.size, B64.encode(self.root));
+        let mut s = format!(
+            "{}\n{}\n{}\n",
+            self.origin,
+            self.size,
+            B64.encode(self.root)
+        );
         for e in &self.extensions {
             s.push_str(e);
             s.push('\n');
@@ -321,7 +329,8 @@ impl Checkpoint {
             return Err(bad("lines must be non-empty".into()));
         }
         let size_s = lines[1];
-        if !size_s.bytes().all(|b| b.is_ascii_digit()) || (size_s.len() > 1 && size_s.starts_with('0'))
+        if !size_s.bytes().all(|b| b.is_ascii_digit())
+            || (size_s.len() > 1 && size_s.starts_with('0'))
         {
             return Err(bad(format!("bad tree size `{size_s}`")));
         }

@@ -39,7 +39,10 @@ impl Filter {
             && self.action.as_ref().is_none_or(|a| &r.action == a)
             && self.decision.is_none_or(|d| r.decision == d)
             && self.image.as_ref().is_none_or(|i| {
-                r.subject.image.as_ref().is_some_and(|x| x.contains(i.as_str()))
+                r.subject
+                    .image
+                    .as_ref()
+                    .is_some_and(|x| x.contains(i.as_str()))
                     || r.subject.digest.as_ref() == Some(i)
             })
             && self

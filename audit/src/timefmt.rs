@@ -130,7 +130,11 @@ pub fn parse_age(s: &str) -> Result<i64, String> {
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        u => return Err(format!("unknown duration unit `{u}` in `{s}` (use s, m, h, d)")),
+        u => {
+            return Err(format!(
+                "unknown duration unit `{u}` in `{s}` (use s, m, h, d)"
+            ))
+        }
     };
     n.checked_mul(unit * 1_000_000)
         .ok_or_else(|| format!("`{s}` is too long"))
@@ -161,7 +165,10 @@ mod tests {
             parse_rfc3339("2026-11-22T23:41:34.5+01:00").unwrap(),
             1_795_387_294_500_000
         );
-        assert_eq!(format_micros(1_795_387_294_500_000), "2026-11-22T22:41:34.500000Z");
+        assert_eq!(
+            format_micros(1_795_387_294_500_000),
+            "2026-11-22T22:41:34.500000Z"
+        );
         assert!(parse_rfc3339("2026-13-01T00:00:00Z").is_err());
         assert_eq!(parse_age("15m").unwrap(), 900_000_000);
         assert!(parse_age("15w").is_err());

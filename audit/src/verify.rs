@@ -239,7 +239,10 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, VerifyEr
                 seg.path.display()
             ));
         }
-        for (i, l) in bytes[..complete].split_inclusive(|&b| b == b'\n').enumerate() {
+        for (i, l) in bytes[..complete]
+            .split_inclusive(|&b| b == b'\n')
+            .enumerate()
+        {
             lines.push(Line {
                 seg: si,
                 line: i as u64 + 1,
@@ -349,12 +352,11 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, VerifyEr
                 covered: old.size,
             });
         }
-        let proof = merkle::consistency_proof(old.size, &hashes).map_err(|e| {
-            VerifyError::Checkpoint {
+        let proof =
+            merkle::consistency_proof(old.size, &hashes).map_err(|e| VerifyError::Checkpoint {
                 path: path.clone(),
                 msg: e.to_string(),
-            }
-        })?;
+            })?;
         if merkle::verify_consistency(old.size, records, &proof, &old.root, &root).is_err() {
             return Err(VerifyError::Inconsistent {
                 path: path.clone(),

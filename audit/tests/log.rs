@@ -49,12 +49,20 @@ fn appends_are_sequential_durable_and_verify() {
     assert!(rs.iter().all(|r| r.correlation == id.as_str()));
     log.close().unwrap();
     let rep = verify(d.path(), &VerifyOptions::default()).unwrap();
-    assert_eq!((rep.records, rep.checkpoint_size, rep.unsigned), (5, Some(5), 0));
+    assert_eq!(
+        (rep.records, rep.checkpoint_size, rep.unsigned),
+        (5, Some(5), 0)
+    );
     // Reopening continues the sequence and keeps verifying.
     let log = AuditLog::open(opts(d.path())).unwrap();
     assert_eq!(log.record(ev(5)).unwrap(), 5);
     drop(log);
-    assert_eq!(verify(d.path(), &Default::default()).unwrap().checkpoint_size, Some(6));
+    assert_eq!(
+        verify(d.path(), &Default::default())
+            .unwrap()
+            .checkpoint_size,
+        Some(6)
+    );
 }
 
 #[test]
@@ -98,7 +106,12 @@ fn two_writers_on_one_directory_interleave_safely() {
     assert_eq!(seqs, (0..40).collect::<Vec<_>>());
     a.close().unwrap();
     b.close().unwrap();
-    assert_eq!(verify(d.path(), &Default::default()).unwrap().checkpoint_size, Some(40));
+    assert_eq!(
+        verify(d.path(), &Default::default())
+            .unwrap()
+            .checkpoint_size,
+        Some(40)
+    );
 }
 
 #[test]
@@ -120,7 +133,10 @@ fn checkpoints_every_n_records_and_after_interval() {
     assert_eq!(cp(d.path()), 3);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while cp(d.path()) != 4 {
-        assert!(std::time::Instant::now() < deadline, "timer checkpoint never came");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timer checkpoint never came"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let note = log.checkpoint().unwrap();
@@ -137,19 +153,27 @@ fn signing_key_is_private_and_never_printed() {
     assert!(vkey.starts_with("test.example/audit+"));
     log.close().unwrap();
     let key = d.path().join("signing-key.pk8");
-    assert_eq!(fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let secret = fs::read(&key).unwrap();
     for f in ["log.jsonl", "checkpoint", "key.vkey"] {
         let content = fs::read(d.path().join(f)).unwrap();
         assert!(
-            !content.windows(32).any(|w| secret.windows(32).any(|s| s == w)),
+            !content
+                .windows(32)
+                .any(|w| secret.windows(32).any(|s| s == w)),
             "{f} leaks key bytes"
         );
     }
     // A readable key is refused, not used.
     fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
     let err = AuditLog::open(opts(d.path())).unwrap_err().to_string();
-    assert!(err.contains("signing-key.pk8") && err.contains("chmod 600"), "{err}");
+    assert!(
+        err.contains("signing-key.pk8") && err.contains("chmod 600"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -169,7 +193,8 @@ fn rotation_into_segments_keeps_verification_and_proofs() {
     let rep = verify(d.path(), &Default::default()).unwrap();
     assert_eq!((rep.records, rep.checkpoint_size), (40, Some(40)));
     let p = prove(d.path(), 17, None).unwrap();
-    p.check(&perry_audit::store::read_vkey(d.path()).unwrap()).unwrap();
+    p.check(&perry_audit::store::read_vkey(d.path()).unwrap())
+        .unwrap();
     assert_eq!(records(d.path()).len(), 40);
     // A reopened writer continues in the right segment.
     let log = AuditLog::open(o).unwrap();
@@ -181,7 +206,10 @@ fn rotation_into_segments_keeps_verification_and_proofs() {
     let bogus = d.path().join("log-00000000000000099999.jsonl");
     fs::rename(&last_sealed, &bogus).unwrap();
     let err = verify(d.path(), &Default::default()).unwrap_err();
-    assert!(err.to_string().contains("log-00000000000000099999.jsonl"), "{err}");
+    assert!(
+        err.to_string().contains("log-00000000000000099999.jsonl"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -212,7 +240,10 @@ fn torn_last_line_is_reported_then_quarantined_never_merged() {
     assert_eq!(rep.quarantined[0].seq, 3);
     assert_eq!(fs::read(&rep.quarantined[0].path).unwrap(), torn);
     assert!(!fs::read_to_string(&path).unwrap().contains("\"ui{"));
-    assert!(rep.warnings.iter().any(|w| w.contains("quarantined torn line")));
+    assert!(rep
+        .warnings
+        .iter()
+        .any(|w| w.contains("quarantined torn line")));
 }
 
 #[test]
@@ -220,24 +251,87 @@ fn filters_select_records() {
     let d = tempfile::tempdir().unwrap();
     let log = AuditLog::open(opts(d.path())).unwrap();
     let id = Correlation::new();
-    log.record(Event::new("verify", Decision::Allow).image("a/b:1").correlation(&id).at_micros(1_000_000))
-        .unwrap();
-    log.record(Event::new("run", Decision::Deny).capability("git-log").at_micros(2_000_000))
-        .unwrap();
-    log.record(Event::new("run", Decision::Allow).image("a/c:2").correlation(&id).at_micros(3_000_000))
-        .unwrap();
+    log.record(
+        Event::new("verify", Decision::Allow)
+            .image("a/b:1")
+            .correlation(&id)
+            .at_micros(1_000_000),
+    )
+    .unwrap();
+    log.record(
+        Event::new("run", Decision::Deny)
+            .capability("git-log")
+            .at_micros(2_000_000),
+    )
+    .unwrap();
+    log.record(
+        Event::new("run", Decision::Allow)
+            .image("a/c:2")
+            .correlation(&id)
+            .at_micros(3_000_000),
+    )
+    .unwrap();
     log.close().unwrap();
     let all = records(d.path());
-    let pick = |f: Filter| -> Vec<u64> { all.iter().filter(|r| f.matches(r)).map(|r| r.seq).collect() };
-    assert_eq!(pick(Filter { action: Some("run".into()), ..Default::default() }), [1, 2]);
-    assert_eq!(pick(Filter { decision: Some(Decision::Deny), ..Default::default() }), [1]);
-    assert_eq!(pick(Filter { image: Some("a/".into()), ..Default::default() }), [0, 2]);
-    assert_eq!(pick(Filter { capability: Some("git-log".into()), ..Default::default() }), [1]);
-    assert_eq!(pick(Filter { correlation: Some(id.to_string()), ..Default::default() }), [0, 2]);
-    assert_eq!(pick(Filter { since: Some(2_000_000), until: Some(3_000_000), ..Default::default() }), [1]);
+    let pick =
+        |f: Filter| -> Vec<u64> { all.iter().filter(|r| f.matches(r)).map(|r| r.seq).collect() };
+    assert_eq!(
+        pick(Filter {
+            action: Some("run".into()),
+            ..Default::default()
+        }),
+        [1, 2]
+    );
+    assert_eq!(
+        pick(Filter {
+            decision: Some(Decision::Deny),
+            ..Default::default()
+        }),
+        [1]
+    );
+    assert_eq!(
+        pick(Filter {
+            image: Some("a/".into()),
+            ..Default::default()
+        }),
+        [0, 2]
+    );
+    assert_eq!(
+        pick(Filter {
+            capability: Some("git-log".into()),
+            ..Default::default()
+        }),
+        [1]
+    );
+    assert_eq!(
+        pick(Filter {
+            correlation: Some(id.to_string()),
+            ..Default::default()
+        }),
+        [0, 2]
+    );
+    assert_eq!(
+        pick(Filter {
+            since: Some(2_000_000),
+            until: Some(3_000_000),
+            ..Default::default()
+        }),
+        [1]
+    );
     let uid = all[0].actor.uid;
-    assert_eq!(pick(Filter { uid: Some(uid), ..Default::default() }).len(), 3);
-    assert!(pick(Filter { uid: Some(uid.wrapping_add(1)), ..Default::default() }).is_empty());
+    assert_eq!(
+        pick(Filter {
+            uid: Some(uid),
+            ..Default::default()
+        })
+        .len(),
+        3
+    );
+    assert!(pick(Filter {
+        uid: Some(uid.wrapping_add(1)),
+        ..Default::default()
+    })
+    .is_empty());
 }
 
 #[test]
@@ -275,5 +369,8 @@ fn inclusion_proof_checks_and_rejects_a_changed_record() {
         bad.record = bad.record.replace("record number", "record mumber");
         assert!(bad.check(&key).is_err());
     }
-    assert!(prove(d.path(), 11, None).unwrap_err().to_string().contains("not covered"));
+    assert!(prove(d.path(), 11, None)
+        .unwrap_err()
+        .to_string()
+        .contains("not covered"));
 }

@@ -61,7 +61,11 @@ fn rfc6962_every_inclusion_proof() {
     let leaves = hs(&d["leaf_hashes_hex"]);
     let roots = hs(&d["roots_by_size_hex"]);
     let cases = d["inclusion"].as_array().unwrap();
-    assert_eq!(cases.len(), 36, "every (index, size) pair of the 8-leaf tree");
+    assert_eq!(
+        cases.len(),
+        36,
+        "every (index, size) pair of the 8-leaf tree"
+    );
     for c in cases {
         let i = c["leaf_index"].as_u64().unwrap();
         let n = c["tree_size"].as_u64().unwrap();

@@ -1,5 +1,6 @@
 //! Command-line interface: argument parsing and dispatch to one module per subcommand.
 
+mod audit;
 mod config_cmd;
 mod context;
 mod error;
@@ -43,6 +44,9 @@ pub struct GlobalArgs {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Review the tamper-evident audit log: show, tail, verify, prove, export, checkpoint, key.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Check and explain configuration.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
@@ -86,6 +90,7 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> CliResult {
     let g = &cli.global;
     match cli.command {
+        Command::Audit(cmd) => audit::run(g, cmd),
         Command::Config(cmd) => config_cmd::run(g, cmd),
         Command::Completions { shell } => {
             clap_complete::generate(

@@ -45,6 +45,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod confine;
 pub mod manifest;
 pub mod native;
 pub mod store;

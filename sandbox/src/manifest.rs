@@ -91,7 +91,9 @@ pub enum ManifestError {
     #[error("image manifest: `schemaVersion` is {0}, only 2 is supported")]
     SchemaVersion(u32),
     /// The document is an index / manifest list, not a single-platform manifest.
-    #[error("image manifest: `{0}` is an index of manifests; resolve the platform's manifest first")]
+    #[error(
+        "image manifest: `{0}` is an index of manifests; resolve the platform's manifest first"
+    )]
     IsIndex(String),
     /// The manifest's `mediaType` is not an image manifest.
     #[error("image manifest: `mediaType` `{0}` is not an OCI or Docker v2 image manifest")]
@@ -108,7 +110,9 @@ pub enum ManifestError {
     #[error("image config: `rootfs.type` is `{0}`, expected `layers`")]
     RootfsType(String),
     /// The config lists a different number of diff_ids than the manifest has layers.
-    #[error("image config lists {diff_ids} `rootfs.diff_ids` but the manifest has {layers} layers")]
+    #[error(
+        "image config lists {diff_ids} `rootfs.diff_ids` but the manifest has {layers} layers"
+    )]
     LayerCount {
         /// Layers in the manifest.
         layers: usize,
@@ -116,7 +120,9 @@ pub enum ManifestError {
         diff_ids: usize,
     },
     /// The config blob is not the one the manifest names.
-    #[error("image config digest {actual} does not match the manifest's `config.digest` {expected}")]
+    #[error(
+        "image config digest {actual} does not match the manifest's `config.digest` {expected}"
+    )]
     ConfigDigest {
         /// From the manifest.
         expected: Digest,

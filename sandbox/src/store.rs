@@ -245,7 +245,11 @@ impl BlobStore {
     /// Starts an ingest: returns [`Begin::Present`] if the blob is stored, else the single writer
     /// for this digest in this process. Blocks while another thread holds that writer; when it
     /// finishes, returns `Present` (it committed) or a fresh writer (it failed or was dropped).
-    pub fn begin(&self, expected: &Digest, expected_size: Option<u64>) -> Result<Begin, StoreError> {
+    pub fn begin(
+        &self,
+        expected: &Digest,
+        expected_size: Option<u64>,
+    ) -> Result<Begin, StoreError> {
         let mut inflight = self
             .inflight
             .digests

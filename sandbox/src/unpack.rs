@@ -123,12 +123,13 @@ pub fn plan_layers(
         .zip(&config.rootfs.diff_ids)
         .enumerate()
         .map(|(index, (layer, diff_id))| {
-            let media_type = LayerMediaType::from_media_type(&layer.media_type).ok_or_else(|| {
-                ManifestError::LayerMediaType {
-                    index,
-                    media_type: layer.media_type.clone(),
-                }
-            })?;
+            let media_type =
+                LayerMediaType::from_media_type(&layer.media_type).ok_or_else(|| {
+                    ManifestError::LayerMediaType {
+                        index,
+                        media_type: layer.media_type.clone(),
+                    }
+                })?;
             Ok(LayerSpec {
                 digest: layer.digest.clone(),
                 media_type,
@@ -189,7 +190,9 @@ pub enum UnpackErrorKind {
     #[error("refused: {0}")]
     Refused(String),
     /// The layer's uncompressed digest is not the config's diff_id.
-    #[error("uncompressed content hashes to {actual}, but the image config's diff_id is {expected}")]
+    #[error(
+        "uncompressed content hashes to {actual}, but the image config's diff_id is {expected}"
+    )]
     DiffIdMismatch {
         /// From the config.
         expected: Digest,
@@ -235,8 +238,8 @@ pub struct UnpackError {
     pub layer: Option<Digest>,
     /// The entry path (lossy UTF-8), if the failure concerns one.
     pub entry: Option<String>,
-    /// What went wrong.
-    pub kind: UnpackErrorKind,
+    /// What went wrong (boxed: it is large and errors travel through every `?`).
+    pub kind: Box<UnpackErrorKind>,
 }
 
 impl std::fmt::Display for UnpackError {
@@ -262,7 +265,7 @@ impl UnpackError {
         Self {
             layer: layer.cloned(),
             entry: entry.map(|e| String::from_utf8_lossy(e).into_owned()),
-            kind,
+            kind: Box::new(kind),
         }
     }
 }
@@ -410,7 +413,8 @@ impl RootfsStore {
             RenameFlags::NOREPLACE,
         ) {
             Ok(()) => {
-                rustix::fs::fsync(&dir).map_err(|e| err("cannot sync the rootfs directory", e.into()))?;
+                rustix::fs::fsync(&dir)
+                    .map_err(|e| err("cannot sync the rootfs directory", e.into()))?;
                 Ok(Unpacked {
                     path: dest,
                     report,
@@ -544,9 +548,9 @@ fn decoder<'a, R: Read + 'a>(
 ) -> io::Result<Box<dyn Read + 'a>> {
     Ok(match media_type {
         LayerMediaType::Tar => Box::new(reader),
-        LayerMediaType::TarGzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(
-            reader,
-        ))),
+        LayerMediaType::TarGzip => {
+            Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(reader)))
+        }
         LayerMediaType::TarZstd => {
             let mut d = zstd::stream::read::Decoder::new(reader)?;
             // Refuse frames that ask for more than a 128 MiB window (memory bomb).
@@ -650,6 +654,16 @@ fn unpack_layer_fd<R: Read>(
         ));
     }
     Ok(report)
+}
+
+/// A numeric header field; an empty field (all NUL or spaces, as some writers leave unused
+/// fields) reads as 0, like Go's `archive/tar`. Garbage is `None`.
+fn numeric(parsed: io::Result<u64>, raw: &[u8]) -> Option<u64> {
+    match parsed {
+        Ok(v) => Some(v),
+        Err(_) if raw.iter().all(|b| *b == 0 || *b == b' ') => Some(0),
+        Err(_) => None,
+    }
 }
 
 /// Splits an entry name into components: drops empty and `.` components; refuses absolute
@@ -848,9 +862,7 @@ impl Unpacker<'_> {
                     }
                     Ok(_) => {}
                     Err(_) => {
-                        return Err(refused(
-                            "hardlink target does not exist inside the root",
-                        ))
+                        return Err(refused("hardlink target does not exist inside the root"))
                     }
                 }
                 let (parent, name) = self.split_create(&comps)?;
@@ -876,23 +888,23 @@ impl Unpacker<'_> {
     }
 
     fn meta(&mut self, header: &tar::Header) -> Result<Meta, UnpackErrorKind> {
-        let mode = header
-            .mode()
-            .map_err(|_| refused("unreadable mode field"))?
+        let old = header.as_old();
+        let mode = numeric(header.mode().map(u64::from), &old.mode)
+            .ok_or_else(|| refused("unreadable mode field"))?
             & 0o7777;
+        let mode = mode as u32;
         if mode & 0o6000 != 0 {
             self.report.stripped_setid += 1;
         }
-        let id = |v: io::Result<u64>, what: &str| -> Result<u32, UnpackErrorKind> {
-            v.ok()
-                .and_then(|v| u32::try_from(v).ok())
+        let id = |v: Option<u64>, what: &str| -> Result<u32, UnpackErrorKind> {
+            v.and_then(|v| u32::try_from(v).ok())
                 .filter(|v| *v != u32::MAX)
                 .ok_or_else(|| refused(format!("invalid {what}")))
         };
         Ok(Meta {
             mode: mode & 0o1777,
-            uid: id(header.uid(), "uid")?,
-            gid: id(header.gid(), "gid")?,
+            uid: id(numeric(header.uid(), &old.uid), "uid")?,
+            gid: id(numeric(header.gid(), &old.gid), "gid")?,
             mtime: header.mtime().unwrap_or(0),
         })
     }
@@ -1004,7 +1016,12 @@ impl Unpacker<'_> {
     /// Makes room for a new entry `name` in `parent`. Returns true if an existing directory was
     /// kept (`keep_dir` and it is a directory); otherwise anything there is removed without
     /// following symlinks.
-    fn clear(&self, parent: &OwnedFd, name: &[u8], keep_dir: bool) -> Result<bool, UnpackErrorKind> {
+    fn clear(
+        &self,
+        parent: &OwnedFd,
+        name: &[u8],
+        keep_dir: bool,
+    ) -> Result<bool, UnpackErrorKind> {
         match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
             Err(Errno::NOENT) => Ok(false),
             Err(e) => Err(io_kind("cannot stat existing entry", e)),

@@ -29,7 +29,8 @@ fn runs_a_command_and_captures_everything() {
 #[test]
 fn environment_identity_cwd_and_hostname_are_the_specs() {
     let r = rootfs();
-    let mut s = r.sh("env | sort; id -u; id -g; id -G; pwd; hostname; ulimit -n; cat /proc/self/cgroup");
+    let mut s =
+        r.sh("env | sort; id -u; id -g; id -G; pwd; hostname; ulimit -n; cat /proc/self/cgroup");
     s.env = vec![("FOO".into(), "bar".into())];
     s.cwd = "/tmp".into();
     s.hostname = "probe-host".into();
@@ -38,12 +39,18 @@ fn environment_identity_cwd_and_hostname_are_the_specs() {
     let out = text(&o.stdout);
     let lines: Vec<&str> = out.lines().collect();
     // Only the given variables, PATH, and what sh itself sets (PWD, SHLVL).
-    assert!(!out.contains("PERRY_SECRET"), "host environment leaked: {out}");
+    assert!(
+        !out.contains("PERRY_SECRET"),
+        "host environment leaked: {out}"
+    );
     assert!(lines.contains(&"FOO=bar"), "{out}");
     assert!(lines.iter().any(|l| l.starts_with("PATH=")), "{out}");
     for l in &lines {
         if let Some((k, _)) = l.split_once('=').filter(|(k, _)| !k.contains(':')) {
-            assert!(["FOO", "PATH", "PWD", "SHLVL"].contains(&k), "unexpected variable {l}");
+            assert!(
+                ["FOO", "PATH", "PWD", "SHLVL"].contains(&k),
+                "unexpected variable {l}"
+            );
         }
     }
     let tail: Vec<&str> = lines
@@ -54,7 +61,10 @@ fn environment_identity_cwd_and_hostname_are_the_specs() {
     // uid, gid, supplementary groups (host root's groups must be gone), cwd, hostname, nofile, cgroup
     assert_eq!(tail[0], "1000", "{out}");
     assert_eq!(tail[1], "1000", "{out}");
-    assert_eq!(tail[2], "1000", "supplementary groups must be cleared: {out}");
+    assert_eq!(
+        tail[2], "1000",
+        "supplementary groups must be cleared: {out}"
+    );
     assert_eq!(tail[3], "/tmp");
     assert_eq!(tail[4], "probe-host");
     assert_eq!(tail[5], "256");
@@ -68,16 +78,25 @@ fn environment_identity_cwd_and_hostname_are_the_specs() {
 fn probe_write_to_root_is_erofs_and_tmp_is_bounded() {
     let r = rootfs();
     let o = run(
-        &r.sh("touch /x; echo rc=$?; touch /bin/x; echo rc=$?; echo hi > /tmp/ok && cat /tmp/ok; \
-               dd if=/dev/zero of=/tmp/big bs=1M count=32 2>&1 | tail -n 3"),
+        &r.sh(
+            "touch /x; echo rc=$?; touch /bin/x; echo rc=$?; echo hi > /tmp/ok && cat /tmp/ok; \
+               dd if=/dev/zero of=/tmp/big bs=1M count=32 2>&1 | tail -n 3",
+        ),
         &MinimalFinalStep,
     )
     .expect("run");
     let out = text(&o.stdout) + &text(&o.stderr);
-    assert_eq!(out.matches("rc=1").count(), 2, "a write to / succeeded: {out}");
+    assert_eq!(
+        out.matches("rc=1").count(),
+        2,
+        "a write to / succeeded: {out}"
+    );
     assert!(out.contains("Read-only file system"), "{out}");
     assert!(out.contains("hi\n"), "/tmp must be writable: {out}");
-    assert!(out.contains("No space left on device"), "/tmp must be size-limited: {out}");
+    assert!(
+        out.contains("No space left on device"),
+        "/tmp must be size-limited: {out}"
+    );
     assert!(!r.rootfs.join("x").exists() && !r.rootfs.join("bin/x").exists());
 }
 
@@ -94,7 +113,10 @@ fn probe_network_connect_is_impossible() {
         s.loopback = loopback;
         let o = run(&s, &MinimalFinalStep).expect("run");
         let out = text(&o.stdout);
-        assert!(out.contains("rc=1"), "nc connected (loopback={loopback}): {out}");
+        assert!(
+            out.contains("rc=1"),
+            "nc connected (loopback={loopback}): {out}"
+        );
         // The only interface is lo.
         let ifaces: Vec<&str> = out.lines().skip(1).map(str::trim).collect();
         assert_eq!(ifaces, vec!["lo"], "network namespace not empty: {out}");
@@ -121,7 +143,10 @@ fn probe_no_capabilities_and_no_new_privs() {
         let o = run(&s, &MinimalFinalStep).expect("run");
         let out = text(&o.stdout);
         for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
-            let line = out.lines().find(|l| l.starts_with(set)).unwrap_or_else(|| panic!("{out}"));
+            let line = out
+                .lines()
+                .find(|l| l.starts_with(set))
+                .unwrap_or_else(|| panic!("{out}"));
             assert!(line.ends_with("0000000000000000"), "uid {uid}: {line}");
         }
         assert!(out.contains("NoNewPrivs:\t1"), "{out}");
@@ -142,7 +167,10 @@ fn probe_mount_and_unshare_fail() {
         let o = run(&s, &MinimalFinalStep).expect("run");
         let out = text(&o.stdout);
         for k in ["mount", "unshare_m", "unshare_u", "unshare_rm", "umount"] {
-            let line = out.lines().find(|l| l.starts_with(&format!("{k}="))).unwrap();
+            let line = out
+                .lines()
+                .find(|l| l.starts_with(&format!("{k}=")))
+                .unwrap();
             assert_ne!(line, format!("{k}=0"), "uid {uid}: {k} succeeded: {out}");
         }
     }
@@ -159,10 +187,17 @@ fn probe_setuid_binary_gains_nothing() {
 fn probe_proc_is_masked_and_proc_sys_read_only() {
     let r = rootfs();
     // Which masked entries exist depends on the kernel's config; compare against the host.
-    let present: Vec<&str> = ["keys", "key-users", "timer_list", "kpagecount", "kcore", "sched_debug"]
-        .into_iter()
-        .filter(|f| std::path::Path::new("/proc").join(f).exists())
-        .collect();
+    let present: Vec<&str> = [
+        "keys",
+        "key-users",
+        "timer_list",
+        "kpagecount",
+        "kcore",
+        "sched_debug",
+    ]
+    .into_iter()
+    .filter(|f| std::path::Path::new("/proc").join(f).exists())
+    .collect();
     assert!(!present.is_empty(), "no maskable /proc file on this kernel");
     let mut script = String::from(
         "echo x > /proc/sys/kernel/hostname; echo sys=$?; \
@@ -178,24 +213,36 @@ fn probe_proc_is_masked_and_proc_sys_read_only() {
     assert!(out.contains("sys=1\n"), "/proc/sys writable: {out}{err}");
     assert!(err.contains("Read-only file system"), "{err}");
     assert!(out.contains("sysrq=1\n"), "{out}");
-    assert!(out.contains("acpi=0\n") && out.contains("driver=0\n"), "{out}");
+    assert!(
+        out.contains("acpi=0\n") && out.contains("driver=0\n"),
+        "{out}"
+    );
     for f in &present {
-        assert!(out.contains(&format!("{f}=0\n")), "/proc/{f} not masked: {out}");
+        assert!(
+            out.contains(&format!("{f}=0\n")),
+            "/proc/{f} not masked: {out}"
+        );
     }
 }
 
 #[test]
 fn probe_host_processes_are_invisible() {
     let r = rootfs();
-    let o = run(&r.sh("ls /proc | grep -E '^[0-9]+$' | sort -n | tr '\\n' ' '"), &MinimalFinalStep)
-        .expect("run");
+    let o = run(
+        &r.sh("ls /proc | grep -E '^[0-9]+$' | sort -n | tr '\\n' ' '"),
+        &MinimalFinalStep,
+    )
+    .expect("run");
     let pids: Vec<u32> = text(&o.stdout)
         .split_whitespace()
         .map(|p| p.parse().unwrap())
         .collect();
     // init (1), the shell (2), and its pipeline children.
     assert_eq!(pids[..2], [1, 2], "{pids:?}");
-    assert!(pids.len() <= 6 && pids.iter().all(|&p| p < 10), "host pids visible: {pids:?}");
+    assert!(
+        pids.len() <= 6 && pids.iter().all(|&p| p < 10),
+        "host pids visible: {pids:?}"
+    );
     assert!(!pids.contains(&std::process::id()) || std::process::id() < 10);
 }
 
@@ -210,8 +257,11 @@ fn probe_parent_fds_are_not_inherited() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     // SAFETY: clear FD_CLOEXEC on the listener too.
     unsafe { libc::fcntl(listener.as_raw_fd(), libc::F_SETFD, 0) };
-    let o = run(&r.spec(vec!["ls".into(), "-l".into(), "/proc/self/fd".into()]), &MinimalFinalStep)
-        .expect("run");
+    let o = run(
+        &r.spec(vec!["ls".into(), "-l".into(), "/proc/self/fd".into()]),
+        &MinimalFinalStep,
+    )
+    .expect("run");
     // SAFETY: closing the fd opened above.
     unsafe { libc::close(fd) };
     let out = text(&o.stdout);
@@ -221,11 +271,17 @@ fn probe_parent_fds_are_not_inherited() {
         let (left, target) = l.split_once(" -> ").unwrap();
         let n: i32 = left.split_whitespace().last().unwrap().parse().unwrap();
         if n > 2 {
-            assert!(target.starts_with("/proc/") && target.ends_with("/fd"), "leaked fd {n} -> {target}");
+            assert!(
+                target.starts_with("/proc/") && target.ends_with("/fd"),
+                "leaked fd {n} -> {target}"
+            );
         }
         fds.push(n);
     }
-    assert!(fds.starts_with(&[0, 1, 2]) && fds.len() <= 4, "fds leaked into the sandbox: {out}");
+    assert!(
+        fds.starts_with(&[0, 1, 2]) && fds.len() <= 4,
+        "fds leaked into the sandbox: {out}"
+    );
 }
 
 #[test]
@@ -241,8 +297,14 @@ fn probe_fork_bomb_hits_the_pids_limit() {
     let o = run(&s, &MinimalFinalStep).expect("run");
     let n: usize = text(&o.stdout).trim().parse().unwrap_or(usize::MAX);
     assert!(n <= 24, "more tasks than the pids limit: {n} {o:?}");
-    assert!(n >= 10, "suspiciously few tasks ({n}); the probe did not fork");
-    assert!(!o.timed_out && t.elapsed() < Duration::from_secs(10), "backgrounded sleeps kept the run alive");
+    assert!(
+        n >= 10,
+        "suspiciously few tasks ({n}); the probe did not fork"
+    );
+    assert!(
+        !o.timed_out && t.elapsed() < Duration::from_secs(10),
+        "backgrounded sleeps kept the run alive"
+    );
     assert!(settle_processes().is_empty(), "{:?}", settle_processes());
 
     // The classic bomb: stopped by the limit, then by the timeout, leaving nothing.
@@ -262,11 +324,25 @@ fn probe_memory_bomb_is_oom_killed() {
     s.limits.memory = 32 << 20;
     let o = run(&s, &MinimalFinalStep).expect("run");
     assert!(o.oom_killed, "memory limit not enforced: {o:?}");
-    assert!(text(&o.stdout).contains("survived=137"), "dd was not SIGKILLed: {}", text(&o.stdout));
-    assert!(o.memory_peak.unwrap_or(0) <= 33 << 20, "{:?}", o.memory_peak);
+    assert!(
+        text(&o.stdout).contains("survived=137"),
+        "dd was not SIGKILLed: {}",
+        text(&o.stdout)
+    );
+    assert!(
+        o.memory_peak.unwrap_or(0) <= 33 << 20,
+        "{:?}",
+        o.memory_peak
+    );
 
     // A bomb as the command itself: its own status is reported.
-    let mut s = r.spec(vec!["dd".into(), "if=/dev/zero".into(), "of=/dev/null".into(), "bs=256M".into(), "count=1".into()]);
+    let mut s = r.spec(vec![
+        "dd".into(),
+        "if=/dev/zero".into(),
+        "of=/dev/null".into(),
+        "bs=256M".into(),
+        "count=1".into(),
+    ]);
     s.limits.memory = 32 << 20;
     let o = run(&s, &MinimalFinalStep).expect("run");
     assert_eq!(o.signal, Some(libc::SIGKILL), "{o:?}");
@@ -280,7 +356,11 @@ fn probe_output_flood_is_truncated() {
     s.stdout_limit = 65536;
     s.stderr_limit = 1000;
     let o = run(&s, &MinimalFinalStep).expect("run");
-    assert_eq!(o.exit_code, Some(0), "the writer must not block on a full pipe");
+    assert_eq!(
+        o.exit_code,
+        Some(0),
+        "the writer must not block on a full pipe"
+    );
     assert_eq!(o.stdout.len(), 65536);
     assert!(o.stdout_truncated);
     assert_eq!(o.stderr.len(), 1000);
@@ -298,7 +378,11 @@ fn probe_sleep_past_timeout_kills_the_whole_tree() {
     assert_eq!(o.signal, Some(libc::SIGKILL));
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     assert!(!text(&o.stdout).contains("late"));
-    assert!(settle_processes().is_empty(), "left behind: {:?}", settle_processes());
+    assert!(
+        settle_processes().is_empty(),
+        "left behind: {:?}",
+        settle_processes()
+    );
 }
 
 #[test]
@@ -333,15 +417,34 @@ fn bind_mounts_are_read_only_unless_granted() {
 fn failures_before_exec_are_typed_and_run_nothing() {
     let r = rootfs();
     let e = run(&r.spec(vec!["no-such-command".into()]), &MinimalFinalStep).unwrap_err();
-    assert!(matches!(e, RunError::Exec { errno, .. } if errno == libc::ENOENT), "{e}");
+    assert!(
+        matches!(e, RunError::Exec { errno, .. } if errno == libc::ENOENT),
+        "{e}"
+    );
     assert_eq!(e.exit_status(), 127);
-    let e = run(&r.spec(vec!["/bin/not-executable".into()]), &MinimalFinalStep).unwrap_err();
-    assert!(matches!(e, RunError::Exec { errno, .. } if errno == libc::EACCES), "{e}");
+    let e = run(
+        &r.spec(vec!["/bin/not-executable".into()]),
+        &MinimalFinalStep,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, RunError::Exec { errno, .. } if errno == libc::EACCES),
+        "{e}"
+    );
     assert_eq!(e.exit_status(), 126);
     let mut s = r.sh("true");
     s.cwd = "/does/not/exist".into();
     let e = run(&s, &MinimalFinalStep).unwrap_err();
-    assert!(matches!(e, RunError::Setup { step: Step::Cwd, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            RunError::Setup {
+                step: Step::Cwd,
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert_eq!(e.exit_status(), 125);
     std::fs::remove_dir(r.rootfs.join("tmp")).unwrap();
     let e = run(&r.sh("true"), &MinimalFinalStep).unwrap_err();
@@ -357,5 +460,14 @@ fn uid_range_containing_root_is_refused() {
     let mut s = r.sh("true");
     s.leases.range.start = 0;
     let e = run(&s, &MinimalFinalStep).unwrap_err();
-    assert!(matches!(e, RunError::InvalidSpec { field: "uid_range.start", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            RunError::InvalidSpec {
+                field: "uid_range.start",
+                ..
+            }
+        ),
+        "{e}"
+    );
 }

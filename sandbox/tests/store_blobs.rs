@@ -38,7 +38,10 @@ fn ingest_stores_under_its_digest_read_only() {
     let path = t.path().join("blobs/sha256").join(d.hex());
     assert_eq!(s.path(&d), path);
     assert_eq!(fs::read(&path).unwrap(), data);
-    assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o444);
+    assert_eq!(
+        fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o444
+    );
     assert_eq!(names(&s), vec![d.hex().to_string()], "no temp file left");
     let mut back = Vec::new();
     s.open(&d).unwrap().read_to_end(&mut back).unwrap();
@@ -49,7 +52,9 @@ fn ingest_stores_under_its_digest_read_only() {
 fn digest_mismatch_keeps_nothing_and_names_both_digests() {
     let (_t, s) = store();
     let claimed = digest_of(b"what the manifest says");
-    let err = s.ingest(&b"what the registry sent"[..], &claimed, None).unwrap_err();
+    let err = s
+        .ingest(&b"what the registry sent"[..], &claimed, None)
+        .unwrap_err();
     match &err {
         StoreError::DigestMismatch { expected, actual } => {
             assert_eq!(expected, &claimed);
@@ -58,7 +63,11 @@ fn digest_mismatch_keeps_nothing_and_names_both_digests() {
         other => panic!("wrong error {other:?}"),
     }
     let msg = err.to_string();
-    assert!(msg.contains(claimed.as_str()) && msg.contains(digest_of(b"what the registry sent").as_str()), "{msg}");
+    assert!(
+        msg.contains(claimed.as_str())
+            && msg.contains(digest_of(b"what the registry sent").as_str()),
+        "{msg}"
+    );
     assert!(names(&s).is_empty(), "nothing kept: {:?}", names(&s));
     assert!(!s.contains(&claimed));
 }
@@ -69,9 +78,22 @@ fn size_mismatch_short_and_long_keeps_nothing() {
     let data = b"0123456789";
     let d = digest_of(data);
     let err = s.ingest(&data[..], &d, Some(11)).unwrap_err();
-    assert!(matches!(err, StoreError::SizeMismatch { expected: 11, actual: 10, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            StoreError::SizeMismatch {
+                expected: 11,
+                actual: 10,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let err = s.ingest(&data[..], &d, Some(4)).unwrap_err();
-    assert!(matches!(err, StoreError::SizeMismatch { expected: 4, .. }), "{err:?}");
+    assert!(
+        matches!(err, StoreError::SizeMismatch { expected: 4, .. }),
+        "{err:?}"
+    );
     assert!(names(&s).is_empty());
     // The right size is accepted.
     s.ingest(&data[..], &d, Some(10)).unwrap();
@@ -82,7 +104,10 @@ struct FailingReader(usize);
 impl Read for FailingReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.0 == 0 {
-            return Err(io::Error::new(io::ErrorKind::ConnectionReset, "network dropped"));
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "network dropped",
+            ));
         }
         self.0 -= 1;
         buf[0] = b'x';
@@ -156,11 +181,18 @@ fn read_verified_refuses_oversized_and_corrupt() {
     assert_eq!(s.read_verified(&d, 1000).unwrap(), data);
     assert!(matches!(
         s.read_verified(&d, 999).unwrap_err(),
-        StoreError::TooLarge { size: 1000, limit: 999, .. }
+        StoreError::TooLarge {
+            size: 1000,
+            limit: 999,
+            ..
+        }
     ));
     fs::set_permissions(s.path(&d), fs::Permissions::from_mode(0o644)).unwrap();
     fs::write(s.path(&d), vec![2u8; 1000]).unwrap();
-    assert!(matches!(s.read_verified(&d, 1000).unwrap_err(), StoreError::Corrupt { .. }));
+    assert!(matches!(
+        s.read_verified(&d, 1000).unwrap_err(),
+        StoreError::Corrupt { .. }
+    ));
 }
 
 /// A slow source that counts how many times it was read from at all.
@@ -193,18 +225,36 @@ fn concurrent_ingests_of_one_digest_coalesce_to_one_writer() {
     let barrier = Arc::new(Barrier::new(6));
     let handles: Vec<_> = (0..6)
         .map(|_| {
-            let (s, d, data, opened, barrier) =
-                (s.clone(), d.clone(), data.clone(), opened.clone(), barrier.clone());
+            let (s, d, data, opened, barrier) = (
+                s.clone(),
+                d.clone(),
+                data.clone(),
+                opened.clone(),
+                barrier.clone(),
+            );
             std::thread::spawn(move || {
                 barrier.wait();
-                s.ingest(Counted { data, pos: 0, opened, touched: false }, &d, None)
+                s.ingest(
+                    Counted {
+                        data,
+                        pos: 0,
+                        opened,
+                        touched: false,
+                    },
+                    &d,
+                    None,
+                )
             })
         })
         .collect();
     for h in handles {
         assert_eq!(h.join().unwrap().unwrap().size, data.len() as u64);
     }
-    assert_eq!(opened.load(Ordering::SeqCst), 1, "exactly one source was downloaded");
+    assert_eq!(
+        opened.load(Ordering::SeqCst),
+        1,
+        "exactly one source was downloaded"
+    );
     assert_eq!(names(&s), vec![d.hex().to_string()]);
 }
 
@@ -215,11 +265,16 @@ fn a_waiter_takes_over_when_the_writer_fails() {
     let d = digest_of(&good);
     let s2 = s.clone();
     let d2 = d.clone();
-    let Begin::Write(mut bad) = s.begin(&d, None).unwrap() else { panic!() };
+    let Begin::Write(mut bad) = s.begin(&d, None).unwrap() else {
+        panic!()
+    };
     let waiter = std::thread::spawn(move || s2.ingest(&vec![9u8; 20_000][..], &d2, None));
     std::thread::sleep(Duration::from_millis(50));
     bad.push(b"corrupted bytes").unwrap();
-    assert!(matches!(bad.commit().unwrap_err(), StoreError::DigestMismatch { .. }));
+    assert!(matches!(
+        bad.commit().unwrap_err(),
+        StoreError::DigestMismatch { .. }
+    ));
     let info = waiter.join().unwrap().unwrap();
     assert_eq!(info.size, 20_000);
     assert_eq!(fs::read(s.path(&d)).unwrap(), good);
@@ -240,7 +295,9 @@ fn ls_lists_blobs_sorted_and_skips_junk() {
     ds.sort();
     let ls = s.ls().unwrap();
     assert_eq!(
-        ls.iter().map(|i| (i.digest.clone(), i.size)).collect::<Vec<_>>(),
+        ls.iter()
+            .map(|i| (i.digest.clone(), i.size))
+            .collect::<Vec<_>>(),
         ds
     );
     assert!(ls.iter().all(|i| i.modified > SystemTime::UNIX_EPOCH));
@@ -259,7 +316,12 @@ fn gc_removes_unkept_blobs_and_stale_temp_files() {
     fs::write(&stale, b"abandoned").unwrap();
     fs::write(&fresh, b"being written").unwrap();
     let old = SystemTime::now() - Duration::from_secs(3 * 3600);
-    fs::File::options().write(true).open(&stale).unwrap().set_modified(old).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
 
     let keep: HashSet<Digest> = [da.clone()].into_iter().collect();
     let report = s.gc(&keep).unwrap();
@@ -269,5 +331,8 @@ fn gc_removes_unkept_blobs_and_stale_temp_files() {
     assert!(s.contains(&da));
     assert!(!s.contains(&db));
     assert!(!stale.exists());
-    assert!(fresh.exists(), "a recent temp file may belong to a live writer");
+    assert!(
+        fresh.exists(),
+        "a recent temp file may belong to a live writer"
+    );
 }

@@ -36,7 +36,12 @@ fn oci_manifest(layer_types: &[&str]) -> String {
 
 fn config(diff_ids: usize) -> String {
     let ids: Vec<String> = (0..diff_ids)
-        .map(|i| format!(r#""sha256:{}""#, hex(char::from_digit(i as u32 + 10, 16).unwrap())))
+        .map(|i| {
+            format!(
+                r#""sha256:{}""#,
+                hex(char::from_digit(i as u32 + 10, 16).unwrap())
+            )
+        })
         .collect();
     format!(
         r#"{{"architecture":"amd64","os":"linux","config":{{"Env":["PATH=/bin"],"Cmd":["sh"],"User":"1000"}},
@@ -61,7 +66,11 @@ fn oci_manifest_with_all_layer_kinds_parses() {
     assert_eq!(m.config.size, 7);
     assert_eq!(
         m.layer_media_types(),
-        vec![LayerMediaType::Tar, LayerMediaType::TarGzip, LayerMediaType::TarZstd]
+        vec![
+            LayerMediaType::Tar,
+            LayerMediaType::TarGzip,
+            LayerMediaType::TarZstd
+        ]
     );
     assert_eq!(m.layers[2].size, 102);
 }
@@ -94,11 +103,20 @@ fn indexes_are_refused_with_a_hint() {
 
 #[test]
 fn bad_layer_digest_names_the_field_line_and_column() {
-    let doc = oci_manifest(&["application/vnd.oci.image.layer.v1.tar", "application/vnd.oci.image.layer.v1.tar"])
-        .replace(&format!("sha256:{}", hex('2')), "sha512:abc");
+    let doc = oci_manifest(&[
+        "application/vnd.oci.image.layer.v1.tar",
+        "application/vnd.oci.image.layer.v1.tar",
+    ])
+    .replace(&format!("sha256:{}", hex('2')), "sha512:abc");
     let err = ImageManifest::parse(doc.as_bytes()).unwrap_err();
     match &err {
-        ManifestError::Json { path, line, column, message, .. } => {
+        ManifestError::Json {
+            path,
+            line,
+            column,
+            message,
+            ..
+        } => {
             assert_eq!(path, "layers[1].digest");
             assert_eq!(*line, 5);
             assert!(*column > 1);
@@ -106,7 +124,11 @@ fn bad_layer_digest_names_the_field_line_and_column() {
         }
         other => panic!("wrong error {other:?}"),
     }
-    assert!(err.to_string().starts_with("image manifest: at `layers[1].digest` (line 5"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("image manifest: at `layers[1].digest` (line 5"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -129,11 +151,23 @@ fn unsupported_layer_media_types_are_refused_by_index() {
 #[test]
 fn wrong_schema_version_and_media_type_are_refused() {
     let doc = oci_manifest(&[]).replace("\"schemaVersion\": 2", "\"schemaVersion\": 1");
-    assert!(matches!(ImageManifest::parse(doc.as_bytes()).unwrap_err(), ManifestError::SchemaVersion(1)));
-    let doc = oci_manifest(&[]).replace("application/vnd.oci.image.manifest.v1+json", "application/json");
-    assert!(matches!(ImageManifest::parse(doc.as_bytes()).unwrap_err(), ManifestError::MediaType(_)));
+    assert!(matches!(
+        ImageManifest::parse(doc.as_bytes()).unwrap_err(),
+        ManifestError::SchemaVersion(1)
+    ));
+    let doc = oci_manifest(&[]).replace(
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/json",
+    );
+    assert!(matches!(
+        ImageManifest::parse(doc.as_bytes()).unwrap_err(),
+        ManifestError::MediaType(_)
+    ));
     let err = ImageManifest::parse(b"{\"schemaVersion\":2,\"layers\":[]}").unwrap_err();
-    assert!(matches!(&err, ManifestError::Json { message, .. } if message.contains("config")), "{err}");
+    assert!(
+        matches!(&err, ManifestError::Json { message, .. } if message.contains("config")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -150,16 +184,25 @@ fn config_parses_diff_ids_and_exec_defaults() {
 #[test]
 fn config_errors_are_located() {
     let doc = config(2).replace("\"type\":\"layers\"", "\"type\":\"snapshots\"");
-    assert!(matches!(ImageConfig::parse(doc.as_bytes()).unwrap_err(), ManifestError::RootfsType(t) if t == "snapshots"));
+    assert!(
+        matches!(ImageConfig::parse(doc.as_bytes()).unwrap_err(), ManifestError::RootfsType(t) if t == "snapshots")
+    );
     let doc = config(2).replacen(&format!("sha256:{}", hex('a')), "sha256:XYZ", 1);
     let err = ImageConfig::parse(doc.as_bytes()).unwrap_err();
-    assert!(matches!(&err, ManifestError::Json { path, .. } if path == "rootfs.diff_ids"), "{err}");
+    assert!(
+        matches!(&err, ManifestError::Json { path, .. } if path == "rootfs.diff_ids"),
+        "{err}"
+    );
 }
 
 #[test]
 fn plan_layers_pairs_layers_with_diff_ids_and_refuses_a_count_mismatch() {
     let m = ImageManifest::parse(
-        oci_manifest(&["application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.oci.image.layer.v1.tar"]).as_bytes(),
+        oci_manifest(&[
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            "application/vnd.oci.image.layer.v1.tar",
+        ])
+        .as_bytes(),
     )
     .unwrap();
     let plan = plan_layers(&m, &ImageConfig::parse(config(2).as_bytes()).unwrap()).unwrap();
@@ -168,7 +211,16 @@ fn plan_layers_pairs_layers_with_diff_ids_and_refuses_a_count_mismatch() {
     assert_eq!(plan[0].digest.hex(), hex('1'));
     assert_eq!(plan[1].diff_id.hex(), hex('b'));
     let err = plan_layers(&m, &ImageConfig::parse(config(3).as_bytes()).unwrap()).unwrap_err();
-    assert!(matches!(err, ManifestError::LayerCount { layers: 2, diff_ids: 3 }), "{err}");
+    assert!(
+        matches!(
+            err,
+            ManifestError::LayerCount {
+                layers: 2,
+                diff_ids: 3
+            }
+        ),
+        "{err}"
+    );
 }
 
 proptest! {

@@ -33,7 +33,13 @@ impl World {
         let victim = outside.join("victim");
         fs::write(&victim, b"original").unwrap();
         fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).unwrap();
-        Self { _t: t, base, root, outside, victim }
+        Self {
+            _t: t,
+            base,
+            root,
+            outside,
+            victim,
+        }
     }
 
     fn outside_abs(&self) -> String {
@@ -43,17 +49,33 @@ impl World {
     /// The host side is exactly as set up: victim content, mode, link count; nothing new next
     /// to it or next to the root.
     fn assert_host_untouched(&self) {
-        assert_eq!(fs::read(&self.victim).unwrap(), b"original", "victim content changed");
+        assert_eq!(
+            fs::read(&self.victim).unwrap(),
+            b"original",
+            "victim content changed"
+        );
         let m = fs::metadata(&self.victim).unwrap();
-        assert_eq!(m.permissions().mode() & 0o7777, 0o600, "victim mode changed");
+        assert_eq!(
+            m.permissions().mode() & 0o7777,
+            0o600,
+            "victim mode changed"
+        );
         assert_eq!(m.nlink(), 1, "victim gained a hardlink");
-        assert_eq!(tree(&self.outside), vec!["victim".to_string()], "files appeared outside");
+        assert_eq!(
+            tree(&self.outside),
+            vec!["victim".to_string()],
+            "files appeared outside"
+        );
         let mut top = tree(&self.base)
             .into_iter()
             .filter(|p| !p.contains('/'))
             .collect::<Vec<_>>();
         top.sort();
-        assert_eq!(top, vec!["outside".to_string(), "root".to_string()], "files appeared next to the root");
+        assert_eq!(
+            top,
+            vec!["outside".to_string(), "root".to_string()],
+            "files appeared next to the root"
+        );
     }
 
     fn unpack(&self, tar: &[u8]) -> Result<perry_runtime::unpack::UnpackReport, UnpackError> {
@@ -62,17 +84,28 @@ impl World {
 }
 
 fn assert_refused(err: &UnpackError, entry: &str, why: &str) {
-    assert!(matches!(err.kind, UnpackErrorKind::Refused(_)), "not refused: {err}");
+    assert!(
+        matches!(*err.kind, UnpackErrorKind::Refused(_)),
+        "not refused: {err}"
+    );
     assert_eq!(err.entry.as_deref(), Some(entry), "{err}");
     let msg = err.to_string();
     assert!(msg.contains(why), "message `{msg}` lacks `{why}`");
-    assert!(msg.contains("layer sha256:"), "message names no layer: {msg}");
+    assert!(
+        msg.contains("layer sha256:"),
+        "message names no layer: {msg}"
+    );
     assert!(msg.contains(entry), "message names no entry: {msg}");
 }
 
 #[test]
 fn dotdot_paths_are_refused() {
-    for name in ["../outside/victim", "a/../../outside/victim", "./../outside/victim", "a/b/../../../x"] {
+    for name in [
+        "../outside/victim",
+        "a/../../outside/victim",
+        "./../outside/victim",
+        "a/b/../../../x",
+    ] {
         let w = World::new();
         let tar = Layer::new().file("ok", b"fine").file(name, b"pwned").tar();
         let err = w.unpack(&tar).unwrap_err();
@@ -103,8 +136,14 @@ fn absolute_symlinked_parent_resolves_inside_the_root() {
         .file(&format!("a/{probe}"), b"inside")
         .tar();
     w.unpack(&tar).unwrap();
-    assert!(!Path::new("/etc").join(&probe).exists(), "wrote into the host's /etc");
-    assert_eq!(fs::read(w.root.join("etc").join(&probe)).unwrap(), b"inside");
+    assert!(
+        !Path::new("/etc").join(&probe).exists(),
+        "wrote into the host's /etc"
+    );
+    assert_eq!(
+        fs::read(w.root.join("etc").join(&probe)).unwrap(),
+        b"inside"
+    );
     w.assert_host_untouched();
 }
 
@@ -142,7 +181,10 @@ fn relative_symlinked_parent_climbing_out_is_clamped_at_the_root() {
 fn hardlinks_to_targets_outside_the_root_are_refused() {
     let w = World::new();
     let abs = w.victim.to_str().unwrap().to_string();
-    for (target, why) in [("../outside/victim", "`..`"), (abs.as_str(), "absolute path")] {
+    for (target, why) in [
+        ("../outside/victim", "`..`"),
+        (abs.as_str(), "absolute path"),
+    ] {
         let tar = Layer::new().hardlink("h", target).tar();
         let err = w.unpack(&tar).unwrap_err();
         assert_refused(&err, "h", why);
@@ -214,7 +256,11 @@ fn symlink_then_chmod_never_touches_the_target() {
     assert!(fs::symlink_metadata(w.root.join("d")).unwrap().is_dir());
     let f = fs::symlink_metadata(w.root.join("f")).unwrap();
     assert!(f.is_file());
-    assert_eq!(f.permissions().mode() & 0o7777, 0o777, "setuid stripped on the new file");
+    assert_eq!(
+        f.permissions().mode() & 0o7777,
+        0o777,
+        "setuid stripped on the new file"
+    );
     assert_eq!(report.stripped_setid, 1);
     w.assert_host_untouched();
 }
@@ -250,7 +296,11 @@ fn directory_entry_replaces_a_symlinked_dir_before_children_land() {
 #[test]
 fn symlink_loops_and_file_parents_are_refused() {
     let w = World::new();
-    let tar = Layer::new().symlink("a", "b").symlink("b", "a").file("a/x", b"x").tar();
+    let tar = Layer::new()
+        .symlink("a", "b")
+        .symlink("b", "a")
+        .file("a/x", b"x")
+        .tar();
     let err = w.unpack(&tar).unwrap_err();
     assert_refused(&err, "a/x", "loop");
     let w = World::new();
@@ -285,7 +335,13 @@ fn setuid_and_setgid_bits_are_stripped() {
         .dir_mode("sticky", 0o1777)
         .tar();
     let report = w.unpack(&tar).unwrap();
-    let mode = |p: &str| fs::symlink_metadata(w.root.join(p)).unwrap().permissions().mode() & 0o7777;
+    let mode = |p: &str| {
+        fs::symlink_metadata(w.root.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
     assert_eq!(mode("suid"), 0o755);
     assert_eq!(mode("sgid"), 0o755);
     assert_eq!(mode("sgid-dir"), 0o775);
@@ -297,9 +353,15 @@ fn setuid_and_setgid_bits_are_stripped() {
 fn xattrs_including_security_capability_are_dropped() {
     let w = World::new();
     // A file capability granting cap_net_raw+ep (VFS_CAP_REVISION_2 layout).
-    let cap: &[u8] = &[0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let cap: &[u8] = &[
+        0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
     let tar = Layer::new()
-        .file_with_xattrs("ping", b"\x7fELF", &[("security.capability", cap), ("user.note", b"hi")])
+        .file_with_xattrs(
+            "ping",
+            b"\x7fELF",
+            &[("security.capability", cap), ("user.note", b"hi")],
+        )
         .tar();
     let report = w.unpack(&tar).unwrap();
     assert_eq!(fs::read(w.root.join("ping")).unwrap(), b"\x7fELF");
@@ -316,7 +378,10 @@ fn decompression_bombs_are_stopped_at_the_size_limit() {
     // 32 MiB of zeros compresses to a few KiB; the limit is 1 MiB.
     let zeros = vec![0u8; 32 * 1024 * 1024];
     let tar = Layer::new().file("bomb", &zeros).tar();
-    let lim = Limits { max_layer_size: 1024 * 1024, max_layer_entries: 100 };
+    let lim = Limits {
+        max_layer_size: 1024 * 1024,
+        max_layer_entries: 100,
+    };
     for (blob, mt) in [
         (gzip(&tar), LayerMediaType::TarGzip),
         (zstd(&tar), LayerMediaType::TarZstd),
@@ -324,10 +389,19 @@ fn decompression_bombs_are_stopped_at_the_size_limit() {
     ] {
         assert!(blob.len() < 1024 * 1024 || mt == LayerMediaType::Tar);
         let w = World::new();
-        let err = unpack_layer_into(&w.root, blob.as_slice(), &spec(&tar, &blob, mt), &lim).unwrap_err();
-        assert!(matches!(err.kind, UnpackErrorKind::TooLarge { limit } if limit == 1024 * 1024), "{mt}: {err}");
-        let written = fs::metadata(w.root.join("bomb")).map(|m| m.len()).unwrap_or(0);
-        assert!(written <= 1024 * 1024, "{mt}: wrote {written} bytes past the limit");
+        let err =
+            unpack_layer_into(&w.root, blob.as_slice(), &spec(&tar, &blob, mt), &lim).unwrap_err();
+        assert!(
+            matches!(*err.kind, UnpackErrorKind::TooLarge { limit } if limit == 1024 * 1024),
+            "{mt}: {err}"
+        );
+        let written = fs::metadata(w.root.join("bomb"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        assert!(
+            written <= 1024 * 1024,
+            "{mt}: wrote {written} bytes past the limit"
+        );
         w.assert_host_untouched();
     }
 }
@@ -340,9 +414,21 @@ fn entry_floods_are_stopped_at_the_entry_limit() {
     }
     let tar = l.tar();
     let w = World::new();
-    let lim = Limits { max_layer_size: 1 << 30, max_layer_entries: 100 };
-    let err = unpack_layer_into(&w.root, tar.as_slice(), &spec(&tar, &tar, LayerMediaType::Tar), &lim).unwrap_err();
-    assert!(matches!(err.kind, UnpackErrorKind::TooManyEntries { limit: 100 }), "{err}");
+    let lim = Limits {
+        max_layer_size: 1 << 30,
+        max_layer_entries: 100,
+    };
+    let err = unpack_layer_into(
+        &w.root,
+        tar.as_slice(),
+        &spec(&tar, &tar, LayerMediaType::Tar),
+        &lim,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(*err.kind, UnpackErrorKind::TooManyEntries { limit: 100 }),
+        "{err}"
+    );
     assert!(tree(&w.root).len() <= 100, "stopped at the limit");
 }
 
@@ -351,7 +437,11 @@ fn whiteouts_cannot_reach_outside_the_root() {
     let w = World::new();
     // `..` in a whiteout is refused like any path.
     let tar = Layer::new().file("../outside/.wh.victim", b"").tar();
-    assert_refused(&w.unpack(&tar).unwrap_err(), "../outside/.wh.victim", "`..`");
+    assert_refused(
+        &w.unpack(&tar).unwrap_err(),
+        "../outside/.wh.victim",
+        "`..`",
+    );
     // Through an absolute symlink: resolved inside the root, where there is nothing to delete.
     let tar = Layer::new()
         .symlink("a", &w.outside_abs())
@@ -373,6 +463,25 @@ fn invalid_ids_are_refused() {
     let w = World::new();
     let tar = Layer::new().file_owned("f", b"", u32::MAX as u64, 0).tar();
     assert_refused(&w.unpack(&tar).unwrap_err(), "f", "invalid uid");
+}
+
+#[test]
+fn empty_numeric_fields_read_as_zero_and_garbage_is_refused() {
+    let w = World::new();
+    let tar = Layer::new()
+        .file_raw("empty", b"x", |h| {
+            h.uid = [0; 8];
+            h.gid = [b' '; 8];
+        })
+        .tar();
+    w.unpack(&tar).unwrap();
+    let m = fs::metadata(w.root.join("empty")).unwrap();
+    assert_eq!((m.uid(), m.gid()), (0, 0));
+    let tar = Layer::new()
+        .file_raw("garbage", b"x", |h| h.mode = *b"0zz0644\0")
+        .tar();
+    assert_refused(&w.unpack(&tar).unwrap_err(), "garbage", "unreadable mode");
+    assert!(fs::symlink_metadata(w.root.join("garbage")).is_err());
 }
 
 #[test]

@@ -187,7 +187,8 @@ impl RunCgroups {
             unified_leaf: None,
         };
         let need = |w: &Option<Where>, ctrl: &'static str| {
-            w.clone().ok_or(RunError::ControllerMissing { controller: ctrl })
+            w.clone()
+                .ok_or(RunError::ControllerMissing { controller: ctrl })
         };
         let memory = need(&l.memory, "memory")?;
         let pids = need(&l.pids, "pids")?;

@@ -230,7 +230,11 @@ fn wait_for_parent(p: &Plan) -> R {
         if n < 0 && errno() == libc::EINTR {
             continue;
         }
-        return Err((Step::WaitForParent, if n == 0 { libc::EPIPE } else { errno() }, 0));
+        return Err((
+            Step::WaitForParent,
+            if n == 0 { libc::EPIPE } else { errno() },
+            0,
+        ));
     }
     // SAFETY: close our copy of the sync pipe.
     unsafe { libc::close(p.fds.sync_r) };
@@ -256,16 +260,18 @@ fn become_namespace_root() -> R {
 /// returned), so the sandbox sees `/` as its cgroup and learns nothing about the host's tree.
 fn new_cgroup_namespace() -> R {
     // SAFETY: unshare in a single-threaded process.
-    ck(Step::CgroupNamespace, unsafe {
-        libc::unshare(libc::CLONE_NEWCGROUP)
-    } as libc::c_long)
+    ck(
+        Step::CgroupNamespace,
+        unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } as libc::c_long,
+    )
 }
 
 fn set_hostname(p: &Plan) -> R {
     // SAFETY: pointer and length of the plan's hostname bytes (new UTS namespace).
-    ck(Step::Hostname, unsafe {
-        libc::sethostname(p.hostname.as_ptr().cast(), p.hostname.len())
-    } as libc::c_long)
+    ck(
+        Step::Hostname,
+        unsafe { libc::sethostname(p.hostname.as_ptr().cast(), p.hostname.len()) } as libc::c_long,
+    )
 }
 
 /// Nothing we mount may propagate back to the host, and `pivot_root` refuses shared mounts.
@@ -547,9 +553,10 @@ fn close_range(first: u32, last: u32) -> R {
 /// Not dumpable: the workload cannot ptrace init or read its `/proc/1/{mem,fd,environ}`.
 fn make_non_dumpable() -> R {
     // SAFETY: prctl with integer args.
-    ck(Step::NonDumpable, unsafe {
-        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0)
-    } as libc::c_long)
+    ck(
+        Step::NonDumpable,
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } as libc::c_long,
+    )
 }
 
 enum Never {}
@@ -569,9 +576,10 @@ fn workload(p: &Plan, fs: &dyn FinalStep) -> Result<Never, (Step, i32, u32)> {
     // Dumpable again (init is not, and fork inherits it): our own /proc/self files must be ours
     // to write oom_score_adj; execve would reset this anyway.
     // SAFETY: prctl with integer args.
-    ck(Step::OomScore, unsafe {
-        libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0)
-    } as libc::c_long)?;
+    ck(
+        Step::OomScore,
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) } as libc::c_long,
+    )?;
     reset_oom_score()?;
     for (i, rl) in p.rlimits.iter().enumerate() {
         let lim = libc::rlimit64 {

@@ -365,7 +365,9 @@ pub enum RunError {
         path: PathBuf,
     },
     /// A directory on the way to the rootfs or a mount source is not searchable by "other".
-    #[error("{path}: not searchable by other users (needs o+x; setup runs as an unprivileged uid)")]
+    #[error(
+        "{path}: not searchable by other users (needs o+x; setup runs as an unprivileged uid)"
+    )]
     NotSearchable {
         /// The directory.
         path: PathBuf,
@@ -574,7 +576,8 @@ impl Capture {
         let Some(fd) = &self.fd else { return };
         loop {
             // SAFETY: read into a scratch buffer we own.
-            let n = unsafe { libc::read(fd.as_raw_fd(), scratch.as_mut_ptr().cast(), scratch.len()) };
+            let n =
+                unsafe { libc::read(fd.as_raw_fd(), scratch.as_mut_ptr().cast(), scratch.len()) };
             if n > 0 {
                 let n = n as usize;
                 let room = self.limit.saturating_sub(self.buf.len());
@@ -687,7 +690,9 @@ pub fn run(spec: &RunSpec, final_step: &dyn FinalStep) -> Result<Outcome, RunErr
     }
     drop(sync_w);
 
-    let supervised = supervise(spec, &mut child, err_r, stdin_w, stdout_r, stderr_r, &cgroups)?;
+    let supervised = supervise(
+        spec, &mut child, err_r, stdin_w, stdout_r, stderr_r, &cgroups,
+    )?;
     let (status, ru) = child.wait()?;
     let wall_time = started.elapsed();
 
@@ -862,8 +867,8 @@ fn supervise(
                     if n > 0 {
                         stdin_off += n as usize;
                     }
-                    let again = n < 0
-                        && io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN);
+                    let again =
+                        n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN);
                     if stdin_off >= stdin_data.len() || (n < 0 && !again) {
                         stdin_fd = None;
                     }
@@ -872,7 +877,14 @@ fn supervise(
         }
     }
     let error = (report.buf.len() >= 12).then(|| {
-        let w = |i: usize| [report.buf[i], report.buf[i + 1], report.buf[i + 2], report.buf[i + 3]];
+        let w = |i: usize| {
+            [
+                report.buf[i],
+                report.buf[i + 1],
+                report.buf[i + 2],
+                report.buf[i + 3],
+            ]
+        };
         let step = Step::from_u32(u32::from_ne_bytes(w(0))).unwrap_or(Step::Exec);
         (step, i32::from_ne_bytes(w(4)), u32::from_ne_bytes(w(8)))
     });

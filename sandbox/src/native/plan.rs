@@ -312,7 +312,10 @@ impl Plan {
             env.push(cstr("env", format!("{k}={v}").as_bytes())?);
         }
         if !spec.env.iter().any(|(k, _)| k == "PATH") {
-            env.push(cstr("env", format!("PATH={}", super::DEFAULT_PATH).as_bytes())?);
+            env.push(cstr(
+                "env",
+                format!("PATH={}", super::DEFAULT_PATH).as_bytes(),
+            )?);
         }
         if !spec.cwd.is_absolute() {
             return Err(RunError::InvalidSpec {
@@ -352,7 +355,10 @@ impl Plan {
             dev_links,
             dev_data: cstr("dev", b"mode=0755,size=64k,nr_inodes=64")?,
             tmp_dir: path_c("rootfs", &tmp_dir)?,
-            tmp_data: cstr("tmpfs", format!("mode=1777,size={}", spec.tmpfs_size).as_bytes())?,
+            tmp_data: cstr(
+                "tmpfs",
+                format!("mode=1777,size={}", spec.tmpfs_size).as_bytes(),
+            )?,
             binds,
             host_dev_null: cstr("dev", b"/dev/null")?,
             dot: cstr("", b".")?,

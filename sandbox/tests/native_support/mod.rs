@@ -33,7 +33,9 @@ pub fn rootfs() -> TestRoot {
     // The runner sets up the sandbox as an unprivileged host uid: every ancestor needs o+x.
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let rootfs = dir.path().join("rootfs");
-    for d in ["bin", "proc", "dev", "tmp", "etc", "work", "usr/bin", "sbin"] {
+    for d in [
+        "bin", "proc", "dev", "tmp", "etc", "work", "usr/bin", "sbin",
+    ] {
         std::fs::create_dir_all(rootfs.join(d)).unwrap();
     }
     std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
@@ -51,9 +53,17 @@ pub fn rootfs() -> TestRoot {
     let suid = rootfs.join("sbin/id");
     std::fs::copy("/bin/busybox", &suid).unwrap();
     std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
-    std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0::/:/bin/sh\nuser:x:1000:1000::/tmp:/bin/sh\n").unwrap();
+    std::fs::write(
+        rootfs.join("etc/passwd"),
+        "root:x:0:0::/:/bin/sh\nuser:x:1000:1000::/tmp:/bin/sh\n",
+    )
+    .unwrap();
     std::fs::write(rootfs.join("bin/not-executable"), "data\n").unwrap();
-    std::fs::set_permissions(rootfs.join("bin/not-executable"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(
+        rootfs.join("bin/not-executable"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
     let state = dir.path().join("state");
     TestRoot { dir, rootfs, state }
 }
@@ -106,7 +116,7 @@ pub fn sandbox_processes() -> Vec<(u32, String)> {
             .and_then(|l| l.split_whitespace().next())
             .and_then(|u| u.parse().ok());
         if let Some(uid) = uid {
-            if uid >= RANGE.start && uid < RANGE.start + RANGE.count {
+            if (RANGE.start..RANGE.start + RANGE.count).contains(&uid) {
                 let name = status.lines().next().unwrap_or("").to_string();
                 found.push((pid, name));
             }

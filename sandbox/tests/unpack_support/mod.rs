@@ -85,6 +85,18 @@ impl Layer {
         self.push(h, name, data)
     }
 
+    /// A regular file whose header is edited by `edit` (raw field bytes) before the checksum.
+    pub fn file_raw(
+        &mut self,
+        name: &str,
+        data: &[u8],
+        edit: impl FnOnce(&mut tar::GnuHeader),
+    ) -> &mut Self {
+        let mut h = header(tar::EntryType::Regular, 0o644, data.len() as u64);
+        edit(h.as_gnu_mut().unwrap());
+        self.push(h, name, data)
+    }
+
     pub fn dir(&mut self, name: &str) -> &mut Self {
         self.dir_mode(name, 0o755)
     }
@@ -112,7 +124,12 @@ impl Layer {
     }
 
     /// A regular file carrying PAX xattr records.
-    pub fn file_with_xattrs(&mut self, name: &str, data: &[u8], xattrs: &[(&str, &[u8])]) -> &mut Self {
+    pub fn file_with_xattrs(
+        &mut self,
+        name: &str,
+        data: &[u8],
+        xattrs: &[(&str, &[u8])],
+    ) -> &mut Self {
         let recs: Vec<(String, &[u8])> = xattrs
             .iter()
             .map(|(k, v)| (format!("SCHILY.xattr.{k}"), *v))
@@ -168,7 +185,9 @@ pub fn d(s: &str) -> Digest {
 pub fn tree(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
-        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in rd.flatten() {
             let p = e.path();
             out.push(p.strip_prefix(base).unwrap().to_string_lossy().into_owned());
@@ -187,7 +206,9 @@ pub fn tree_paths(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {

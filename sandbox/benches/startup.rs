@@ -1,0 +1,75 @@
+//! Startup latency of the in-process native runner: setup + exec + wait of `/bin/true` in a
+//! busybox rootfs, N times, printing the median. `scripts/bench/startup` runs this next to
+//! bubblewrap and podman on the same rootfs and prints the ratios.
+//!
+//! Environment: `PERRY_BENCH_ROOTFS` (a rootfs with /bin/true, /proc, /dev, /tmp; default: one
+//! built from /bin/busybox in a temp dir), `PERRY_BENCH_RUNS` (default 200),
+//! `PERRY_BENCH_STATE` (lease state dir; default a temp dir).
+
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use perry_policies::UidRange;
+use perry_runtime::native::{run, LeaseConfig, MinimalFinalStep, RunSpec};
+
+fn busybox_rootfs(dir: &std::path::Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    for d in ["bin", "proc", "dev", "tmp"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("/bin/busybox");
+    for a in ["true", "sh"] {
+        symlink("busybox", root.join("bin").join(a)).unwrap();
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    root
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else to parse.
+    let tmp = tempfile::tempdir().unwrap();
+    let rootfs = std::env::var_os("PERRY_BENCH_ROOTFS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| busybox_rootfs(tmp.path()));
+    let runs: usize = std::env::var("PERRY_BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let state = std::env::var_os("PERRY_BENCH_STATE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| tmp.path().join("state"));
+    let mut spec = RunSpec::new(
+        &rootfs,
+        vec!["/bin/true".into()],
+        LeaseConfig {
+            state_dir: state,
+            range: UidRange {
+                start: 400_000,
+                count: 65_536,
+            },
+        },
+    );
+    spec.uid = 1000;
+    spec.gid = 1000;
+    // Warm-up: cgroup layout detection, lease file, page cache.
+    for _ in 0..5 {
+        let o = run(&spec, &MinimalFinalStep).expect("native run");
+        assert_eq!(o.exit_code, Some(0), "{o:?}");
+    }
+    let mut times: Vec<Duration> = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        let o = run(&spec, &MinimalFinalStep).expect("native run");
+        times.push(t.elapsed());
+        assert_eq!(o.exit_code, Some(0), "{o:?}");
+    }
+    times.sort();
+    let pct = |p: usize| times[(times.len() - 1) * p / 100].as_secs_f64() * 1000.0;
+    println!(
+        "native-runner runs={runs} p50_ms={:.3} p90_ms={:.3} min_ms={:.3}",
+        pct(50),
+        pct(90),
+        times[0].as_secs_f64() * 1000.0
+    );
+}

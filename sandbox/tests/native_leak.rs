@@ -1,0 +1,145 @@
+//! Nothing left behind: 1000 sandboxed runs, then no fd, mount, cgroup, process or uid lease of
+//! ours remains. Its own test binary, so no other test's sandboxes run in this process meanwhile.
+
+mod native_support;
+
+use std::path::{Path, PathBuf};
+
+use native_support::{rootfs, sandbox_processes};
+use perry_runtime::native::{run, MinimalFinalStep};
+
+fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+fn mount_lines() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every directory of ours (`perry-run-<our pid>-*`) in every cgroup hierarchy this process is in.
+fn our_cgroups() -> Vec<PathBuf> {
+    let prefix = format!("perry-run-{}-", std::process::id());
+    let mut found = Vec::new();
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    for mnt in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let mnt = mnt.path();
+        for line in own.lines() {
+            let rel = line.splitn(3, ':').nth(2).unwrap().trim_start_matches('/');
+            let dir = mnt.join(rel);
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                for e in entries.flatten() {
+                    if e.file_name().to_string_lossy().starts_with(&prefix) {
+                        found.push(e.path());
+                    }
+                }
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// OFD locks currently held on the lease file (by inode, from /proc/locks).
+fn lease_locks(lease_file: &Path) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(lease_file) else {
+        return 0;
+    };
+    let needle = format!(":{}", meta.ino());
+    std::fs::read_to_string("/proc/locks")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("OFDLCK") && l.split_whitespace().any(|f| f.ends_with(&needle)))
+        .count()
+}
+
+fn children_of_us() -> Vec<u32> {
+    let me = std::process::id().to_string();
+    let mut kids = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) {
+            // ppid is the 2nd field after the ")" that closes comm.
+            let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+            if after.split_whitespace().nth(1) == Some(me.as_str()) {
+                kids.push(pid);
+            }
+        }
+    }
+    kids
+}
+
+#[test]
+fn a_thousand_runs_leave_nothing_behind() {
+    let r = rootfs();
+    lease_is_held_exactly_while_a_run_is_alive(&r);
+    let spec = r.spec(vec!["true".into()]);
+    // Warm up once so lazily initialised state (cgroup layout, lease file) exists.
+    assert_eq!(run(&spec, &MinimalFinalStep).unwrap().exit_code, Some(0));
+    let fds = fd_count();
+    let mounts = mount_lines();
+    let lease_file = spec.leases.lease_file();
+    assert!(lease_file.exists());
+    let t = std::time::Instant::now();
+    for i in 0..1000 {
+        let o = run(&spec, &MinimalFinalStep).unwrap_or_else(|e| panic!("run {i}: {e}"));
+        assert_eq!(o.exit_code, Some(0), "run {i}: {o:?}");
+        if i % 100 == 0 {
+            assert_eq!(fd_count(), fds, "fd leak after run {i}");
+            assert!(
+                our_cgroups().is_empty(),
+                "cgroups left after run {i}: {:?}",
+                our_cgroups()
+            );
+        }
+    }
+    let elapsed = t.elapsed();
+    eprintln!("1000 runs in {elapsed:?} ({:?}/run)", elapsed / 1000);
+    assert_eq!(fd_count(), fds, "fd leak");
+    assert_eq!(mount_lines(), mounts, "mount table changed");
+    assert!(
+        our_cgroups().is_empty(),
+        "cgroups left: {:?}",
+        our_cgroups()
+    );
+    assert!(
+        children_of_us().is_empty(),
+        "child processes left: {:?}",
+        children_of_us()
+    );
+    assert!(
+        sandbox_processes().is_empty(),
+        "sandbox processes left: {:?}",
+        sandbox_processes()
+    );
+    assert_eq!(lease_locks(&lease_file), 0, "uid lease still held");
+    // The rootfs is untouched and nothing was created next to it (no temp dirs).
+    let entries: Vec<_> = std::fs::read_dir(r.dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+}
+
+fn lease_is_held_exactly_while_a_run_is_alive(r: &native_support::TestRoot) {
+    let spec = r.sh("sleep 1");
+    let lease_file = spec.leases.lease_file();
+    let h = std::thread::spawn(move || run(&spec, &MinimalFinalStep).unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    assert_eq!(
+        lease_locks(&lease_file),
+        1,
+        "a running sandbox must hold its lease"
+    );
+    let o = h.join().unwrap();
+    assert_eq!(o.exit_code, Some(0));
+    assert_eq!(lease_locks(&lease_file), 0, "lease not released");
+}

@@ -37,6 +37,16 @@ const AF_INET: u64 = 2;
 const AF_INET6: u64 = 10;
 const SOCK_STREAM: u64 = 1;
 const SOCK_TYPE_MASK: u64 = 0xf;
+const IPPROTO_TCP: u64 = 6;
+/// Every defined socket type other than SOCK_STREAM.
+const SOCK_OTHER_TYPES: [(u64, &str); 6] = [
+    (2, "type is SOCK_DGRAM"),
+    (3, "type is SOCK_RAW"),
+    (4, "type is SOCK_RDM"),
+    (5, "type is SOCK_SEQPACKET"),
+    (6, "type is SOCK_DCCP"),
+    (10, "type is SOCK_PACKET"),
+];
 const TIOCSTI: u64 = 0x5412;
 const TIOCLINUX: u64 = 0x541C;
 const PERSONALITY_QUERY: u64 = 0xffff_ffff;
@@ -257,7 +267,9 @@ pub fn rules(key: &SeccompKey) -> Result<SyscallRules, ProfileError> {
             }
         }
         SocketPolicy::UnixAndTcp => {
-            let tcp = |family, m| ArgRule {
+            // TCP only: a SOCK_STREAM of another protocol (SCTP) would pass Landlock's TCP port
+            // rules untouched, so the protocol must be 0 (the default, TCP) or IPPROTO_TCP.
+            let tcp = |family, m, proto, pm| ArgRule {
                 checks: vec![
                     ArgCheck {
                         index: 0,
@@ -273,18 +285,57 @@ pub fn rules(key: &SeccompKey) -> Result<SyscallRules, ProfileError> {
                             mask: SOCK_TYPE_MASK,
                         },
                         value: SOCK_STREAM,
-                        meaning: "type is SOCK_STREAM (TCP)",
+                        meaning: "type is SOCK_STREAM",
+                    },
+                    ArgCheck {
+                        index: 2,
+                        width: Width::Dword,
+                        op: Op::Eq,
+                        value: proto,
+                        meaning: pm,
                     },
                 ],
             };
-            allow.insert(
-                "socket".into(),
-                vec![
-                    fam(Op::Eq, AF_UNIX, "family is AF_UNIX"),
-                    tcp(AF_INET, "family is AF_INET"),
-                    tcp(AF_INET6, "family is AF_INET6"),
-                ],
-            );
+            let mut allowed = vec![fam(Op::Eq, AF_UNIX, "family is AF_UNIX")];
+            for (family, m) in [
+                (AF_INET, "family is AF_INET"),
+                (AF_INET6, "family is AF_INET6"),
+            ] {
+                allowed.push(tcp(family, m, 0, "protocol is 0 (TCP)"));
+                allowed.push(tcp(family, m, IPPROTO_TCP, "protocol is IPPROTO_TCP"));
+            }
+            allow.insert("socket".into(), allowed);
+            // Anything else is EPERM: other families, and the other socket types of the inet
+            // families (UDP, raw, ...; BPF cannot test "masked != ", so each defined type is
+            // listed; an undefined type gets ENOSYS from the allowlist).
+            let mut refused = Vec::new();
+            for (family, fname) in [
+                (AF_INET, "family is AF_INET"),
+                (AF_INET6, "family is AF_INET6"),
+            ] {
+                for (ty, tname) in SOCK_OTHER_TYPES {
+                    refused.push(ArgRule {
+                        checks: vec![
+                            ArgCheck {
+                                index: 0,
+                                width: Width::Dword,
+                                op: Op::Eq,
+                                value: family,
+                                meaning: fname,
+                            },
+                            ArgCheck {
+                                index: 1,
+                                width: Width::Dword,
+                                op: Op::MaskedEq {
+                                    mask: SOCK_TYPE_MASK,
+                                },
+                                value: ty,
+                                meaning: tname,
+                            },
+                        ],
+                    });
+                }
+            }
             eperm.insert(
                 "socket".into(),
                 vec![ArgRule {
@@ -298,7 +349,10 @@ pub fn rules(key: &SeccompKey) -> Result<SyscallRules, ProfileError> {
                             meaning: "family is not AF_UNIX/AF_INET/AF_INET6",
                         })
                         .collect(),
-                }],
+                }]
+                .into_iter()
+                .chain(refused)
+                .collect(),
             );
             allow.insert(
                 "socketpair".into(),
@@ -382,6 +436,10 @@ pub fn rules(key: &SeccompKey) -> Result<SyscallRules, ProfileError> {
     for d in &key.deny {
         if syscalls::number(d).is_none() {
             return Err(ProfileError::UnknownSyscall(d.clone()));
+        }
+        if d == "clone3" {
+            // Already refused, and it must stay ENOSYS: EPERM would break glibc's threads.
+            continue;
         }
         allow.remove(d);
         eperm.insert(d.clone(), Vec::new());

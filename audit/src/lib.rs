@@ -88,6 +88,19 @@ pub use query::Filter;
 pub use record::{peek_seq, Actor, Correlation, Decision, Event, Policy, Record, Subject, Via};
 pub use verify::{prove, verify, InclusionProof, VerifyError, VerifyOptions, VerifyReport};
 
+/// Lowercase hex SHA-256 of `bytes`, e.g. to record which configuration file was in force
+/// (`config_load` records carry the file's digest so a reviewer can match it to a copy).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
+    d.as_ref()
+        .iter()
+        .fold(String::with_capacity(64), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
 /// Loads (generating on first use) the signing key of an audit directory and returns its public
 /// verifier key, for `audit key`. Takes the writer lock so two first uses cannot race.
 pub fn verifier_key(dir: &std::path::Path, origin: &str) -> Result<Verifier, AuditError> {

@@ -1,18 +1,15 @@
 //! `perry-sandbox audit show|tail|verify|prove|export|checkpoint|key`: the commands security
-//! reviewers use on the tamper-evident audit log, and [`open_sink`], which every command that
-//! makes a security decision uses to record it.
+//! reviewers use on the tamper-evident audit log, and [`audit_error`], which maps audit failures
+//! onto CLI errors for every command that records a decision (through `Context::audit_log`).
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use perry_audit::query::{self, Filter, Follower};
-use perry_audit::{
-    AuditError, AuditLog, Decision, LogOptions, Record, Verifier, VerifyError, VerifyOptions,
-};
+use perry_audit::{AuditError, Decision, Record, Verifier, VerifyError, VerifyOptions};
 
 use super::{CliError, CliResult, Context, GlobalArgs};
 
@@ -134,20 +131,6 @@ impl FilterArgs {
             correlation: self.correlation.clone(),
         })
     }
-}
-
-/// Opens the audit log configured in `ctx` for recording decisions. Share the result (it is an
-/// `Arc`, usable as `Arc<dyn AuditSink>`); the last handle dropped writes a final checkpoint.
-///
-/// ```ignore
-/// let sink = super::audit::open_sink(&ctx)?;
-/// sink.record(Event::new("verify", Decision::Allow).image(&image).correlation(&id))
-///     .map_err(super::audit::audit_error)?;
-/// ```
-pub fn open_sink(ctx: &Context) -> Result<Arc<AuditLog>, CliError> {
-    AuditLog::open(LogOptions::from_config(&ctx.config))
-        .map(Arc::new)
-        .map_err(audit_error)
 }
 
 fn verification_failed(message: String) -> CliError {
@@ -322,7 +305,7 @@ pub fn run(g: &GlobalArgs, cmd: AuditCommand) -> CliResult {
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Checkpoint => {
-            let log = open_sink(&ctx)?;
+            let log = ctx.audit_log_for_review()?;
             let note = log.checkpoint().map_err(audit_error)?;
             let size = log.size();
             drop(log);

@@ -13,9 +13,10 @@ use super::{CliError, CliResult, Context, GlobalArgs};
 #[derive(Subcommand, Debug)]
 pub enum ConfigCommand {
     /// Validate a configuration file; exit 0 when valid, 2 when not. With --json, print the
-    /// normalised configuration (secrets redacted).
+    /// normalised configuration (secrets redacted). Checking the configuration in force (no
+    /// FILE) records a `config_load` event in its audit log.
     Check {
-        /// The file to check (default: the discovered configuration).
+        /// A candidate file to validate only (default: the configuration in force).
         file: Option<PathBuf>,
     },
     /// Explain which trust policies and tier apply to an image or a capability, and why.
@@ -47,14 +48,36 @@ pub fn run(g: &GlobalArgs, cmd: ConfigCommand) -> CliResult {
 }
 
 fn check(g: &GlobalArgs, file: Option<PathBuf>) -> CliResult {
-    let (cfg, label) = match file.or_else(|| g.config.clone()) {
-        Some(path) => (Config::load(&path)?, path.display().to_string()),
+    let (ctx, label, in_force) = match file {
+        // A candidate file named on the command line is only validated: it is not the
+        // configuration in force, so loading it decides nothing and is not recorded.
+        Some(path) => {
+            let cfg = Config::load(&path)?;
+            let source = ConfigSource::File {
+                path: path.clone(),
+                how: "argument",
+            };
+            let ctx = Context::from_parts(g, cfg, source);
+            (ctx, path.display().to_string(), false)
+        }
         None => {
             let ctx = Context::load(g)?;
             let label = ctx.source_label();
-            (ctx.config, label)
+            (ctx, label, true)
         }
     };
+    // The configuration in force was loaded: record it (`config_load`, with the file's SHA-256).
+    // `config check` only reads, so an audit directory it cannot write is reported, not fatal;
+    // commands that decide fail closed instead (Context::audit_log).
+    if in_force {
+        if let Err(e) = ctx.audit_log() {
+            eprintln!(
+                "perry-sandbox: warning: configuration load not recorded in the audit log: {}",
+                e.message
+            );
+        }
+    }
+    let cfg = &ctx.config;
     if g.json {
         let v = serde_json::json!({ "ok": true, "config": cfg });
         println!(

@@ -128,7 +128,9 @@ pub fn apply(profile: &Profile) -> Result<Applied, ConfineError> {
     Ok(applied)
 }
 
-/// Sets every rlimit with soft = hard, so the workload may lower but never raise it.
+/// Sets every rlimit with soft = hard, so the workload may lower but never raise it. A profile's
+/// limit is a ceiling: when the process already has a lower hard limit, that one is kept (raising
+/// it would need `CAP_SYS_RESOURCE` and would loosen what the caller set up).
 pub fn set_rlimits(limits: &[Rlimit]) -> Result<(), ConfineError> {
     for l in limits {
         let resource = match l.resource {
@@ -136,9 +138,22 @@ pub fn set_rlimits(limits: &[Rlimit]) -> Result<(), ConfineError> {
             Resource::Nproc => libc::RLIMIT_NPROC,
             Resource::Core => libc::RLIMIT_CORE,
         };
+        let mut current = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `current` is a valid, writable rlimit that outlives the call.
+        if unsafe { libc::getrlimit(resource, &mut current) } != 0 {
+            return Err(ConfineError::Rlimit {
+                resource: l.resource,
+                limit: l.limit,
+                source: io::Error::last_os_error(),
+            });
+        }
+        let limit = l.limit.min(current.rlim_max);
         let value = libc::rlimit {
-            rlim_cur: l.limit,
-            rlim_max: l.limit,
+            rlim_cur: limit,
+            rlim_max: limit,
         };
         // SAFETY: `value` is a valid, initialised rlimit that outlives the call; setrlimit only
         // reads it.

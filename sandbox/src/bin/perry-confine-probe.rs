@@ -10,7 +10,8 @@
 //!
 //! Probes: socket_inet socket_inet6 socket_unix socketpair_unix unshare mount ptrace keyctl bpf
 //! io_uring_setup personality_set personality_query clone_newns clone_newuser clone3 tiocsti
-//! tiocsti_hi thread fork read:PATH write:PATH status exec:CMD[,ARG...] x32 connect:PORT
+//! tiocsti_hi thread fork read:PATH write:PATH status exec:CMD[,ARG...] x32 i386 raw:NR
+//! connect:PORT
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -101,9 +102,13 @@ fn probe(name: &str) -> String {
             }
             errno_result(rc.into())
         }
-        "ptrace" => {
-            sys(libc::SYS_ptrace, [libc::PTRACE_TRACEME as _, 0, 0, 0, 0]).pipe(errno_result)
-        }
+        // PTRACE_PEEKDATA on a pid that cannot exist: ESRCH when ptrace is let through, EPERM
+        // when refused (TRACEME would make the probe stop on its next signal).
+        "ptrace" => sys(
+            libc::SYS_ptrace,
+            [libc::PTRACE_PEEKDATA as _, i32::MAX as _, 0, 0, 0],
+        )
+        .pipe(errno_result),
         // keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 0)
         "keyctl" => sys(libc::SYS_keyctl, [0, -3i64 as u64, 0, 0, 0]).pipe(errno_result),
         // bpf(BPF_MAP_CREATE, NULL, 0): EFAULT/EINVAL unfiltered
@@ -161,6 +166,27 @@ fn probe(name: &str) -> String {
         }
         // getpid through the x32 table: the allowlist's guard kills the process.
         "x32" => sys(0x4000_0000 | libc::SYS_getpid, [0; 5]).pipe(errno_result),
+        // getpid (20) through the i386 entry point: a foreign architecture, killed.
+        "i386" => {
+            let ret: i32;
+            // SAFETY: `int 0x80` enters the kernel's 32-bit syscall path with eax = 20 (getpid),
+            // which takes no arguments and touches no memory; the registers the 32-bit ABI may
+            // clobber are declared.
+            unsafe {
+                std::arch::asm!("int 0x80", inlateout("eax") 20i32 => ret,
+                    out("r8") _, out("r9") _, out("r10") _, out("r11") _, options(nostack));
+            }
+            if ret < 0 {
+                format!("errno:{}", -ret)
+            } else {
+                "ok".into()
+            }
+        }
+        // Any syscall by number with zero arguments (calls newer than libc's constants).
+        "raw" => {
+            let nr: libc::c_long = arg.parse().expect("raw:NR");
+            sys(nr, [0; 5]).pipe(errno_result)
+        }
         _ => format!("unknown probe {name}"),
     }
 }

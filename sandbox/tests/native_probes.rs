@@ -1,5 +1,10 @@
 //! Escape probes, each run inside a real sandbox built from busybox. Every test asserts what it
 //! would observe if the guarantee it names were broken.
+//!
+//! Every probe runs twice: under the runner's floor (`MinimalFinalStep`: no capabilities,
+//! no_new_privs) and under the real `hardened` tier profile (`ProfileStep`: securebits,
+//! capabilities, no_new_privs, Landlock, seccomp with a supervisor), so a guarantee never
+//! rests on the profile alone nor on the namespaces alone.
 
 mod native_support;
 
@@ -9,14 +14,13 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use native_support::{rootfs, settle_processes, text};
-use perry_runtime::native::{run, BindMount, MinimalFinalStep, RunError, Step};
+use perry_runtime::native::{run, BindMount, FinalStep, RunError, Step};
 
-#[test]
-fn runs_a_command_and_captures_everything() {
+fn runs_a_command_and_captures_everything(fs: &dyn FinalStep) {
     let r = rootfs();
     let mut s = r.sh("echo out; echo err >&2; cat; exit 3");
     s.stdin = Some(b"from stdin\n".to_vec());
-    let o = run(&s, &MinimalFinalStep).expect("run");
+    let o = run(&s, fs).expect("run");
     assert_eq!(o.exit_code, Some(3));
     assert_eq!(o.signal, None);
     assert_eq!(text(&o.stdout), "out\nfrom stdin\n");
@@ -26,8 +30,7 @@ fn runs_a_command_and_captures_everything() {
     assert!(o.wall_time > Duration::ZERO);
 }
 
-#[test]
-fn environment_identity_cwd_and_hostname_are_the_specs() {
+fn environment_identity_cwd_and_hostname_are_the_specs(fs: &dyn FinalStep) {
     let r = rootfs();
     let mut s =
         r.sh("env | sort; id -u; id -g; id -G; pwd; hostname; ulimit -n; cat /proc/self/cgroup");
@@ -35,7 +38,7 @@ fn environment_identity_cwd_and_hostname_are_the_specs() {
     s.cwd = "/tmp".into();
     s.hostname = "probe-host".into();
     std::env::set_var("PERRY_SECRET_SHOULD_NOT_LEAK", "1");
-    let o = run(&s, &MinimalFinalStep).expect("run");
+    let o = run(&s, fs).expect("run");
     let out = text(&o.stdout);
     let lines: Vec<&str> = out.lines().collect();
     // Only the given variables, PATH, and what sh itself sets (PWD, SHLVL).
@@ -74,15 +77,14 @@ fn environment_identity_cwd_and_hostname_are_the_specs() {
     }
 }
 
-#[test]
-fn probe_write_to_root_is_erofs_and_tmp_is_bounded() {
+fn probe_write_to_root_is_erofs_and_tmp_is_bounded(fs: &dyn FinalStep) {
     let r = rootfs();
     let o = run(
         &r.sh(
             "touch /x; echo rc=$?; touch /bin/x; echo rc=$?; echo hi > /tmp/ok && cat /tmp/ok; \
                dd if=/dev/zero of=/tmp/big bs=1M count=32 2>&1 | tail -n 3",
         ),
-        &MinimalFinalStep,
+        fs,
     )
     .expect("run");
     let out = text(&o.stdout) + &text(&o.stderr);
@@ -100,8 +102,7 @@ fn probe_write_to_root_is_erofs_and_tmp_is_bounded() {
     assert!(!r.rootfs.join("x").exists() && !r.rootfs.join("bin/x").exists());
 }
 
-#[test]
-fn probe_network_connect_is_impossible() {
+fn probe_network_connect_is_impossible(fs: &dyn FinalStep) {
     let r = rootfs();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -111,7 +112,7 @@ fn probe_network_connect_is_impossible() {
             "echo probe | nc -w 1 127.0.0.1 {port}; echo rc=$?; cat /proc/net/dev | tail -n +3 | cut -d: -f1"
         ));
         s.loopback = loopback;
-        let o = run(&s, &MinimalFinalStep).expect("run");
+        let o = run(&s, fs).expect("run");
         let out = text(&o.stdout);
         assert!(
             out.contains("rc=1"),
@@ -129,18 +130,27 @@ fn probe_network_connect_is_impossible() {
     // With the loopback grant, lo works inside (proving the flag) — but it is the sandbox's own.
     let mut s = r.sh("nc -l -p 7777 > /tmp/got & sleep 0.2; echo ping | nc -w 1 127.0.0.1 7777; sleep 0.2; cat /tmp/got");
     s.loopback = true;
-    let o = run(&s, &MinimalFinalStep).expect("run");
-    assert_eq!(text(&o.stdout), "ping\n", "{}", text(&o.stderr));
+    let o = run(&s, fs).expect("run");
+    if fs.seccomp_supervision().is_some() {
+        // The hardened profile refuses inet sockets outright, even on the sandbox's own lo.
+        assert_eq!(text(&o.stdout), "", "{}", text(&o.stderr));
+        assert!(
+            o.denied_syscalls.iter().any(|d| d.name == "socket"),
+            "{:?}",
+            o.denied_syscalls
+        );
+    } else {
+        assert_eq!(text(&o.stdout), "ping\n", "{}", text(&o.stderr));
+    }
 }
 
-#[test]
-fn probe_no_capabilities_and_no_new_privs() {
+fn probe_no_capabilities_and_no_new_privs(fs: &dyn FinalStep) {
     let r = rootfs();
     for uid in [1000, 0] {
         let mut s = r.sh("grep -E '^(Cap|NoNewPrivs)' /proc/self/status");
         s.uid = uid;
         s.gid = uid;
-        let o = run(&s, &MinimalFinalStep).expect("run");
+        let o = run(&s, fs).expect("run");
         let out = text(&o.stdout);
         for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
             let line = out
@@ -153,8 +163,7 @@ fn probe_no_capabilities_and_no_new_privs() {
     }
 }
 
-#[test]
-fn probe_mount_and_unshare_fail() {
+fn probe_mount_and_unshare_fail(fs: &dyn FinalStep) {
     let r = rootfs();
     for uid in [1000, 0] {
         let mut s = r.sh(
@@ -164,7 +173,7 @@ fn probe_mount_and_unshare_fail() {
         );
         s.uid = uid;
         s.gid = uid;
-        let o = run(&s, &MinimalFinalStep).expect("run");
+        let o = run(&s, fs).expect("run");
         let out = text(&o.stdout);
         for k in ["mount", "unshare_m", "unshare_u", "unshare_rm", "umount"] {
             let line = out
@@ -176,15 +185,13 @@ fn probe_mount_and_unshare_fail() {
     }
 }
 
-#[test]
-fn probe_setuid_binary_gains_nothing() {
+fn probe_setuid_binary_gains_nothing(fs: &dyn FinalStep) {
     let r = rootfs();
-    let o = run(&r.sh("/sbin/id -u; /sbin/id -ru"), &MinimalFinalStep).expect("run");
+    let o = run(&r.sh("/sbin/id -u; /sbin/id -ru"), fs).expect("run");
     assert_eq!(text(&o.stdout), "1000\n1000\n", "{}", text(&o.stderr));
 }
 
-#[test]
-fn probe_proc_is_masked_and_proc_sys_read_only() {
+fn probe_proc_is_masked_and_proc_sys_read_only(fs: &dyn FinalStep) {
     let r = rootfs();
     // Which masked entries exist depends on the kernel's config; compare against the host.
     let present: Vec<&str> = [
@@ -207,7 +214,7 @@ fn probe_proc_is_masked_and_proc_sys_read_only() {
     for f in &present {
         script.push_str(&format!("echo {f}=$(cat /proc/{f} 2>/dev/null | wc -c); "));
     }
-    let o = run(&r.sh(&script), &MinimalFinalStep).expect("run");
+    let o = run(&r.sh(&script), fs).expect("run");
     let out = text(&o.stdout);
     let err = text(&o.stderr);
     assert!(out.contains("sys=1\n"), "/proc/sys writable: {out}{err}");
@@ -225,12 +232,11 @@ fn probe_proc_is_masked_and_proc_sys_read_only() {
     }
 }
 
-#[test]
-fn probe_host_processes_are_invisible() {
+fn probe_host_processes_are_invisible(fs: &dyn FinalStep) {
     let r = rootfs();
     let o = run(
         &r.sh("ls /proc | grep -E '^[0-9]+$' | sort -n | tr '\\n' ' '"),
-        &MinimalFinalStep,
+        fs,
     )
     .expect("run");
     let pids: Vec<u32> = text(&o.stdout)
@@ -246,8 +252,7 @@ fn probe_host_processes_are_invisible() {
     assert!(!pids.contains(&std::process::id()) || std::process::id() < 10);
 }
 
-#[test]
-fn probe_parent_fds_are_not_inherited() {
+fn probe_parent_fds_are_not_inherited(fs: &dyn FinalStep) {
     let r = rootfs();
     // An fd without O_CLOEXEC in the parent, the kind a careless library leaves open.
     let path = std::ffi::CString::new(r.rootfs.join("etc/passwd").to_str().unwrap()).unwrap();
@@ -259,7 +264,7 @@ fn probe_parent_fds_are_not_inherited() {
     unsafe { libc::fcntl(listener.as_raw_fd(), libc::F_SETFD, 0) };
     let o = run(
         &r.spec(vec!["ls".into(), "-l".into(), "/proc/self/fd".into()]),
-        &MinimalFinalStep,
+        fs,
     )
     .expect("run");
     // SAFETY: closing the fd opened above.
@@ -284,8 +289,7 @@ fn probe_parent_fds_are_not_inherited() {
     );
 }
 
-#[test]
-fn probe_fork_bomb_hits_the_pids_limit() {
+fn probe_fork_bomb_hits_the_pids_limit(fs: &dyn FinalStep) {
     let r = rootfs();
     let mut s = r.sh(
         "(i=0; while [ $i -lt 100 ]; do sleep 30 & i=$((i+1)); done) 2>/dev/null; \
@@ -294,7 +298,7 @@ fn probe_fork_bomb_hits_the_pids_limit() {
     s.limits.pids = 24;
     s.limits.timeout = Duration::from_secs(15);
     let t = Instant::now();
-    let o = run(&s, &MinimalFinalStep).expect("run");
+    let o = run(&s, fs).expect("run");
     let n: usize = text(&o.stdout).trim().parse().unwrap_or(usize::MAX);
     assert!(n <= 24, "more tasks than the pids limit: {n} {o:?}");
     assert!(
@@ -311,18 +315,17 @@ fn probe_fork_bomb_hits_the_pids_limit() {
     let mut s = r.sh("b() { b | b & }; b; sleep 30");
     s.limits.pids = 32;
     s.limits.timeout = Duration::from_secs(2);
-    let o = run(&s, &MinimalFinalStep).expect("run");
+    let o = run(&s, fs).expect("run");
     assert!(o.timed_out || o.exit_code.is_some());
     assert!(o.wall_time < Duration::from_secs(8), "{:?}", o.wall_time);
     assert!(settle_processes().is_empty(), "{:?}", settle_processes());
 }
 
-#[test]
-fn probe_memory_bomb_is_oom_killed() {
+fn probe_memory_bomb_is_oom_killed(fs: &dyn FinalStep) {
     let r = rootfs();
     let mut s = r.sh("dd if=/dev/zero of=/dev/null bs=256M count=1; echo survived=$?");
     s.limits.memory = 32 << 20;
-    let o = run(&s, &MinimalFinalStep).expect("run");
+    let o = run(&s, fs).expect("run");
     assert!(o.oom_killed, "memory limit not enforced: {o:?}");
     assert!(
         text(&o.stdout).contains("survived=137"),
@@ -344,18 +347,17 @@ fn probe_memory_bomb_is_oom_killed() {
         "count=1".into(),
     ]);
     s.limits.memory = 32 << 20;
-    let o = run(&s, &MinimalFinalStep).expect("run");
+    let o = run(&s, fs).expect("run");
     assert_eq!(o.signal, Some(libc::SIGKILL), "{o:?}");
     assert!(o.oom_killed);
 }
 
-#[test]
-fn probe_output_flood_is_truncated() {
+fn probe_output_flood_is_truncated(fs: &dyn FinalStep) {
     let r = rootfs();
     let mut s = r.sh("head -c 20000000 /dev/zero; head -c 3000000 /dev/zero >&2; echo done >&2");
     s.stdout_limit = 65536;
     s.stderr_limit = 1000;
-    let o = run(&s, &MinimalFinalStep).expect("run");
+    let o = run(&s, fs).expect("run");
     assert_eq!(
         o.exit_code,
         Some(0),
@@ -367,13 +369,12 @@ fn probe_output_flood_is_truncated() {
     assert!(o.stderr_truncated);
 }
 
-#[test]
-fn probe_sleep_past_timeout_kills_the_whole_tree() {
+fn probe_sleep_past_timeout_kills_the_whole_tree(fs: &dyn FinalStep) {
     let r = rootfs();
     let mut s = r.sh("(sleep 100; echo late) & sleep 100 & sleep 100");
     s.limits.timeout = Duration::from_millis(700);
     let t = Instant::now();
-    let o = run(&s, &MinimalFinalStep).expect("run");
+    let o = run(&s, fs).expect("run");
     assert!(o.timed_out);
     assert_eq!(o.signal, Some(libc::SIGKILL));
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
@@ -385,18 +386,16 @@ fn probe_sleep_past_timeout_kills_the_whole_tree() {
     );
 }
 
-#[test]
-fn background_children_die_with_the_command() {
+fn background_children_die_with_the_command(fs: &dyn FinalStep) {
     let r = rootfs();
     let t = Instant::now();
-    let o = run(&r.sh("sleep 100 & echo started"), &MinimalFinalStep).expect("run");
+    let o = run(&r.sh("sleep 100 & echo started"), fs).expect("run");
     assert_eq!(text(&o.stdout), "started\n");
     assert!(!o.timed_out && t.elapsed() < Duration::from_secs(5));
     assert!(settle_processes().is_empty(), "{:?}", settle_processes());
 }
 
-#[test]
-fn bind_mounts_are_read_only_unless_granted() {
+fn bind_mounts_are_read_only_unless_granted(fs: &dyn FinalStep) {
     let r = rootfs();
     let host = tempfile::tempdir().unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -404,29 +403,38 @@ fn bind_mounts_are_read_only_unless_granted() {
     std::fs::write(host.path().join("in"), "hello").unwrap();
     let mut s = r.sh("cat /work/in; echo x > /work/out; echo rc=$?");
     s.mounts = vec![BindMount::read_only(host.path(), "/work")];
-    let o = run(&s, &MinimalFinalStep).expect("run");
+    let o = run(&s, fs).expect("run");
     assert_eq!(text(&o.stdout), "hellorc=1\n", "{}", text(&o.stderr));
     assert!(!host.path().join("out").exists());
     s.mounts[0].read_only = false;
-    let o = run(&s, &MinimalFinalStep).expect("run");
-    assert_eq!(text(&o.stdout), "hellorc=0\n", "{}", text(&o.stderr));
+    if fs.seccomp_supervision().is_some() {
+        // Landlock, the second wall: a writable mount the profile does not grant stays
+        // unwritable; granting it in the profile opens it.
+        let o = run(&s, fs).expect("run");
+        assert_eq!(text(&o.stdout), "hellorc=1\n", "{}", text(&o.stderr));
+        assert!(!host.path().join("out").exists());
+        let granted = native_support::hardened_with(perry_profiles::Grants {
+            writable: vec!["/work".into()],
+            ..Default::default()
+        });
+        let o = run(&s, &granted).expect("run");
+        assert_eq!(text(&o.stdout), "hellorc=0\n", "{}", text(&o.stderr));
+    } else {
+        let o = run(&s, fs).expect("run");
+        assert_eq!(text(&o.stdout), "hellorc=0\n", "{}", text(&o.stderr));
+    }
     assert!(host.path().join("out").exists());
 }
 
-#[test]
-fn failures_before_exec_are_typed_and_run_nothing() {
+fn failures_before_exec_are_typed_and_run_nothing(fs: &dyn FinalStep) {
     let r = rootfs();
-    let e = run(&r.spec(vec!["no-such-command".into()]), &MinimalFinalStep).unwrap_err();
+    let e = run(&r.spec(vec!["no-such-command".into()]), fs).unwrap_err();
     assert!(
         matches!(e, RunError::Exec { errno, .. } if errno == libc::ENOENT),
         "{e}"
     );
     assert_eq!(e.exit_status(), 127);
-    let e = run(
-        &r.spec(vec!["/bin/not-executable".into()]),
-        &MinimalFinalStep,
-    )
-    .unwrap_err();
+    let e = run(&r.spec(vec!["/bin/not-executable".into()]), fs).unwrap_err();
     assert!(
         matches!(e, RunError::Exec { errno, .. } if errno == libc::EACCES),
         "{e}"
@@ -434,7 +442,7 @@ fn failures_before_exec_are_typed_and_run_nothing() {
     assert_eq!(e.exit_status(), 126);
     let mut s = r.sh("true");
     s.cwd = "/does/not/exist".into();
-    let e = run(&s, &MinimalFinalStep).unwrap_err();
+    let e = run(&s, fs).unwrap_err();
     assert!(
         matches!(
             e,
@@ -447,19 +455,18 @@ fn failures_before_exec_are_typed_and_run_nothing() {
     );
     assert_eq!(e.exit_status(), 125);
     std::fs::remove_dir(r.rootfs.join("tmp")).unwrap();
-    let e = run(&r.sh("true"), &MinimalFinalStep).unwrap_err();
+    let e = run(&r.sh("true"), fs).unwrap_err();
     assert!(matches!(e, RunError::MountPointMissing { .. }), "{e}");
     std::os::unix::fs::symlink("/etc", r.rootfs.join("tmp")).unwrap();
-    let e = run(&r.sh("true"), &MinimalFinalStep).unwrap_err();
+    let e = run(&r.sh("true"), fs).unwrap_err();
     assert!(matches!(e, RunError::MountPointSymlink { .. }), "{e}");
 }
 
-#[test]
-fn uid_range_containing_root_is_refused() {
+fn uid_range_containing_root_is_refused(fs: &dyn FinalStep) {
     let r = rootfs();
     let mut s = r.sh("true");
     s.leases.range.start = 0;
-    let e = run(&s, &MinimalFinalStep).unwrap_err();
+    let e = run(&s, fs).unwrap_err();
     assert!(
         matches!(
             e,
@@ -471,3 +478,41 @@ fn uid_range_containing_root_is_refused() {
         "{e}"
     );
 }
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod minimal {
+            $(#[test]
+            fn $name() {
+                super::$name(&perry_runtime::native::MinimalFinalStep)
+            })*
+        }
+        mod hardened {
+            $(#[test]
+            fn $name() {
+                super::$name(&super::native_support::hardened())
+            })*
+        }
+    };
+}
+
+both!(
+    runs_a_command_and_captures_everything,
+    environment_identity_cwd_and_hostname_are_the_specs,
+    probe_write_to_root_is_erofs_and_tmp_is_bounded,
+    probe_network_connect_is_impossible,
+    probe_no_capabilities_and_no_new_privs,
+    probe_mount_and_unshare_fail,
+    probe_setuid_binary_gains_nothing,
+    probe_proc_is_masked_and_proc_sys_read_only,
+    probe_host_processes_are_invisible,
+    probe_parent_fds_are_not_inherited,
+    probe_fork_bomb_hits_the_pids_limit,
+    probe_memory_bomb_is_oom_killed,
+    probe_output_flood_is_truncated,
+    probe_sleep_past_timeout_kills_the_whole_tree,
+    background_children_die_with_the_command,
+    bind_mounts_are_read_only_unless_granted,
+    failures_before_exec_are_typed_and_run_nothing,
+    uid_range_containing_root_is_refused
+);

@@ -17,7 +17,7 @@
 use std::ffi::CStr;
 use std::ptr;
 
-use super::final_step::{CapData, CapHeader, FinalStep, CAP_V3};
+use super::final_step::{CapData, CapHeader, FinalStep, StepChannel, CAP_V3};
 use super::plan::Plan;
 use super::Step;
 
@@ -140,9 +140,29 @@ pub(crate) fn init_main(plan: &Plan, final_step: &dyn FinalStep) -> ! {
         Ok(()) => {}
         Err(e) => fail(err_fd, e, 1),
     }
-    // Fork the workload (raw clone: fork semantics, no atfork handlers).
+    // Fork the workload (raw clone: fork semantics, no atfork handlers). With a seccomp
+    // supervisor, also get a pidfd of the workload for the parent (which cannot name the
+    // workload's host pid otherwise) to take the seccomp listener from.
+    let supervised = plan.fds.pidfd_sock >= 0;
+    let mut wpidfd: libc::c_int = -1;
+    let flags = if supervised {
+        libc::SIGCHLD as libc::c_long | libc::CLONE_PIDFD as libc::c_long
+    } else {
+        libc::SIGCHLD as libc::c_long
+    };
     // SAFETY: raw clone without CLONE_VM; the child gets a copy of this single-threaded process.
-    let pid = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_long, 0, 0, 0, 0) };
+    // With CLONE_PIDFD the kernel stores the pidfd in `wpidfd` (x86_64 argument order: flags,
+    // stack, parent_tid, child_tid, tls).
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags,
+            0,
+            &mut wpidfd as *mut libc::c_int,
+            0,
+            0,
+        )
+    };
     if pid < 0 {
         fail(err_fd, (Step::ForkWorkload, errno(), 0), 1);
     }
@@ -153,6 +173,16 @@ pub(crate) fn init_main(plan: &Plan, final_step: &dyn FinalStep) -> ! {
             }
             Err(e) => fail(err_fd, e, 125),
             Ok(never) => match never {},
+        }
+    }
+    if supervised {
+        send_fd(plan.fds.pidfd_sock, wpidfd);
+        // SAFETY: closing init's copies; the parent and the workload hold their own.
+        unsafe {
+            libc::close(wpidfd);
+            libc::close(plan.fds.pidfd_sock);
+            libc::close(plan.fds.notify_w);
+            libc::close(plan.fds.ack_r);
         }
     }
     // init: drop everything the workload's output depends on, then reap.
@@ -181,6 +211,35 @@ pub(crate) fn init_main(plan: &Plan, final_step: &dyn FinalStep) -> ! {
             // SAFETY: terminate.
             unsafe { libc::_exit(1) }
         }
+    }
+}
+
+/// Send `fd` over the unix socket `sock` (SCM_RIGHTS) with one data byte. Stack buffers only.
+/// A failure is not reported here: the parent then never gets the pidfd and fails the run.
+fn send_fd(sock: i32, fd: i32) {
+    #[repr(C, align(8))]
+    struct Cmsg([u8; 64]);
+    let mut buf = Cmsg([0; 64]);
+    let mut byte = [b'p'];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: a zeroed msghdr is valid; every pointer set below refers to stack data that
+    // outlives sendmsg; CMSG_* compute offsets within `buf`, which is large and aligned enough
+    // for one cmsghdr carrying one int.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = buf.0.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(4) as _;
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(4) as _;
+        std::ptr::copy_nonoverlapping((&fd as *const i32).cast::<u8>(), libc::CMSG_DATA(c), 4);
+        libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL);
     }
 }
 
@@ -563,8 +622,13 @@ enum Never {}
 
 /// The workload: its own session, rlimits, cwd, identity, the final step, exec.
 fn workload(p: &Plan, fs: &dyn FinalStep) -> Result<Never, (Step, i32, u32)> {
-    // SAFETY: closing init's status pipe copy; the workload never reports through it.
-    unsafe { libc::close(p.fds.status_w) };
+    // SAFETY: closing init's status pipe and pidfd socket copies; the workload uses neither.
+    unsafe {
+        libc::close(p.fds.status_w);
+        if p.fds.pidfd_sock >= 0 {
+            libc::close(p.fds.pidfd_sock);
+        }
+    }
     // A new session without a controlling terminal: no TIOCSTI into anyone's terminal.
     // SAFETY: setsid in a fresh child.
     ck(Step::NewSession, unsafe { libc::setsid() } as libc::c_long)?;
@@ -603,7 +667,12 @@ fn workload(p: &Plan, fs: &dyn FinalStep) -> Result<Never, (Step, i32, u32)> {
     // SAFETY: chdir to a plan-owned path (inside the new root).
     ck_i(Step::Cwd, 0, unsafe { libc::chdir(p.cwd.as_ptr()) })?;
     switch_identity(p)?;
-    fs.apply().map_err(|e| (Step::FinalStep, e.errno, 0))?;
+    let channel = StepChannel {
+        notify_w: p.fds.notify_w,
+        ack_r: p.fds.ack_r,
+    };
+    fs.apply(&channel)
+        .map_err(|e| (Step::FinalStep, e.errno, 0))?;
     exec(p)
 }
 

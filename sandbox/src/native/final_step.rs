@@ -45,13 +45,40 @@ impl fmt::Display for FinalStepError {
 /// * seccomp, if installed, must still allow `write` (the runner reports a failed `execve`
 ///   through a pipe), `execve`, and `exit_group`.
 pub trait FinalStep: Sync {
-    /// Apply the confinement to the calling (child) process.
-    fn apply(&self) -> Result<(), FinalStepError>;
+    /// Apply the confinement to the calling (child) process. `channel` is the way to the
+    /// supervisor when [`seccomp_supervision`](FinalStep::seccomp_supervision) is `Some`.
+    fn apply(&self, channel: &StepChannel) -> Result<(), FinalStepError>;
 
     /// File descriptors, opened by the parent, that `apply` needs in the child.
     fn keep_fds(&self) -> &[i32] {
         &[]
     }
+
+    /// The tier's seccomp program when `apply` installs a filter whose refusals are
+    /// `SECCOMP_RET_USER_NOTIF` with a listener: the runner then collects the listener, answers
+    /// each refused call with the errno `SeccompProgram::evaluate` gives, and reports it in
+    /// [`Outcome::denied_syscalls`](super::Outcome::denied_syscalls).
+    fn seccomp_supervision(&self) -> Option<&perry_profiles::SeccompProgram> {
+        None
+    }
+}
+
+/// The child's end of the seccomp supervisor handoff (fds inherited from the runner; `-1` when
+/// the final step asked for no supervision).
+#[derive(Clone, Copy, Debug)]
+pub struct StepChannel {
+    /// Write the listener fd number here (4 bytes, native endian)...
+    pub notify_w: i32,
+    /// ...then read one byte here: the supervisor holds the listener.
+    pub ack_r: i32,
+}
+
+impl StepChannel {
+    /// No supervisor.
+    pub const NONE: StepChannel = StepChannel {
+        notify_w: -1,
+        ack_r: -1,
+    };
 }
 
 /// The floor: clear securebits-protected root semantics, drop every capability from every set
@@ -69,7 +96,7 @@ pub struct MinimalFinalStep;
 const SECUREBITS_LOCKED: libc::c_ulong = 0x01 | 0x02 | 0x04 | 0x08 | 0x20 | 0x40 | 0x80;
 
 impl FinalStep for MinimalFinalStep {
-    fn apply(&self) -> Result<(), FinalStepError> {
+    fn apply(&self, _channel: &StepChannel) -> Result<(), FinalStepError> {
         // SAFETY: plain prctl/capset syscalls on the calling thread with integer arguments or a
         // pointer to stack data of the layout the kernel expects; nothing is allocated.
         unsafe {

@@ -58,6 +58,8 @@ mod child;
 mod final_step;
 mod lease;
 mod plan;
+mod profile_step;
+mod seccomp_notify;
 
 use std::fmt;
 use std::io;
@@ -67,11 +69,13 @@ use std::time::{Duration, Instant};
 
 use perry_policies::TierLimits;
 
-pub use final_step::{FinalStep, FinalStepError, MinimalFinalStep};
+pub use final_step::{FinalStep, FinalStepError, MinimalFinalStep, StepChannel};
 pub use lease::LeaseConfig;
+pub use profile_step::{landlock_abi, ProfileStep, ProfileStepError};
 
 use cgroup::{CgLimits, RunCgroups};
 use plan::{ChildFds, Plan};
+use seccomp_notify::{Handoff, Supervisor};
 
 /// `PATH` used for command lookup (and given to the workload) when the spec sets none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -339,6 +343,22 @@ pub struct Outcome {
     pub cpu_time: Duration,
     /// From `clone` to the end of the run.
     pub wall_time: Duration,
+    /// System calls the seccomp filter refused, by syscall and errno, with counts (only when
+    /// the final step has a seccomp supervisor, e.g. [`ProfileStep`]; empty otherwise).
+    pub denied_syscalls: Vec<DeniedSyscall>,
+}
+
+/// One kind of refused system call and how often the run made it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DeniedSyscall {
+    /// The x86_64 syscall name (`"nr:<n>"` when the table does not know it).
+    pub name: String,
+    /// The syscall number.
+    pub number: i32,
+    /// The errno the call failed with.
+    pub errno: u32,
+    /// How many times.
+    pub count: u64,
 }
 
 /// Why a run could not start (nothing ran), or could not be supervised.
@@ -620,6 +640,11 @@ pub fn run(spec: &RunSpec, final_step: &dyn FinalStep) -> Result<Outcome, RunErr
         pids: spec.limits.pids,
         cpus: spec.limits.cpus,
     })?;
+    let program = final_step.seccomp_supervision();
+    let handoff = match program {
+        Some(_) => Some(Handoff::new()?),
+        None => None,
+    };
     let (sync_r, sync_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
@@ -633,6 +658,9 @@ pub fn run(spec: &RunSpec, final_step: &dyn FinalStep) -> Result<Outcome, RunErr
         stdin_r: stdin_r.as_raw_fd(),
         stdout_w: stdout_w.as_raw_fd(),
         stderr_w: stderr_w.as_raw_fd(),
+        notify_w: handoff.as_ref().map_or(-1, |h| h.notify_w.as_raw_fd()),
+        ack_r: handoff.as_ref().map_or(-1, |h| h.ack_r.as_raw_fd()),
+        pidfd_sock: handoff.as_ref().map_or(-1, |h| h.sock_child.as_raw_fd()),
     });
     let flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
@@ -657,6 +685,25 @@ pub fn run(spec: &RunSpec, final_step: &dyn FinalStep) -> Result<Outcome, RunErr
         reaped: false,
     };
     drop((sync_r, err_w, status_w, stdin_r, stdout_w, stderr_w));
+    let handoff = handoff.map(|h| {
+        let Handoff {
+            notify_r,
+            ack_w,
+            sock_parent,
+            ..
+        } = h;
+        Supervisor {
+            notify_r: Some(notify_r),
+            ack_w: Some(ack_w),
+            sock: Some(sock_parent),
+            listener_no: None,
+            wpidfd: None,
+            listener: None,
+            program: program.expect("handoff exists only with a program"),
+            denied: std::collections::BTreeMap::new(),
+            error: None,
+        }
+    });
     // SAFETY: pidfd_open on our unreaped child.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.pid, 0) };
     if pidfd < 0 {
@@ -690,12 +737,24 @@ pub fn run(spec: &RunSpec, final_step: &dyn FinalStep) -> Result<Outcome, RunErr
     }
     drop(sync_w);
 
+    let mut seccomp = handoff;
     let supervised = supervise(
-        spec, &mut child, err_r, stdin_w, stdout_r, stderr_r, &cgroups,
+        spec,
+        &mut child,
+        err_r,
+        stdin_w,
+        stdout_r,
+        stderr_r,
+        &cgroups,
+        seccomp.as_mut(),
     )?;
     let (status, ru) = child.wait()?;
     let wall_time = started.elapsed();
 
+    if let Some(e) = seccomp.as_mut().and_then(|s| s.error.take()) {
+        cgroups.remove()?;
+        return Err(e);
+    }
     if let Some((step, errno, index)) = supervised.error {
         cgroups.remove()?;
         return Err(match step {
@@ -737,6 +796,7 @@ pub fn run(spec: &RunSpec, final_step: &dyn FinalStep) -> Result<Outcome, RunErr
         memory_peak: cgroups.memory_peak(),
         cpu_time: tv(ru.ru_utime) + tv(ru.ru_stime),
         wall_time,
+        denied_syscalls: seccomp.map(Supervisor::report).unwrap_or_default(),
     };
     cgroups.remove()?;
     drop(lease);
@@ -752,6 +812,7 @@ struct Supervised {
 
 /// Pump stdin/stdout/stderr and the error pipe until init has exited and every pipe is closed,
 /// killing the tree at the deadline.
+#[allow(clippy::too_many_arguments)]
 fn supervise(
     spec: &RunSpec,
     child: &mut Child,
@@ -760,6 +821,7 @@ fn supervise(
     stdout_r: OwnedFd,
     stderr_r: OwnedFd,
     cgroups: &RunCgroups,
+    mut seccomp: Option<&mut Supervisor<'_>>,
 ) -> Result<Supervised, RunError> {
     for fd in [&err_r, &stdin_w, &stdout_r, &stderr_r] {
         set_nonblocking(fd.as_raw_fd())?;
@@ -840,6 +902,13 @@ fn supervise(
         if let Some(fd) = &stdin_fd {
             add(fd.as_raw_fd(), libc::POLLOUT, 4);
         }
+        if let Some(sup) = seccomp.as_deref() {
+            for (fd, tag) in [(&sup.notify_r, 5), (&sup.sock, 6), (&sup.listener, 7)] {
+                if let Some(fd) = fd {
+                    add(fd.as_raw_fd(), libc::POLLIN, tag);
+                }
+            }
+        }
         let ms = wait.as_millis().min(i32::MAX as u128) as libc::c_int;
         // SAFETY: poll on a Vec of pollfd structs of the given length.
         let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms.max(1)) };
@@ -859,6 +928,15 @@ fn supervise(
                 1 => out.drain(&mut scratch),
                 2 => errc.drain(&mut scratch),
                 3 => report.drain(&mut scratch),
+                5..=7 => {
+                    if let Some(sup) = seccomp.as_deref_mut() {
+                        sup.on_ready(*tag, p.revents);
+                        if sup.error.is_some() {
+                            child.kill();
+                            cgroups.kill_all();
+                        }
+                    }
+                }
                 _ => {
                     let fd = stdin_fd.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1);
                     let rest = &stdin_data[stdin_off..];

@@ -90,6 +90,12 @@ pub(crate) struct ChildFds {
     pub stdin_r: i32,
     pub stdout_w: i32,
     pub stderr_w: i32,
+    /// Seccomp supervisor handoff (-1 when unsupervised): workload -> parent listener number,
+    pub notify_w: i32,
+    /// parent -> workload ack,
+    pub ack_r: i32,
+    /// init -> parent pidfd of the workload (SCM_RIGHTS).
+    pub pidfd_sock: i32,
 }
 
 /// The prepared plan. Read-only in the child.
@@ -339,7 +345,7 @@ impl Plan {
             });
         }
         // Room for the two pipe fds, inserted after they exist; no reallocation in the child.
-        keep_fds.reserve(2);
+        keep_fds.reserve(5);
         let l = &spec.limits;
         Ok(Plan {
             hostname: spec.hostname.as_bytes().to_vec(),
@@ -397,6 +403,11 @@ impl Plan {
         self.fds = fds;
         self.keep_fds.push(fds.err_w);
         self.keep_fds.push(fds.status_w);
+        for fd in [fds.notify_w, fds.ack_r, fds.pidfd_sock] {
+            if fd >= 0 {
+                self.keep_fds.push(fd);
+            }
+        }
         self.keep_fds.sort_unstable();
     }
 }

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use perry_policies::UidRange;
-use perry_runtime::native::{LeaseConfig, Limits, RunSpec};
+use perry_runtime::native::{LeaseConfig, Limits, ProfileStep, RunSpec};
 
 /// A temporary busybox rootfs plus a state dir for leases.
 pub struct TestRoot {
@@ -145,4 +145,16 @@ pub fn text(b: &[u8]) -> String {
 /// Path helper.
 pub fn p(s: &str) -> &Path {
     Path::new(s)
+}
+
+/// The `hardened` tier's real profile as the runner's final step.
+pub fn hardened() -> ProfileStep {
+    hardened_with(perry_profiles::Grants::default())
+}
+
+/// The `hardened` profile with `grants`.
+pub fn hardened_with(grants: perry_profiles::Grants) -> ProfileStep {
+    let p = perry_profiles::Profile::for_tier(perry_policies::Tier::Hardened, None, &grants)
+        .expect("hardened profile");
+    ProfileStep::new(&p).expect("profile step")
 }

@@ -1,0 +1,743 @@
+//! A tier's [`Profile`] as the runner's [`FinalStep`], with a seccomp supervisor that reports
+//! every denied system call.
+//!
+//! `perry_runtime::confine::apply` applies a profile to the calling process in the documented
+//! order (rlimits, securebits, capabilities, no_new_privs, Landlock, seccomp). It is written for
+//! a single-threaded process: it builds `HashSet`s (the `caps` crate), opens Landlock path fds
+//! through the `landlock` crate and formats error strings. The native runner cannot call it:
+//! its child is a raw `clone` of a possibly multi-threaded parent, where any allocation may
+//! deadlock on a malloc lock held by a thread that does not exist in the child.
+//!
+//! [`ProfileStep`] therefore splits the same work in two:
+//! * **[`ProfileStep::new`], in the parent**, turns the profile into plain numbers and C strings:
+//!   capability bitmasks, rlimit pairs, the Landlock handled-access masks and one
+//!   `(path, access)` pair per rule (computed with the `landlock` crate for the kernel's ABI,
+//!   exactly as `confine` does), and one merged seccomp program (below).
+//! * **[`FinalStep::apply`], in the child**, issues raw syscalls only, in `confine`'s order.
+//!   The Landlock ruleset is created and its path rules are added *in the child after
+//!   `pivot_root`*, because Landlock binds rules to inodes: a rule on the host's `<rootfs>/tmp`
+//!   would not cover the tmpfs mounted over it.
+//!
+//! # Which syscalls seccomp denied
+//!
+//! `confine` installs the tier's two programs (allowlist, default `ENOSYS`; then the `EPERM`
+//! argument filter). Here they are merged into one program whose every `ERRNO` return becomes
+//! `SECCOMP_RET_USER_NOTIF` (an `ALLOW` of the first part jumps to the second part, so the
+//! result is the same as stacking). The filter is installed with
+//! `SECCOMP_FILTER_FLAG_NEW_LISTENER`; the workload writes the listener's fd number to the
+//! supervisor and waits, init sends the supervisor a pidfd of the workload (`CLONE_PIDFD`), and
+//! the supervisor takes the listener with `pidfd_getfd`. From then on each refused call reaches
+//! the supervisor, which evaluates the tier's own programs for the call
+//! ([`SeccompProgram::evaluate`], the same BPF interpreted in user space), answers with exactly
+//! the errno the stacked filters would have returned, and counts it in
+//! [`Outcome::denied_syscalls`](super::Outcome::denied_syscalls). Allowed calls never leave the
+//! kernel; kill actions (foreign architecture, x32) stay kills.
+//!
+//! We chose this over `SECCOMP_FILTER_FLAG_LOG` + the kernel log: that log is global, rate
+//! limited, needs root to read, and on this kernel only reaches it through the audit subsystem
+//! when audit is enabled; attributing lines to one of many concurrent runs would be guesswork.
+//! The notifier is per run, exact and lossless, and costs one round trip per *denied* call.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+
+use landlock::{Access, AccessFs, AccessNet, BitFlags, Scope, ABI};
+use perry_profiles::{PathAccess, Profile, Resource, SeccompProgram};
+
+use super::final_step::{CapData, CapHeader, FinalStep, FinalStepError, StepChannel, CAP_V3};
+
+/// Why a profile cannot be turned into a final step. Nothing runs.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileStepError {
+    /// The tier requires Landlock and this kernel's Landlock ABI is too old or absent.
+    #[error("tier requires Landlock ABI {wanted}, the kernel offers {kernel}")]
+    LandlockRequired {
+        /// ABI version asked for.
+        wanted: i32,
+        /// ABI version the kernel reports (0: none).
+        kernel: i32,
+    },
+    /// A Landlock path contains a NUL byte.
+    #[error("landlock path {0:?} contains a NUL byte")]
+    Path(std::path::PathBuf),
+    /// The merged seccomp program exceeds the kernel's 4096 instructions.
+    #[error("merged seccomp program has {0} instructions; the kernel's limit is 4096")]
+    ProgramTooLarge(usize),
+    /// The compiled program contains an instruction the merge does not understand.
+    #[error("seccomp program instruction {index} has unexpected opcode {code:#x}")]
+    UnexpectedInstruction {
+        /// Position in the program.
+        index: usize,
+        /// The opcode.
+        code: u16,
+    },
+}
+
+/// The Landlock ABI asked for: the same as `confine::LANDLOCK_ABI`.
+const WANTED_ABI: i32 = 6;
+
+/// `struct sock_filter`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SockFilter {
+    pub code: u16,
+    pub jt: u8,
+    pub jf: u8,
+    pub k: u32,
+}
+
+/// `struct sock_fprog`.
+#[repr(C)]
+struct SockFprog {
+    len: u16,
+    filter: *const SockFilter,
+}
+
+/// `struct landlock_ruleset_attr` (ABI 6 layout; the size passed tells the kernel how much).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct RulesetAttr {
+    handled_access_fs: u64,
+    handled_access_net: u64,
+    scoped: u64,
+}
+
+/// `struct landlock_path_beneath_attr` (packed in the UAPI header).
+#[repr(C, packed)]
+struct PathBeneathAttr {
+    allowed_access: u64,
+    parent_fd: i32,
+}
+
+/// `struct landlock_net_port_attr`.
+#[repr(C)]
+struct NetPortAttr {
+    allowed_access: u64,
+    port: u64,
+}
+
+const LANDLOCK_RULE_PATH_BENEATH: libc::c_long = 1;
+const LANDLOCK_RULE_NET_PORT: libc::c_long = 2;
+const LANDLOCK_CREATE_RULESET_VERSION: libc::c_long = 1;
+
+const RET_K: u16 = 0x06;
+const JA: u16 = 0x05;
+const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+const SECCOMP_RET_USER_NOTIF: u32 = 0x7fc0_0000;
+const SECCOMP_RET_ACTION_FULL: u32 = 0xffff_0000;
+
+/// Landlock work prepared for the child.
+#[derive(Debug)]
+struct LandlockPlan {
+    attr: RulesetAttr,
+    attr_size: usize,
+    /// `(path inside the sandbox, access for a directory, access for a non-directory)`.
+    paths: Vec<(CString, u64, u64)>,
+    /// `(access, port)`.
+    net: Vec<(u64, u64)>,
+}
+
+/// A [`Profile`] prepared for the native runner: see the module docs.
+#[derive(Debug)]
+pub struct ProfileStep {
+    rlimits: Vec<(libc::c_int, u64)>,
+    securebits: libc::c_ulong,
+    bounding: u64,
+    effective: u64,
+    permitted: u64,
+    inheritable: u64,
+    ambient: u64,
+    landlock: Option<LandlockPlan>,
+    filter: Vec<SockFilter>,
+    program: Arc<SeccompProgram>,
+}
+
+fn mask(caps: &[caps::Capability]) -> u64 {
+    caps.iter().fold(0, |m, c| m | (1u64 << c.index()))
+}
+
+/// The kernel's Landlock ABI version (0 when unavailable).
+pub fn landlock_abi() -> i32 {
+    // SAFETY: landlock_create_ruleset(NULL, 0, VERSION) only returns a number.
+    let v = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<RulesetAttr>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    if v < 0 {
+        0
+    } else {
+        v as i32
+    }
+}
+
+fn abi_enum(v: i32) -> ABI {
+    ABI::from(v.min(WANTED_ABI))
+}
+
+impl ProfileStep {
+    /// Prepares `profile` for the runner. Fails (nothing may run) when the tier requires
+    /// Landlock the kernel cannot enforce, or the merged seccomp program is too large.
+    pub fn new(profile: &Profile) -> Result<Self, ProfileStepError> {
+        let rlimits = profile
+            .rlimits
+            .iter()
+            .map(|r| {
+                let res = match r.resource {
+                    Resource::Nofile => libc::RLIMIT_NOFILE,
+                    Resource::Nproc => libc::RLIMIT_NPROC,
+                    Resource::Core => libc::RLIMIT_CORE,
+                };
+                (res as libc::c_int, r.limit)
+            })
+            .collect();
+        let landlock = match &profile.landlock {
+            None => None,
+            Some(rules) => {
+                let kernel = landlock_abi();
+                if rules.required && kernel < WANTED_ABI {
+                    return Err(ProfileStepError::LandlockRequired {
+                        wanted: WANTED_ABI,
+                        kernel,
+                    });
+                }
+                if kernel <= 0 {
+                    None
+                } else {
+                    let abi = abi_enum(kernel);
+                    let all = AccessFs::from_all(abi).bits();
+                    let file = AccessFs::from_file(abi).bits();
+                    let mut paths = Vec::with_capacity(rules.paths.len());
+                    for r in &rules.paths {
+                        let access = match r.access {
+                            PathAccess::ReadExecute => AccessFs::from_read(abi).bits(),
+                            PathAccess::ReadWrite => all,
+                            PathAccess::WriteFile => {
+                                (AccessFs::WriteFile | AccessFs::ReadFile).bits()
+                            }
+                        } & all;
+                        let c = CString::new(r.path.as_os_str().as_bytes())
+                            .map_err(|_| ProfileStepError::Path(r.path.clone()))?;
+                        paths.push((c, access, access & file));
+                    }
+                    let net_all = AccessNet::from_all(abi).bits();
+                    let mut net = Vec::new();
+                    if net_all != 0 {
+                        for &p in &rules.tcp_connect {
+                            net.push((BitFlags::from(AccessNet::ConnectTcp).bits(), u64::from(p)));
+                        }
+                        for &p in &rules.tcp_bind {
+                            net.push((BitFlags::from(AccessNet::BindTcp).bits(), u64::from(p)));
+                        }
+                    }
+                    let scoped = if rules.scope_ipc {
+                        Scope::from_all(abi).bits()
+                    } else {
+                        0
+                    };
+                    let attr = RulesetAttr {
+                        handled_access_fs: all,
+                        handled_access_net: net_all,
+                        scoped,
+                    };
+                    let attr_size = if kernel >= 6 {
+                        24
+                    } else if kernel >= 4 {
+                        16
+                    } else {
+                        8
+                    };
+                    Some(LandlockPlan {
+                        attr,
+                        attr_size,
+                        paths,
+                        net,
+                    })
+                }
+            }
+        };
+        let filter = merge_for_notification(&profile.seccomp)?;
+        Ok(ProfileStep {
+            rlimits,
+            securebits: libc::c_ulong::from(profile.securebits),
+            bounding: mask(&profile.caps.bounding),
+            effective: mask(&profile.caps.effective),
+            permitted: mask(&profile.caps.permitted),
+            inheritable: mask(&profile.caps.inheritable),
+            ambient: mask(&profile.caps.ambient),
+            landlock,
+            filter,
+            program: Arc::clone(&profile.seccomp),
+        })
+    }
+
+    /// The merged program (for tests and `profiles show`-style inspection).
+    #[cfg(test)]
+    pub(crate) fn filter(&self) -> &[SockFilter] {
+        &self.filter
+    }
+}
+
+/// One program equivalent to stacking the allowlist and the EPERM program, with every `ERRNO`
+/// turned into `USER_NOTIF` (see the module docs).
+pub(crate) fn merge_for_notification(
+    p: &SeccompProgram,
+) -> Result<Vec<SockFilter>, ProfileStepError> {
+    let convert = |f: &seccompiler::sock_filter| SockFilter {
+        code: f.code,
+        jt: f.jt,
+        jf: f.jf,
+        k: f.k,
+    };
+    let first: Vec<SockFilter> = p.allowlist.iter().map(convert).collect();
+    let second: Vec<SockFilter> = p.eperm.iter().map(convert).collect();
+    let total = first.len() + second.len();
+    if total > 4096 {
+        return Err(ProfileStepError::ProgramTooLarge(total));
+    }
+    let mut out = Vec::with_capacity(total);
+    for (i, f) in first.iter().enumerate() {
+        out.push(if f.code == RET_K {
+            match f.k & SECCOMP_RET_ACTION_FULL {
+                SECCOMP_RET_ALLOW => SockFilter {
+                    code: JA,
+                    jt: 0,
+                    jf: 0,
+                    k: (first.len() - i - 1) as u32,
+                },
+                SECCOMP_RET_ERRNO => notify(),
+                _ => *f,
+            }
+        } else {
+            check_opcode(i, f)?;
+            *f
+        });
+    }
+    for (i, f) in second.iter().enumerate() {
+        out.push(
+            if f.code == RET_K && f.k & SECCOMP_RET_ACTION_FULL == SECCOMP_RET_ERRNO {
+                notify()
+            } else {
+                check_opcode(first.len() + i, f)?;
+                *f
+            },
+        );
+    }
+    Ok(out)
+}
+
+fn notify() -> SockFilter {
+    SockFilter {
+        code: RET_K,
+        jt: 0,
+        jf: 0,
+        k: SECCOMP_RET_USER_NOTIF,
+    }
+}
+
+/// Only loads, ALU-and, jumps and `RET K` may appear: a `RET A` would escape the rewrite.
+fn check_opcode(index: usize, f: &SockFilter) -> Result<(), ProfileStepError> {
+    match f.code {
+        0x20 | 0x54 | 0x05 | 0x06 | 0x15 | 0x25 | 0x35 | 0x45 => Ok(()),
+        code => Err(ProfileStepError::UnexpectedInstruction { index, code }),
+    }
+}
+
+fn errno() -> i32 {
+    // SAFETY: __errno_location returns the calling thread's errno slot, always valid.
+    unsafe { *libc::__errno_location() }
+}
+
+fn fail(op: &'static str) -> FinalStepError {
+    FinalStepError { op, errno: errno() }
+}
+
+impl FinalStep for ProfileStep {
+    fn apply(&self, channel: &StepChannel) -> Result<(), FinalStepError> {
+        self.set_rlimits()?;
+        self.set_securebits()?;
+        self.set_capabilities()?;
+        // SAFETY: integer-only prctl.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(fail("PR_SET_NO_NEW_PRIVS"));
+        }
+        if let Some(ll) = &self.landlock {
+            restrict_landlock(ll)?;
+        }
+        self.install_seccomp(channel)
+    }
+
+    fn seccomp_supervision(&self) -> Option<&SeccompProgram> {
+        Some(&self.program)
+    }
+}
+
+impl ProfileStep {
+    /// Lower each limit (soft = hard); never try to raise a hard limit the runner already set.
+    fn set_rlimits(&self) -> Result<(), FinalStepError> {
+        for &(res, want) in &self.rlimits {
+            let mut old = libc::rlimit64 {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: prlimit64 on ourselves reading into a stack struct.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_prlimit64,
+                    0,
+                    res,
+                    std::ptr::null::<libc::rlimit64>(),
+                    &mut old as *mut libc::rlimit64,
+                )
+            };
+            if r != 0 {
+                return Err(fail("prlimit64 get"));
+            }
+            let v = want.min(old.rlim_max);
+            let new = libc::rlimit64 {
+                rlim_cur: v,
+                rlim_max: v,
+            };
+            // SAFETY: prlimit64 on ourselves from a stack struct.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_prlimit64,
+                    0,
+                    res,
+                    &new as *const libc::rlimit64,
+                    std::ptr::null_mut::<libc::rlimit64>(),
+                )
+            };
+            if r != 0 {
+                return Err(fail("prlimit64 set"));
+            }
+        }
+        Ok(())
+    }
+
+    fn set_securebits(&self) -> Result<(), FinalStepError> {
+        if self.securebits == 0 {
+            return Ok(());
+        }
+        // SAFETY: integer-only prctl.
+        if unsafe { libc::prctl(libc::PR_SET_SECUREBITS, self.securebits, 0, 0, 0) } != 0 {
+            return Err(fail("PR_SET_SECUREBITS"));
+        }
+        Ok(())
+    }
+
+    /// Bounding set first (needs CAP_SETPCAP), then ambient, then the three capset sets.
+    fn set_capabilities(&self) -> Result<(), FinalStepError> {
+        for cap in 0..64u64 {
+            if self.bounding & (1 << cap) != 0 {
+                continue;
+            }
+            // SAFETY: integer-only prctl.
+            if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0 {
+                if errno() == libc::EINVAL {
+                    break; // past the kernel's last capability
+                }
+                return Err(fail("PR_CAPBSET_DROP"));
+            }
+        }
+        // SAFETY: integer-only prctl.
+        let r = unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL,
+                0,
+                0,
+                0,
+            )
+        };
+        if r != 0 {
+            return Err(fail("PR_CAP_AMBIENT_CLEAR_ALL"));
+        }
+        let mut hdr = CapHeader {
+            version: CAP_V3,
+            pid: 0,
+        };
+        let lo = |m: u64| m as u32;
+        let hi = |m: u64| (m >> 32) as u32;
+        let data = [
+            CapData {
+                effective: lo(self.effective),
+                permitted: lo(self.permitted),
+                inheritable: lo(self.inheritable),
+            },
+            CapData {
+                effective: hi(self.effective),
+                permitted: hi(self.permitted),
+                inheritable: hi(self.inheritable),
+            },
+        ];
+        // SAFETY: capset version 3 with a header and a two-element data array on the stack.
+        if unsafe { libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()) } != 0 {
+            return Err(fail("capset"));
+        }
+        for cap in 0..64u64 {
+            if self.ambient & (1 << cap) != 0 {
+                // SAFETY: integer-only prctl.
+                let r = unsafe {
+                    libc::prctl(
+                        libc::PR_CAP_AMBIENT,
+                        libc::PR_CAP_AMBIENT_RAISE,
+                        cap as libc::c_ulong,
+                        0,
+                        0,
+                    )
+                };
+                if r != 0 {
+                    return Err(fail("PR_CAP_AMBIENT_RAISE"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Install the merged filter with a listener and hand the listener to the supervisor.
+    fn install_seccomp(&self, ch: &StepChannel) -> Result<(), FinalStepError> {
+        let prog = SockFprog {
+            len: self.filter.len() as u16,
+            filter: self.filter.as_ptr(),
+        };
+        let supervised = ch.notify_w >= 0 && ch.ack_r >= 0;
+        let flags = if supervised {
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
+        } else {
+            0
+        };
+        // SAFETY: seccomp(2) copies the program from a struct pointing at our Vec's buffer,
+        // which outlives the call.
+        let listener = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                flags,
+                &prog as *const SockFprog,
+            )
+        };
+        if listener < 0 {
+            return Err(fail("seccomp"));
+        }
+        if !supervised {
+            // Without a supervisor every notification would fail with ENOSYS: refuse instead.
+            return Err(FinalStepError {
+                op: "seccomp supervisor channel",
+                errno: libc::EBADF,
+            });
+        }
+        let n = (listener as i32).to_ne_bytes();
+        // SAFETY: write 4 stack bytes to the notify pipe, then block for the one-byte ack; both
+        // calls are allowed by every tier (write is required by the FinalStep contract; a
+        // refused read would be answered by the supervisor, which holds the listener by then).
+        unsafe {
+            if libc::write(ch.notify_w, n.as_ptr().cast(), 4) != 4 {
+                return Err(fail("seccomp listener handoff"));
+            }
+            let mut b = [0u8; 1];
+            loop {
+                let r = libc::read(ch.ack_r, b.as_mut_ptr().cast(), 1);
+                if r == 1 {
+                    break;
+                }
+                if r < 0 && errno() == libc::EINTR {
+                    continue;
+                }
+                return Err(FinalStepError {
+                    op: "seccomp supervisor ack",
+                    errno: if r == 0 { libc::EPIPE } else { errno() },
+                });
+            }
+            // The supervisor holds its own copy now.
+            libc::close(listener as i32);
+        }
+        Ok(())
+    }
+}
+
+/// Create the ruleset, add net and path rules (paths opened now, inside the new root), enforce.
+fn restrict_landlock(ll: &LandlockPlan) -> Result<(), FinalStepError> {
+    // SAFETY: landlock_create_ruleset with a stack attr of at least `attr_size` bytes.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            &ll.attr as *const RulesetAttr,
+            ll.attr_size,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(fail("landlock_create_ruleset"));
+    }
+    let fd = fd as i32;
+    let r = add_rules(fd, ll);
+    let r = r.and_then(|()| {
+        // SAFETY: landlock_restrict_self on the ruleset fd we created.
+        if unsafe { libc::syscall(libc::SYS_landlock_restrict_self, fd, 0) } != 0 {
+            Err(fail("landlock_restrict_self"))
+        } else {
+            Ok(())
+        }
+    });
+    // SAFETY: closing the ruleset fd we created.
+    unsafe { libc::close(fd) };
+    r
+}
+
+fn add_rules(fd: i32, ll: &LandlockPlan) -> Result<(), FinalStepError> {
+    for &(access, port) in &ll.net {
+        let attr = NetPortAttr {
+            allowed_access: access,
+            port,
+        };
+        // SAFETY: add a net-port rule from a stack struct.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_landlock_add_rule,
+                fd,
+                LANDLOCK_RULE_NET_PORT,
+                &attr as *const NetPortAttr,
+                0,
+            )
+        };
+        if r != 0 {
+            return Err(fail("landlock_add_rule net"));
+        }
+    }
+    for (path, dir_access, file_access) in &ll.paths {
+        // SAFETY: open a plan-owned NUL-terminated path as O_PATH.
+        let pfd = unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+        if pfd < 0 {
+            if errno() == libc::ENOENT {
+                continue; // a missing path only removes access
+            }
+            return Err(fail("landlock rule path"));
+        }
+        // SAFETY: zeroed stat is a valid out-parameter; fstat on the fd just opened.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let is_dir =
+            unsafe { libc::fstat(pfd, &mut st) } == 0 && st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        let attr = PathBeneathAttr {
+            allowed_access: if is_dir { *dir_access } else { *file_access },
+            parent_fd: pfd,
+        };
+        // SAFETY: add a path-beneath rule from a stack struct, then close the path fd.
+        let r = unsafe {
+            let r = libc::syscall(
+                libc::SYS_landlock_add_rule,
+                fd,
+                LANDLOCK_RULE_PATH_BENEATH,
+                &attr as *const PathBeneathAttr,
+                0,
+            );
+            libc::close(pfd);
+            r
+        };
+        if r != 0 {
+            return Err(fail("landlock_add_rule path"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use perry_policies::Tier;
+    use perry_profiles::{Grants, Verdict};
+
+    /// The kernel's classic-BPF semantics for the opcodes our programs use.
+    fn run(prog: &[SockFilter], nr: i32, args: &[u64; 6]) -> u32 {
+        let (mut a, mut pc) = (0u32, 0usize);
+        loop {
+            let ins = prog[pc];
+            pc += 1;
+            match ins.code {
+                0x20 => {
+                    a = match ins.k {
+                        0 => nr as u32,
+                        4 => 0xc000_003e,
+                        o => {
+                            let v = args[((o - 16) / 8) as usize];
+                            if (o - 16) % 8 == 0 {
+                                v as u32
+                            } else {
+                                (v >> 32) as u32
+                            }
+                        }
+                    }
+                }
+                0x54 => a &= ins.k,
+                0x05 => pc += ins.k as usize,
+                0x06 => return ins.k,
+                code => {
+                    let t = match code {
+                        0x15 => a == ins.k,
+                        0x25 => a > ins.k,
+                        0x35 => a >= ins.k,
+                        _ => a & ins.k != 0,
+                    };
+                    pc += if t { ins.jt } else { ins.jf } as usize;
+                }
+            }
+        }
+    }
+
+    /// For every syscall number and a spread of argument values, the merged program notifies
+    /// exactly when the stacked programs return an errno, allows when they allow, kills when
+    /// they kill.
+    #[test]
+    fn merged_program_matches_the_stacked_filters() {
+        for tier in [
+            Tier::Default,
+            Tier::Isolated,
+            Tier::Hardened,
+            Tier::Untrusted,
+        ] {
+            let p = Profile::for_tier(tier, None, &Grants::default()).unwrap();
+            let step = ProfileStep::new(&p).unwrap();
+            let arg_sets: [[u64; 6]; 5] = [
+                [0; 6],
+                [1, 1, 0, 0, 0, 0],
+                [2, 1, 0, 0, 0, 0],
+                [0x1000_0000 | 0x11, 0, 0, 0, 0, 0],
+                [u64::MAX; 6],
+            ];
+            for nr in 0..460 {
+                for args in &arg_sets {
+                    let want = p.seccomp.evaluate(0xc000_003e, nr, args);
+                    let got = run(step.filter(), nr, args);
+                    match want {
+                        Verdict::Allow => assert_eq!(got, SECCOMP_RET_ALLOW, "{tier:?} nr {nr}"),
+                        Verdict::Errno(_) => {
+                            assert_eq!(got, SECCOMP_RET_USER_NOTIF, "{tier:?} nr {nr} {args:?}")
+                        }
+                        Verdict::Kill => assert_eq!(got & 0xffff_0000, 0x8000_0000),
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn hardened_has_no_capabilities_and_landlock_paths() {
+        let p = Profile::for_tier(Tier::Hardened, None, &Grants::default()).unwrap();
+        let s = ProfileStep::new(&p).unwrap();
+        assert_eq!(
+            (s.bounding, s.effective, s.permitted, s.ambient),
+            (0, 0, 0, 0)
+        );
+        if landlock_abi() >= WANTED_ABI {
+            let ll = s.landlock.as_ref().expect("hardened uses Landlock");
+            assert!(ll.paths.iter().any(|(p, ..)| p.as_bytes() == b"/tmp"));
+            assert_ne!(ll.attr.handled_access_fs, 0);
+        }
+    }
+}

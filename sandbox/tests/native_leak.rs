@@ -5,8 +5,8 @@ mod native_support;
 
 use std::path::{Path, PathBuf};
 
-use native_support::{rootfs, sandbox_processes};
-use perry_runtime::native::{run, MinimalFinalStep};
+use native_support::{hardened, rootfs, sandbox_processes};
+use perry_runtime::native::{run, FinalStep, MinimalFinalStep};
 
 fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
@@ -81,6 +81,11 @@ fn a_thousand_runs_leave_nothing_behind() {
     let r = rootfs();
     lease_is_held_exactly_while_a_run_is_alive(&r);
     let spec = r.spec(vec!["true".into()]);
+    // Half the runs under the real hardened profile (Landlock, seccomp with its supervisor:
+    // listener, pidfd, handoff pipes), half under the floor.
+    let profile = hardened();
+    let steps: [&dyn FinalStep; 2] = [&MinimalFinalStep, &profile];
+    assert_eq!(run(&spec, &profile).unwrap().exit_code, Some(0));
     // Warm up once so lazily initialised state (cgroup layout, lease file) exists.
     assert_eq!(run(&spec, &MinimalFinalStep).unwrap().exit_code, Some(0));
     let fds = fd_count();
@@ -89,7 +94,7 @@ fn a_thousand_runs_leave_nothing_behind() {
     assert!(lease_file.exists());
     let t = std::time::Instant::now();
     for i in 0..1000 {
-        let o = run(&spec, &MinimalFinalStep).unwrap_or_else(|e| panic!("run {i}: {e}"));
+        let o = run(&spec, steps[i % 2]).unwrap_or_else(|e| panic!("run {i}: {e}"));
         assert_eq!(o.exit_code, Some(0), "run {i}: {o:?}");
         if i % 100 == 0 {
             assert_eq!(fd_count(), fds, "fd leak after run {i}");

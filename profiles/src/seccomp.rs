@@ -674,6 +674,54 @@ impl SeccompProgram {
     }
 }
 
+/// The values of one argument that none of `refused` (single 32-bit equality checks on that
+/// argument, like `ioctl`'s TIOCSTI/TIOCLINUX) matches, as libseccomp conditions: below the
+/// smallest, above the largest, and each value in between. Values with the upper half set are
+/// above the largest and so allowed by these; the EPERM rules (masked to 32 bits) still match
+/// them, and libseccomp checks those first (the podman test probes exactly that case).
+fn complement(name: &str, refused: &[ArgRule]) -> Result<Vec<serde_json::Value>, ProfileError> {
+    use serde_json::json;
+    let mut values = Vec::new();
+    let mut index = None;
+    for r in refused {
+        match r.checks.as_slice() {
+            [c] if c.op == Op::Eq
+                && c.width == Width::Dword
+                && index.is_none_or(|i| i == c.index) =>
+            {
+                index = Some(c.index);
+                values.push(c.value);
+            }
+            _ => {
+                return Err(ProfileError::NotExportable(format!(
+                    "{name}: allowed except when {}; only single equality checks on one argument \
+                     can be inverted for libseccomp",
+                    r.describe()
+                )))
+            }
+        }
+    }
+    let (Some(index), Some(&lo), Some(&hi)) = (index, values.iter().min(), values.iter().max())
+    else {
+        return Ok(vec![]);
+    };
+    if hi - lo > 64 {
+        return Err(ProfileError::NotExportable(format!(
+            "{name}: refused values {lo:#x}..{hi:#x} are too far apart to list the ones between"
+        )));
+    }
+    let mut out = vec![
+        json!({"index": index, "value": lo, "op": "SCMP_CMP_LT"}),
+        json!({"index": index, "value": hi, "op": "SCMP_CMP_GT"}),
+    ];
+    for v in lo + 1..hi {
+        if !values.contains(&v) {
+            out.push(json!({"index": index, "value": v, "op": "SCMP_CMP_EQ"}));
+        }
+    }
+    Ok(out)
+}
+
 /// The OCI runtime-spec / docker form of `rules` (`podman --security-opt seccomp=FILE`).
 ///
 /// One libseccomp filter cannot stack, so the two filters are flattened: unconditional allows,
@@ -734,8 +782,15 @@ pub fn oci_json(rules: &SyscallRules) -> Result<serde_json::Value, ProfileError>
             continue;
         }
         if rs.is_empty() {
-            if rules.eperm.contains_key(name) {
-                out.push(json!({"names": [name], "action": "SCMP_ACT_ALLOW"}));
+            if let Some(refused) = rules.eperm.get(name) {
+                // libseccomp lets an unconditional allow override every conditional EPERM of
+                // the same call (TIOCSTI went through under podman): allow the complement.
+                for args in complement(name, refused)? {
+                    out.push(
+                        json!({"names": [name], "action": "SCMP_ACT_ALLOW", "args": [args],
+                                    "comment": "any other value"}),
+                    );
+                }
             }
             continue;
         }

@@ -110,6 +110,24 @@ fn exports_keep_the_profile_promises() {
                 );
             }
         }
+        // libseccomp lets an unconditional allow override the conditional EPERM rules of the
+        // same call (TIOCSTI went through under podman that way): never emit both.
+        for e in entries
+            .iter()
+            .filter(|e| e["action"] == "SCMP_ACT_ERRNO" && e.get("args").is_some())
+        {
+            for n in e["names"].as_array().unwrap() {
+                let unconditional = entries.iter().any(|a| {
+                    a["action"] == "SCMP_ACT_ALLOW"
+                        && a.get("args").is_none()
+                        && a["names"].as_array().unwrap().contains(n)
+                });
+                assert!(
+                    !unconditional,
+                    "{tier}: {n} is allowed unconditionally and refused by argument"
+                );
+            }
+        }
         if tier >= Tier::Isolated {
             // socket: allowed only for AF_UNIX, EPERM for any other family.
             let s: Vec<_> = named("socket").collect();

@@ -75,7 +75,9 @@ pub fn verify_blob(
 ) -> Result<SignatureFacts, VerifyError> {
     let bundle = parse_bundle(bundle_json)?;
     match policy {
-        BlobPolicy::Key(k) => verify_bundle(root, &bundle, input.artifact(), std::slice::from_ref(k)),
+        BlobPolicy::Key(k) => {
+            verify_bundle(root, &bundle, input.artifact(), std::slice::from_ref(k))
+        }
         BlobPolicy::Identity { identity, issuer } => {
             if bundle.signing_certificate().is_none() {
                 return Err(VerifyError::SignatureInvalid(

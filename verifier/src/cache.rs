@@ -349,9 +349,7 @@ fn load_or_create_key(path: &Path) -> std::io::Result<Zeroizing<Vec<u8>>> {
                     fs::File::open(dir)?.sync_all()?;
                     Ok(key)
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    load_or_create_key(path)
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create_key(path),
                 Err(e) => Err(e),
             }
         }
@@ -400,7 +398,10 @@ mod tests {
         c.put(&k, Outcome::Allowed(record()));
         let c2 = VerifyCache::on_disk(dir.path(), DAY, DAY).unwrap();
         assert_eq!(c2.get(&k), Some(Outcome::Allowed(record())));
-        let mode = fs::metadata(dir.path().join(MAC_KEY_FILE)).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.path().join(MAC_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 
@@ -409,13 +410,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = VerifyCache::on_disk(dir.path(), DAY, DAY).unwrap();
         let k = [7u8; 32];
-        c.put(&k, Outcome::Denied { code: "verification_failed".into(), message: "no".into() });
+        c.put(
+            &k,
+            Outcome::Denied {
+                code: "verification_failed".into(),
+                message: "no".into(),
+            },
+        );
         let p = c.entry_path(&k).unwrap();
         let text = fs::read_to_string(&p).unwrap();
         // Attacker flips a refusal into an allow, keeping the old MAC.
         let (mac, _) = text.split_once('\n').unwrap();
-        let forged = DiskBody { v: 1, key: hex::encode(k), expires: u64::MAX, outcome: Outcome::Allowed(record()) };
-        fs::write(&p, format!("{mac}\n{}", serde_json::to_string(&forged).unwrap())).unwrap();
+        let forged = DiskBody {
+            v: 1,
+            key: hex::encode(k),
+            expires: u64::MAX,
+            outcome: Outcome::Allowed(record()),
+        };
+        fs::write(
+            &p,
+            format!("{mac}\n{}", serde_json::to_string(&forged).unwrap()),
+        )
+        .unwrap();
         let fresh = VerifyCache::on_disk(dir.path(), DAY, DAY).unwrap();
         assert_eq!(fresh.get(&k), None);
         // Corrupt bytes: also a miss, not a panic.

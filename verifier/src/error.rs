@@ -107,7 +107,10 @@ impl VerifyError {
     pub fn is_denial(&self) -> bool {
         !matches!(
             self,
-            Self::TrustedRoot { .. } | Self::KeyFile { .. } | Self::Registry(_) | Self::Cache { .. }
+            Self::TrustedRoot { .. }
+                | Self::KeyFile { .. }
+                | Self::Registry(_)
+                | Self::Cache { .. }
         )
     }
 

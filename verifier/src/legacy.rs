@@ -103,12 +103,15 @@ pub fn check_payload(
     image: &ImageRef,
     attached_to: &str,
 ) -> Result<(), VerifyError> {
-    let ss: SimpleSigning = serde_json::from_slice(payload)
-        .map_err(|e| malformed("simple-signing payload", e))?;
+    let ss: SimpleSigning =
+        serde_json::from_slice(payload).map_err(|e| malformed("simple-signing payload", e))?;
     if ss.critical.kind != "cosign container image signature" {
         return Err(malformed(
             "simple-signing payload",
-            format!("critical.type is {:?}, not \"cosign container image signature\"", ss.critical.kind),
+            format!(
+                "critical.type is {:?}, not \"cosign container image signature\"",
+                ss.critical.kind
+            ),
         ));
     }
     let signed = ss.critical.image.docker_manifest_digest;
@@ -211,7 +214,9 @@ mod tests {
     fn payload(reference: &str, digest: &str) -> Vec<u8> {
         serde_json::json!({"critical":{"identity":{"docker-reference":reference},
             "image":{"docker-manifest-digest":digest},"type":"cosign container image signature"},
-            "optional":null}).to_string().into_bytes()
+            "optional":null})
+        .to_string()
+        .into_bytes()
     }
 
     #[test]
@@ -226,7 +231,10 @@ mod tests {
     fn payload_for_digest_a_attached_to_b_is_rejected() {
         let img = ImageRef::parse("127.0.0.1:5000/demo/app:v1").unwrap();
         let e = check_payload(&payload("127.0.0.1:5000/demo/app", D), &img, E).unwrap_err();
-        assert_eq!(e.to_string(), format!("signature is for {D}, not this image {E}"));
+        assert_eq!(
+            e.to_string(),
+            format!("signature is for {D}, not this image {E}")
+        );
     }
 
     #[test]
@@ -249,7 +257,10 @@ mod tests {
             rekor_bundle_json: Some("{}"),
         };
         assert!(to_bundle_json(&parts).is_err());
-        let parts = LegacyParts { rekor_bundle_json: None, ..parts };
+        let parts = LegacyParts {
+            rekor_bundle_json: None,
+            ..parts
+        };
         assert!(to_bundle_json(&parts).is_err());
     }
 }

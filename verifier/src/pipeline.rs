@@ -126,15 +126,17 @@ impl Verifier {
             self.root.sha256(),
             &rules,
         );
-        if let Some(hit) = self.from_cache(&key, image) {
+        if let Some(hit) = self.cached(&key, image) {
             return hit;
         }
         let _flight = self.cache.flight(&key).await;
-        if let Some(hit) = self.from_cache(&key, image) {
+        if let Some(hit) = self.cached(&key, image) {
             self.cache.land(&key);
             return hit;
         }
-        let decision = self.decide(image, &resolved, &platform_digest, &rules).await;
+        let decision = self
+            .decide(image, &resolved, &platform_digest, &rules)
+            .await;
         match &decision {
             Ok(v) => self.cache.put(&key, Outcome::Allowed(v.record())),
             Err(e) if e.is_denial() => self.cache.put(
@@ -153,7 +155,7 @@ impl Verifier {
         })
     }
 
-    fn from_cache(
+    fn cached(
         &self,
         key: &crate::cache::CacheKey,
         image: &ImageRef,

@@ -55,7 +55,9 @@ pub fn authorize(rules: &[&TrustRule], verified: &[SignatureFacts]) -> Result<us
         if !verified.iter().any(|f| rule_accepts(rule, &f.signer)) {
             let first = verified.first().map(|f| &f.signer);
             return Err(VerifyError::IdentityMismatch {
-                signer: first.map(Signer::identity).unwrap_or_else(|| "nobody".into()),
+                signer: first
+                    .map(Signer::identity)
+                    .unwrap_or_else(|| "nobody".into()),
                 issuer: first.map(Signer::issuer).unwrap_or_else(|| "none".into()),
                 required: describe_rule(rule, i),
             });
@@ -112,7 +114,12 @@ mod tests {
         let r = rule("https://i", Some("me@x"), None);
         let e = authorize(&[&r], &[facts("evil@x", "https://i")]).unwrap_err();
         let s = e.to_string();
-        assert!(s.starts_with("identity mismatch: signed by evil@x (issuer https://i), policy requires me@x"), "{s}");
+        assert!(
+            s.starts_with(
+                "identity mismatch: signed by evil@x (issuer https://i), policy requires me@x"
+            ),
+            "{s}"
+        );
     }
 
     #[test]
@@ -129,7 +136,11 @@ mod tests {
         let r = rule("https://i", None, Some("^https://github\\.com/org/.*$"));
         assert!(authorize(&[&r], &[facts("https://github.com/org/a", "https://i")]).is_ok());
         assert!(authorize(&[&r], &[facts("https://github.com/orgx/a", "https://i")]).is_err());
-        assert!(authorize(&[&r], &[facts("https://evil/https://github.com/org/a", "https://i")]).is_err());
+        assert!(authorize(
+            &[&r],
+            &[facts("https://evil/https://github.com/org/a", "https://i")]
+        )
+        .is_err());
     }
 
     #[test]
@@ -138,7 +149,11 @@ mod tests {
         let b = rule("https://i", Some("b@x"), None);
         assert!(authorize(&[&a, &b], &[facts("a@x", "https://i")]).is_err());
         // Two signatures, one per rule: both rules satisfied.
-        assert!(authorize(&[&a, &b], &[facts("a@x", "https://i"), facts("b@x", "https://i")]).is_ok());
+        assert!(authorize(
+            &[&a, &b],
+            &[facts("a@x", "https://i"), facts("b@x", "https://i")]
+        )
+        .is_ok());
     }
 
     #[test]
@@ -152,13 +167,17 @@ mod tests {
         r.keyless.clear();
         r.keys = vec!["/etc/k.pub".into()];
         let f = SignatureFacts {
-            signer: Signer::Key { path: "/etc/k.pub".into() },
+            signer: Signer::Key {
+                path: "/etc/k.pub".into(),
+            },
             integrated_time: None,
             log_index: None,
         };
         assert!(authorize(&[&r], &[f]).is_ok());
         let g = SignatureFacts {
-            signer: Signer::Key { path: "/etc/other.pub".into() },
+            signer: Signer::Key {
+                path: "/etc/other.pub".into(),
+            },
             integrated_time: None,
             log_index: None,
         };

@@ -204,9 +204,7 @@ pub fn verify_bundle(
 
 fn tlog_facts(bundle: &Bundle) -> (Option<i64>, Option<u64>) {
     let entry = bundle.verification_material.tlog_entries.first();
-    let time = entry
-        .and_then(|e| e.integrated_time)
-        .map(|t| t.as_second());
+    let time = entry.and_then(|e| e.integrated_time).map(|t| t.as_second());
     let index = entry.map(|e| e.log_index.get());
     (time, index)
 }

@@ -128,6 +128,9 @@ mod tests {
         let e = TrustRoot::from_json_bytes(b"{not json", "/etc/x/root.json").unwrap_err();
         assert!(e.to_string().contains("/etc/x/root.json"), "{e}");
         let e = TrustRoot::from_file(Path::new("/nonexistent/trusted_root.json")).unwrap_err();
-        assert!(e.to_string().contains("/nonexistent/trusted_root.json"), "{e}");
+        assert!(
+            e.to_string().contains("/nonexistent/trusted_root.json"),
+            "{e}"
+        );
     }
 }

@@ -176,6 +176,20 @@ fn network_text(p: &Profile) -> &'static str {
     }
 }
 
+/// What an argument-checked call is for, for readers who do not know the call.
+fn purpose(syscall: &str) -> &'static str {
+    match syscall {
+        "clone" => " (start a process or thread; CLONE_NEW* flags would create new namespaces)",
+        "ioctl" => {
+            " (device and terminal control; TIOCSTI/TIOCLINUX type into the user's terminal)"
+        }
+        "personality" => " (execution domain; changes can switch off address randomisation)",
+        "socket" => " (open a network or local socket; the family picks which)",
+        "socketpair" => " (a connected pair of sockets)",
+        _ => "",
+    }
+}
+
 /// `profiles show` as text.
 pub fn show_text(p: &Profile) -> String {
     let v = show_view(p);
@@ -261,9 +275,15 @@ pub fn show_text(p: &Profile) -> String {
     }
     let _ = writeln!(o);
     let _ = writeln!(o, "Argument checks");
+    let _ = writeln!(
+        o,
+        "  Some calls are allowed or refused depending on their arguments:"
+    );
     for c in &v.argument_checks {
-        let _ = writeln!(o, "  {}", c.syscall);
-        if !c.allowed_when.is_empty() {
+        let _ = writeln!(o, "  {}{}", c.syscall, purpose(&c.syscall));
+        if c.allowed_when.is_empty() {
+            let _ = writeln!(o, "      allowed when: not refused below");
+        } else {
             let _ = writeln!(o, "      allowed when: {}", c.allowed_when.join("; or "));
         }
         if !c.eperm_when.is_empty() {
@@ -373,6 +393,53 @@ pub struct DiffView {
     pub settings: Vec<String>,
 }
 
+/// True when some arguments make `name` allowed under `a` and refused under `b`. The candidate
+/// values are those the two profiles' checks compare against (and their neighbours), so every
+/// region the rules distinguish is visited; the verdicts come from the compiled BPF.
+fn allows_more(a: &Profile, b: &Profile, name: &str) -> bool {
+    let mut cands: BTreeMap<u8, BTreeSet<u64>> = BTreeMap::new();
+    for p in [a, b] {
+        let r = &p.seccomp.rules;
+        for rule in r
+            .allow
+            .get(name)
+            .into_iter()
+            .chain(r.eperm.get(name))
+            .flatten()
+        {
+            for c in &rule.checks {
+                let set = cands.entry(c.index).or_default();
+                set.extend([0, c.value, c.value.wrapping_add(1), c.value.wrapping_sub(1)]);
+                if let crate::seccomp::Op::MaskedEq { mask } = c.op {
+                    set.extend([mask, mask | c.value]);
+                }
+            }
+        }
+    }
+    let axes: Vec<(u8, Vec<u64>)> = cands
+        .into_iter()
+        .map(|(i, s)| (i, s.into_iter().collect()))
+        .collect();
+    let mut args = [0u64; 6];
+    fn walk(
+        axes: &[(u8, Vec<u64>)],
+        args: &mut [u64; 6],
+        f: &mut dyn FnMut(&[u64; 6]) -> bool,
+    ) -> bool {
+        let Some(((i, vals), rest)) = axes.split_first() else {
+            return f(args);
+        };
+        vals.iter().any(|&v| {
+            args[*i as usize] = v;
+            walk(rest, args, f)
+        })
+    }
+    walk(&axes, &mut args, &mut |args| {
+        a.seccomp.evaluate_name(name, args) == Some(crate::Verdict::Allow)
+            && b.seccomp.evaluate_name(name, args) != Some(crate::Verdict::Allow)
+    })
+}
+
 /// Builds `profiles diff A B`.
 pub fn diff(a: &Profile, b: &Profile) -> DiffView {
     let (ra, rb) = (&a.seccomp.rules, &b.seccomp.rules);
@@ -380,10 +447,9 @@ pub fn diff(a: &Profile, b: &Profile) -> DiffView {
     let mut less = Vec::new();
     for n in syscalls::all_names() {
         let (x, y) = (ra.access(n), rb.access(n));
-        if x > y && y == Access::Denied {
+        if x != Access::Denied && y == Access::Denied {
             allowed.push(n.to_string());
-        } else if x > y || (x == y && x == Access::Restricted && ra.allow.get(n) != rb.allow.get(n))
-        {
+        } else if x != Access::Denied && allows_more(a, b, n) {
             less.push(n.to_string());
         }
     }

@@ -4,6 +4,7 @@ mod audit;
 mod config_cmd;
 mod context;
 mod error;
+mod profiles;
 mod verify;
 
 use std::path::PathBuf;
@@ -55,6 +56,9 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Verify a Sigstore bundle for a file or digest (the sigstore-conformance client protocol).
     VerifyBundle(verify::VerifyBundleArgs),
+    /// Seccomp, capability, Landlock and limit profiles per tier: export, show, diff.
+    #[command(subcommand)]
+    Profiles(profiles::ProfilesCommand),
     /// Print shell completions.
     Completions {
         /// The shell to generate completions for.
@@ -99,6 +103,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Config(cmd) => config_cmd::run(g, cmd),
         Command::Verify(args) => verify::run(g, args),
         Command::VerifyBundle(args) => verify::run_bundle(g, args),
+        Command::Profiles(cmd) => profiles::run(g, cmd),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

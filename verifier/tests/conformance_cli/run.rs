@@ -3,7 +3,8 @@
 //! artifact as a file PATH, once as `sha256:<hex>` DIGEST. Directories ending in `_fail` must be
 //! rejected (exit 3, the "denied" status), all others accepted (exit 0).
 //!
-//! Registered as a test of the root package (see the root `Cargo.toml`) so that Cargo builds
+//! Registered as a test of the root package (see the root `Cargo.toml`; kept out of
+//! `verifier/tests/*.rs` so the verifier crate does not also compile it) so that Cargo builds
 //! the binary and hands its path in `CARGO_BIN_EXE_perry-sandbox`.
 
 use std::path::{Path, PathBuf};
@@ -19,7 +20,9 @@ fn fixtures() -> PathBuf {
 }
 
 fn read_trimmed(p: &Path) -> Option<String> {
-    std::fs::read_to_string(p).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(p)
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -74,7 +77,11 @@ fn run_case(dir: &Path, mode: Mode) -> Option<String> {
     (!ok).then(|| {
         format!(
             "{name} ({mode:?}): expected {}, got exit {code:?}\nstdout: {}\nstderr: {}",
-            if expect_ok { "accept (0)" } else { "reject (3)" },
+            if expect_ok {
+                "accept (0)"
+            } else {
+                "reject (3)"
+            },
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         )
@@ -93,9 +100,15 @@ fn cases() -> Vec<PathBuf> {
 
 fn run_all(mode: Mode) {
     let cases = cases();
-    assert!(cases.len() >= 30, "expected the conformance cases, found {}", cases.len());
+    assert!(
+        cases.len() >= 30,
+        "expected the conformance cases, found {}",
+        cases.len()
+    );
     assert!(cases.iter().any(|c| c.to_string_lossy().ends_with("_fail")));
-    assert!(cases.iter().any(|c| !c.to_string_lossy().ends_with("_fail")));
+    assert!(cases
+        .iter()
+        .any(|c| !c.to_string_lossy().ends_with("_fail")));
     let failures: Vec<String> = cases.iter().filter_map(|c| run_case(c, mode)).collect();
     assert!(
         failures.is_empty(),
@@ -128,5 +141,10 @@ fn identity_without_issuer_is_a_usage_error() {
         .arg(fixtures().join("a.txt"))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

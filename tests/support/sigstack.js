@@ -66,6 +66,7 @@ function serve(handlers) {
         if (!h) { res.writeHead(404); return res.end('not found'); }
         try {
           const r = await h.fn(Buffer.concat(chunks).toString());
+          if (r.statusCode >= 400) console.error(`mock ${req.url}: HTTP ${r.statusCode}: ${r.response}`);
           res.writeHead(r.statusCode, { 'Content-Type': r.contentType || 'text/plain' });
           res.end(typeof r.response === 'string' ? r.response : Buffer.from(r.response.buffer, r.response.byteOffset, r.response.byteLength));
         } catch (e) {
@@ -206,13 +207,15 @@ function makeSigner(stack, identity, issuer) {
   return new sign.FulcioSigner({ fulcioBaseURL: stack.FULCIO, identityProvider });
 }
 
-// @sigstore/core intermittently failed on the mock TSA's time encoding before fix 4; keep a bounded retry.
+// The mock TSA fails now and then (rarely: "error creating timestamp"; before fix 4 also "invalid time"
+// in @sigstore/core). A real signer retries; keep a bounded retry of those two only.
 async function withRetry(fn) {
   let last;
-  for (let attempt = 1; attempt <= 3; attempt++) {
+  for (let attempt = 1; attempt <= 4; attempt++) {
     try { return await fn(); } catch (e) {
       last = e;
-      if (!/invalid time/.test(String(e && e.message))) throw e;
+      console.error(`sign attempt ${attempt} failed: ${e && e.message}`);
+      if (!/invalid time|error creating timestamp/.test(String(e && e.message))) throw e;
     }
   }
   throw last;

@@ -462,10 +462,28 @@ impl RegistryClient {
         let mut out = Vec::new();
         let mut hasher = Sha256::new();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| RegistryError::Transport {
-                host: host.into(),
-                what: what.clone(),
-                reason: e.to_string(),
+            let chunk = chunk.map_err(|e| {
+                // oci-client checks the digest at the end of the stream and reports a mismatch
+                // as an I/O error wrapping its DigestError.
+                match e
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<oci_client::errors::DigestError>())
+                {
+                    Some(oci_client::errors::DigestError::VerificationError {
+                        expected,
+                        actual,
+                    }) => RegistryError::DigestMismatch {
+                        host: host.into(),
+                        what: what.clone(),
+                        expected: expected.clone(),
+                        actual: actual.clone(),
+                    },
+                    _ => RegistryError::Transport {
+                        host: host.into(),
+                        what: what.clone(),
+                        reason: e.to_string(),
+                    },
+                }
             })?;
             if out.len() as u64 + chunk.len() as u64 > limit {
                 return Err(too_large());

@@ -134,6 +134,16 @@ impl TinyImage {
     pub fn digest(&self) -> String {
         sha256_digest(&self.manifest)
     }
+
+    /// `sha256:<hex>` of the (compressed) layer blob.
+    pub fn digest_of_layer(&self) -> String {
+        sha256_digest(&self.layer)
+    }
+
+    /// `sha256:<hex>` of the config blob.
+    pub fn digest_of_config(&self) -> String {
+        sha256_digest(&self.config)
+    }
 }
 
 fn layer_tar(busybox: &[u8], spec: &ImageSpec<'_>) -> Vec<u8> {

@@ -16,6 +16,7 @@ const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 /// A running registry; stopped (and its storage deleted) on drop.
 pub struct Registry {
+    auth: Option<String>,
     child: Child,
     stdin: Option<ChildStdin>,
     port: u16,
@@ -54,6 +55,16 @@ impl Registry {
     /// until `/v2/` answers. The registry runs under a small `sh` supervisor that stops it when
     /// this process's end of its stdin closes, so a test that dies leaves nothing behind.
     pub fn start() -> Self {
+        Self::start_inner(None)
+    }
+
+    /// Like [`Registry::start`], but every request needs HTTP basic auth as `user`/`password`
+    /// (distribution's `htpasswd` auth). The helpers on this type send the credentials.
+    pub fn start_with_basic_auth(user: &str, password: &str) -> Self {
+        Self::start_inner(Some((user, password)))
+    }
+
+    fn start_inner(basic: Option<(&str, &str)>) -> Self {
         let bin = which("docker-registry").unwrap_or_else(|| {
             panic!("docker-registry not found in PATH (Debian package docker-registry; scripts/test installs it)")
         });
@@ -61,14 +72,20 @@ impl Registry {
             let dir = tempfile::tempdir().expect("tempdir");
             let port = free_port();
             let cfg = dir.path().join("config.yml");
-            std::fs::write(
-                &cfg,
-                format!(
-                    "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                    dir.path().join("data").display()
-                ),
-            )
-            .expect("write registry config");
+            let mut text = format!(
+                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("data").display()
+            );
+            if let Some((user, password)) = basic {
+                let htpasswd = dir.path().join("htpasswd");
+                let hash = bcrypt::hash(password, 4).expect("bcrypt");
+                std::fs::write(&htpasswd, format!("{user}:{hash}\n")).expect("htpasswd");
+                text.push_str(&format!(
+                    "auth:\n  htpasswd:\n    realm: perry-testworld\n    path: {}\n",
+                    htpasswd.display()
+                ));
+            }
+            std::fs::write(&cfg, text).expect("write registry config");
             let log = std::fs::File::create(dir.path().join("registry.log")).expect("log");
             let mut child = Command::new("sh")
                 .arg("-c")
@@ -82,6 +99,13 @@ impl Registry {
                 .expect("spawn docker-registry");
             let stdin = child.stdin.take();
             let mut reg = Registry {
+                auth: basic.map(|(u, p)| {
+                    use base64::Engine as _;
+                    format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+                    )
+                }),
                 child,
                 stdin,
                 port,
@@ -105,7 +129,14 @@ impl Registry {
                 return false;
             }
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-                && http::request("GET", &format!("{}/v2/", self.base()), &[], None).status == 200
+                && http::request(
+                    "GET",
+                    &format!("{}/v2/", self.base()),
+                    &self.headers(&[]),
+                    None,
+                )
+                .status
+                    == 200
             {
                 return true;
             }
@@ -125,6 +156,14 @@ impl Registry {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    fn headers<'a>(&'a self, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut h = extra.to_vec();
+        if let Some(a) = &self.auth {
+            h.push(("Authorization", a.as_str()));
+        }
+        h
     }
 
     /// `127.0.0.1:PORT`: the registry part of image references.
@@ -153,7 +192,7 @@ impl Registry {
         let r = http::ok(
             "POST",
             &format!("{}/v2/{repo}/blobs/uploads/", self.base()),
-            &[],
+            &self.headers(&[]),
             Some(b""),
         );
         let loc = r.location.expect("upload Location header");
@@ -166,7 +205,7 @@ impl Registry {
         http::ok(
             "PUT",
             &format!("{loc}{sep}digest={digest}"),
-            &[("Content-Type", "application/octet-stream")],
+            &self.headers(&[("Content-Type", "application/octet-stream")]),
             Some(bytes),
         );
         digest
@@ -183,7 +222,7 @@ impl Registry {
         http::ok(
             "PUT",
             &format!("{}/v2/{repo}/manifests/{reference}", self.base()),
-            &[("Content-Type", media_type)],
+            &self.headers(&[("Content-Type", media_type)]),
             Some(bytes),
         );
         sha256_digest(bytes)
@@ -201,7 +240,7 @@ impl Registry {
         let r = http::request(
             "GET",
             &format!("{}/v2/{repo}/manifests/{reference}", self.base()),
-            &[("Accept", &accept)],
+            &self.headers(&[("Accept", &accept)]),
             None,
         );
         match r.status {
@@ -254,7 +293,7 @@ impl Registry {
         http::ok(
             "DELETE",
             &format!("{}/v2/{repo}/manifests/{digest}", self.base()),
-            &[],
+            &self.headers(&[]),
             None,
         );
     }
@@ -264,7 +303,7 @@ impl Registry {
         let r = http::request(
             "GET",
             &format!("{}/v2/{repo}/tags/list", self.base()),
-            &[],
+            &self.headers(&[]),
             None,
         );
         if r.status != 200 {

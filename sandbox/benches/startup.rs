@@ -1,5 +1,7 @@
 //! Startup latency of the in-process native runner: setup + exec + wait of `/bin/true` in a
-//! busybox rootfs, N times, printing the median. `scripts/bench/startup` runs this next to
+//! busybox rootfs, N times, printing the median — once with the runner's floor
+//! (`MinimalFinalStep`) and once with the real `hardened` tier profile (`ProfileStep`:
+//! Landlock, seccomp with its denial supervisor), which is what `perry-sandbox run` uses. `scripts/bench/startup` runs this next to
 //! bubblewrap and podman on the same rootfs and prints the ratios.
 //!
 //! Environment: `PERRY_BENCH_ROOTFS` (a rootfs with /bin/true, /proc, /dev, /tmp; default: one
@@ -11,7 +13,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use perry_policies::UidRange;
-use perry_runtime::native::{run, LeaseConfig, MinimalFinalStep, RunSpec};
+use perry_runtime::native::{run, FinalStep, LeaseConfig, MinimalFinalStep, ProfileStep, RunSpec};
 
 fn busybox_rootfs(dir: &std::path::Path) -> PathBuf {
     let root = dir.join("rootfs");
@@ -52,24 +54,35 @@ fn main() {
     );
     spec.uid = 1000;
     spec.gid = 1000;
-    // Warm-up: cgroup layout detection, lease file, page cache.
-    for _ in 0..5 {
-        let o = run(&spec, &MinimalFinalStep).expect("native run");
-        assert_eq!(o.exit_code, Some(0), "{o:?}");
+    let profile = perry_profiles::Profile::for_tier(
+        perry_policies::Tier::Hardened,
+        None,
+        &perry_profiles::Grants::default(),
+    )
+    .expect("hardened profile");
+    let hardened = ProfileStep::new(&profile).expect("profile step");
+    let steps: [(&str, &dyn FinalStep); 2] =
+        [("floor", &MinimalFinalStep), ("hardened", &hardened)];
+    for (name, step) in steps {
+        // Warm-up: cgroup layout detection, lease file, page cache.
+        for _ in 0..5 {
+            let o = run(&spec, step).expect("native run");
+            assert_eq!(o.exit_code, Some(0), "{o:?}");
+        }
+        let mut times: Vec<Duration> = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let t = Instant::now();
+            let o = run(&spec, step).expect("native run");
+            times.push(t.elapsed());
+            assert_eq!(o.exit_code, Some(0), "{o:?}");
+        }
+        times.sort();
+        let pct = |p: usize| times[(times.len() - 1) * p / 100].as_secs_f64() * 1000.0;
+        println!(
+            "native-runner step={name} runs={runs} p50_ms={:.3} p90_ms={:.3} min_ms={:.3}",
+            pct(50),
+            pct(90),
+            times[0].as_secs_f64() * 1000.0
+        );
     }
-    let mut times: Vec<Duration> = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let t = Instant::now();
-        let o = run(&spec, &MinimalFinalStep).expect("native run");
-        times.push(t.elapsed());
-        assert_eq!(o.exit_code, Some(0), "{o:?}");
-    }
-    times.sort();
-    let pct = |p: usize| times[(times.len() - 1) * p / 100].as_secs_f64() * 1000.0;
-    println!(
-        "native-runner runs={runs} p50_ms={:.3} p90_ms={:.3} min_ms={:.3}",
-        pct(50),
-        pct(90),
-        times[0].as_secs_f64() * 1000.0
-    );
 }

@@ -46,6 +46,7 @@
 //! ```
 
 pub mod confine;
+pub mod inventory;
 pub mod manifest;
 pub mod native;
 pub mod store;

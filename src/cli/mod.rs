@@ -4,6 +4,7 @@ mod audit;
 mod config_cmd;
 mod context;
 mod error;
+mod store;
 mod profiles;
 mod verify;
 
@@ -59,6 +60,9 @@ enum Command {
     /// Seccomp, capability, Landlock and limit profiles per tier: export, show, diff.
     #[command(subcommand)]
     Profiles(profiles::ProfilesCommand),
+    /// The image store: list images and blobs, collect garbage.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
     /// Print shell completions.
     Completions {
         /// The shell to generate completions for.
@@ -104,6 +108,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Verify(args) => verify::run(g, args),
         Command::VerifyBundle(args) => verify::run_bundle(g, args),
         Command::Profiles(cmd) => profiles::run(g, cmd),
+        Command::Store(cmd) => store::run(g, cmd),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

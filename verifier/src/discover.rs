@@ -192,7 +192,7 @@ pub async fn discover(
                 .filter(|d| !tag_digests.contains(&d.digest))
                 .count();
             out.looked_in.push(format!(
-                "referrers API {repo} for {digest} ({n} bundle artifact(s))"
+                "referrers API {repo} for {digest} ({n} bundle artifact(s) beyond the referrers tag)"
             ));
             for d in listed {
                 if !tag_digests.contains(&d.digest) {

@@ -189,16 +189,15 @@ pub enum RegistryError {
     },
     /// The bytes served do not hash to the digest that was asked for (or that the registry
     /// announced): the registry is broken or hostile.
-    #[error("registry {host}: {what}: content digest mismatch: expected {expected}, the bytes served hash to {actual}")]
+    #[error("registry {host}: {what}: content digest mismatch: {mismatch}")]
     DigestMismatch {
         /// `host[:port]`.
         host: String,
         /// What was being fetched.
         what: String,
-        /// The digest asked for or announced.
-        expected: String,
-        /// What the bytes hash to.
-        actual: String,
+        /// The digest expected and the one the bytes have (boxed: keeps this error, which
+        /// callers wrap in their own, small).
+        mismatch: Box<Mismatch>,
     },
     /// The content is larger than we accept.
     #[error("registry {host}: {what} is larger than the {limit}-byte limit")]
@@ -221,13 +220,9 @@ pub enum RegistryError {
         reason: String,
     },
     /// A multi-arch index has no manifest for the requested platform.
-    #[error(
-        "registry {host}: {what} has no manifest for platform {platform} (available: {available})"
-    )]
+    #[error("{what} has no manifest for platform {platform} (available: {available})")]
     NoPlatform {
-        /// `host[:port]`.
-        host: String,
-        /// The index.
+        /// The index, as `index host/repo@digest`.
         what: String,
         /// The platform asked for.
         platform: String,
@@ -244,7 +239,34 @@ pub enum RegistryError {
     },
 }
 
+/// The two digests of a [`RegistryError::DigestMismatch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    /// The digest asked for or announced.
+    pub expected: String,
+    /// What the bytes served hash to.
+    pub actual: String,
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "expected {}, the bytes served hash to {}",
+            self.expected, self.actual
+        )
+    }
+}
+
 impl RegistryError {
+    fn mismatch(host: &str, what: &str, expected: String, actual: String) -> Self {
+        Self::DigestMismatch {
+            host: host.into(),
+            what: what.into(),
+            mismatch: Box::new(Mismatch { expected, actual }),
+        }
+    }
+
     /// True when the registry answered that the thing does not exist (used by discovery: a
     /// missing signature tag is "nothing here", not a failure).
     pub fn is_not_found(&self) -> bool {
@@ -397,12 +419,12 @@ impl RegistryClient {
         let actual = sha256_digest(&body);
         if let TagOrDigest::Digest(expected) = at {
             if &actual != expected {
-                return Err(RegistryError::DigestMismatch {
-                    host: host.into(),
-                    what,
-                    expected: expected.to_string(),
-                    actual: actual.to_string(),
-                });
+                return Err(RegistryError::mismatch(
+                    host,
+                    &what,
+                    expected.to_string(),
+                    actual.to_string(),
+                ));
             }
         }
         Ok((body.to_vec(), actual))
@@ -472,12 +494,7 @@ impl RegistryClient {
                     Some(oci_client::errors::DigestError::VerificationError {
                         expected,
                         actual,
-                    }) => RegistryError::DigestMismatch {
-                        host: host.into(),
-                        what: what.clone(),
-                        expected: expected.clone(),
-                        actual: actual.clone(),
-                    },
+                    }) => RegistryError::mismatch(host, &what, expected.clone(), actual.clone()),
                     _ => RegistryError::Transport {
                         host: host.into(),
                         what: what.clone(),
@@ -493,12 +510,12 @@ impl RegistryClient {
         }
         let actual = Digest::from_sha256(&hasher.finalize().into());
         if &actual != digest {
-            return Err(RegistryError::DigestMismatch {
-                host: host.into(),
-                what,
-                expected: digest.to_string(),
-                actual: actual.to_string(),
-            });
+            return Err(RegistryError::mismatch(
+                host,
+                &what,
+                digest.to_string(),
+                actual.to_string(),
+            ));
         }
         Ok(out)
     }
@@ -575,7 +592,6 @@ impl RegistryClient {
                     .iter()
                     .find(|m| m.platform.as_ref().is_some_and(|p| platform.matches(p)))
                     .ok_or_else(|| RegistryError::NoPlatform {
-                        host: host.into(),
                         what: format!("index {what}"),
                         platform: platform.to_string(),
                         available: manifests
@@ -726,12 +742,7 @@ fn map_oci_error(e: OciDistributionError, host: &str, what: &str) -> RegistryErr
         OciDistributionError::DigestError(oci_client::errors::DigestError::VerificationError {
             expected,
             actual,
-        }) => RegistryError::DigestMismatch {
-            host,
-            what,
-            expected,
-            actual,
-        },
+        }) => RegistryError::mismatch(&host, &what, expected, actual),
         OciDistributionError::ImageManifestNotFoundError(_) => {
             RegistryError::NotFound { host, what }
         }
@@ -1043,6 +1054,18 @@ mod tests {
         let e = docker_config_credentials(&path, "reg.example:5000").unwrap_err();
         assert!(e.contains("config.json") && e.contains("644"), "{e}");
         assert!(!e.contains("s3cret") && !e.contains("YWxp"), "{e}");
+    }
+
+    #[test]
+    fn error_stays_small_enough_to_wrap() {
+        // Callers (VerifyError, the runtime's PullError) embed it; clippy's result_large_err
+        // fires at 128 bytes.
+        assert!(std::mem::size_of::<RegistryError>() <= 80);
+        let e = RegistryError::mismatch("h:1", "manifest x", "sha256:a".into(), "sha256:b".into());
+        assert_eq!(
+            e.to_string(),
+            "registry h:1: manifest x: content digest mismatch: expected sha256:a, the bytes served hash to sha256:b"
+        );
     }
 
     #[test]

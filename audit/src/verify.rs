@@ -127,47 +127,62 @@ struct Line<'a> {
     bytes: &'a [u8],
 }
 
+/// What the fast pass learns about a line: its leaf hash and the seq it claims.
 struct Checked {
     hash: Hash,
-    problem: Option<String>,
     seq: Option<u64>,
 }
 
-fn check_line(b: &[u8]) -> Checked {
-    let hash = leaf_hash(b);
-    match Record::parse_line(b) {
-        Ok(r) => Checked {
-            hash,
-            problem: None,
-            seq: Some(r.seq),
-        },
-        Err(e) => Checked {
-            hash,
-            problem: Some(e),
-            seq: crate::record::peek_seq(b),
-        },
-    }
-}
-
-fn check_all(lines: &[Line<'_>]) -> Vec<Checked> {
+/// Maps `f` over the lines on all cores (the lines are independent).
+fn par_map<T: Send>(lines: &[Line<'_>], f: impl Fn(&[u8]) -> T + Sync) -> Vec<T> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
         .clamp(1, 16);
     if threads == 1 || lines.len() < 10_000 {
-        return lines.iter().map(|l| check_line(l.bytes)).collect();
+        return lines.iter().map(|l| f(l.bytes)).collect();
     }
     let chunk = lines.len().div_ceil(threads);
+    let f = &f;
     std::thread::scope(|s| {
         let handles: Vec<_> = lines
             .chunks(chunk)
-            .map(|c| s.spawn(move || c.iter().map(|l| check_line(l.bytes)).collect::<Vec<_>>()))
+            .map(|c| s.spawn(move || c.iter().map(|l| f(l.bytes)).collect::<Vec<_>>()))
             .collect();
         handles
             .into_iter()
             .flat_map(|h| h.join().expect("verification worker panicked"))
             .collect()
     })
+}
+
+/// The fast pass over every line: hash and claimed seq.
+fn check_all(lines: &[Line<'_>]) -> Vec<Checked> {
+    par_map(lines, |b| Checked {
+        hash: leaf_hash(b),
+        seq: crate::record::peek_seq(b),
+    })
+}
+
+/// The full pass: the first line (index into `lines`, counting from `from`) that is not a
+/// canonical record, and why. Run on records no signature covers, and on failure paths to name
+/// the first bad record exactly; records under a verified signed root need no parse to be
+/// trusted, which keeps `verify` close to the speed of hashing.
+fn first_malformed(lines: &[Line<'_>], from: usize, to: usize) -> Option<(usize, String)> {
+    par_map(&lines[from..to], |b| Record::parse_line(b).err())
+        .into_iter()
+        .enumerate()
+        .find_map(|(i, p)| p.map(|p| (from + i, p)))
+}
+
+fn record_error(segs: &[store::Segment], lines: &[Line<'_>], i: usize, msg: String) -> VerifyError {
+    let l = &lines[i];
+    VerifyError::Record {
+        path: segs[l.seg].path.clone(),
+        line: l.line,
+        seq: i as u64,
+        msg,
+    }
 }
 
 /// Reads every segment and returns all leaf hashes (for proofs), checking only framing and seq.
@@ -252,38 +267,42 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, VerifyEr
     }
     let checked = check_all(&lines);
     let hint = fs::read(dir.join(store::LEAVES)).unwrap_or_default();
+    // A framing problem at line i: name a malformed record before it if there is one (it is
+    // the first bad record), else this one.
+    let fail_at = |i: usize, msg: String| -> VerifyError {
+        match first_malformed(&lines, 0, i + 1) {
+            Some((j, p)) => record_error(&segs, &lines, j, p),
+            None => record_error(&segs, &lines, i, msg),
+        }
+    };
     let mut current_seg = usize::MAX;
     for (i, (l, c)) in lines.iter().zip(&checked).enumerate() {
         let seq = i as u64;
         let seg = &segs[l.seg];
-        let bad = |msg: String| VerifyError::Record {
-            path: seg.path.clone(),
-            line: l.line,
-            seq,
-            msg,
-        };
         if l.seg != current_seg {
             current_seg = l.seg;
             if let Some(first) = seg.first_seq {
                 if first != seq {
-                    return Err(bad(format!(
-                        "segment is named for seq {first} but continues the log at seq {seq}"
-                    )));
+                    return Err(record_error(
+                        &segs,
+                        &lines,
+                        i,
+                        format!(
+                            "segment is named for seq {first} but continues the log at seq {seq}"
+                        ),
+                    ));
                 }
             }
         }
-        if let Some(p) = &c.problem {
-            return Err(bad(p.clone()));
-        }
         if c.seq != Some(seq) {
             let found = c.seq.map_or("no seq".into(), |s| format!("seq {s}"));
-            return Err(bad(format!(
+            return Err(fail_at(i, format!(
                 "found {found} where seq {seq} belongs: record {seq} was deleted, or records were reordered"
             )));
         }
         if let Some(h) = hint.get(i * 32..i * 32 + 32) {
             if h != [0u8; 32] && h != c.hash {
-                return Err(bad(
+                return Err(fail_at(i,
                     "record was modified after it was written (its hash differs from the one recorded when it was appended)"
                         .into(),
                 ));
@@ -291,9 +310,13 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, VerifyEr
         }
     }
     // Segments with no lines still must not leave a hole.
+    let mut per_seg = vec![0u64; segs.len()];
+    for l in &lines {
+        per_seg[l.seg] += 1;
+    }
+    let mut before = 0u64;
     for (si, seg) in segs.iter().enumerate() {
         if let Some(first) = seg.first_seq {
-            let before = lines.iter().filter(|l| l.seg < si).count() as u64;
             if first != before {
                 return Err(VerifyError::Record {
                     path: seg.path.clone(),
@@ -303,10 +326,11 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, VerifyEr
                 });
             }
         }
+        before += per_seg[si];
     }
     let hashes: Vec<Hash> = checked.iter().map(|c| c.hash).collect();
+    drop(checked);
     let records = hashes.len() as u64;
-    let root = merkle::root_of(&hashes);
     let (key, key_given) = load_key(dir, &opts.key)?;
     if !key_given {
         warnings.push(format!(
@@ -321,6 +345,12 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, VerifyEr
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(store::io_err(&cp_path, "read")(e).into()),
     };
+    // One pass over the leaves gives both the full root and the root at the checkpoint's size.
+    let capture = checkpoint
+        .as_ref()
+        .map(|c| c.size)
+        .filter(|&n| n <= records);
+    let (root, cp_root) = roots(&hashes, capture);
     let mut checkpoint_size = None;
     if let Some(cp) = &checkpoint {
         if cp.size > records {
@@ -330,13 +360,21 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, VerifyEr
                 covered: cp.size,
             });
         }
-        if merkle::root_of(&hashes[..cp.size as usize]) != cp.root {
+        if cp_root != Some(cp.root) {
+            if let Some((j, p)) = first_malformed(&lines, 0, cp.size as usize) {
+                return Err(record_error(&segs, &lines, j, p));
+            }
             return Err(VerifyError::RootMismatch {
                 path: cp_path,
                 size: cp.size,
             });
         }
         checkpoint_size = Some(cp.size);
+    }
+    // Records no signature covers yet must at least be well-formed, canonical records.
+    let signed = checkpoint_size.unwrap_or(0) as usize;
+    if let Some((j, p)) = first_malformed(&lines, signed, lines.len()) {
+        return Err(record_error(&segs, &lines, j, p));
     } else if records > 0 {
         warnings.push(format!(
             "no checkpoint yet: all {records} records are unsigned (a writer signs one every N records, T seconds and at close)"
@@ -393,6 +431,19 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, VerifyEr
         quarantined,
         warnings,
     })
+}
+
+/// The root of all `leaves`, and the root of the first `at` of them.
+fn roots(leaves: &[Hash], at: Option<u64>) -> (Hash, Option<Hash>) {
+    let mut t = merkle::CompactTree::new();
+    let mut captured = (at == Some(0)).then(|| t.root());
+    for (i, h) in leaves.iter().enumerate() {
+        t.push(*h);
+        if at == Some(i as u64 + 1) {
+            captured = Some(t.root());
+        }
+    }
+    (t.root(), captured)
 }
 
 /// An RFC 6962 inclusion proof of one record against a signed checkpoint, in a form a reviewer

@@ -2,6 +2,11 @@
 //! whose `record()` had returned must survive with its content, the log must keep verifying, and
 //! torn lines must end up in quarantine rather than in the tree.
 //!
+//! A SIGKILL rarely lands inside a `write(2)` of a regular file, so every tenth kill is followed by
+//! an injected fault: the first half of a record line appended to the active segment, as a crash
+//! mid-write would leave it. Each must be reported by `verify`, then moved to quarantine by the
+//! next writer, byte for byte, and never appear in the log.
+//!
 //! Custom harness: the test binary re-runs itself as the writer child (`crash child DIR`).
 
 use std::io::{BufRead, BufReader, Write};
@@ -73,6 +78,7 @@ fn main() {
         seed
     };
     let mut acked: Vec<(u64, String)> = Vec::new();
+    let mut torn: Vec<Vec<u8>> = Vec::new();
     for round in 0..ROUNDS {
         let mut c = Command::new(&me)
             .args(["child", dir.path().to_str().unwrap(), &round.to_string()])
@@ -100,6 +106,29 @@ fn main() {
             "round {round}: child must have been killed"
         );
         acked.extend(reader.join().unwrap());
+        let active = dir.path().join("log.jsonl");
+        if round % 10 == 4 && active.exists() {
+            let before = verify(dir.path(), &Default::default())
+                .unwrap_or_else(|e| panic!("round {round}: verify before injecting: {e}"));
+            let half = format!(
+                r#"{{"seq":{},"time":"2026-01-01T00:00:00.000000Z","actor":{{"uid":0,"gid":0,"pid":1,"exe":null,"via":"cli"}},"action":"torn-{round}"#,
+                before.records
+            );
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&active)
+                .and_then(|mut f| f.write_all(half.as_bytes()))
+                .unwrap();
+            let rep = verify(dir.path(), &Default::default())
+                .unwrap_or_else(|e| panic!("round {round}: verify with a torn tail: {e}"));
+            assert_eq!(rep.records, before.records, "a torn line is not a record");
+            assert_eq!(
+                rep.torn_tail_bytes,
+                before.torn_tail_bytes + half.len() as u64
+            );
+            assert!(rep.warnings.iter().any(|w| w.contains("torn last line")));
+            torn.push(half.into_bytes());
+        }
         // Read-only verification passes at any point, even with a torn tail pending.
         if round % 10 == 9 {
             verify(dir.path(), &Default::default())
@@ -129,6 +158,36 @@ fn main() {
         acked.len()
     );
     assert_eq!(rep.checkpoint_size, Some(rep.records));
+    // Every injected torn line is in quarantine, reported, and nowhere in the log.
+    assert!(torn.len() >= 9, "only {} torn lines injected", torn.len());
+    assert!(rep.quarantined.len() >= torn.len());
+    let quarantined: Vec<Vec<u8>> = rep
+        .quarantined
+        .iter()
+        .map(|q| std::fs::read(&q.path).unwrap())
+        .collect();
+    let mut log_bytes = Vec::new();
+    for s in perry_audit::store::segments(dir.path()).unwrap() {
+        log_bytes.extend(std::fs::read(&s.path).unwrap());
+    }
+    for t in &torn {
+        assert!(
+            quarantined
+                .iter()
+                .any(|q| q.windows(t.len()).any(|w| w == t.as_slice())),
+            "torn line {} not quarantined",
+            String::from_utf8_lossy(t)
+        );
+        let marker = &t[t.len() - 12..];
+        assert!(
+            !log_bytes.windows(marker.len()).any(|w| w == marker),
+            "torn line merged into the log"
+        );
+        assert!(rep
+            .warnings
+            .iter()
+            .any(|w| w.contains("quarantined torn line")));
+    }
     println!(
         "crash_kill_100_times: {ROUNDS} kills, {} acknowledged records all survived, {} records, {} segments, {} torn lines quarantined, {:.1}s",
         acked.len(),

@@ -255,3 +255,36 @@ fn checkpoint_signed_by_another_key_is_rejected() {
         "{msg}"
     );
 }
+
+#[test]
+fn unsigned_records_must_be_well_formed_and_signed_ones_are_named_without_the_hint() {
+    let d = tempfile::tempdir().unwrap();
+    make_log(d.path(), "a");
+    let orig = lines(d.path());
+    // A canonical record appended after the checkpoint verifies, reported as unsigned ...
+    let mut l = orig.clone();
+    l.push(orig[9].replacen("{\"seq\":9,", "{\"seq\":10,", 1));
+    write_lines(d.path(), &l);
+    let rep = verify(d.path(), &trusted(d.path())).unwrap();
+    assert_eq!((rep.records, rep.unsigned), (N + 1, 1));
+    // ... a malformed one is named even though no signature covers it.
+    let last = l.len() - 1;
+    l[last] = l[last].replacen("\"action\":\"verify\"", "\"action\": \"verify\"", 1);
+    write_lines(d.path(), &l);
+    let msg = fails_at(d.path(), &trusted(d.path()), N);
+    assert!(msg.contains("canonical"), "{msg}");
+    // Under the signed root, with the leaf-hash hint gone, a non-canonical edit is still named
+    // exactly (a full parse runs when the root does not match).
+    let mut l = orig.clone();
+    l[3] = l[3].replacen("\"action\":\"verify\"", "\"action\": \"verify\"", 1);
+    write_lines(d.path(), &l);
+    fs::remove_file(d.path().join("leaves.bin")).unwrap();
+    let msg = fails_at(d.path(), &trusted(d.path()), 3);
+    assert!(msg.contains("canonical"), "{msg}");
+    // And a malformed record before a framing error is the one named.
+    let mut l = orig.clone();
+    l[2] = l[2].replacen("\"decision\":\"allow\"", "\"decision\":\"maybe\"", 1);
+    l.remove(6);
+    write_lines(d.path(), &l);
+    fails_at(d.path(), &trusted(d.path()), 2);
+}

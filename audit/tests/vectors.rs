@@ -53,6 +53,25 @@ fn rfc6962_leaf_hashes_and_roots() {
         }
     }
     assert_eq!(merkle::empty_root(), h(&t["empty_root_hex"]));
+    // Every interior node of the reference tree, level by level.
+    let levels = t["node_hashes_by_level_hex"].as_array().unwrap();
+    assert_eq!(levels.len(), 4);
+    let mut level = leaves.clone();
+    for (depth, want) in levels.iter().enumerate() {
+        assert_eq!(level, hs(want), "level {depth}");
+        if level.len() == 1 {
+            assert_eq!(level[0], roots[8]);
+            break;
+        }
+        level = level
+            .chunks(2)
+            .map(|p| merkle::node_hash(&p[0], &p[1]))
+            .collect();
+    }
+    // The roots agree with the derived-proofs file too.
+    let d: Value = serde_json::from_str(&fixture("derived_all_proofs_8leaves.json")).unwrap();
+    assert_eq!(hs(&d["roots_by_size_hex"]), roots);
+    assert_eq!(hs(&d["leaf_hashes_hex"]), leaves);
 }
 
 #[test]
@@ -89,7 +108,11 @@ fn rfc6962_every_consistency_proof() {
     let leaves = hs(&d["leaf_hashes_hex"]);
     let roots = hs(&d["roots_by_size_hex"]);
     let cases = d["consistency"].as_array().unwrap();
-    assert!(cases.len() >= 28, "got {} consistency cases", cases.len());
+    assert_eq!(
+        cases.len(),
+        36,
+        "every (size1, size2) pair with 1 <= size1 <= size2 <= 8"
+    );
     for c in cases {
         let m = c["size1"].as_u64().unwrap();
         let n = c["size2"].as_u64().unwrap();

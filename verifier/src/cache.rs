@@ -31,25 +31,33 @@ use crate::image::Record;
 /// A cache key: SHA-256 over the decision's inputs.
 pub type CacheKey = [u8; 32];
 
+/// SHA-256 of one trust rule's canonical text (precomputed once per rule).
+pub fn rule_hash(rule: &TrustRule) -> [u8; 32] {
+    Sha256::digest(rule.canonical().as_bytes()).into()
+}
+
+/// One hash for an ordered list of matching rules, from their [`rule_hash`]es.
+pub fn rules_digest<'a>(hashes: impl IntoIterator<Item = &'a [u8; 32]>) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"rules");
+    for r in hashes {
+        h.update(r);
+    }
+    h.finalize().into()
+}
+
 /// Computes the cache key for one decision.
 ///
 /// Inputs, each length-prefixed: the resolved (top-level) manifest digest, the platform
-/// manifest digest, the repository name, the trusted root's SHA-256, and the SHA-256 of the
-/// canonical text of every matching trust rule in order.
+/// manifest digest, the repository name, the trusted root's SHA-256, and the hash of the
+/// canonical text of every matching trust rule in order ([`rules_digest`]).
 pub fn cache_key(
     digest: &Digest,
     platform_digest: &Digest,
     repository: &str,
     root_sha256: &[u8; 32],
-    rules: &[&TrustRule],
+    rules_hash: &[u8; 32],
 ) -> CacheKey {
-    let mut rules_hash = Sha256::new();
-    for r in rules {
-        let c = r.canonical();
-        rules_hash.update((c.len() as u64).to_be_bytes());
-        rules_hash.update(c.as_bytes());
-    }
-    let rules_hash: [u8; 32] = rules_hash.finalize().into();
     let mut h = Sha256::new();
     for part in [
         digest.as_str().as_bytes(),
@@ -61,6 +69,26 @@ pub fn cache_key(
         h.update((part.len() as u64).to_be_bytes());
         h.update(part);
     }
+    h.finalize().into()
+}
+
+/// The key for a digest-pinned reference (`repo@sha256:…`) before it is resolved: content at a
+/// digest never changes, so a decision made after resolving (and hashing) it can be found again
+/// without a registry round trip. Domain-separated from [`cache_key`]; the platform string is
+/// included because it selects the manifest from an index.
+pub fn pinned_key(
+    requested: &Digest,
+    platform: &str,
+    repository: &str,
+    root_sha256: &[u8; 32],
+    rules_hash: &[u8; 32],
+) -> CacheKey {
+    let inner = cache_key(requested, requested, repository, root_sha256, rules_hash);
+    let mut h = Sha256::new();
+    h.update(b"perry-verifier pinned-reference key v1\0");
+    h.update((platform.len() as u64).to_be_bytes());
+    h.update(platform.as_bytes());
+    h.update(inner);
     h.finalize().into()
 }
 
@@ -383,11 +411,19 @@ mod tests {
     #[test]
     fn key_changes_with_every_input() {
         let root = [1u8; 32];
-        let base = cache_key(&d('a'), &d('a'), "r/x", &root, &[]);
-        assert_ne!(base, cache_key(&d('b'), &d('a'), "r/x", &root, &[]));
-        assert_ne!(base, cache_key(&d('a'), &d('b'), "r/x", &root, &[]));
-        assert_ne!(base, cache_key(&d('a'), &d('a'), "r/y", &root, &[]));
-        assert_ne!(base, cache_key(&d('a'), &d('a'), "r/x", &[2u8; 32], &[]));
+        let rules = rules_digest([]);
+        let base = cache_key(&d('a'), &d('a'), "r/x", &root, &rules);
+        assert_ne!(base, cache_key(&d('b'), &d('a'), "r/x", &root, &rules));
+        assert_ne!(base, cache_key(&d('a'), &d('b'), "r/x", &root, &rules));
+        assert_ne!(base, cache_key(&d('a'), &d('a'), "r/y", &root, &rules));
+        assert_ne!(base, cache_key(&d('a'), &d('a'), "r/x", &[2u8; 32], &rules));
+        assert_ne!(
+            base,
+            cache_key(&d('a'), &d('a'), "r/x", &root, &rules_digest([&[1u8; 32]]))
+        );
+        let p = pinned_key(&d('a'), "linux/amd64", "r/x", &root, &rules);
+        assert_ne!(p, base);
+        assert_ne!(p, pinned_key(&d('a'), "linux/arm64", "r/x", &root, &rules));
     }
 
     #[test]

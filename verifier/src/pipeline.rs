@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use perry_policies::{Config, Digest, ImageRef, TrustPolicy, TrustRule};
 use sigstore_verify::types::{Artifact, Sha256Hash};
 
-use crate::cache::{cache_key, CacheKey, Outcome, VerifyCache};
+use crate::cache::{
+    cache_key, pinned_key, rule_hash, rules_digest, CacheKey, Outcome, VerifyCache,
+};
 use crate::discover::{discover, FoundSignature, SignatureLayout};
 use crate::error::VerifyError;
 use crate::image::{new_verified, VerifiedImage};
@@ -26,6 +28,9 @@ use crate::trust_root::TrustRoot;
 /// it holds the parsed trusted root, the loaded keys, the registry client and the cache.
 pub struct Verifier {
     trust: TrustPolicy,
+    /// [`rule_hash`] of each rule in `trust.rules`, computed once (cache keys need them on
+    /// every call, including cache hits).
+    rule_hashes: Vec<[u8; 32]>,
     root: TrustRoot,
     keys: BTreeMap<PathBuf, TrustedKey>,
     client: RegistryClient,
@@ -80,6 +85,7 @@ impl Verifier {
             }
         }
         Ok(Self {
+            rule_hashes: config.trust.rules.iter().map(rule_hash).collect(),
             trust: config.trust.clone(),
             root,
             keys,
@@ -111,25 +117,59 @@ impl Verifier {
         image: &ImageRef,
         platform: &Platform,
     ) -> Result<Verification, VerifyError> {
-        let rules = self.trust.rules_for(image);
-        if rules.is_empty() {
-            return Err(VerifyError::NoTrustRule {
-                image: image.name(),
-            });
+        let name = image.name();
+        let matching: Vec<usize> = (0..self.trust.rules.len())
+            .filter(|&i| self.trust.rules[i].matches(&name))
+            .collect();
+        if matching.is_empty() {
+            return Err(VerifyError::NoTrustRule { image: name });
+        }
+        let rules: Vec<&TrustRule> = matching.iter().map(|&i| &self.trust.rules[i]).collect();
+        let rules_hash = rules_digest(matching.iter().map(|&i| &self.rule_hashes[i]));
+        // A digest-pinned reference can be answered from the cache without asking the
+        // registry: the decision was made after hashing exactly that content.
+        let pinned = image.digest().map(|d| {
+            pinned_key(
+                d,
+                &platform.to_string(),
+                &name,
+                self.root.sha256(),
+                &rules_hash,
+            )
+        });
+        if let Some(pk) = &pinned {
+            if let Some(hit) = self.cached(pk, image) {
+                return hit;
+            }
         }
         let resolved = self.client.resolve(image, platform).await?;
         let platform_digest = resolved.image_manifest_digest().clone();
         let key = cache_key(
             &resolved.digest,
             &platform_digest,
-            &image.name(),
+            &name,
             self.root.sha256(),
-            &rules,
+            &rules_hash,
         );
-        self.through_cache(&key, image, || {
-            self.decide(image, &resolved, &platform_digest, &rules)
-        })
-        .await
+        let result = self
+            .through_cache(&key, image, || {
+                self.decide(image, &resolved, &platform_digest, &rules)
+            })
+            .await;
+        if let Some(pk) = &pinned {
+            match &result {
+                Ok(v) => self.cache.put(pk, Outcome::Allowed(v.image.record())),
+                Err(e) if e.is_denial() => self.cache.put(
+                    pk,
+                    Outcome::Denied {
+                        code: e.code().to_string(),
+                        message: e.to_string(),
+                    },
+                ),
+                Err(_) => {}
+            }
+        }
+        result
     }
 
     /// The cache and single-flight around one decision: a hit is served; otherwise the first

@@ -49,5 +49,6 @@ pub mod confine;
 pub mod inventory;
 pub mod manifest;
 pub mod native;
+pub mod pull;
 pub mod store;
 pub mod unpack;

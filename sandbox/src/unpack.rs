@@ -399,6 +399,7 @@ impl RootfsStore {
             blob.finish().map_err(|e| lerr(e.into()))?;
             report.add(&r);
         }
+        add_mount_points(root.as_fd()).map_err(|e| err("cannot create the mount points", e))?;
         make_read_only(root.as_fd(), 0).map_err(|e| err("cannot make the rootfs read-only", e))?;
         rustix::fs::syncfs(&root).map_err(|e| err("cannot sync the rootfs", e.into()))?;
         drop(root);
@@ -1150,6 +1151,21 @@ fn remove_all_at(dir: BorrowedFd<'_>, name: &[u8], depth: usize) -> io::Result<(
 }
 
 /// Clears the write bits of every file and directory under `dir` (symlinks have no mode).
+/// The directories the native runner mounts over (`/proc`, `/dev`, `/tmp`), created when the
+/// image lacks them, and the root made searchable by other users (the runner sets the sandbox
+/// up as an unprivileged host uid). An image that has one of them as a non-directory keeps it;
+/// the runner then refuses to mount there.
+fn add_mount_points(root: BorrowedFd<'_>) -> io::Result<()> {
+    for (name, mode) in [("proc", 0o555), ("dev", 0o755), ("tmp", 0o1777)] {
+        match rustix::fs::mkdirat(root, name, Mode::from_raw_mode(mode)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    rustix::fs::fchmod(root, Mode::from_raw_mode(0o755))?;
+    Ok(())
+}
+
 fn make_read_only(dir: BorrowedFd<'_>, depth: usize) -> io::Result<()> {
     if depth > MAX_WALK_DEPTH {
         return Err(io::Error::other("directory tree too deep"));

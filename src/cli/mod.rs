@@ -6,6 +6,7 @@ mod context;
 mod error;
 mod store;
 mod profiles;
+mod run;
 mod verify;
 
 use std::path::PathBuf;
@@ -60,6 +61,8 @@ enum Command {
     /// Seccomp, capability, Landlock and limit profiles per tier: export, show, diff.
     #[command(subcommand)]
     Profiles(profiles::ProfilesCommand),
+    /// Verify, pull by digest, unpack and run a command in a hardened, read-only, offline sandbox.
+    Run(run::RunArgs),
     /// The image store: list images and blobs, collect garbage.
     #[command(subcommand)]
     Store(store::StoreCommand),
@@ -108,6 +111,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Verify(args) => verify::run(g, args),
         Command::VerifyBundle(args) => verify::run_bundle(g, args),
         Command::Profiles(cmd) => profiles::run(g, cmd),
+        Command::Run(args) => run::run(g, args),
         Command::Store(cmd) => store::run(g, cmd),
         Command::Completions { shell } => {
             clap_complete::generate(

@@ -1,0 +1,249 @@
+//! `perry-sandbox run` end to end, all real and on loopback: busybox images pushed to
+//! docker-registry, signed (or not) by sigstore-js through the mock Fulcio/Rekor/TSA, verified,
+//! pulled by digest, unpacked and run in the native sandbox under the hardened profile.
+//!
+//! The gate: an unsigned image, or a signed tag moved to an unsigned digest, exits 125 and runs
+//! nothing (proved by a writable mount the command would have written to).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use perry_testworld::{ConfigBuilder, Registry, SigStack, SignOptions, TinyImage};
+
+struct World {
+    reg: Registry,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl World {
+    fn new() -> Self {
+        let reg = Registry::start();
+        let dir = tempfile::tempdir().unwrap();
+        // The sandbox is set up as an unprivileged host uid: the rootfs's ancestors need o+x.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let config = ConfigBuilder::new(&reg, SigStack::shared()).write(dir.path());
+        Self { reg, dir, config }
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::cargo_bin("perry-sandbox")
+            .unwrap()
+            .arg("--config")
+            .arg(&self.config)
+            .arg("run")
+            .args(args)
+            .env_remove("PERRY_CONFIG")
+            .timeout(std::time::Duration::from_secs(120))
+            .output()
+            .unwrap()
+    }
+
+    fn image(&self, r: &str) -> String {
+        format!("{}/{r}", self.reg.host())
+    }
+
+    fn signed(&self, repo: &str, marker: &str) -> String {
+        let p = self
+            .reg
+            .push_image(repo, "v1", &TinyImage::busybox_marked("amd64", marker));
+        SigStack::shared().sign(&self.reg, repo, &p.digest, &SignOptions::default());
+        p.digest
+    }
+
+    /// A world-writable host directory to mount at /work, to prove whether a command ran.
+    fn witness(&self) -> PathBuf {
+        let d = self.dir.path().join("witness");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
+        d
+    }
+
+    fn audit(&self) -> Vec<serde_json::Value> {
+        let dir = self.dir.path().join("state/audit");
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "jsonl") {
+                for l in std::fs::read_to_string(p).unwrap().lines() {
+                    out.push(serde_json::from_str(l).unwrap());
+                }
+            }
+        }
+        out
+    }
+
+    fn runs(&self) -> Vec<serde_json::Value> {
+        self.audit()
+            .into_iter()
+            .filter(|r| r.to_string().contains("\"run\""))
+            .collect()
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn mount(dir: &Path) -> String {
+    format!("{}:/work:rw", dir.display())
+}
+
+#[test]
+fn signed_image_runs_hardened_and_exits_with_the_commands_status() {
+    let w = World::new();
+    let digest = w.signed("demo/run", "cli-run");
+    let witness = w.witness();
+    let out = w.run(&[
+        "--mount",
+        &mount(&witness),
+        &w.image("demo/run:v1"),
+        "--",
+        "sh",
+        "-c",
+        "cat /etc/perry-marker; id -u; touch /x 2>/dev/null || echo ro; echo ran > /work/ran; exit 7",
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(7), "{stdout}{}", text(&out.stderr));
+    assert_eq!(stdout, "cli-run\n65534\nro\n");
+    assert_eq!(
+        std::fs::read_to_string(witness.join("ran")).unwrap(),
+        "ran\n"
+    );
+    // Pulled by digest and unpacked under the manifest digest.
+    let hex = digest.trim_start_matches("sha256:");
+    assert!(w.dir.path().join("state/rootfs").join(hex).is_dir());
+    assert!(w.dir.path().join("state/blobs/sha256").join(hex).is_file());
+    // The allow decision was recorded, with the pinned digest.
+    let runs = w.runs();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let rec = runs[0].to_string();
+    assert!(rec.contains("allow") && rec.contains(&digest), "{rec}");
+}
+
+#[test]
+fn json_reports_outcome_and_denied_syscalls_and_a_timeout_kills() {
+    let w = World::new();
+    w.signed("demo/json", "cli-json");
+    let out = w.run(&[
+        "--json",
+        &w.image("demo/json:v1"),
+        "--",
+        "sh",
+        "-c",
+        "nc -w 1 127.0.0.1 9 </dev/null; echo done",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["exit_code"], 0);
+    assert_eq!(v["stdout"], "done\n");
+    assert_eq!(v["tier"], "hardened");
+    let denied = v["denied_syscalls"].as_array().unwrap();
+    assert!(
+        denied
+            .iter()
+            .any(|d| d["name"] == "socket" && d["errno"] == 1),
+        "{v}"
+    );
+    // A sleep past --timeout: killed, 128 + SIGKILL.
+    let t = std::time::Instant::now();
+    let out = w.run(&[
+        "--json",
+        "--timeout",
+        "1s",
+        &w.image("demo/json:v1"),
+        "--",
+        "sh",
+        "-c",
+        "sleep 30 & sleep 30",
+    ]);
+    assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["timed_out"], true);
+    assert!(t.elapsed() < std::time::Duration::from_secs(20));
+    // Not found: 127, and the failure is recorded after the allow.
+    let out = w.run(&[&w.image("demo/json:v1"), "--", "no-such-command"]);
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+}
+
+#[test]
+fn unsigned_image_exits_125_and_runs_nothing() {
+    let w = World::new();
+    w.reg.push_image(
+        "demo/unsigned",
+        "v1",
+        &TinyImage::busybox_marked("amd64", "unsigned"),
+    );
+    let witness = w.witness();
+    let out = w.run(&[
+        "--mount",
+        &mount(&witness),
+        &w.image("demo/unsigned:v1"),
+        "--",
+        "sh",
+        "-c",
+        "echo ran > /work/ran",
+    ]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    assert!(!witness.join("ran").exists(), "the unsigned image ran");
+    assert!(
+        !w.dir.path().join("state/rootfs").exists()
+            || std::fs::read_dir(w.dir.path().join("state/rootfs"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "an unverified image was unpacked"
+    );
+    let runs = w.runs();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert!(runs[0].to_string().contains("deny"), "{:?}", runs[0]);
+}
+
+#[test]
+fn signed_tag_moved_to_an_unsigned_digest_exits_125_and_runs_nothing() {
+    let w = World::new();
+    w.signed("demo/moved", "signed-one");
+    let witness = w.witness();
+    let first = w.run(&[&w.image("demo/moved:v1"), "--", "true"]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    // Re-tag v1 to an image nobody signed.
+    let evil = w.reg.push_image(
+        "demo/moved",
+        "evil",
+        &TinyImage::busybox_marked("amd64", "evil"),
+    );
+    w.reg.move_tag("demo/moved", "v1", &evil.digest);
+    let out = w.run(&[
+        "--mount",
+        &mount(&witness),
+        &w.image("demo/moved:v1"),
+        "--",
+        "sh",
+        "-c",
+        "echo ran > /work/ran",
+    ]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    assert!(!witness.join("ran").exists(), "the re-tagged image ran");
+    let hex = evil.digest.trim_start_matches("sha256:");
+    assert!(!w.dir.path().join("state/rootfs").join(hex).exists());
+}
+
+#[test]
+fn bad_arguments_exit_125_before_anything_is_decided() {
+    let w = World::new();
+    for args in [
+        vec!["--tier", "bogus", "x/y:1", "--", "true"],
+        vec!["--timeout", "soon", "x/y:1", "--", "true"],
+        vec!["--mount", "/nonexistent-perry:/work", "x/y:1", "--", "true"],
+        vec!["--env", "NOEQUALS", "x/y:1", "--", "true"],
+    ] {
+        let out = w.run(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(125),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}

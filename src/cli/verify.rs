@@ -102,16 +102,29 @@ pub fn verify_error(e: &VerifyError) -> CliError {
 
 /// Runs `verify`.
 pub fn run(g: &GlobalArgs, args: VerifyArgs) -> CliResult {
-    let ctx = Context::load(g)?;
-    let image = ImageRef::parse(&args.image)
-        .map_err(|e| CliError::invalid_argument(format!("IMAGE {:?}: {e}", args.image)))?;
-    let platform: Platform = args
-        .platform
-        .parse()
-        .map_err(|e| CliError::invalid_argument(format!("--platform {:?}: {e}", args.platform)))?;
+    // Exit 125 for everything that is not a verdict (bad input, bad config, registry down).
+    let ctx = Context::load(g).map_err(|e| e.with_exit(EXIT_REFUSED))?;
+    let image = ImageRef::parse(&args.image).map_err(|e| {
+        CliError::invalid_argument(format!("IMAGE {:?}: {e}", args.image)).with_exit(EXIT_REFUSED)
+    })?;
+    let platform: Platform = args.platform.parse().map_err(|e| {
+        CliError::invalid_argument(format!("--platform {:?}: {e}", args.platform))
+            .with_exit(EXIT_REFUSED)
+    })?;
     // Open the audit log first: nothing is decided without a record.
     let log = ctx.audit_log()?;
-    let verifier = Verifier::new(&ctx.config).map_err(|e| verify_error(&e))?;
+    let verifier = match Verifier::new(&ctx.config) {
+        Ok(v) => v,
+        Err(e) => {
+            let ev = ctx
+                .audit_event("verify", Decision::Error)
+                .image(image.to_string())
+                .reason(e.to_string())
+                .detail("code", e.code().to_string());
+            log.record(ev).map_err(super::audit::audit_error)?;
+            return Err(verify_error(&e));
+        }
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -25,6 +25,16 @@ pub(crate) fn request(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> Response {
+    try_request(method, url, headers, body).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Like [`request`], but a transport failure is an `Err` (used while waiting for a server).
+pub(crate) fn try_request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Result<Response, String> {
     assert!(
         url.starts_with("http://127.") || url.starts_with("http://localhost"),
         "testworld only talks to loopback, not {url}"
@@ -40,7 +50,7 @@ pub(crate) fn request(
     let resp = match result {
         Ok(r) => r,
         Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{method} {url}: {e}"),
+        Err(e) => return Err(format!("{method} {url}: {e}")),
     };
     let status = resp.status();
     let content_type = resp.header("content-type").map(str::to_string);
@@ -49,13 +59,13 @@ pub(crate) fn request(
     resp.into_reader()
         .take(256 * 1024 * 1024)
         .read_to_end(&mut body)
-        .unwrap_or_else(|e| panic!("{method} {url}: reading body: {e}"));
-    Response {
+        .map_err(|e| format!("{method} {url}: reading body: {e}"))?;
+    Ok(Response {
         status,
         content_type,
         location,
         body,
-    }
+    })
 }
 
 /// Sends a request and panics unless the status is 2xx.

@@ -43,6 +43,10 @@ impl Pushed {
     }
 }
 
+/// Runs `docker-registry serve CONFIG` and stops it when our end of stdin closes (test
+/// finished, or test process died); exits when the registry does (so a failed start is seen).
+const SUPERVISOR: &str = r#"exec 3<&0; "$0" serve "$1" </dev/null & p=$!; (read _ignored <&3; kill $p 2>/dev/null) & wait $p"#;
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -89,7 +93,7 @@ impl Registry {
             let log = std::fs::File::create(dir.path().join("registry.log")).expect("log");
             let mut child = Command::new("sh")
                 .arg("-c")
-                .arg(r#""$0" serve "$1" & p=$!; read _ignored; kill $p 2>/dev/null; wait $p"#)
+                .arg(SUPERVISOR)
                 .arg(&bin)
                 .arg(&cfg)
                 .stdin(Stdio::piped())
@@ -128,16 +132,13 @@ impl Registry {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return false;
             }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-                && http::request(
-                    "GET",
-                    &format!("{}/v2/", self.base()),
-                    &self.headers(&[]),
-                    None,
-                )
-                .status
-                    == 200
-            {
+            let probe = http::try_request(
+                "GET",
+                &format!("{}/v2/", self.base()),
+                &self.headers(&[]),
+                None,
+            );
+            if probe.is_ok_and(|r| r.status == 200) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(50));

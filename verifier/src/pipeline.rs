@@ -506,6 +506,45 @@ mod tests {
     }
 
     #[test]
+    fn static_key_bundles_verify_only_with_a_configured_key() {
+        let root = TrustRoot::from_json_bytes(
+            &fixture("managed-key-and-trusted-root/trusted_root.json"),
+            "custom",
+        )
+        .unwrap();
+        let cache = VerifyCache::in_memory(Duration::from_secs(1), Duration::from_secs(1));
+        let v = verifier_with(&config(BEACON, GHA), root, cache);
+        let a = sha(&fixture("a.txt"));
+        let sig = bundle_sig(
+            fixture("managed-key-and-trusted-root/bundle.sigstore.json"),
+            &a,
+        );
+        let pem = String::from_utf8(fixture("managed-key-and-trusted-root/key.pub")).unwrap();
+        let key = TrustedKey::from_pem(Path::new("/etc/perry/release.pub"), &pem).unwrap();
+        let facts = v.check_one(&image(), &[&a], &sig, &[key]).unwrap();
+        assert_eq!(facts.signer.identity(), "key /etc/perry/release.pub");
+        // No key configured: refused, never accepted as "unsigned but fine".
+        assert!(v.check_one(&image(), &[&a], &sig, &[]).is_err());
+        // Another (freshly generated P-256) key: refused.
+        let other =
+            TrustedKey::from_pem(Path::new("/etc/perry/other.pub"), &fresh_p256_pem()).unwrap();
+        assert!(v.check_one(&image(), &[&a], &sig, &[other]).is_err());
+    }
+
+    fn fresh_p256_pem() -> String {
+        use base64::Engine as _;
+        use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+        let kp = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        let mut spki = hex::decode("3059301306072a8648ce3d020106082a8648ce3d030107034200").unwrap();
+        spki.extend_from_slice(kp.public_key().as_ref());
+        let b64 = base64::engine::general_purpose::STANDARD.encode(spki);
+        format!("-----BEGIN PUBLIC KEY-----\n{b64}\n-----END PUBLIC KEY-----\n")
+    }
+
+    #[test]
     fn garbage_bundles_are_errors_not_panics() {
         let v = verifier(&config(BEACON, GHA));
         let a = sha(b"x");

@@ -348,3 +348,55 @@ fn landlock_blocks_tcp_connect_to_ports_not_granted() {
     let out = run(&["--tier", "untrusted", "--connect", "80", "fork"]);
     assert_eq!(out.status.code(), Some(3), "{out:?}");
 }
+
+// ------------------------------------------------------------------ securebits, missing Landlock
+
+#[test]
+fn securebits_are_locked_so_root_regains_nothing_at_exec() {
+    let exec = "exec:/bin/busybox,grep,CapEff,/proc/self/status";
+    for tier in ["isolated", "hardened", "untrusted"] {
+        let got = probe(tier, &[], &["securebits", "unlock_securebits", exec]);
+        // NOROOT, NO_SETUID_FIXUP, NO_CAP_AMBIENT_RAISE and their locks.
+        expect(
+            tier,
+            &got,
+            &[("securebits", "0xcf"), ("unlock_securebits", "errno:1")],
+        );
+        // The probe is uid 0: without NOROOT, execve would hand root its capabilities back.
+        assert_eq!(got[exec], "exit:0;out:CapEff:\t0000000000000000", "{tier}");
+    }
+    // default behaves like docker: no securebits, root keeps the default set across exec.
+    let got = probe("default", &[], &["securebits", exec]);
+    expect("default", &got, &[("securebits", "0x0")]);
+    assert_eq!(got[exec], "exit:0;out:CapEff:\t00000000a80425fb");
+}
+
+#[test]
+fn missing_landlock_is_recorded_and_refused_where_required() {
+    // Fault injection: the landlock_* calls return ENOSYS, as on a kernel without Landlock.
+    let got = probe("hardened", &["--no-landlock-kernel"], &["fork"]);
+    expect(
+        "hardened",
+        &got,
+        &[("landlock", "NotEnforced"), ("fork", "ok")],
+    );
+    for args in [
+        &["--tier", "untrusted", "--no-landlock-kernel", "fork"][..],
+        &[
+            "--tier",
+            "hardened",
+            "--require-landlock",
+            "--no-landlock-kernel",
+            "fork",
+        ][..],
+    ] {
+        let out = run(args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stdout}");
+        assert!(
+            stdout.contains("landlock is required"),
+            "{args:?}: {stdout}"
+        );
+        assert!(!stdout.contains("\"fork\""), "nothing ran: {stdout}");
+    }
+}

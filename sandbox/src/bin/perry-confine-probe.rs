@@ -6,7 +6,7 @@
 //! profile). It must stay single-threaded until `apply` has returned.
 //!
 //! Usage: `perry-confine-probe --tier TIER|none [--write DIR]... [--connect PORT]...
-//!         [--deny SYSCALL]... [--require-landlock] PROBE...`
+//!         [--deny SYSCALL]... [--require-landlock] [--no-landlock-kernel] PROBE...`
 //!
 //! Probes: socket_inet socket_inet6 socket_unix socketpair_unix unshare mount ptrace keyctl bpf
 //! io_uring_setup personality_set personality_query clone_newns clone_newuser clone3 tiocsti
@@ -144,6 +144,17 @@ fn probe(name: &str) -> String {
         "read" => io_result(std::fs::read(arg)),
         "write" => io_result(std::fs::File::create(arg).and_then(|mut f| f.write_all(b"x"))),
         "status" => status_fields(),
+        "securebits" => {
+            // SAFETY: integer-only prctl.
+            let bits = unsafe { libc::prctl(libc::PR_GET_SECUREBITS, 0, 0, 0, 0) };
+            format!("{bits:#x}")
+        }
+        // Try to clear the securebits again (they are locked from isolated up).
+        "unlock_securebits" => {
+            // SAFETY: integer-only prctl.
+            let rc = unsafe { libc::prctl(libc::PR_SET_SECUREBITS, 0, 0, 0, 0) };
+            errno_result(rc.into())
+        }
         "exec" => {
             let parts: Vec<&str> = arg.split(',').collect();
             match Command::new(parts[0]).args(&parts[1..]).output() {
@@ -191,6 +202,29 @@ fn probe(name: &str) -> String {
     }
 }
 
+/// Fault injection: makes the `landlock_*` calls return ENOSYS, as on a kernel without
+/// Landlock, by installing a small seccomp filter before the profile is applied.
+fn hide_landlock() {
+    use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+    let rules = [
+        libc::SYS_landlock_create_ruleset,
+        libc::SYS_landlock_add_rule,
+        libc::SYS_landlock_restrict_self,
+    ]
+    .into_iter()
+    .map(|nr| (nr, vec![]))
+    .collect();
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        TargetArch::x86_64,
+    )
+    .expect("filter");
+    let prog: BpfProgram = filter.try_into().expect("compile");
+    seccompiler::apply_filter(&prog).expect("install the landlock-hiding filter");
+}
+
 trait Pipe: Sized {
     fn pipe<R>(self, f: impl FnOnce(Self) -> R) -> R {
         f(self)
@@ -217,6 +251,7 @@ fn main() {
                 .push(args.next().expect("--connect PORT").parse().expect("port")),
             "--deny" => ov.deny_syscalls.push(args.next().expect("--deny SYSCALL")),
             "--require-landlock" => ov.require_landlock = Some(true),
+            "--no-landlock-kernel" => hide_landlock(),
             _ => probes.push(a),
         }
     }

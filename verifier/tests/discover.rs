@@ -232,3 +232,26 @@ async fn a_signature_attached_for_another_digest_reports_what_it_claims() {
     assert_eq!(found.found.len(), 1);
     assert_eq!(found.found[0].signed_digest().as_str(), b.digest);
 }
+
+#[tokio::test]
+async fn an_image_at_the_referrers_tag_is_ignored_not_fatal() {
+    // A plain image pushed under `sha256-<hex>` (not an index): nothing is found there, the
+    // legacy layout is still searched, and discovery does not fail.
+    let reg = Registry::start();
+    let stack = SigStack::shared();
+    let p = reg.push_image("demo/odd", "v1", &TinyImage::busybox_marked("amd64", "odd"));
+    let d = Digest::parse(&p.digest).unwrap();
+    reg.push_image(
+        "demo/odd",
+        &format!("sha256-{}", d.hex()),
+        &TinyImage::busybox_marked("amd64", "squatter"),
+    );
+    stack.sign(&reg, "demo/odd", &p.digest, &legacy());
+    let found = discover(&client(&reg), &repo(&reg, "demo/odd"), &d)
+        .await
+        .unwrap();
+    assert_eq!(found.found.len(), 1, "{:?}", found.looked_in);
+    assert_eq!(found.found[0].layout(), SignatureLayout::LegacySig);
+    let looked = found.looked_in.join("\n");
+    assert!(looked.contains(&format!("sha256-{}", d.hex())), "{looked}");
+}

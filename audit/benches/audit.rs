@@ -234,6 +234,21 @@ fn verification(c: &mut Criterion) {
         bytes as f64 / 1e6
     );
 
+    // Wall time on a shared machine depends on the load; CPU time much less. One verify and
+    // the hashing floor, measured both ways (CPU = user + sys of all threads, /proc/self/stat).
+    let t = (Instant::now(), cpu_secs());
+    verify(&dir, &opts).expect("verify");
+    let (verify_wall, verify_cpu) = (t.0.elapsed().as_secs_f64(), cpu_secs() - t.1);
+    let t = (Instant::now(), cpu_secs());
+    hash_only(&dir);
+    let (hash_wall, hash_cpu) = (t.0.elapsed().as_secs_f64(), cpu_secs() - t.1);
+    eprintln!(
+        "[audit bench] one verify of 1M: wall {verify_wall:.2} s, CPU {verify_cpu:.2} s; sha256-only: wall {hash_wall:.2} s, CPU {hash_cpu:.2} s; CPU ratio verify/sha256-only {:.2}; {} CPUs, load average {}",
+        verify_cpu / hash_cpu,
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split(' ').next().unwrap_or("?")
+    );
+
     let mut g = c.benchmark_group("verify");
     g.sample_size(10)
         .warm_up_time(Duration::from_secs(1))
@@ -243,20 +258,36 @@ fn verification(c: &mut Criterion) {
         b.iter(|| verify(&dir, &opts).expect("verify"))
     });
     // Peer: hashing every record line, nothing else.
-    g.bench_function("sha256_only_1m", |b| {
-        b.iter(|| {
-            let mut n = 0u64;
-            for s in perry_audit::store::segments(&dir).unwrap() {
-                let bytes = std::fs::read(&s.path).unwrap();
-                for l in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                    std::hint::black_box(perry_audit::merkle::leaf_hash(l));
-                    n += 1;
-                }
-            }
-            assert_eq!(n, VERIFY_RECORDS);
-        })
-    });
+    g.bench_function("sha256_only_1m", |b| b.iter(|| hash_only(&dir)));
     g.finish();
+}
+
+/// Reads every segment and hashes every record line: the floor for recomputing the tree.
+fn hash_only(dir: &Path) {
+    let mut n = 0u64;
+    for s in perry_audit::store::segments(dir).unwrap() {
+        let bytes = std::fs::read(&s.path).unwrap();
+        for l in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            std::hint::black_box(perry_audit::merkle::leaf_hash(l));
+            n += 1;
+        }
+    }
+    assert_eq!(n, VERIFY_RECORDS);
+}
+
+/// CPU seconds (user + sys, all threads) this process has used, from /proc/self/stat (in clock
+/// ticks of 1/100 s, the Linux USER_HZ).
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // After the command name: state is field 3, utime 14 and stime 15 (1-based in proc(5)).
+    let ticks = |i: usize| {
+        f.get(i - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(14) + ticks(15)) as f64 / 100.0
 }
 
 criterion_group!(benches, appends, verification);

@@ -18,9 +18,10 @@
 //!   printed; `key.vkey` publishes the note verifier key.
 //! * **Durability before action**: [`AuditSink::record`] returns only after `fdatasync`.
 //!   Concurrent writers in one process share one sync (group commit: whoever finds no flush in
-//!   progress writes everyone's queued records in one `write` + `fdatasync`); writers in
-//!   different processes serialise on an `flock` of `log.lock` and first read what the others
-//!   appended.
+//!   progress writes everyone's queued records in one `write` + `fdatasync`; when syncs are slow
+//!   it first waits, at most half a sync, for as many records as recent batches held, so
+//!   batches do not alternate between full and nearly empty); writers in different processes
+//!   serialise on an `flock` of `log.lock` and first read what the others appended.
 //! * **Crash safety**: a write is one `write(2)` of whole lines; a crash can leave only a torn last
 //!   line. The next writer moves those bytes into `quarantine/` (fsync'd) before truncating them
 //!   away, so they are neither merged into the tree nor silently dropped; `audit verify` lists
@@ -28,7 +29,10 @@
 //! * **Verification** ([`verify()`]) needs only the log, a checkpoint and the public key: it
 //!   recomputes the tree, checks the checkpoint signature and root, and with an older checkpoint a
 //!   reviewer kept, checks an RFC 6962 consistency proof — which catches a log replaced wholesale
-//!   by another internally valid one. Errors name the file, line and first bad record.
+//!   by another internally valid one. Errors name the file, line and first bad record. Records
+//!   under a verified signed root are authenticated by it; the full canonical-JSON parse runs on
+//!   the records no checkpoint covers yet, and on failure to name the first bad record, which
+//!   keeps verification close to the cost of hashing.
 //!
 //! # Rotation
 //!
@@ -36,8 +40,12 @@
 //! `log-<seq of its first record, 20 digits>.jsonl` and starts a new `log.jsonl`. Segments are
 //! only a storage split: seqs continue across them and the Merkle tree spans all of them in name
 //! order, so checkpoints and proofs are unaffected. Verification checks that each sealed
-//! segment's name matches the seq where it continues the log. Archiving old segments elsewhere
-//! is safe as long as they are given back for verification.
+//! segment's name matches the seq where it continues the log, so a missing, renamed or
+//! reordered segment is named. Archiving old segments elsewhere is safe as long as they are
+//! given back (unrenamed) for verification. Tested in `tests/log.rs`
+//! (`rotation_into_segments_keeps_verification_and_proofs`): verification, an older
+//! checkpoint's consistency and inclusion proofs across segments, a reopened writer, and a
+//! segment archived away or renamed.
 //!
 //! # Limits
 //!

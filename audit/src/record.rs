@@ -138,7 +138,7 @@ pub struct Record {
     pub time: String,
     /// Who asked.
     pub actor: Actor,
-    /// What was decided, e.g. `verify`, `run`, `cap`, `config.load`.
+    /// What was decided, e.g. `verify`, `run`, `cap`, `config_load`.
     pub action: String,
     /// What it was about.
     pub subject: Subject,
@@ -272,7 +272,7 @@ pub struct Event {
 }
 
 impl Event {
-    /// An event for `action` (e.g. `verify`, `run`, `cap`, `config.load`) with its outcome, timed
+    /// An event for `action` (e.g. `verify`, `run`, `cap`, `config_load`) with its outcome, timed
     /// now, by the current process, with a fresh correlation id.
     pub fn new(action: impl Into<String>, decision: Decision) -> Self {
         Event {

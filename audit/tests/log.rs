@@ -183,7 +183,11 @@ fn rotation_into_segments_keeps_verification_and_proofs() {
     o.segment_size = 2000;
     o.checkpoint_every = 7;
     let log = AuditLog::open(o.clone()).unwrap();
-    for i in 0..40 {
+    log.record(ev(0)).unwrap();
+    log.record(ev(1)).unwrap();
+    // A reviewer keeps a checkpoint taken before any rotation.
+    let early = log.checkpoint().unwrap();
+    for i in 2..40 {
         log.record(ev(i)).unwrap();
     }
     log.close().unwrap();
@@ -192,6 +196,24 @@ fn rotation_into_segments_keeps_verification_and_proofs() {
     assert_eq!(segs[0].first_seq, Some(0));
     let rep = verify(d.path(), &Default::default()).unwrap();
     assert_eq!((rep.records, rep.checkpoint_size), (40, Some(40)));
+    // The early checkpoint is proven consistent with the log across all the segments.
+    let with_old = perry_audit::VerifyOptions {
+        key: None,
+        old_checkpoint: Some(("early.note".into(), early)),
+    };
+    let rep = verify(d.path(), &with_old).unwrap();
+    assert_eq!(rep.old_checkpoint_size, Some(2));
+    // Archiving a sealed segment away is noticed (named), giving it back restores verification.
+    let archived = d.path().join("archived.jsonl");
+    fs::rename(&segs[1].path, &archived).unwrap();
+    let err = verify(d.path(), &Default::default()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("{}", segs[2].path.display())),
+        "{err}"
+    );
+    fs::rename(&archived, &segs[1].path).unwrap();
+    verify(d.path(), &with_old).unwrap();
     let p = prove(d.path(), 17, None).unwrap();
     p.check(&perry_audit::store::read_vkey(d.path()).unwrap())
         .unwrap();

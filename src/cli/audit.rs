@@ -87,7 +87,7 @@ pub struct FilterArgs {
     /// Records before T (RFC 3339, or an age).
     #[arg(long, value_name = "T")]
     until: Option<String>,
-    /// Only this action (verify, run, cap, config.load, ...).
+    /// Only this action (config_load, verify, run, cap, ...).
     #[arg(long, value_name = "A")]
     action: Option<String>,
     /// Only this decision (allow, deny, error).

@@ -127,10 +127,7 @@ fn secs(t: SystemTime) -> u64 {
 /// Lists images and blobs. Every small blob is read and hashed to find the manifests.
 pub fn inventory(blobs: &BlobStore, rootfs: &RootfsStore) -> Result<Inventory, InventoryError> {
     let listed = blobs.ls()?;
-    let sizes: BTreeMap<Digest, u64> = listed
-        .iter()
-        .map(|b| (b.digest.clone(), b.size))
-        .collect();
+    let sizes: BTreeMap<Digest, u64> = listed.iter().map(|b| (b.digest.clone(), b.size)).collect();
     let mut kinds: BTreeMap<Digest, BlobKind> = BTreeMap::new();
     let mut images = Vec::new();
     let unpacked: HashSet<Digest> = unpacked_images(rootfs)?.into_iter().collect();
@@ -229,12 +226,10 @@ pub fn collect(
         if opts.all && !opts.keep.contains(&d) {
             out.removed_rootfs.push(d.to_string());
             if !opts.dry_run {
-                rootfs
-                    .remove(&d)
-                    .map_err(|source| InventoryError::Rootfs {
-                        path: rootfs.path(&d),
-                        source,
-                    })?;
+                rootfs.remove(&d).map_err(|source| InventoryError::Rootfs {
+                    path: rootfs.path(&d),
+                    source,
+                })?;
             }
         } else {
             roots.push(d);

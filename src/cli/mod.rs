@@ -4,9 +4,9 @@ mod audit;
 mod config_cmd;
 mod context;
 mod error;
-mod store;
 mod profiles;
 mod run;
+mod store;
 mod verify;
 
 use std::path::PathBuf;

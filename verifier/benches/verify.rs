@@ -35,7 +35,11 @@ struct World {
 
 fn world() -> World {
     let reg = Registry::start();
-    let pushed = reg.push_image("bench/app", "v1", &TinyImage::busybox_marked("amd64", "bench"));
+    let pushed = reg.push_image(
+        "bench/app",
+        "v1",
+        &TinyImage::busybox_marked("amd64", "bench"),
+    );
     SigStack::shared().sign(&reg, "bench/app", &pushed.digest, &SignOptions::default());
     let dir = tempfile::tempdir().unwrap();
     let path = ConfigBuilder::new(&reg, SigStack::shared()).write(dir.path());
@@ -82,7 +86,11 @@ fn benches(c: &mut Criterion) {
     let verifier = Verifier::new(&w.config).unwrap();
     let first = rt.block_on(verifier.verify(&w.pinned, &platform)).unwrap();
     assert!(!first.cache_hit);
-    assert!(rt.block_on(verifier.verify(&w.pinned, &platform)).unwrap().cache_hit);
+    assert!(
+        rt.block_on(verifier.verify(&w.pinned, &platform))
+            .unwrap()
+            .cache_hit
+    );
 
     let root = TrustRoot::public_good().unwrap();
     let bundle = fixture("happy-path-v0.3/bundle.sigstore.json");
@@ -142,7 +150,11 @@ fn benches(c: &mut Criterion) {
     println!(
         "  cache-hit verify (pinned): {:>10.2} µs   target <= 20 µs: {}",
         hit.as_secs_f64() * 1e6,
-        if hit <= Duration::from_micros(20) { "met" } else { "MISSED" }
+        if hit <= Duration::from_micros(20) {
+            "met"
+        } else {
+            "MISSED"
+        }
     );
     println!(
         "  cold bundle (in memory):   {:>10.2} µs   {:.0}x the cache hit",

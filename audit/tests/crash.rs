@@ -160,7 +160,10 @@ fn main() {
     assert_eq!(rep.checkpoint_size, Some(rep.records));
     // Every injected torn line is in quarantine, reported, and nowhere in the log.
     assert!(torn.len() >= 9, "only {} torn lines injected", torn.len());
-    assert!(rep.quarantined.len() >= torn.len());
+    // Two injections with no writer opening the log in between (every child of those rounds
+    // killed before it opened it) form one torn tail and so one quarantine file; what matters is
+    // that each injected line is in some quarantine file, checked below.
+    assert!(!rep.quarantined.is_empty(), "nothing was quarantined");
     let quarantined: Vec<Vec<u8>> = rep
         .quarantined
         .iter()

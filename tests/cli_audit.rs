@@ -363,7 +363,8 @@ const CHECK_PROOF_PY: &str = r#"
 import base64, hashlib, json, subprocess, sys, tempfile, os
 proof = json.load(sys.stdin)["proof"]
 vkey = sys.argv[1]
-name, keyid, keyb64 = vkey.split("+")
+# The base64 key may itself contain "+": split at the first two only (C2SP signed-note).
+name, keyid, keyb64 = vkey.split("+", 2)
 raw = base64.b64decode(keyb64)
 assert raw[0] == 1 and len(raw) == 33, "ed25519 note key"
 pub = raw[1:]

@@ -395,6 +395,17 @@ mod tests {
         Verifier::with_parts(c, root, cache).unwrap()
     }
 
+    /// A verifier whose trusted root is the one in a conformance fixture directory.
+    fn verifier_under_root(c: &Config, fixture_dir: &str) -> Verifier {
+        let root = TrustRoot::from_json_bytes(
+            &fixture(&format!("{fixture_dir}/trusted_root.json")),
+            "custom",
+        )
+        .unwrap();
+        let cache = VerifyCache::in_memory(Duration::from_secs(1), Duration::from_secs(1));
+        verifier_with(c, root, cache)
+    }
+
     fn verifier(c: &Config) -> Verifier {
         let cache = VerifyCache::in_memory(Duration::from_secs(60), Duration::from_secs(10));
         verifier_with(c, TrustRoot::public_good().unwrap(), cache)
@@ -437,13 +448,7 @@ mod tests {
         );
         // And a DSSE statement whose subject is A, attached to B.
         let art = fixture("intoto-with-custom-trust-root/artifact");
-        let root = TrustRoot::from_json_bytes(
-            &fixture("intoto-with-custom-trust-root/trusted_root.json"),
-            "custom",
-        )
-        .unwrap();
-        let cache = VerifyCache::in_memory(Duration::from_secs(1), Duration::from_secs(1));
-        let v = verifier_with(&config(BEACON, GHA), root, cache);
+        let v = verifier_under_root(&config(BEACON, GHA), "intoto-with-custom-trust-root");
         let dsse = fixture("intoto-with-custom-trust-root/bundle.sigstore.json");
         let a = sha(&art);
         assert!(v
@@ -493,13 +498,7 @@ mod tests {
     #[test]
     fn signature_from_an_untrusted_root_is_rejected() {
         // Public-good bundle, but the configured root is a private deployment's.
-        let root = TrustRoot::from_json_bytes(
-            &fixture("intoto-with-custom-trust-root/trusted_root.json"),
-            "custom",
-        )
-        .unwrap();
-        let cache = VerifyCache::in_memory(Duration::from_secs(1), Duration::from_secs(1));
-        let v = verifier_with(&config(BEACON, GHA), root, cache);
+        let v = verifier_under_root(&config(BEACON, GHA), "intoto-with-custom-trust-root");
         let a = sha(&fixture("a.txt"));
         let sig = bundle_sig(fixture("happy-path-v0.3/bundle.sigstore.json"), &a);
         assert!(v.check_one(&image(), &[&a], &sig, &[]).is_err());
@@ -507,13 +506,7 @@ mod tests {
 
     #[test]
     fn static_key_bundles_verify_only_with_a_configured_key() {
-        let root = TrustRoot::from_json_bytes(
-            &fixture("managed-key-and-trusted-root/trusted_root.json"),
-            "custom",
-        )
-        .unwrap();
-        let cache = VerifyCache::in_memory(Duration::from_secs(1), Duration::from_secs(1));
-        let v = verifier_with(&config(BEACON, GHA), root, cache);
+        let v = verifier_under_root(&config(BEACON, GHA), "managed-key-and-trusted-root");
         let a = sha(&fixture("a.txt"));
         let sig = bundle_sig(
             fixture("managed-key-and-trusted-root/bundle.sigstore.json"),

@@ -48,6 +48,14 @@ impl World {
     fn sign(&self, repo: &str, digest: &str, opts: SignOptions) {
         SigStack::shared().sign(&self.reg, repo, digest, &opts);
     }
+
+    /// Pushes a tiny image marked with its repository name at tag `v1` and signs it.
+    fn push_signed(&self, repo: &str, opts: SignOptions) {
+        let p = self
+            .reg
+            .push_image(repo, "v1", &TinyImage::busybox_marked("amd64", repo));
+        self.sign(repo, &p.digest, opts);
+    }
 }
 
 fn legacy() -> SignOptions {
@@ -198,12 +206,8 @@ async fn wrong_subject_is_refused_as_identity_mismatch() {
         ("demo/ws", Layout::ReferrersTag),
         ("demo/wsl", Layout::LegacySig),
     ] {
-        let p = w
-            .reg
-            .push_image(repo, "v1", &TinyImage::busybox_marked("amd64", repo));
-        w.sign(
+        w.push_signed(
             repo,
-            &p.digest,
             SignOptions {
                 layout,
                 identity: Some(evil.into()),
@@ -230,12 +234,8 @@ async fn wrong_issuer_is_refused_as_identity_mismatch() {
         ("demo/wi", Layout::ReferrersTag),
         ("demo/wil", Layout::LegacySig),
     ] {
-        let p = w
-            .reg
-            .push_image(repo, "v1", &TinyImage::busybox_marked("amd64", repo));
-        w.sign(
+        w.push_signed(
             repo,
-            &p.digest,
             SignOptions {
                 layout,
                 issuer: Some(evil_issuer.into()),
@@ -300,12 +300,8 @@ async fn tampered_payload_is_refused() {
         ("demo/tp", Layout::ReferrersTag),
         ("demo/tpl", Layout::LegacySig),
     ] {
-        let p = w
-            .reg
-            .push_image(repo, "v1", &TinyImage::busybox_marked("amd64", repo));
-        w.sign(
+        w.push_signed(
             repo,
-            &p.digest,
             SignOptions {
                 layout,
                 tamper: true,

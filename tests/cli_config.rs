@@ -233,7 +233,7 @@ fn explain_capability() {
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["image"], "cgr.dev/chainguard/git:latest");
-    assert_eq!(v["image_source"], "[shellCapabilityImages]");
+    assert_eq!(v["image_source"], "capability_images");
     assert_eq!(v["tier"]["tier"], "untrusted");
     assert_eq!(v["tier"]["read_only_root"], true);
     bin()

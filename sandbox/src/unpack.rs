@@ -1166,6 +1166,86 @@ fn add_mount_points(root: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// Removes what a process killed mid-pull or mid-unpack left in `state_dir`: unpack staging
+/// directories (`rootfs/.staging-<hex>-<pid>-<n>`) and blob downloads (`blobs/sha256/.tmp-<hex>-
+/// <pid>-<n>`) whose process no longer exists. Work of live processes is never touched; the
+/// finished rootfs and blobs are never partial (they appear by atomic rename). Returns what was
+/// removed.
+pub fn sweep_staging(state_dir: &Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    for (dir, prefix) in [
+        (state_dir.join("rootfs"), ".staging-"),
+        (state_dir.join("blobs").join("sha256"), ".tmp-"),
+    ] {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix(prefix)
+                .and_then(|r| r.split('-').nth(1))
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+                continue;
+            }
+            let path = e.path();
+            if path.is_dir() {
+                remove_tree(&path);
+            } else {
+                let _ = fs::remove_file(&path);
+            }
+            if fs::symlink_metadata(&path).is_err() {
+                removed.push(path);
+            }
+        }
+    }
+    removed
+}
+
+/// Creates `target` (absolute, inside the sandbox) as an empty directory in an unpacked rootfs
+/// when it is missing, so a bind mount has somewhere to go (`/work` for a workspace, say).
+///
+/// The rootfs is read-only to everyone else; only this function adds to it, and only empty
+/// directories (mode 0755, searchable by the unprivileged setup uid). Each component is opened
+/// with `O_NOFOLLOW`, so a symlink in the image cannot redirect the creation outside the root;
+/// an existing non-directory is an error. `..` components are refused.
+pub fn add_mount_point(rootfs: &Path, target: &Path) -> io::Result<()> {
+    use std::path::Component;
+    if !target.is_absolute() {
+        return Err(io::Error::other("not an absolute path"));
+    }
+    let mut dir = open_dir(rootfs)?;
+    for c in target.components() {
+        let name = match c {
+            Component::RootDir => continue,
+            Component::Normal(n) => n,
+            _ => return Err(io::Error::other("`.` and `..` are not allowed")),
+        };
+        match rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o755)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        dir = rustix::fs::openat(
+            &dir,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            Errno::LOOP | Errno::NOTDIR => io::Error::other(format!(
+                "{} is a symlink or not a directory in the image",
+                Path::new(name).display()
+            )),
+            e => e.into(),
+        })?;
+    }
+    Ok(())
+}
+
 fn make_read_only(dir: BorrowedFd<'_>, depth: usize) -> io::Result<()> {
     if depth > MAX_WALK_DEPTH {
         return Err(io::Error::other("directory tree too deep"));

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use perry_policies::{Config, ConfigSource, ImageRef, Tier};
+use perry_policies::{Config, ConfigSource, ImageRef};
 
 use super::{CliError, CliResult, Context, GlobalArgs};
 
@@ -203,68 +203,7 @@ fn print_tier(spec: &perry_policies::TierSpec) {
     );
 }
 
+/// The same view as `cap describe NAME`: one place explains what a capability may do.
 fn explain_capability(ctx: &Context, name: &str) -> CliResult {
-    let cfg = &ctx.config;
-    let Some(cap) = cfg.capabilities.get(name) else {
-        let near =
-            perry_policies::error::nearest(name, cfg.capabilities.keys().map(String::as_str));
-        let hint = near
-            .map(|n| format!(", did you mean `{n}`?"))
-            .unwrap_or_default();
-        return Err(CliError::not_found(format!(
-            "no capability `{name}` in {}{hint}",
-            ctx.source_label()
-        )));
-    };
-    let (image, why) = match (&cap.image, cfg.capability_images.get(name)) {
-        (Some(i), _) => (Some(i.to_string()), "the capability's own `image`"),
-        (None, Some(i)) => (Some(i.to_string()), "[shellCapabilityImages]"),
-        (None, None) => (
-            None,
-            "no image configured; `perry-sandbox cap` chooses a default",
-        ),
-    };
-    let tier: Tier = cap.tier;
-    let spec = tier.effective_spec(cfg.tiers.get(&tier));
-    if ctx.json {
-        let v = serde_json::json!({ "capability": name, "definition": cap, "image": image, "image_source": why, "tier": spec });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&v).map_err(|e| CliError::internal(e.to_string()))?
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!("capability: {name}");
-    println!(
-        "command:    {:?} + caller arguments (at most {})",
-        cap.command, cap.args.max
-    );
-    println!("image:      {} ({why})", image.as_deref().unwrap_or("-"));
-    if let Some(i) = image.as_deref().and_then(|i| ImageRef::parse(i).ok()) {
-        let n = cfg.trust.rules_for(&i).len();
-        if n == 0 {
-            println!(
-                "trust:      DENIED: no [[trust.policy]] matches `{}`",
-                i.name()
-            );
-        } else {
-            println!(
-                "trust:      {n} matching polic{} must pass",
-                if n == 1 { "y" } else { "ies" }
-            );
-        }
-    }
-    println!(
-        "tier:       {tier}{}",
-        if cap.network {
-            " with a network grant"
-        } else {
-            ""
-        }
-    );
-    print_tier(&spec);
-    if let ConfigSource::Defaults = ctx.source {
-        println!("config:     {}", ctx.source_label());
-    }
-    Ok(ExitCode::SUCCESS)
+    super::cap::describe(ctx, name)
 }

@@ -1,11 +1,13 @@
 //! Command-line interface: argument parsing and dispatch to one module per subcommand.
 
 mod audit;
+mod cap;
 mod config_cmd;
 mod context;
 mod error;
 mod profiles;
 mod run;
+mod serve;
 mod store;
 mod verify;
 
@@ -51,6 +53,9 @@ enum Command {
     /// Review the tamper-evident audit log: show, tail, verify, prove, export, checkpoint, key.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Shell capabilities: list, describe, run (in-process or through a running service).
+    #[command(subcommand)]
+    Cap(cap::CapCommand),
     /// Check and explain configuration.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
@@ -63,6 +68,8 @@ enum Command {
     Profiles(profiles::ProfilesCommand),
     /// Verify, pull by digest, unpack and run a command in a hardened, read-only, offline sandbox.
     Run(run::RunArgs),
+    /// Serve the local API (HTTP/1.1 + JSON on a Unix socket) that host programs call.
+    Serve(serve::ServeArgs),
     /// The image store: list images and blobs, collect garbage.
     #[command(subcommand)]
     Store(store::StoreCommand),
@@ -71,6 +78,15 @@ enum Command {
         /// The shell to generate completions for.
         shell: clap_complete::Shell,
     },
+}
+
+/// The async runtime a subcommand drives the library with: one thread (the CLI does one thing
+/// at a time) plus tokio's blocking pool for sandbox runs.
+pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::internal(format!("cannot start the async runtime: {e}")))
 }
 
 fn init_tracing(verbose: u8) {
@@ -107,11 +123,13 @@ fn run(cli: Cli) -> CliResult {
     let g = &cli.global;
     match cli.command {
         Command::Audit(cmd) => audit::run(g, cmd),
+        Command::Cap(cmd) => cap::run(g, cmd),
         Command::Config(cmd) => config_cmd::run(g, cmd),
         Command::Verify(args) => verify::run(g, args),
         Command::VerifyBundle(args) => verify::run_bundle(g, args),
         Command::Profiles(cmd) => profiles::run(g, cmd),
         Command::Run(args) => run::run(g, args),
+        Command::Serve(args) => serve::run(g, args),
         Command::Store(cmd) => store::run(g, cmd),
         Command::Completions { shell } => {
             clap_complete::generate(

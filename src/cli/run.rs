@@ -12,14 +12,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use perry_audit::{AuditSink, Decision, Event};
+use perry_audit::{AuditSink, Decision};
 use perry_policies::{ByteSize, HumanDuration, ImageRef, Tier};
-use perry_profiles::{Grants, NetworkMode, Profile};
-use perry_runtime::manifest::ImageConfig;
-use perry_runtime::native::{self, BindMount, LeaseConfig, Limits, ProfileStep, RunSpec};
-use perry_runtime::pull::ImageStore;
+use perry_runtime::native::BindMount;
+use perry_sandbox::exec::{ExecError, ExecRequest, Executor};
 use perry_verifier::registry::Platform;
-use perry_verifier::Verifier;
 
 use super::error::{CliError, CliResult, EXIT_REFUSED};
 use super::{Context, GlobalArgs};
@@ -77,24 +74,6 @@ fn parse_mount(s: &str) -> Result<BindMount, CliError> {
     })
 }
 
-/// The image's `User` as numeric ids; names and root fall back to nobody when the tier demands
-/// a non-root user.
-fn identity(config: &ImageConfig, non_root: bool) -> (u32, u32) {
-    let user = config
-        .config
-        .as_ref()
-        .and_then(|c| c.user.clone())
-        .unwrap_or_default();
-    let mut it = user.splitn(2, ':');
-    let uid = it.next().and_then(|u| u.parse::<u32>().ok());
-    let gid = it.next().and_then(|g| g.parse::<u32>().ok()).or(uid);
-    match (uid, gid) {
-        (Some(u), Some(g)) if !(non_root && (u == 0 || g == 0)) => (u, g),
-        _ if non_root => (65534, 65534),
-        _ => (0, 0),
-    }
-}
-
 /// Runs `perry-sandbox run`.
 pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult {
     let ctx = Context::load(g).map_err(refused)?;
@@ -135,7 +114,7 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult {
         .iter()
         .map(|m| parse_mount(m))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut extra_env = Vec::new();
+    let mut env = Vec::new();
     for kv in &args.env {
         let (k, v) = kv.split_once('=').ok_or_else(|| {
             refused(CliError::invalid_argument(format!(
@@ -147,209 +126,45 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult {
                 "--env {kv:?}: empty name"
             ))));
         }
-        extra_env.push((k.to_string(), v.to_string()));
+        env.push((k.to_string(), v.to_string()));
     }
 
-    // Nothing is decided without a record.
+    // Nothing is decided without a record: the executor records every refusal and the allow
+    // decision (durably, before the command starts) in this log.
     let log = ctx.audit_log().map_err(refused)?;
-    let record = |ev: Event| {
-        log.record(ev)
-            .map_err(|e| refused(super::audit::audit_error(e)))
-    };
-    let deny = |decision: Decision, reason: String, digest: Option<String>| {
-        let mut ev = ctx
-            .audit_event("run", decision)
-            .image(image.to_string())
-            .tier(tier.to_string())
-            .command(args.command.iter())
-            .reason(reason);
-        if let Some(d) = digest {
-            ev = ev.digest(d);
-        }
-        record(ev)
-    };
-
-    let verifier = Verifier::new(&ctx.config).map_err(|e| {
-        let _ = deny(Decision::Error, e.to_string(), None);
-        refused(super::verify::verify_error(&e))
-    })?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            refused(CliError::internal(format!(
-                "cannot start the async runtime: {e}"
-            )))
-        })?;
-    let verification = match rt.block_on(verifier.verify(&image, &platform)) {
-        Ok(v) => v,
+    let rt = super::runtime()?;
+    let executor = match Executor::new(ctx.config.clone(), log.clone()) {
+        Ok(x) => x,
         Err(e) => {
-            let decision = if e.is_denial() {
-                Decision::Deny
-            } else {
-                Decision::Error
-            };
-            deny(decision, e.to_string(), None)?;
-            return Err(refused(super::verify::verify_error(&e)));
-        }
-    };
-    let verified = &verification.image;
-    let digest = verified.platform_digest().to_string();
-
-    let fail = |reason: String, e: CliError| -> CliError {
-        match deny(Decision::Error, reason, Some(digest.clone())) {
-            Ok(_) => refused(e),
-            Err(audit) => audit,
-        }
-    };
-    let state = ctx.config.sandbox.state_dir.clone();
-    let store = ImageStore::open_in(
-        &state,
-        perry_runtime::unpack::Limits::from_config(&ctx.config.sandbox),
-    )
-    .map_err(|e| fail(e.to_string(), CliError::internal(e.to_string())))?;
-    let pulled = rt
-        .block_on(store.pull(verifier.registry(), verified))
-        .map_err(|e| {
-            fail(
-                e.to_string(),
-                CliError {
-                    code: "pull_failed",
-                    status: 502,
-                    message: e.to_string(),
-                    exit: EXIT_REFUSED,
-                },
-            )
-        })?;
-
-    let grants = Grants {
-        writable: mounts
-            .iter()
-            .filter(|m| !m.read_only)
-            .map(|m| m.target.clone())
-            .collect(),
-        readable: mounts
-            .iter()
-            .filter(|m| m.read_only)
-            .map(|m| m.target.clone())
-            .collect(),
-        network: None,
-    };
-    let profile = Profile::for_tier(tier, ctx.config.tiers.get(&tier), &grants).map_err(|e| {
-        fail(
-            e.to_string(),
-            CliError {
-                code: "policy_denied",
-                status: 403,
-                message: e.to_string(),
-                exit: EXIT_REFUSED,
-            },
-        )
-    })?;
-    let step = ProfileStep::new(&profile).map_err(|e| {
-        fail(
-            e.to_string(),
-            CliError {
-                code: "isolation_unavailable",
-                status: 503,
-                message: e.to_string(),
-                exit: EXIT_REFUSED,
-            },
-        )
-    })?;
-
-    let exec = pulled.config.config.clone().unwrap_or_default();
-    let (uid, gid) = identity(&pulled.config, profile.non_root);
-    let mut limits = Limits::from_tier(&profile.spec.limits);
-    if let Some(t) = timeout {
-        limits.timeout = limits.timeout.min(t.as_std());
-    }
-    if let Some(m) = memory {
-        limits.memory = limits.memory.min(m.as_u64());
-    }
-    let mut env: Vec<(String, String)> = exec
-        .env
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    for (k, v) in extra_env {
-        env.retain(|(ek, _)| *ek != k);
-        env.push((k, v));
-    }
-    let mut spec = RunSpec::new(
-        pulled.rootfs.path.clone(),
-        args.command.clone(),
-        LeaseConfig {
-            state_dir: state.clone(),
-            range: ctx.config.sandbox.uid_range,
-        },
-    );
-    spec.env = env;
-    spec.cwd = exec
-        .working_dir
-        .filter(|w| w.starts_with('/'))
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/"));
-    spec.mounts = mounts;
-    spec.uid = uid;
-    spec.gid = gid;
-    spec.limits = limits;
-    spec.tmpfs_size = profile.tmpfs_bytes;
-    spec.loopback = profile.network == NetworkMode::Granted;
-
-    // Audit before act: the allow decision is durable before the command starts.
-    record(
-        ctx.audit_event("run", Decision::Allow)
-            .image(image.to_string())
-            .digest(digest.clone())
-            .tier(tier.to_string())
-            .command(args.command.iter())
-            .reason(format!(
-                "signed by {} (issuer {})",
-                verified.signer_identity(),
-                verified.issuer()
-            ))
-            .detail("pinned", verified.pinned_reference())
-            .detail("cache_hit", verification.cache_hit)
-            .detail("blobs_fetched", pulled.fetched as u64)
-            .detail("uid", u64::from(uid)),
-    )?;
-
-    let outcome = match native::run(&spec, &step) {
-        Ok(o) => o,
-        Err(e) => {
-            let code = e.exit_status();
             let ev = ctx
                 .audit_event("run", Decision::Error)
                 .image(image.to_string())
-                .digest(digest.clone())
                 .tier(tier.to_string())
-                .reason(format!("did not start: {e}"));
-            record(ev)?;
-            return Err(CliError {
-                code: if code == 125 {
-                    "sandbox_failed"
-                } else {
-                    "cannot_execute"
-                },
-                status: 500,
-                message: e.to_string(),
-                exit: code as u8,
-            });
+                .command(args.command.iter())
+                .reason(e.to_string());
+            log.record(ev)
+                .map_err(|e| refused(super::audit::audit_error(e)))?;
+            return Err(exec_error(&e));
         }
     };
-    let status = match (outcome.exit_code, outcome.signal) {
-        (Some(c), _) => c,
-        (None, Some(s)) => 128 + s,
-        (None, None) => 125,
-    };
+    let mut req = ExecRequest::new(image.clone(), tier, args.command.clone());
+    req.platform = platform;
+    req.env = env;
+    req.mounts = mounts;
+    req.timeout = timeout.map(|t| t.as_std());
+    req.memory = memory.map(|m| m.as_u64());
+    req.actor = ctx.audit_actor();
+    let prepared = rt
+        .block_on(executor.prepare(req))
+        .map_err(|e| exec_error(&e))?;
+    let out = executor.launch(prepared).map_err(|e| exec_error(&e))?;
+    let outcome = &out.run;
+    let status = out.shell_status();
     if ctx.json {
         let v = serde_json::json!({
             "ok": true,
             "image": image.to_string(),
-            "digest": digest,
+            "digest": out.digest.to_string(),
             "tier": tier.to_string(),
             "exit_code": outcome.exit_code,
             "signal": outcome.signal,
@@ -363,6 +178,7 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult {
             "max_rss": outcome.max_rss,
             "cpu_time_ms": outcome.cpu_time.as_millis() as u64,
             "wall_time_ms": outcome.wall_time.as_millis() as u64,
+            "audit_seq": out.audit_seq,
         });
         println!("{v}");
     } else {
@@ -393,4 +209,15 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult {
         }
     }
     Ok(ExitCode::from(status.clamp(0, 255) as u8))
+}
+
+/// An execution error as the CLI reports it: its code and status, exit 125 (126/127 when the
+/// command cannot be executed or found).
+pub fn exec_error(e: &ExecError) -> CliError {
+    CliError {
+        code: e.code(),
+        status: e.status(),
+        message: e.to_string(),
+        exit: e.exit_status() as u8,
+    }
 }

@@ -125,10 +125,7 @@ pub fn run(g: &GlobalArgs, args: VerifyArgs) -> CliResult {
             return Err(verify_error(&e));
         }
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::internal(format!("cannot start the async runtime: {e}")))?;
+    let rt = super::runtime()?;
     let outcome = rt.block_on(verifier.verify(&image, &platform));
     let rule_names: Vec<String> = ctx
         .config

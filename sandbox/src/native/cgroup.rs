@@ -367,6 +367,68 @@ impl RunCgroups {
     }
 }
 
+/// Removes the run cgroups (`perry-run-<pid>-<seq>`) of supervisors that no longer exist — what a
+/// service killed with SIGKILL leaves behind (its sandboxes died with it: init has a parent-death
+/// signal; any straggler is killed here first). Cgroups of live processes are never touched.
+/// Returns the directories removed.
+pub fn sweep_stale() -> Vec<PathBuf> {
+    let Ok(l) = layout() else {
+        return Vec::new();
+    };
+    let mut parents: Vec<PathBuf> = Vec::new();
+    if let Some(u) = &l.unified {
+        parents.push(u.clone());
+    }
+    for w in [&l.memory, &l.pids, &l.cpu].into_iter().flatten() {
+        if let Where::V1(p) = w {
+            if !parents.contains(p) {
+                parents.push(p.clone());
+            }
+        }
+    }
+    let me = std::process::id();
+    let mut stale: Vec<String> = Vec::new();
+    for parent in &parents {
+        let Ok(entries) = fs::read_dir(parent) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix("perry-run-")
+                .and_then(|r| r.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if pid != me && !Path::new(&format!("/proc/{pid}")).exists() && !stale.contains(&name) {
+                stale.push(name);
+            }
+        }
+    }
+    let mut removed = Vec::new();
+    for name in stale {
+        let dirs: Vec<PathBuf> = parents
+            .iter()
+            .map(|p| p.join(&name))
+            .filter(|d| d.is_dir())
+            .collect();
+        let mut run = RunCgroups {
+            unified_leaf: l
+                .unified
+                .as_ref()
+                .map(|u| u.join(&name))
+                .filter(|d| d.is_dir()),
+            memory: (PathBuf::new(), false),
+            dirs: dirs.clone(),
+        };
+        if run.remove().is_ok() {
+            removed.extend(dirs);
+        }
+    }
+    removed
+}
+
 impl Drop for RunCgroups {
     fn drop(&mut self) {
         let _ = self.remove();

@@ -69,6 +69,7 @@ use std::time::{Duration, Instant};
 
 use perry_policies::TierLimits;
 
+pub use cgroup::sweep_stale as sweep_stale_cgroups;
 pub use final_step::{FinalStep, FinalStepError, MinimalFinalStep, StepChannel};
 pub use lease::LeaseConfig;
 pub use profile_step::{landlock_abi, ProfileStep, ProfileStepError};

@@ -1,0 +1,94 @@
+//! `perry-sandbox serve [--socket PATH] [--prewarm]`: the local API (see `perry_sandbox::service`).
+//!
+//! Start-up order: load the configuration, open the audit log, sweep what a killed predecessor
+//! left behind (stale sandbox cgroups, interrupted downloads and unpacks), build the executor,
+//! optionally verify and unpack every capability image (`--prewarm`), bind the socket (0660),
+//! then serve until SIGTERM or SIGINT, draining calls in flight before exiting.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+use perry_audit::{AuditSink, Decision};
+use perry_sandbox::capability::Capabilities;
+use perry_sandbox::exec::Executor;
+use perry_sandbox::service::{bind_socket, sweep_stale_state, Server, ServerOptions};
+
+use super::error::{CliError, CliResult};
+use super::{Context, GlobalArgs};
+
+/// Arguments of `serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Socket path (default: `[service] socket`).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Verify and unpack every capability image before accepting calls.
+    #[arg(long)]
+    pub prewarm: bool,
+}
+
+/// Runs `serve`.
+pub fn run(g: &GlobalArgs, args: ServeArgs) -> CliResult {
+    let ctx = Context::load(g)?;
+    let log = ctx.audit_log()?;
+    for p in sweep_stale_state(&ctx.config.sandbox.state_dir) {
+        tracing::warn!(path = %p.display(), "removed state left by a killed run");
+    }
+    let executor =
+        Executor::new(ctx.config.clone(), log.clone()).map_err(|e| super::run::exec_error(&e))?;
+    let socket = args
+        .socket
+        .clone()
+        .unwrap_or_else(|| ctx.config.service.socket.clone());
+    let server = Server::new(
+        Capabilities::new(Arc::new(executor)),
+        ServerOptions::from_config(&ctx.config.service),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::internal(format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(async {
+        if args.prewarm {
+            for (name, r) in server.prewarm().await {
+                match r {
+                    Ok(d) => eprintln!("perry-sandbox: prewarmed {name}: {d}"),
+                    Err(e) => eprintln!("perry-sandbox: prewarm {name}: {}: {}", e.code, e.message),
+                }
+            }
+        }
+        let listener = bind_socket(&socket).await.map_err(|e| {
+            CliError::internal(format!("cannot listen on {}: {e}", socket.display()))
+        })?;
+        log.record(
+            ctx.audit_event("serve", Decision::Allow)
+                .reason(format!("listening on {}", socket.display()))
+                .detail("socket", socket.to_string_lossy().into_owned()),
+        )
+        .map_err(super::audit::audit_error)?;
+        eprintln!("perry-sandbox: listening on {}", socket.display());
+        server
+            .serve(listener, shutdown_signal())
+            .await
+            .map_err(|e| CliError::internal(format!("serving {}: {e}", socket.display())))?;
+        let _ = std::fs::remove_file(&socket);
+        eprintln!("perry-sandbox: drained; exiting");
+        Ok::<_, CliError>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

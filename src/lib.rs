@@ -1,0 +1,37 @@
+//! `perry-sandbox` as a library: verified execution, shell capabilities and the local API.
+//!
+//! The member crates each own one concern (policies, verification, profiles, runtime, audit).
+//! This crate composes them into the three things users call:
+//!
+//! - [`exec`]: the one path from an image reference to a finished sandboxed command — verify
+//!   (the gate), pull by digest, unpack, pick the tier's profile, record the decision, run.
+//!   `perry-sandbox run` and every capability invocation go through it.
+//! - [`capability`]: `shellCapabilities` — named, argument-checked commands a host program's
+//!   ShellBridge invokes ([`capability::run_capability`], and the host-program contract
+//!   [`capability::perry_container_run_capability`]).
+//! - [`service`]: `perry-sandbox serve`, HTTP/1.1 + JSON over a Unix socket with peer-credential
+//!   checks, and the [`service::Client`] host programs use to call it.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use perry_sandbox::capability::{CapabilityRequest, Capabilities};
+//! use perry_sandbox::exec::Executor;
+//!
+//! let config = perry_policies::Config::load("perryconfig.toml".as_ref())?;
+//! let audit = Arc::new(perry_audit::AuditLog::open(perry_audit::LogOptions::from_config(&config))?);
+//! let executor = Arc::new(Executor::new(config, audit)?);
+//! let caps = Capabilities::new(executor);
+//! let out = caps
+//!     .run_capability("git-log", CapabilityRequest::new(vec!["-n5".into()]).workspace("/home/me/repo"))
+//!     .await?;
+//! println!("{}", String::from_utf8_lossy(&out.stdout));
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod capability;
+pub mod error;
+pub mod exec;
+pub mod service;

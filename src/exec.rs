@@ -27,7 +27,9 @@ use perry_audit::{Actor, AuditError, AuditSink, Correlation, Decision, Event};
 use perry_policies::{Config, Digest, ImageRef, Tier};
 use perry_profiles::{Grants, NetworkGrant, NetworkMode, Profile, ProfileError};
 use perry_runtime::manifest::ImageConfig;
-use perry_runtime::native::{self, BindMount, LeaseConfig, Limits, ProfileStep, RunSpec};
+use perry_runtime::native::{
+    self, BindMount, LeaseConfig, Limits, LiveOutput, ProfileStep, RunSpec,
+};
 use perry_runtime::pull::{ImageStore, PullError};
 use perry_verifier::registry::Platform;
 use perry_verifier::{Verification, Verifier, VerifyError};
@@ -66,6 +68,8 @@ pub struct ExecRequest {
     pub network: bool,
     /// Bytes fed to stdin.
     pub stdin: Option<Vec<u8>>,
+    /// Stream output here as it arrives instead of collecting it (the terminal of `run`).
+    pub live: Option<LiveOutput>,
     /// Who asked, for the audit log.
     pub actor: Actor,
     /// Ties this request's audit records together.
@@ -93,6 +97,7 @@ impl ExecRequest {
             output_limit: None,
             network: false,
             stdin: None,
+            live: None,
             actor: Actor::current(),
             correlation: Correlation::new(),
             action: "run",
@@ -628,6 +633,7 @@ impl Executor {
         spec.stdout_limit = output;
         spec.stderr_limit = output;
         spec.stdin = req.stdin.clone();
+        spec.live = req.live.clone();
         Ok(spec)
     }
 }

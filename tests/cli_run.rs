@@ -247,3 +247,30 @@ fn bad_arguments_exit_125_before_anything_is_decided() {
         );
     }
 }
+
+#[test]
+fn output_is_printed_while_the_command_runs() {
+    use std::io::BufRead;
+    let w = World::new();
+    w.signed("demo/live", "cli-live");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_perry-sandbox"))
+        .arg("--config")
+        .arg(&w.config)
+        .args(["run", &w.image("demo/live:v1"), "--", "sh", "-c"])
+        .arg("echo first; sleep 3; echo second")
+        .env_remove("PERRY_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert_eq!(first, "first");
+    // The command is still sleeping: the line came live, not at exit.
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the first line arrived only after the run ended"
+    );
+    assert_eq!(lines.next().unwrap().unwrap(), "second");
+    assert!(child.wait().unwrap().success());
+}

@@ -479,6 +479,85 @@ fn uid_range_containing_root_is_refused(fs: &dyn FinalStep) {
     );
 }
 
+/// `perry-sandbox run` prints output as it happens: the first line reaches the sink while the
+/// command is still running, the limit still applies to what is streamed, nothing is buffered.
+fn live_output_arrives_while_the_command_runs(fs: &dyn FinalStep) {
+    use perry_runtime::native::{LiveOutput, Stream};
+    use std::sync::{Arc, Mutex};
+    let r = rootfs();
+    let mut s = r.sh("echo first; echo warn >&2; sleep 1; echo second; head -c 5000 /dev/zero");
+    s.stdout_limit = 100;
+    let seen: Arc<Mutex<Vec<(Stream, Vec<u8>, Instant)>>> = Arc::default();
+    let sink = Arc::clone(&seen);
+    s.live = Some(LiveOutput(Arc::new(move |stream, bytes| {
+        sink.lock()
+            .unwrap()
+            .push((stream, bytes.to_vec(), Instant::now()))
+    })));
+    let o = run(&s, fs).expect("run");
+    let ended = Instant::now();
+    assert_eq!(o.exit_code, Some(0));
+    assert!(
+        o.stdout.is_empty() && o.stderr.is_empty(),
+        "streamed output was also buffered"
+    );
+    let seen = seen.lock().unwrap();
+    let joined = |want: Stream| -> Vec<u8> {
+        seen.iter()
+            .filter(|(st, _, _)| *st == want)
+            .flat_map(|(_, b, _)| b.clone())
+            .collect()
+    };
+    let out = joined(Stream::Stdout);
+    assert_eq!(out.len(), 100, "the stdout limit applies to streamed bytes");
+    assert!(out.starts_with(b"first\nsecond\n"), "{}", text(&out));
+    assert!(o.stdout_truncated);
+    assert_eq!(joined(Stream::Stderr), b"warn\n");
+    let first = seen
+        .iter()
+        .find(|(_, b, _)| b.starts_with(b"first"))
+        .map(|(_, _, t)| *t)
+        .unwrap();
+    assert!(
+        ended.duration_since(first) >= Duration::from_millis(700),
+        "the first line arrived only at the end"
+    );
+}
+
+/// A bind target missing from the image is created as an empty directory, safely: a symlink in
+/// the image cannot redirect it outside the root.
+fn missing_mount_targets_are_created_inside_the_root_only(fs: &dyn FinalStep) {
+    use perry_runtime::unpack::add_mount_point;
+    let r = rootfs();
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("f"), "mounted\n").unwrap();
+    std::fs::set_permissions(
+        host.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    add_mount_point(&r.rootfs, std::path::Path::new("/work/deep")).expect("created");
+    let mut s = r.sh("cat /work/deep/f");
+    s.mounts = vec![BindMount {
+        source: host.path().to_path_buf(),
+        target: "/work/deep".into(),
+        read_only: true,
+    }];
+    let o = run(&s, fs).expect("run");
+    assert_eq!(text(&o.stdout), "mounted\n");
+    // An image symlink pointing out of the root is not followed.
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), r.rootfs.join("escape")).unwrap();
+    let e = add_mount_point(&r.rootfs, std::path::Path::new("/escape/x")).unwrap_err();
+    assert!(e.to_string().contains("symlink"), "{e}");
+    assert!(
+        !outside.path().join("x").exists(),
+        "created outside the root"
+    );
+    assert!(add_mount_point(&r.rootfs, std::path::Path::new("/a/../b")).is_err());
+    assert!(add_mount_point(&r.rootfs, std::path::Path::new("relative")).is_err());
+}
+
 macro_rules! both {
     ($($name:ident),* $(,)?) => {
         mod minimal {
@@ -514,5 +593,7 @@ both!(
     background_children_die_with_the_command,
     bind_mounts_are_read_only_unless_granted,
     failures_before_exec_are_typed_and_run_nothing,
-    uid_range_containing_root_is_refused
+    uid_range_containing_root_is_refused,
+    live_output_arrives_while_the_command_runs,
+    missing_mount_targets_are_created_inside_the_root_only
 );

@@ -1,6 +1,7 @@
 //! `perry-sandbox run [--tier T] [--timeout D] [--memory M] [--mount SRC:DST[:rw]] [--env K=V]
 //! [--json] IMAGE -- CMD…`: verify (the gate) → pull by digest → unpack → run in the native
-//! sandbox under the tier's profile.
+//! sandbox under the tier's profile. Output is printed as it happens (the tier's output limit
+//! still applies: the rest is dropped and reported); `--json` collects it into one document.
 //!
 //! Exit status: the command's own (128 + signal when it was killed); 125 when perry-sandbox
 //! refuses or fails before the command starts (verification denied, pull/unpack refused, setup
@@ -10,11 +11,12 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Args;
 use perry_audit::{AuditSink, Decision};
 use perry_policies::{ByteSize, HumanDuration, ImageRef, Tier};
-use perry_runtime::native::BindMount;
+use perry_runtime::native::{BindMount, LiveOutput, Stream};
 use perry_sandbox::exec::{ExecError, ExecRequest, Executor};
 use perry_verifier::registry::Platform;
 
@@ -154,6 +156,18 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult {
     req.timeout = timeout.map(|t| t.as_std());
     req.memory = memory.map(|m| m.as_u64());
     req.actor = ctx.audit_actor();
+    if !ctx.json {
+        // Print output as it happens, like `docker run`; the tier's output limit still applies.
+        req.live = Some(LiveOutput(Arc::new(|stream, bytes| {
+            let _ = match stream {
+                Stream::Stdout => {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(bytes).and_then(|_| out.flush())
+                }
+                Stream::Stderr => std::io::stderr().lock().write_all(bytes),
+            };
+        })));
+    }
     let prepared = rt
         .block_on(executor.prepare(req))
         .map_err(|e| exec_error(&e))?;
@@ -182,9 +196,6 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult {
         });
         println!("{v}");
     } else {
-        let _ = std::io::stdout().write_all(&outcome.stdout);
-        let _ = std::io::stderr().write_all(&outcome.stderr);
-        let _ = std::io::stdout().flush();
         for (what, t) in [
             ("stdout", outcome.stdout_truncated),
             ("stderr", outcome.stderr_truncated),

@@ -257,6 +257,28 @@ impl Limits {
     }
 }
 
+/// Which output stream a chunk of [`LiveOutput`] came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    /// The command's standard output.
+    Stdout,
+    /// The command's standard error.
+    Stderr,
+}
+
+/// A destination for output as it arrives (the terminal of `perry-sandbox run`), instead of
+/// collecting it into [`Outcome::stdout`]/[`Outcome::stderr`]. The byte limits still apply: what
+/// is past a stream's limit is dropped and flagged as truncated, never buffered. Called on the
+/// supervising thread; a slow sink slows the command (its pipe fills), it never grows memory.
+#[derive(Clone)]
+pub struct LiveOutput(pub std::sync::Arc<dyn Fn(Stream, &[u8]) + Send + Sync>);
+
+impl fmt::Debug for LiveOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LiveOutput(..)")
+    }
+}
+
 /// Everything needed to run one command in a sandbox. Plain data; see [`run`].
 #[derive(Clone, Debug)]
 pub struct RunSpec {
@@ -288,6 +310,8 @@ pub struct RunSpec {
     pub stderr_limit: usize,
     /// Bytes fed to stdin (then EOF); `None` gives an empty stdin.
     pub stdin: Option<Vec<u8>>,
+    /// Stream output here as it arrives instead of collecting it (see [`LiveOutput`]).
+    pub live: Option<LiveOutput>,
     /// Bring `lo` up in the sandbox's empty network namespace (a tier grant).
     pub loopback: bool,
 }
@@ -312,6 +336,7 @@ impl RunSpec {
             stdout_limit: out,
             stderr_limit: out,
             stdin: None,
+            live: None,
             loopback: false,
         }
     }
@@ -324,9 +349,9 @@ pub struct Outcome {
     pub exit_code: Option<i32>,
     /// The signal that killed the command, if it was killed.
     pub signal: Option<i32>,
-    /// Captured stdout (at most `stdout_limit` bytes).
+    /// Captured stdout (at most `stdout_limit` bytes; empty when it was streamed to `live`).
     pub stdout: Vec<u8>,
-    /// Captured stderr (at most `stderr_limit` bytes).
+    /// Captured stderr (at most `stderr_limit` bytes; empty when it was streamed to `live`).
     pub stderr: Vec<u8>,
     /// stdout produced more than `stdout_limit` bytes.
     pub stdout_truncated: bool,
@@ -589,9 +614,24 @@ struct Capture {
     buf: Vec<u8>,
     limit: usize,
     truncated: bool,
+    /// Bytes kept so far (collected or passed to `live`).
+    kept: usize,
+    /// Pass kept bytes here instead of collecting them.
+    live: Option<(LiveOutput, Stream)>,
 }
 
 impl Capture {
+    fn new(fd: OwnedFd, limit: usize, live: Option<(LiveOutput, Stream)>) -> Self {
+        Self {
+            fd: Some(fd),
+            buf: Vec::new(),
+            limit,
+            truncated: false,
+            kept: 0,
+            live,
+        }
+    }
+
     /// Read until EAGAIN or EOF; keep up to `limit` bytes and drop the rest.
     fn drain(&mut self, scratch: &mut [u8]) {
         let Some(fd) = &self.fd else { return };
@@ -601,9 +641,14 @@ impl Capture {
                 unsafe { libc::read(fd.as_raw_fd(), scratch.as_mut_ptr().cast(), scratch.len()) };
             if n > 0 {
                 let n = n as usize;
-                let room = self.limit.saturating_sub(self.buf.len());
+                let room = self.limit.saturating_sub(self.kept);
                 let keep = room.min(n);
-                self.buf.extend_from_slice(&scratch[..keep]);
+                self.kept += keep;
+                match &self.live {
+                    Some((sink, stream)) if keep > 0 => (sink.0)(*stream, &scratch[..keep]),
+                    Some(_) => {}
+                    None => self.buf.extend_from_slice(&scratch[..keep]),
+                }
                 if keep < n {
                     self.truncated = true;
                 }
@@ -827,24 +872,10 @@ fn supervise(
     for fd in [&err_r, &stdin_w, &stdout_r, &stderr_r] {
         set_nonblocking(fd.as_raw_fd())?;
     }
-    let mut out = Capture {
-        fd: Some(stdout_r),
-        buf: Vec::new(),
-        limit: spec.stdout_limit,
-        truncated: false,
-    };
-    let mut errc = Capture {
-        fd: Some(stderr_r),
-        buf: Vec::new(),
-        limit: spec.stderr_limit,
-        truncated: false,
-    };
-    let mut report = Capture {
-        fd: Some(err_r),
-        buf: Vec::new(),
-        limit: 12,
-        truncated: false,
-    };
+    let live = |stream| spec.live.clone().map(|l| (l, stream));
+    let mut out = Capture::new(stdout_r, spec.stdout_limit, live(Stream::Stdout));
+    let mut errc = Capture::new(stderr_r, spec.stderr_limit, live(Stream::Stderr));
+    let mut report = Capture::new(err_r, 12, None);
     let stdin_data: &[u8] = spec.stdin.as_deref().unwrap_or(&[]);
     let mut stdin_off = 0;
     let mut stdin_fd = (!stdin_data.is_empty()).then_some(stdin_w);

@@ -1,0 +1,255 @@
+//! Load on `perry-sandbox serve`: N concurrent clients invoking an `echo` capability through the
+//! Unix-socket API, every call verified (cache), audit-recorded (fsync, group commit) and run in
+//! a fresh hardened sandbox. Prints throughput, p50/p99 latency and errors, then checks that the
+//! service leaked nothing: fds, mounts, child processes and run cgroups are counted before and
+//! after. The peer, run in the same invocation on the same rootfs with the same concurrency, is
+//! `bwrap --unshare-all` (no verification, no audit, no limits): the cost floor of a sandbox.
+//!
+//! `scripts/bench/service` runs this in release mode. Environment: `PERRY_BENCH_CALLS` (default
+//! 2000), `PERRY_BENCH_CLIENTS` (default 8), `PERRY_BENCH_PEER_CALLS` (default 500).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use perry_sandbox::capability::CapabilityRequest;
+use perry_sandbox::service::Client;
+use perry_testworld::{ConfigBuilder, Registry, SigStack, SignOptions, TinyImage};
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// What the leak check counts for the service process.
+#[derive(Debug, PartialEq, Eq)]
+struct Footprint {
+    fds: usize,
+    mounts: usize,
+    children: usize,
+    run_cgroups: usize,
+}
+
+fn footprint(pid: u32) -> Footprint {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .map(|s| s.lines().count())
+        .unwrap_or(0);
+    let mut children = 0;
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) {
+            // pid (comm) state ppid …: comm may hold spaces, so split after the last ')'.
+            if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+                if rest.split_whitespace().nth(1) == Some(&pid.to_string()) {
+                    children += 1;
+                }
+            }
+        }
+    }
+    let prefix = format!("perry-run-{pid}-");
+    let mut run_cgroups = 0;
+    let walk = |dir: &Path, n: &mut usize| {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    *n += 1;
+                }
+            }
+        }
+    };
+    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    for mnt in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        for line in own.lines() {
+            let rel = line
+                .splitn(3, ':')
+                .nth(2)
+                .unwrap_or("")
+                .trim_start_matches('/');
+            walk(&mnt.path().join(rel), &mut run_cgroups);
+        }
+    }
+    for line in own.lines().filter(|l| l.starts_with("0::")) {
+        let rel = line.trim_start_matches("0::").trim_start_matches('/');
+        walk(&Path::new("/sys/fs/cgroup").join(rel), &mut run_cgroups);
+    }
+    Footprint {
+        fds,
+        mounts,
+        children,
+        run_cgroups,
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+fn main() {
+    let calls = env_or("PERRY_BENCH_CALLS", 2000);
+    let clients = env_or("PERRY_BENCH_CLIENTS", 8);
+    let peer_calls = env_or("PERRY_BENCH_PEER_CALLS", 500);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let reg = Registry::start();
+    let pushed = reg.push_image(
+        "bench/echo",
+        "v1",
+        &TinyImage::busybox_marked("amd64", "svc-bench"),
+    );
+    SigStack::shared().sign(&reg, "bench/echo", &pushed.digest, &SignOptions::default());
+    let socket = dir.path().join("api.sock");
+    let extra = format!(
+        "[shellCapabilities.echo]\ncommand = [\"echo\"]\nargs = {{ max = 2 }}\nimage = \"{}/bench/echo:v1\"\n\n\
+         [service]\nsocket = \"{}\"\nallowed_uids = [0]\nmax_concurrent = {}\nmax_queue = 1024\n",
+        reg.host(),
+        socket.display(),
+        clients
+    );
+    let config = ConfigBuilder::new(&reg, SigStack::shared())
+        .extra(&extra)
+        .write(dir.path());
+    let mut svc = Command::new(env!("CARGO_BIN_EXE_perry-sandbox"))
+        .arg("--config")
+        .arg(&config)
+        .args(["serve", "--prewarm"])
+        .env_remove("PERRY_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("perry-sandbox serve");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = Client::new(&socket);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while rt.block_on(client.health()).is_err() {
+        assert!(Instant::now() < deadline, "serve did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let req = CapabilityRequest::new(vec!["hello".into()]);
+    // Warm: page cache, profile compilation, allocator.
+    for _ in 0..20 {
+        rt.block_on(client.invoke("echo", &req))
+            .expect("warm-up call");
+    }
+    let before = footprint(svc.id());
+
+    let next = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut latencies: Vec<Duration> = rt.block_on(async {
+        let tasks: Vec<_> = (0..clients)
+            .map(|_| {
+                let (c, req, next, errors) = (
+                    client.clone(),
+                    req.clone(),
+                    Arc::clone(&next),
+                    Arc::clone(&errors),
+                );
+                tokio::spawn(async move {
+                    let mut lat = Vec::new();
+                    while next.fetch_add(1, Ordering::Relaxed) < calls {
+                        let t = Instant::now();
+                        match c.invoke("echo", &req).await {
+                            Ok(o) if o.stdout == "hello\n" && o.exit_code == Some(0) => {
+                                lat.push(t.elapsed())
+                            }
+                            Ok(o) => {
+                                eprintln!("wrong answer: {o:?}");
+                                errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => {
+                                eprintln!("error: {e}");
+                                errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    lat
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all
+    });
+    let wall = started.elapsed();
+    latencies.sort();
+    // Let the last runs' cgroups go (removal is synchronous, but give stragglers a moment).
+    std::thread::sleep(Duration::from_millis(200));
+    let after = footprint(svc.id());
+
+    // The peer: bwrap on the same rootfs, same concurrency, sequential per worker.
+    let rootfs: PathBuf = dir
+        .path()
+        .join("state/rootfs")
+        .join(pushed.digest.trim_start_matches("sha256:"));
+    let peer_next = Arc::new(AtomicUsize::new(0));
+    let peer_started = Instant::now();
+    let workers: Vec<_> = (0..clients)
+        .map(|_| {
+            let (rootfs, next) = (rootfs.clone(), Arc::clone(&peer_next));
+            std::thread::spawn(move || {
+                while next.fetch_add(1, Ordering::Relaxed) < peer_calls {
+                    let out = Command::new("bwrap")
+                        .args(["--unshare-all", "--ro-bind"])
+                        .arg(&rootfs)
+                        .args([
+                            "/",
+                            "--proc",
+                            "/proc",
+                            "--dev",
+                            "/dev",
+                            "/bin/echo",
+                            "hello",
+                        ])
+                        .output()
+                        .expect("bwrap");
+                    assert!(out.status.success() && out.stdout == b"hello\n");
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let peer_wall = peer_started.elapsed();
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &svc.id().to_string()])
+        .status();
+    let _ = svc.wait();
+
+    let ok = latencies.len();
+    let rate = ok as f64 / wall.as_secs_f64();
+    let peer_rate = peer_calls as f64 / peer_wall.as_secs_f64();
+    println!(
+        "perry-serve clients={clients} calls={calls} ok={ok} errors={} throughput_per_s={rate:.1} p50_ms={:.2} p99_ms={:.2} max_ms={:.2}",
+        errors.load(Ordering::Relaxed),
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 1.0),
+    );
+    println!(
+        "bwrap-peer clients={clients} calls={peer_calls} throughput_per_s={peer_rate:.1} ratio_perry_over_bwrap={:.2}",
+        rate / peer_rate
+    );
+    println!("footprint before={before:?}");
+    println!("footprint after={after:?}");
+    let leaked = before != after;
+    println!("leaks={}", if leaked { "YES" } else { "none" });
+    if leaked || errors.load(Ordering::Relaxed) > 0 {
+        std::process::exit(1);
+    }
+}

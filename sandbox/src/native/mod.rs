@@ -271,7 +271,10 @@ pub enum Stream {
 /// is past a stream's limit is dropped and flagged as truncated, never buffered. Called on the
 /// supervising thread; a slow sink slows the command (its pipe fills), it never grows memory.
 #[derive(Clone)]
-pub struct LiveOutput(pub std::sync::Arc<dyn Fn(Stream, &[u8]) + Send + Sync>);
+pub struct LiveOutput(pub std::sync::Arc<LiveSink>);
+
+/// The function a [`LiveOutput`] calls with each chunk kept.
+pub type LiveSink = dyn Fn(Stream, &[u8]) + Send + Sync;
 
 impl fmt::Debug for LiveOutput {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

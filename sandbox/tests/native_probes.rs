@@ -487,7 +487,8 @@ fn live_output_arrives_while_the_command_runs(fs: &dyn FinalStep) {
     let r = rootfs();
     let mut s = r.sh("echo first; echo warn >&2; sleep 1; echo second; head -c 5000 /dev/zero");
     s.stdout_limit = 100;
-    let seen: Arc<Mutex<Vec<(Stream, Vec<u8>, Instant)>>> = Arc::default();
+    type Chunk = (Stream, Vec<u8>, Instant);
+    let seen: Arc<Mutex<Vec<Chunk>>> = Arc::default();
     let sink = Arc::clone(&seen);
     s.live = Some(LiveOutput(Arc::new(move |stream, bytes| {
         sink.lock()

@@ -151,10 +151,12 @@ impl From<&DeniedSyscall> for DeniedCall {
 #[derive(Debug, thiserror::Error)]
 pub enum CapabilityError {
     /// No capability of that name is configured.
-    #[error("no capability named `{name}` (configured: {known})")]
+    #[error("no capability named `{name}`{} (configured: {known})", did_you_mean(.suggestion))]
     NotFound {
         /// The name asked for.
         name: String,
+        /// The configured name closest to it, if one is close.
+        suggestion: Option<String>,
         /// The configured names.
         known: String,
     },
@@ -190,6 +192,13 @@ pub enum CapabilityError {
         /// What happened.
         reason: String,
     },
+}
+
+fn did_you_mean(suggestion: &Option<String>) -> String {
+    suggestion
+        .as_ref()
+        .map(|s| format!(", did you mean `{s}`?"))
+        .unwrap_or_default()
 }
 
 impl CapabilityError {
@@ -301,6 +310,7 @@ impl Capabilities {
         let caps = &self.executor.config().capabilities;
         caps.get(name).ok_or_else(|| CapabilityError::NotFound {
             name: name.to_string(),
+            suggestion: perry_policies::error::nearest(name, caps.keys().map(String::as_str)),
             known: if caps.is_empty() {
                 "none".into()
             } else {

@@ -28,12 +28,14 @@
 #![warn(missing_docs)]
 
 mod config;
+mod host_image;
 mod http;
 mod image;
 mod registry;
 mod sigstack;
 
 pub use config::ConfigBuilder;
+pub use host_image::{host_architecture, shared_libraries, HostImage};
 pub use image::{sha256_digest, ImageSpec, TinyImage, TinyIndex, BUSYBOX_APPLETS};
 pub use registry::{Pushed, Registry};
 pub use sigstack::{push_legacy_layer, simple_signing_payload, support_dir};

@@ -426,8 +426,9 @@ fn is_sha256_hex(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// A blob opened for streaming (the reader stops one byte past the recorded size, so a blob
-/// that grew is still detected by the consumer's size check). Whoever reads it must hash it.
+/// A blob opened for streaming (from a directory the reader stops one byte past the recorded
+/// size, so a blob that grew is still detected by the consumer's size check). Whoever reads it
+/// must hash it.
 pub struct LayoutBlob {
     reader: io::Take<File>,
     size: u64,
@@ -758,8 +759,15 @@ impl OciLayout {
                 limit,
             });
         }
+        // A file in a directory may have grown since it was measured: read one byte past the
+        // size so the consumer sees it. An archive member ends where its header says (the next
+        // bytes are tar padding), so exactly `size` bytes are read there.
+        let take = match self.store {
+            Store::Dir(_) => size.saturating_add(1),
+            Store::Archive { .. } => size,
+        };
         Ok(LayoutBlob {
-            reader: file.take(size.saturating_add(1)),
+            reader: file.take(take),
             size,
         })
     }

@@ -7,12 +7,18 @@
 //! asked for) and hashed again while it is written to the store (temp file + fsync + rename; a
 //! mismatch keeps nothing). Concurrent pulls of one blob in this process are coalesced: one
 //! fetches, the others wait for it and then find the blob present.
+//!
+//! An image verified from an OCI layout directory or archive ([`VerifiedImage::origin`]) is read
+//! from that same layout and from nowhere else: its blobs are streamed from the file straight
+//! into the store (never buffered whole in memory), hashed and size-checked on the way, so a
+//! blob altered after verification is refused and nothing of it is kept.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use perry_policies::Digest;
-use perry_verifier::registry::{RegistryClient, RegistryError};
+use perry_policies::{Digest, ImageRef};
+use perry_verifier::layout::{LayoutBlob, LayoutError, OciLayout};
+use perry_verifier::registry::{RegistryClient, RegistryError, MAX_MANIFEST_SIZE};
 use perry_verifier::VerifiedImage;
 
 use crate::manifest::{ImageConfig, ImageManifest, ManifestError, MAX_DOCUMENT_SIZE};
@@ -29,6 +35,14 @@ pub enum PullError {
         what: String,
         /// The registry error.
         source: RegistryError,
+    },
+    /// The OCI layout or archive the image was verified from cannot be opened or read.
+    #[error("reading {what}: {source}")]
+    Layout {
+        /// Which blob (or the layout itself).
+        what: String,
+        /// The layout error.
+        source: LayoutError,
     },
     /// Writing to or reading from the store failed (including a digest mismatch).
     #[error(transparent)]
@@ -55,7 +69,8 @@ pub struct Pulled {
     pub config: ImageConfig,
     /// The read-only root filesystem.
     pub rootfs: Unpacked,
-    /// Blobs fetched from the registry by this pull (0: everything was already stored).
+    /// Blobs fetched from the registry or layout by this pull (0: everything was already
+    /// stored).
     pub fetched: usize,
 }
 
@@ -85,17 +100,40 @@ impl ImageStore {
     }
 
     /// Pulls (what is missing of) `image` by its pinned platform digest and unpacks it.
+    ///
+    /// The bytes come from where the image was verified ([`VerifiedImage::origin`]): its
+    /// registry through `registry`, or the OCI layout directory or archive (then `registry` is
+    /// not used).
     pub async fn pull(
         &self,
         registry: &RegistryClient,
         image: &VerifiedImage,
     ) -> Result<Pulled, PullError> {
-        let repo = image.reference();
+        match OciLayout::open_origin(image.origin()) {
+            None => {
+                self.pull_from(&Source::Registry(registry, image.reference()), image)
+                    .await
+            }
+            Some(opened) => {
+                let layout = opened.map_err(|source| PullError::Layout {
+                    what: image.origin().to_string(),
+                    source,
+                })?;
+                self.pull_from(&Source::Layout(&layout), image).await
+            }
+        }
+    }
+
+    async fn pull_from(
+        &self,
+        src: &Source<'_>,
+        image: &VerifiedImage,
+    ) -> Result<Pulled, PullError> {
         let manifest_digest = image.platform_digest().clone();
         let mut fetched = 0;
         fetched += self
-            .ensure(&manifest_digest, || async {
-                registry.fetch_manifest(repo, &manifest_digest).await
+            .ensure(&manifest_digest, || {
+                src.fetch(&manifest_digest, MAX_MANIFEST_SIZE as u64, None, true)
             })
             .await?;
         let bytes = self
@@ -107,10 +145,13 @@ impl ImageStore {
         })?;
         let config_digest = manifest.config.digest.clone();
         fetched += self
-            .ensure(&config_digest, || async {
-                registry
-                    .fetch_blob(repo, &config_digest, MAX_DOCUMENT_SIZE)
-                    .await
+            .ensure(&config_digest, || {
+                src.fetch(
+                    &config_digest,
+                    MAX_DOCUMENT_SIZE,
+                    Some(manifest.config.size),
+                    false,
+                )
             })
             .await?;
         let config_bytes = self
@@ -123,8 +164,8 @@ impl ImageStore {
         for layer in &manifest.layers {
             let limit = layer.size.min(self.limits.max_layer_size);
             fetched += self
-                .ensure(&layer.digest, || async {
-                    registry.fetch_blob(repo, &layer.digest, limit).await
+                .ensure(&layer.digest, || {
+                    src.fetch(&layer.digest, limit, Some(layer.size), false)
                 })
                 .await?;
         }
@@ -144,11 +185,12 @@ impl ImageStore {
     }
 
     /// Makes sure `digest` is stored: if not, the first caller fetches it while later callers
-    /// for the same digest wait. Returns 1 when this call fetched.
+    /// for the same digest wait. Returns 1 when this call fetched. Whatever is fetched is
+    /// hashed (and size-checked) while it is written to the store.
     async fn ensure<F, Fut>(&self, digest: &Digest, fetch: F) -> Result<usize, PullError>
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<Vec<u8>, RegistryError>>,
+        Fut: std::future::Future<Output = Result<Fetched, PullError>>,
     {
         if self.blobs.contains(digest) {
             return Ok(0);
@@ -162,15 +204,17 @@ impl ImageStore {
             Ok(0)
         } else {
             match fetch().await {
-                Ok(bytes) => self
+                Ok(Fetched::Bytes(bytes)) => self
                     .blobs
                     .ingest(&bytes[..], digest, Some(bytes.len() as u64))
                     .map(|_| 1)
                     .map_err(PullError::from),
-                Err(source) => Err(PullError::Registry {
-                    what: digest.to_string(),
-                    source,
-                }),
+                Ok(Fetched::Stream(blob, size)) => self
+                    .blobs
+                    .ingest(blob, digest, size)
+                    .map(|_| 1)
+                    .map_err(PullError::from),
+                Err(e) => Err(e),
             }
         };
         drop(guard);
@@ -179,5 +223,57 @@ impl ImageStore {
             map.remove(digest);
         }
         result
+    }
+}
+
+/// Where a pull reads from.
+enum Source<'a> {
+    /// The image's registry repository.
+    Registry(&'a RegistryClient, &'a ImageRef),
+    /// The OCI layout or archive the image was verified from.
+    Layout(&'a OciLayout),
+}
+
+/// Fetched content, not yet trusted: the store hashes it while ingesting.
+enum Fetched {
+    /// Bytes from the registry (which hashed them too).
+    Bytes(Vec<u8>),
+    /// A blob streamed from a layout file, with the size the manifest announced (if any).
+    Stream(LayoutBlob, Option<u64>),
+}
+
+impl Source<'_> {
+    /// Fetches `digest` (at most `limit` bytes). `size`: the size a descriptor announced, which
+    /// the store then enforces. `manifest`: fetch it as a manifest from a registry.
+    async fn fetch(
+        &self,
+        digest: &Digest,
+        limit: u64,
+        size: Option<u64>,
+        manifest: bool,
+    ) -> Result<Fetched, PullError> {
+        match self {
+            Self::Registry(client, repo) => {
+                let r = if manifest {
+                    client.fetch_manifest(repo, digest).await
+                } else {
+                    client.fetch_blob(repo, digest, limit).await
+                };
+                r.map(Fetched::Bytes).map_err(|source| PullError::Registry {
+                    what: digest.to_string(),
+                    source,
+                })
+            }
+            Self::Layout(layout) => {
+                let blob = layout
+                    .open_blob(digest, limit)
+                    .map_err(|source| PullError::Layout {
+                        what: format!("{} blob {digest}", layout.name()),
+                        source,
+                    })?;
+                let size = Some(size.unwrap_or(blob.size()));
+                Ok(Fetched::Stream(blob, size))
+            }
+        }
     }
 }

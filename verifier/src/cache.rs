@@ -92,6 +92,38 @@ pub fn pinned_key(
     h.finalize().into()
 }
 
+/// The key for a decision about an image read from somewhere other than its registry, or
+/// checked against a detached bundle: [`cache_key`] (`inner`) bound to the [`Origin`] (kind and
+/// canonical path) and to the SHA-256 of the detached bundle, if any. Domain-separated from
+/// [`cache_key`] and [`pinned_key`], so a layout decision never answers for a registry image
+/// (or another layout, or another bundle) and vice versa.
+///
+/// [`Origin`]: crate::source::Origin
+pub fn source_key(
+    inner: &CacheKey,
+    origin: &crate::source::Origin,
+    bundle_sha256: Option<&[u8; 32]>,
+) -> CacheKey {
+    let mut h = Sha256::new();
+    h.update(b"perry-verifier source key v1\0");
+    use std::os::unix::ffi::OsStrExt;
+    let (kind, path): (&[u8], &[u8]) = match origin {
+        crate::source::Origin::Registry => (b"registry", b""),
+        crate::source::Origin::OciLayout(p) => (b"oci", p.as_os_str().as_bytes()),
+        crate::source::Origin::OciArchive(p) => (b"oci-archive", p.as_os_str().as_bytes()),
+    };
+    for part in [
+        kind,
+        path,
+        bundle_sha256.map_or(&[][..], |b| &b[..]),
+        &inner[..],
+    ] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.finalize().into()
+}
+
 /// A cached decision.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -403,6 +435,7 @@ mod tests {
             integrated_time: Some(1),
             log_index: Some(2),
             layout: "referrers-tag".into(),
+            origin: crate::source::Origin::Registry,
         }
     }
 
@@ -424,6 +457,25 @@ mod tests {
         let p = pinned_key(&d('a'), "linux/amd64", "r/x", &root, &rules);
         assert_ne!(p, base);
         assert_ne!(p, pinned_key(&d('a'), "linux/arm64", "r/x", &root, &rules));
+    }
+
+    #[test]
+    fn source_keys_separate_origins_and_bundles() {
+        use crate::source::Origin;
+        let root = [1u8; 32];
+        let inner = cache_key(&d('a'), &d('a'), "r/x", &root, &rules_digest([]));
+        let reg = source_key(&inner, &Origin::Registry, None);
+        let lay = source_key(&inner, &Origin::OciLayout("/l".into()), None);
+        let arc = source_key(&inner, &Origin::OciArchive("/l".into()), None);
+        let lay2 = source_key(&inner, &Origin::OciLayout("/m".into()), None);
+        let b1 = source_key(&inner, &Origin::OciLayout("/l".into()), Some(&[1; 32]));
+        let b2 = source_key(&inner, &Origin::OciLayout("/l".into()), Some(&[2; 32]));
+        let all = [inner, reg, lay, arc, lay2, b1, b2];
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
     }
 
     #[test]

@@ -10,9 +10,13 @@
 //!    simple-signing payloads carrying the signature, certificate, chain and Rekor bundle in
 //!    annotations.
 //!
+//! The same search runs over a registry repository and over an OCI image layout (through
+//! [`ContentSource`]); a layout has no referrers API, so only 2 and 3 apply there, with the
+//! tags being `org.opencontainers.image.ref.name` annotations of its `index.json`.
+//!
 //! Discovery proves nothing: it only collects candidates. Every byte it returns was fetched by
-//! digest and hashed (via [`RegistryClient`]), but whether a signature is valid, by whom, and over
-//! which digest is the verifier's job.
+//! digest and hashed (by the [`ContentSource`]), but whether a signature is valid, by whom, and
+//! over which digest is the verifier's job.
 
 use std::fmt;
 
@@ -20,6 +24,7 @@ use perry_policies::{Digest, ImageRef};
 use serde::Deserialize;
 
 use crate::registry::{RegistryClient, RegistryError};
+use crate::source::{ContentSource, RegistrySource, SourceError, TagOrDigest};
 
 /// The artifact type (and layer media type) of a Sigstore bundle attached as an OCI referrer.
 pub const BUNDLE_ARTIFACT_TYPE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
@@ -48,6 +53,8 @@ pub enum SignatureLayout {
     ReferrersTag,
     /// A legacy cosign `sha256-<hex>.sig` manifest.
     LegacySig,
+    /// A Sigstore bundle given explicitly (`--bundle FILE`), not found in the image source.
+    Detached,
 }
 
 impl fmt::Display for SignatureLayout {
@@ -56,6 +63,7 @@ impl fmt::Display for SignatureLayout {
             Self::Referrers => "referrers",
             Self::ReferrersTag => "referrers-tag",
             Self::LegacySig => "legacy-sig",
+            Self::Detached => "detached-bundle",
         })
     }
 }
@@ -160,14 +168,26 @@ pub async fn discover(
     image: &ImageRef,
     digest: &Digest,
 ) -> Result<Discovery, RegistryError> {
+    discover_in(&RegistrySource::new(client, image), digest).await
+}
+
+/// [`discover`] over any [`ContentSource`] (a registry repository or an OCI layout).
+pub async fn discover_in<S: ContentSource>(
+    src: &S,
+    digest: &Digest,
+) -> Result<Discovery, S::Error> {
     let mut out = Discovery::default();
-    let repo = format!("{}/{}", image.registry(), image.repository());
+    let repo = src.location();
     let tag = format!("sha256-{}", digest.hex());
 
     // 1 + 2. The referrers API (oci-client falls back to the tag schema itself on a 404) and the
     // tag index fetched directly, so each candidate can be labelled with where it came from.
-    let api = client.referrers(image, digest, BUNDLE_ARTIFACT_TYPE).await;
-    let tag_index = match client.fetch_tag(image, &tag).await {
+    let api = if src.has_referrers_api() {
+        Some(src.referrers(digest, BUNDLE_ARTIFACT_TYPE).await)
+    } else {
+        None
+    };
+    let tag_index = match src.manifest(TagOrDigest::Tag(&tag)).await {
         Ok((bytes, _)) => match serde_json::from_slice::<Index>(&bytes) {
             Ok(idx) => Some(idx),
             Err(e) => {
@@ -186,7 +206,10 @@ pub async fn discover(
         .collect();
     let mut candidates: Vec<(SignatureLayout, Descriptor)> = Vec::new();
     match api {
-        Ok(listed) => {
+        None => {}
+        Some(Ok(Some(index))) => {
+            let listed = parse_referrers(&index)
+                .map_err(|e| src.malformed(format!("referrers of {repo}@{digest}"), e))?;
             let n = listed
                 .iter()
                 .filter(|d| !tag_digests.contains(&d.digest))
@@ -200,10 +223,10 @@ pub async fn discover(
                 }
             }
         }
-        Err(e) if e.is_not_found() => out.looked_in.push(format!(
+        Some(Ok(None)) => out.looked_in.push(format!(
             "referrers API {repo} for {digest} (not supported by the registry)"
         )),
-        Err(e) => return Err(e),
+        Some(Err(e)) => return Err(e),
     }
     match tag_index {
         Some(idx) => {
@@ -228,19 +251,19 @@ pub async fn discover(
             .push(format!("referrers tag {repo}:{tag} (no such tag)")),
     }
     for (layout, desc) in candidates.into_iter().take(MAX_CANDIDATES) {
-        if let Some(found) = fetch_bundle(client, image, digest, layout, &desc).await? {
+        if let Some(found) = fetch_bundle(src, digest, layout, &desc).await? {
             out.found.push(found);
         }
     }
 
     // 3. Legacy cosign `.sig`.
     let sig_tag = format!("{tag}.sig");
-    match client.fetch_tag(image, &sig_tag).await {
+    match src.manifest(TagOrDigest::Tag(&sig_tag)).await {
         Ok((bytes, _)) => match serde_json::from_slice::<Manifest>(&bytes) {
             Ok(m) => {
                 let mut n = 0;
                 for layer in m.layers.iter().take(MAX_CANDIDATES) {
-                    if let Some(found) = fetch_legacy(client, image, digest, layer).await? {
+                    if let Some(found) = fetch_legacy(src, digest, layer).await? {
                         out.found.push(found);
                         n += 1;
                     }
@@ -261,18 +284,26 @@ pub async fn discover(
     Ok(out)
 }
 
+/// The bundle artifacts listed in a referrers index.
+fn parse_referrers(index: &[u8]) -> Result<Vec<Descriptor>, String> {
+    let v: Index = serde_json::from_slice(index).map_err(|e| e.to_string())?;
+    Ok(v.manifests
+        .into_iter()
+        .filter(|m| is_bundle_type(m.artifact_type.as_deref()))
+        .collect())
+}
+
 /// Fetches the referrer manifest `desc` names, then its bundle layer.
-async fn fetch_bundle(
-    client: &RegistryClient,
-    image: &ImageRef,
+async fn fetch_bundle<S: ContentSource>(
+    src: &S,
     digest: &Digest,
     layout: SignatureLayout,
     desc: &Descriptor,
-) -> Result<Option<FoundSignature>, RegistryError> {
+) -> Result<Option<FoundSignature>, S::Error> {
     let Ok(mdigest) = Digest::parse(&desc.digest) else {
         return Ok(None);
     };
-    let bytes = client.fetch_manifest(image, &mdigest).await?;
+    let (bytes, _) = src.manifest(TagOrDigest::Digest(&mdigest)).await?;
     if bytes.len() as u64 != desc.size {
         return Ok(None);
     }
@@ -299,9 +330,7 @@ async fn fetch_bundle(
     if layer.size > MAX_SIGNATURE_BLOB {
         return Ok(None);
     }
-    let bundle_json = client
-        .fetch_blob(image, &ldigest, MAX_SIGNATURE_BLOB)
-        .await?;
+    let bundle_json = src.blob(&ldigest, MAX_SIGNATURE_BLOB).await?;
     let signed_digest = m
         .subject
         .as_ref()
@@ -315,12 +344,11 @@ async fn fetch_bundle(
 }
 
 /// Reads one legacy `.sig` layer: the payload blob plus the annotations.
-async fn fetch_legacy(
-    client: &RegistryClient,
-    image: &ImageRef,
+async fn fetch_legacy<S: ContentSource>(
+    src: &S,
     digest: &Digest,
     layer: &Descriptor,
-) -> Result<Option<FoundSignature>, RegistryError> {
+) -> Result<Option<FoundSignature>, S::Error> {
     if layer.media_type.as_deref() != Some(SIMPLE_SIGNING_MEDIA_TYPE) {
         return Ok(None);
     }
@@ -333,9 +361,7 @@ async fn fetch_legacy(
     if layer.size > MAX_SIGNATURE_BLOB {
         return Ok(None);
     }
-    let payload = client
-        .fetch_blob(image, &pdigest, MAX_SIGNATURE_BLOB)
-        .await?;
+    let payload = src.blob(&pdigest, MAX_SIGNATURE_BLOB).await?;
     let get = |k: &str| layer.annotations.get(k).cloned();
     Ok(Some(FoundSignature::Legacy {
         signed_digest: digest.clone(),
@@ -345,26 +371,4 @@ async fn fetch_legacy(
         chain_pem: get(ANNOTATION_CHAIN),
         rekor_bundle_json: get(ANNOTATION_BUNDLE),
     }))
-}
-
-impl RegistryClient {
-    /// Lists bundle referrers of `digest` through the OCI 1.1 referrers API (oci-client falls back
-    /// to the tag schema on a 404; [`discover`] labels those entries itself).
-    async fn referrers(
-        &self,
-        image: &ImageRef,
-        digest: &Digest,
-        artifact_type: &str,
-    ) -> Result<Vec<Descriptor>, RegistryError> {
-        let index = self.referrers_index(image, digest, artifact_type).await?;
-        let v: Index = serde_json::from_slice(&index).map_err(|e| RegistryError::BadManifest {
-            host: image.registry().into(),
-            what: format!("referrers of {}@{digest}", image.name()),
-            reason: e.to_string(),
-        })?;
-        Ok(v.manifests
-            .into_iter()
-            .filter(|m| is_bundle_type(m.artifact_type.as_deref()))
-            .collect())
-    }
 }

@@ -5,6 +5,7 @@
 //! trusted: exit 3, codes `policy_denied` / `verification_failed`) from failures to decide at
 //! all (registry down, unreadable root: exit 125).
 
+use crate::layout::LayoutError;
 use crate::registry::RegistryError;
 
 /// A verification refusal or failure.
@@ -92,6 +93,31 @@ pub enum VerifyError {
     /// The registry could not be asked (or answered wrongly).
     #[error("registry: {0}")]
     Registry(#[from] RegistryError),
+    /// The OCI layout or archive could not be read, or is malformed or altered.
+    #[error("{0}")]
+    Layout(#[from] LayoutError),
+    /// An OCI layout or archive was given without the image name its signatures were made for.
+    #[error("{source_name} has no image name of its own: give the name its signatures were made for (e.g. 127.0.0.1:5000/busybox); trust rules and signatures are matched against that name")]
+    NameRequired {
+        /// The source as written (`oci:/path:tag`).
+        source_name: String,
+    },
+    /// The image name given for a source is not a plain repository name, or contradicts it.
+    #[error("image name `{name}`: {reason}")]
+    BadName {
+        /// The name as given.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A detached bundle file (`--bundle`) cannot be read.
+    #[error("bundle file {path}: {reason}")]
+    BundleFile {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The verification cache directory or key could not be set up.
     #[error("verification cache {path}: {reason}")]
     Cache {
@@ -110,12 +136,19 @@ impl VerifyError {
             Self::TrustedRoot { .. }
                 | Self::KeyFile { .. }
                 | Self::Registry(_)
+                | Self::Layout(_)
+                | Self::NameRequired { .. }
+                | Self::BadName { .. }
+                | Self::BundleFile { .. }
                 | Self::Cache { .. }
         )
     }
 
     /// The stable machine code: `policy_denied` (no rule / wrong signer), `verification_failed`
-    /// (no or bad signature), or `internal` / `registry_error` for failures to decide.
+    /// (no or bad signature), or for failures to decide `internal`, `registry_error`,
+    /// `invalid_config`, `invalid_argument` (no or a bad image name for a layout, unreadable
+    /// bundle file) or a layout's own code ([`LayoutError::code`]: `not_found`,
+    /// `invalid_image`, …).
     pub fn code(&self) -> &str {
         match self {
             Self::NoTrustRule { .. } | Self::IdentityMismatch { .. } => "policy_denied",
@@ -124,6 +157,10 @@ impl VerifyError {
                 "policy_denied"
             }
             Self::Registry(_) => "registry_error",
+            Self::Layout(e) => e.code(),
+            Self::NameRequired { .. } | Self::BadName { .. } | Self::BundleFile { .. } => {
+                "invalid_argument"
+            }
             Self::TrustedRoot { .. } | Self::KeyFile { .. } => "invalid_config",
             Self::Cache { .. } => "internal",
             _ => "verification_failed",

@@ -12,6 +12,7 @@ use perry_policies::{Digest, ImageRef};
 use serde::Serialize;
 
 use crate::discover::SignatureLayout;
+use crate::source::Origin;
 
 /// An image whose signature verified against the trusted root and whose signer the policy
 /// trusts, pinned to the manifest to pull.
@@ -26,6 +27,7 @@ pub struct VerifiedImage {
     integrated_time: Option<i64>,
     log_index: Option<u64>,
     layout: SignatureLayout,
+    origin: Origin,
 }
 
 /// The facts a verification established, in a form the cache can store. Crate-private so that
@@ -40,6 +42,10 @@ pub(crate) struct Record {
     pub(crate) integrated_time: Option<i64>,
     pub(crate) log_index: Option<u64>,
     pub(crate) layout: String,
+    /// Where the bytes are read from (absent in entries written before layouts existed:
+    /// the registry).
+    #[serde(default)]
+    pub(crate) origin: Origin,
 }
 
 pub(crate) fn layout_name(l: &SignatureLayout) -> &'static str {
@@ -47,6 +53,7 @@ pub(crate) fn layout_name(l: &SignatureLayout) -> &'static str {
         SignatureLayout::Referrers => "referrers",
         SignatureLayout::ReferrersTag => "referrers-tag",
         SignatureLayout::LegacySig => "legacy-sig",
+        SignatureLayout::Detached => "detached-bundle",
     }
 }
 
@@ -55,6 +62,7 @@ fn layout_from(s: &str) -> Option<SignatureLayout> {
         "referrers" => SignatureLayout::Referrers,
         "referrers-tag" => SignatureLayout::ReferrersTag,
         "legacy-sig" => SignatureLayout::LegacySig,
+        "detached-bundle" => SignatureLayout::Detached,
         _ => return None,
     })
 }
@@ -71,6 +79,7 @@ impl VerifiedImage {
             integrated_time: r.integrated_time,
             log_index: r.log_index,
             layout: layout_from(&r.layout)?,
+            origin: r.origin.clone(),
         })
     }
 
@@ -84,6 +93,7 @@ impl VerifiedImage {
             integrated_time: self.integrated_time,
             log_index: self.log_index,
             layout: layout_name(&self.layout).to_string(),
+            origin: self.origin.clone(),
         }
     }
 
@@ -145,6 +155,19 @@ impl VerifiedImage {
     pub fn layout(&self) -> &SignatureLayout {
         &self.layout
     }
+
+    /// Where the image's bytes are read from: the registry of [`Self::reference`], or the OCI
+    /// layout directory or archive it was verified from. The puller reads from here and
+    /// nowhere else.
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    /// The same verified image, read from `origin` (pipeline only).
+    pub(crate) fn with_origin(mut self, origin: Origin) -> Self {
+        self.origin = origin;
+        self
+    }
 }
 
 /// Builder used by the pipeline only.
@@ -170,6 +193,7 @@ pub(crate) fn new_verified(
         integrated_time,
         log_index,
         layout,
+        origin: Origin::Registry,
     }
 }
 
@@ -181,6 +205,10 @@ impl fmt::Display for VerifiedImage {
             self.pinned_reference(),
             self.signer_identity,
             self.issuer
-        )
+        )?;
+        if self.origin != Origin::Registry {
+            write!(f, " from {}", self.origin)?;
+        }
+        Ok(())
     }
 }

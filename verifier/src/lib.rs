@@ -9,6 +9,11 @@
 //! a type nothing outside this crate can construct, and the only one the runtime accepts.
 //! Decisions are cached by digest (memory + HMAC-protected disk entries).
 //!
+//! Air-gapped images come from OCI layout directories (`oci:DIR[:tag]`) and OCI archives
+//! (`oci-archive:FILE[:tag]`) through [`Verifier::verify_source`], with the signatures stored in
+//! the layout or a detached bundle file; they are verified exactly like registry images, under
+//! the image name the caller says the signatures were made for ([`layout`], [`source`]).
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use perry_policies::{Config, ImageRef};
@@ -33,16 +38,20 @@ pub mod blob;
 pub mod cache;
 pub mod error;
 pub mod image;
+pub mod layout;
 pub mod legacy;
 pub mod pipeline;
 pub mod policy;
 pub mod signature;
+pub mod source;
 pub mod trust_root;
 
 pub use blob::{verify_blob, BlobInput, BlobPolicy};
 pub use cache::VerifyCache;
 pub use error::VerifyError;
 pub use image::VerifiedImage;
+pub use layout::{LayoutError, OciLayout};
 pub use pipeline::{Verification, Verifier};
 pub use signature::{SignatureFacts, Signer, TrustedKey};
+pub use source::{ImageSource, Origin};
 pub use trust_root::TrustRoot;

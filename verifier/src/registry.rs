@@ -24,6 +24,8 @@ use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
+use crate::source::{ContentSource, RegistrySource, TagOrDigest};
+
 /// The largest manifest or index we accept (the limit CNCF distribution enforces on push).
 pub const MAX_MANIFEST_SIZE: usize = 4 * 1024 * 1024;
 
@@ -392,7 +394,7 @@ impl RegistryClient {
     }
 
     /// GET a manifest by tag or digest; returns the bytes and the digest computed from them.
-    async fn get_manifest(
+    pub(crate) async fn get_manifest(
         &self,
         image: &ImageRef,
         at: TagOrDigest<'_>,
@@ -568,91 +570,88 @@ impl RegistryClient {
             (None, Some(t)) => TagOrDigest::Tag(t),
             (None, None) => TagOrDigest::Tag(perry_policies::reference::DEFAULT_TAG),
         };
-        let (top, digest) = self.get_manifest(image, at).await?;
-        let host = image.registry();
-        let what = format!("{}/{}@{digest}", host, image.repository());
-        let parsed = ParsedManifest::parse(&top).map_err(|reason| RegistryError::BadManifest {
-            host: host.into(),
-            what: what.clone(),
-            reason,
-        })?;
-        match parsed {
-            ParsedManifest::Image { media_type } => Ok(Resolved {
-                reference: image.clone(),
-                digest,
-                media_type,
-                platform_digest: None,
-                manifest: top,
-            }),
-            ParsedManifest::Index {
-                media_type,
-                manifests,
-            } => {
-                let chosen = manifests
-                    .iter()
-                    .find(|m| m.platform.as_ref().is_some_and(|p| platform.matches(p)))
-                    .ok_or_else(|| RegistryError::NoPlatform {
-                        what: format!("index {what}"),
-                        platform: platform.to_string(),
-                        available: manifests
+        resolve_in(&RegistrySource::new(self, image), image, at, platform).await
+    }
+}
+
+/// Resolution, shared by registries and OCI layouts: fetch the top-level manifest at `at` from
+/// `src` (hashed by the source), and for a multi-platform index pick the `platform` manifest,
+/// fetch it by the digest the index names, and check its size and kind (nested indexes are
+/// refused). `reference` is recorded in the result.
+pub(crate) async fn resolve_in<S: ContentSource>(
+    src: &S,
+    reference: &ImageRef,
+    at: TagOrDigest<'_>,
+    platform: &Platform,
+) -> Result<Resolved, S::Error> {
+    let (top, digest) = src.manifest(at).await?;
+    let location = src.location();
+    let what = format!("{location}@{digest}");
+    let parsed =
+        ParsedManifest::parse(&top).map_err(|reason| src.malformed(what.clone(), reason))?;
+    match parsed {
+        ParsedManifest::Image { media_type } => Ok(Resolved {
+            reference: reference.clone(),
+            digest,
+            media_type,
+            platform_digest: None,
+            manifest: top,
+        }),
+        ParsedManifest::Index {
+            media_type,
+            manifests,
+        } => {
+            let chosen = manifests
+                .iter()
+                .find(|m| m.platform.as_ref().is_some_and(|p| platform.matches(p)))
+                .ok_or_else(|| {
+                    src.no_platform(
+                        format!("index {what}"),
+                        platform.to_string(),
+                        manifests
                             .iter()
                             .filter_map(|m| m.platform.as_ref().map(IndexPlatform::describe))
                             .collect::<Vec<_>>()
                             .join(", "),
-                    })?;
-                let pdigest =
-                    Digest::parse(&chosen.digest).map_err(|e| RegistryError::BadManifest {
-                        host: host.into(),
-                        what: format!("index {what}"),
-                        reason: format!("entry for {platform}: {e}"),
-                    })?;
-                let manifest = self.fetch_manifest(image, &pdigest).await?;
-                if chosen.size != manifest.len() as u64 {
-                    return Err(RegistryError::BadManifest {
-                        host: host.into(),
-                        what: format!("manifest {}/{}@{pdigest}", host, image.repository()),
-                        reason: format!(
-                            "index says {} bytes, registry served {}",
-                            chosen.size,
-                            manifest.len()
-                        ),
-                    });
-                }
-                match ParsedManifest::parse(&manifest) {
-                    Ok(ParsedManifest::Image { .. }) => {}
-                    Ok(ParsedManifest::Index { .. }) => {
-                        return Err(RegistryError::BadManifest {
-                            host: host.into(),
-                            what: format!("manifest {}/{}@{pdigest}", host, image.repository()),
-                            reason:
-                                "platform entry is itself an index (nested indexes are refused)"
-                                    .into(),
-                        })
-                    }
-                    Err(reason) => {
-                        return Err(RegistryError::BadManifest {
-                            host: host.into(),
-                            what: format!("manifest {}/{}@{pdigest}", host, image.repository()),
-                            reason,
-                        })
-                    }
-                }
-                Ok(Resolved {
-                    reference: image.clone(),
-                    digest,
-                    media_type,
-                    platform_digest: Some(pdigest),
-                    manifest,
-                })
+                    )
+                })?;
+            let pdigest = Digest::parse(&chosen.digest).map_err(|e| {
+                src.malformed(
+                    format!("index {what}"),
+                    format!("entry for {platform}: {e}"),
+                )
+            })?;
+            let (manifest, _) = src.manifest(TagOrDigest::Digest(&pdigest)).await?;
+            let pwhat = format!("manifest {location}@{pdigest}");
+            if chosen.size != manifest.len() as u64 {
+                return Err(src.malformed(
+                    pwhat,
+                    format!(
+                        "index says {} bytes, the source has {}",
+                        chosen.size,
+                        manifest.len()
+                    ),
+                ));
             }
+            match ParsedManifest::parse(&manifest) {
+                Ok(ParsedManifest::Image { .. }) => {}
+                Ok(ParsedManifest::Index { .. }) => {
+                    return Err(src.malformed(
+                        pwhat,
+                        "platform entry is itself an index (nested indexes are refused)".into(),
+                    ))
+                }
+                Err(reason) => return Err(src.malformed(pwhat, reason)),
+            }
+            Ok(Resolved {
+                reference: reference.clone(),
+                digest,
+                media_type,
+                platform_digest: Some(pdigest),
+                manifest,
+            })
         }
     }
-}
-
-#[derive(Clone, Copy)]
-enum TagOrDigest<'a> {
-    Tag(&'a str),
-    Digest(&'a Digest),
 }
 
 /// The parts of a manifest or index that resolution needs.

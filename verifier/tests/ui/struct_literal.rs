@@ -15,5 +15,6 @@ fn main() {
         integrated_time: None,
         log_index: None,
         layout: SignatureLayout::Referrers,
+        origin: perry_verifier::Origin::OciLayout("/tmp/evil".into()),
     };
 }

@@ -397,8 +397,8 @@ impl Capabilities {
     }
 
     /// The capability's mounts with `{workspace}` resolved. The workspace must be absolute,
-    /// exist, be a directory, and lie under a configured workspace root once symlinks are
-    /// resolved; sub-paths must stay inside it.
+    /// exist, be a directory, and lie strictly below a configured workspace root once symlinks
+    /// are resolved (the root itself holds everyone's workspaces); sub-paths must stay inside it.
     fn mounts(
         &self,
         name: &str,
@@ -464,9 +464,10 @@ impl Capabilities {
             return Err(format!("{} is not a directory", w.display()));
         }
         let roots = &self.executor.config().sandbox.workspace_roots;
+        // Strictly below a root: the root itself holds everyone's workspaces.
         let allowed = roots.iter().any(|r| {
             std::fs::canonicalize(r)
-                .map(|r| real.starts_with(r))
+                .map(|r| real.starts_with(&r) && real != r)
                 .unwrap_or(false)
         });
         if !allowed {
@@ -562,7 +563,7 @@ fn outcome(name: &str, out: &ExecOutcome) -> CapabilityOutcome {
         oom_killed: r.oom_killed,
         duration_ms: out.duration.as_millis() as u64,
         image_digest: out.digest.to_string(),
-        image: out.image.to_string(),
+        image: out.image.clone(),
         denied_syscalls: r.denied_syscalls.iter().map(DeniedCall::from).collect(),
         audit_seq: out.audit_seq,
         cache_hit: out.cache_hit,

@@ -32,7 +32,7 @@ use perry_runtime::native::{
 };
 use perry_runtime::pull::{ImageStore, PullError};
 use perry_verifier::registry::Platform;
-use perry_verifier::{Verification, Verifier, VerifyError};
+use perry_verifier::{ImageSource, Verification, Verifier, VerifyError};
 
 use crate::error::ApiError;
 
@@ -42,8 +42,14 @@ pub const EXIT_REFUSED: i32 = 125;
 /// What to run, where from, and what it is granted. Limits here only tighten the tier's.
 #[derive(Clone, Debug)]
 pub struct ExecRequest {
-    /// The image (tag or digest); verified before anything else.
-    pub image: ImageRef,
+    /// Where the image comes from (a registry reference, `oci:DIR[:tag]` or
+    /// `oci-archive:FILE[:tag]`); verified before anything else.
+    pub source: ImageSource,
+    /// The name the signatures were made for (`registry/repository`): required for OCI
+    /// layouts and archives, which have no name of their own; trust rules match it.
+    pub name: Option<String>,
+    /// A Sigstore bundle file to verify instead of the signatures found with the image.
+    pub bundle: Option<PathBuf>,
     /// The platform to pick from a multi-platform image.
     pub platform: Platform,
     /// The policy tier to run under.
@@ -81,10 +87,17 @@ pub struct ExecRequest {
 }
 
 impl ExecRequest {
-    /// A request to run `argv` from `image` under `tier`, as the current process.
+    /// A request to run `argv` from registry image `image` under `tier`, as the current process.
     pub fn new(image: ImageRef, tier: Tier, argv: Vec<String>) -> Self {
+        Self::from_source(ImageSource::Registry(image), tier, argv)
+    }
+
+    /// A request to run `argv` from `source` under `tier`, as the current process.
+    pub fn from_source(source: ImageSource, tier: Tier, argv: Vec<String>) -> Self {
         Self {
-            image,
+            source,
+            name: None,
+            bundle: None,
             platform: Platform::default(),
             tier,
             argv,
@@ -144,6 +157,10 @@ impl ExecError {
             Self::InvalidRequest(_) => "invalid_argument",
             Self::Verify(e) => match e {
                 VerifyError::Registry(r) if r.is_not_found() => "not_found",
+                VerifyError::Layout(l) => l.code(),
+                VerifyError::NameRequired { .. }
+                | VerifyError::BadName { .. }
+                | VerifyError::BundleFile { .. } => "invalid_argument",
                 VerifyError::Registry(_) => "registry_unavailable",
                 VerifyError::TrustedRoot { .. } | VerifyError::KeyFile { .. } => "invalid_config",
                 VerifyError::Cache { .. } => "internal",
@@ -162,7 +179,7 @@ impl ExecError {
     /// The HTTP-like status.
     pub fn status(&self) -> u16 {
         match self.code() {
-            "invalid_argument" => 400,
+            "invalid_argument" | "invalid_image" => 400,
             "policy_denied" | "verification_failed" => 403,
             "not_found" => 404,
             "pull_failed" => 502,
@@ -210,7 +227,7 @@ pub struct Prepared {
 
 #[derive(Clone, Debug)]
 struct Meta {
-    image: ImageRef,
+    image: String,
     digest: Digest,
     tier: Tier,
     cache_hit: bool,
@@ -239,8 +256,8 @@ impl Prepared {
 pub struct ExecOutcome {
     /// Exit status, signal, output, resource use and denied syscalls.
     pub run: native::Outcome,
-    /// The image as asked for.
-    pub image: ImageRef,
+    /// The image source as asked for.
+    pub image: String,
     /// The platform manifest digest that ran.
     pub digest: Digest,
     /// The tier it ran under.
@@ -401,7 +418,7 @@ impl Executor {
             let mut ev = Event::new(req.action, decision)
                 .actor(req.actor.clone())
                 .correlation(&req.correlation)
-                .image(req.image.to_string())
+                .image(req.source.to_string())
                 .tier(req.tier.to_string())
                 .command(req.argv.iter());
             if let Some(c) = &req.capability {
@@ -431,7 +448,16 @@ impl Executor {
                 None,
             ));
         }
-        let verification = match self.verifier.verify(&req.image, &req.platform).await {
+        let verification = match self
+            .verifier
+            .verify_source(
+                &req.source,
+                req.name.as_deref(),
+                &req.platform,
+                req.bundle.as_deref(),
+            )
+            .await
+        {
             Ok(v) => v,
             Err(e) => return Err(refuse(e.into(), None)),
         };
@@ -471,7 +497,7 @@ impl Executor {
             step,
             allow,
             meta: Meta {
-                image: req.image,
+                image: req.source.to_string(),
                 digest,
                 tier: req.tier,
                 cache_hit: verification.cache_hit,
@@ -511,7 +537,7 @@ impl Executor {
                 let mut ev = Event::new(meta.action, Decision::Error)
                     .actor(meta.actor)
                     .correlation(&meta.correlation)
-                    .image(meta.image.to_string())
+                    .image(meta.image.clone())
                     .digest(meta.digest.to_string())
                     .tier(meta.tier.to_string())
                     .reason(format!("did not start: {e}"));

@@ -42,7 +42,7 @@ args = {{ max = 2 }}
 image = "{host}/lib/busybox:v1"
 
 [shellCapabilities.fail]
-command = ["sh", "-c", "echo oops >&2; exit 3"]
+command = ["cat", "/nonexistent"]
 image = "{host}/lib/busybox:v1"
 
 [shellCapabilities.unsigned]
@@ -113,12 +113,13 @@ async fn the_host_contract_runs_named_commands_and_refuses_everything_else() {
         caps,
         "fail",
         "",
-        &argv(&["sh", "-c", "echo oops >&2; exit 3"]),
+        &argv(&["cat", "/nonexistent"]),
         ContainerGrants::default(),
     )
     .await
     .unwrap();
-    assert_eq!((logs.exit_code, logs.stderr.as_str()), (3, "oops\n"));
+    assert_eq!(logs.exit_code, 1, "{logs:?}");
+    assert!(logs.stderr.contains("/nonexistent"), "{logs:?}");
 
     // Refusals: a command that is not the capability's, another image, too many arguments,
     // an unknown capability.

@@ -447,6 +447,17 @@ fn bad_requests_get_clear_errors_and_nothing_runs() {
             "not under an allowed workspace root",
         ),
         (
+            // The root itself holds every workspace: only directories below it qualify.
+            "write",
+            format!(
+                r#"{{"args":["/work/ran"],"workspace":"{}"}}"#,
+                w.dir.path().join("roots").display()
+            ),
+            403,
+            "workspace_denied",
+            "not under an allowed workspace root",
+        ),
+        (
             "write",
             r#"{"args":["/work/ran"],"workspace":"relative/dir"}"#.into(),
             403,

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use clap::Args;
 use perry_audit::{AuditSink, Decision};
-use perry_policies::{ByteSize, HumanDuration, ImageRef, Tier};
+use perry_policies::{ByteSize, HumanDuration, Tier};
 use perry_runtime::native::{BindMount, LiveOutput, Stream};
 use perry_sandbox::exec::{ExecError, ExecRequest, Executor};
 use perry_verifier::registry::Platform;
@@ -44,7 +44,10 @@ pub struct RunArgs {
     /// Platform to pick from a multi-platform image.
     #[arg(long, default_value = "linux/amd64")]
     pub platform: String,
-    /// The image reference (tag or digest).
+    #[command(flatten)]
+    pub source: super::verify::SourceArgs,
+    /// The image: a registry reference (tag or digest), `oci:DIR[:tag]` or
+    /// `oci-archive:FILE[:tag]`.
     pub image: String,
     /// The command and its arguments (after `--`).
     #[arg(last = true, required = true, value_name = "CMD")]
@@ -79,12 +82,7 @@ fn parse_mount(s: &str) -> Result<BindMount, CliError> {
 /// Runs `perry-sandbox run`.
 pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult {
     let ctx = Context::load(g).map_err(refused)?;
-    let image = ImageRef::parse(&args.image).map_err(|e| {
-        refused(CliError::invalid_argument(format!(
-            "IMAGE {:?}: {e}",
-            args.image
-        )))
-    })?;
+    let image = super::verify::parse_source(&args.image)?;
     let tier: Tier = match &args.tier {
         Some(t) => t
             .parse()
@@ -149,7 +147,9 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult {
             return Err(exec_error(&e));
         }
     };
-    let mut req = ExecRequest::new(image.clone(), tier, args.command.clone());
+    let mut req = ExecRequest::from_source(image.clone(), tier, args.command.clone());
+    req.name = args.source.name.clone();
+    req.bundle = args.source.bundle.clone();
     req.platform = platform;
     req.env = env;
     req.mounts = mounts;
@@ -225,10 +225,14 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult {
 /// An execution error as the CLI reports it: its code and status, exit 125 (126/127 when the
 /// command cannot be executed or found).
 pub fn exec_error(e: &ExecError) -> CliError {
+    let mut message = e.to_string();
+    if let ExecError::Verify(v) = e {
+        message.push_str(super::verify::flag_hint(v));
+    }
     CliError {
         code: e.code(),
         status: e.status(),
-        message: e.to_string(),
+        message,
         exit: e.exit_status() as u8,
     }
 }

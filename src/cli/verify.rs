@@ -15,9 +15,10 @@ use std::process::ExitCode;
 
 use clap::Args;
 use perry_audit::{AuditSink, Decision};
-use perry_policies::ImageRef;
 use perry_verifier::registry::Platform;
-use perry_verifier::{BlobInput, BlobPolicy, TrustRoot, TrustedKey, Verifier, VerifyError};
+use perry_verifier::{
+    BlobInput, BlobPolicy, ImageSource, TrustRoot, TrustedKey, Verifier, VerifyError,
+};
 
 use super::error::{CliError, CliResult, EXIT_REFUSED};
 use super::{Context, GlobalArgs};
@@ -25,14 +26,54 @@ use super::{Context, GlobalArgs};
 /// Exit status when the image (or bundle) is refused.
 pub const EXIT_DENIED: u8 = 3;
 
-/// `verify IMAGE [--platform P]`.
+/// `verify IMAGE [--platform P] [--name REPO] [--bundle FILE]`.
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
-    /// The image reference (`name[:tag][@sha256:…]`).
+    /// The image: a registry reference (`name[:tag][@sha256:…]`), an OCI layout directory
+    /// (`oci:DIR[:tag]`) or an OCI archive (`oci-archive:FILE[:tag]`).
     pub image: String,
     /// The platform to pin from a multi-platform index (`os/arch[/variant]`).
     #[arg(long, default_value = "linux/amd64")]
     pub platform: String,
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+/// Options for images that do not come from a registry (air-gapped use).
+#[derive(Args, Debug, Clone, Default)]
+pub struct SourceArgs {
+    /// The repository the signatures were made for (`registry/repository`), which trust rules
+    /// match: required for `oci:` and `oci-archive:` images, which have no name of their own.
+    #[arg(long, value_name = "REPO")]
+    pub name: Option<String>,
+    /// Verify this Sigstore bundle file instead of the signatures stored with the image.
+    #[arg(long, value_name = "FILE")]
+    pub bundle: Option<PathBuf>,
+}
+
+/// Parses IMAGE as a registry reference, `oci:DIR[:tag]` or `oci-archive:FILE[:tag]`.
+pub fn parse_source(image: &str) -> Result<ImageSource, CliError> {
+    ImageSource::parse(image).map_err(|e| {
+        CliError::invalid_argument(format!("IMAGE {image:?}: {e}")).with_exit(EXIT_REFUSED)
+    })
+}
+
+/// The command-line flag that fixes `e`, as a suffix for its message.
+pub fn flag_hint(e: &VerifyError) -> &'static str {
+    match e {
+        VerifyError::NameRequired { .. } | VerifyError::BadName { .. } => " (--name REPO)",
+        VerifyError::BundleFile { .. } => " (--bundle FILE)",
+        _ => "",
+    }
+}
+
+/// The name trust rules are matched against: `--name`, else the registry reference's.
+fn rule_name(source: &ImageSource, name: Option<&str>) -> Option<String> {
+    match (name, source) {
+        (Some(n), _) => Some(n.to_string()),
+        (None, ImageSource::Registry(r)) => Some(r.name()),
+        _ => None,
+    }
 }
 
 /// `verify-bundle` (the sigstore-conformance client protocol).
@@ -91,6 +132,21 @@ pub fn verify_error(e: &VerifyError) -> CliError {
             CliError::invalid_config(e.to_string()).with_exit(EXIT_REFUSED)
         }
         VerifyError::Registry(r) if r.is_not_found() => CliError::not_found(e.to_string()),
+        VerifyError::NameRequired { .. }
+        | VerifyError::BadName { .. }
+        | VerifyError::BundleFile { .. } => {
+            CliError::invalid_argument(format!("{e}{}", flag_hint(e))).with_exit(EXIT_REFUSED)
+        }
+        VerifyError::Layout(l) => match l.code() {
+            "not_found" => CliError::not_found(e.to_string()),
+            "invalid_argument" => CliError::invalid_argument(e.to_string()).with_exit(EXIT_REFUSED),
+            _ => CliError {
+                code: "invalid_image",
+                status: 400,
+                message: e.to_string(),
+                exit: EXIT_REFUSED,
+            },
+        },
         _ => CliError {
             code: "registry_unavailable",
             status: 503,
@@ -104,9 +160,7 @@ pub fn verify_error(e: &VerifyError) -> CliError {
 pub fn run(g: &GlobalArgs, args: VerifyArgs) -> CliResult {
     // Exit 125 for everything that is not a verdict (bad input, bad config, registry down).
     let ctx = Context::load(g).map_err(|e| e.with_exit(EXIT_REFUSED))?;
-    let image = ImageRef::parse(&args.image).map_err(|e| {
-        CliError::invalid_argument(format!("IMAGE {:?}: {e}", args.image)).with_exit(EXIT_REFUSED)
-    })?;
+    let image = parse_source(&args.image)?;
     let platform: Platform = args.platform.parse().map_err(|e| {
         CliError::invalid_argument(format!("--platform {:?}: {e}", args.platform))
             .with_exit(EXIT_REFUSED)
@@ -126,14 +180,20 @@ pub fn run(g: &GlobalArgs, args: VerifyArgs) -> CliResult {
         }
     };
     let rt = super::runtime()?;
-    let outcome = rt.block_on(verifier.verify(&image, &platform));
+    let outcome = rt.block_on(verifier.verify_source(
+        &image,
+        args.source.name.as_deref(),
+        &platform,
+        args.source.bundle.as_deref(),
+    ));
+    let name = rule_name(&image, args.source.name.as_deref()).unwrap_or_default();
     let rule_names: Vec<String> = ctx
         .config
         .trust
         .rules
         .iter()
         .enumerate()
-        .filter(|(_, r)| r.matches(&image.name()))
+        .filter(|(_, r)| r.matches(&name))
         .map(|(i, r)| r.name.clone().unwrap_or_else(|| format!("policy[{i}]")))
         .collect();
     match outcome {

@@ -26,19 +26,57 @@ fn env_or(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// What the leak check counts for the service process.
+/// What the leak check counts for the service process. Idle pooled connections to the registry
+/// (the HTTP client keeps up to one per concurrent caller, closed after 90 s idle) are counted
+/// apart and only bounded: they do not grow with the number of invocations.
 #[derive(Debug, PartialEq, Eq)]
 struct Footprint {
     fds: usize,
+    #[allow(dead_code)]
+    registry_conns: usize,
     mounts: usize,
     children: usize,
     run_cgroups: usize,
 }
 
-fn footprint(pid: u32) -> Footprint {
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0);
+/// Inodes of TCP sockets whose remote port is `port`.
+fn tcp_inodes_to(port: u16) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+        {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let remote_port = cols
+                .get(2)
+                .and_then(|r| r.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if remote_port == Some(port) {
+                if let Some(inode) = cols.get(9) {
+                    out.push(format!("socket:[{inode}]"));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn footprint(pid: u32, registry_port: u16) -> Footprint {
+    let pooled = tcp_inodes_to(registry_port);
+    let (mut fds, mut registry_conns) = (0, 0);
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        let target = std::fs::read_link(e.path()).unwrap_or_default();
+        if pooled.contains(&target.display().to_string()) {
+            registry_conns += 1;
+        } else {
+            fds += 1;
+        }
+    }
     let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
         .map(|s| s.lines().count())
         .unwrap_or(0);
@@ -81,10 +119,27 @@ fn footprint(pid: u32) -> Footprint {
     }
     Footprint {
         fds,
+        registry_conns,
         mounts,
         children,
         run_cgroups,
     }
+}
+
+/// What each open fd of `pid` points at, for a leak report.
+fn fd_targets(pid: u32) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| {
+                    let t = std::fs::read_link(e.path()).unwrap_or_default();
+                    format!("{}->{}", e.file_name().to_string_lossy(), t.display())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -142,7 +197,10 @@ fn main() {
         rt.block_on(client.invoke("echo", &req))
             .expect("warm-up call");
     }
-    let before = footprint(svc.id());
+    let svc_pid = svc.id();
+    let port = reg.port();
+    let before = footprint(svc_pid, port);
+    let fds_before = fd_targets(svc_pid);
 
     let next = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicUsize::new(0));
@@ -188,7 +246,7 @@ fn main() {
     latencies.sort();
     // Let the last runs' cgroups go (removal is synchronous, but give stragglers a moment).
     std::thread::sleep(Duration::from_millis(200));
-    let after = footprint(svc.id());
+    let after = footprint(svc_pid, port);
 
     // The peer: bwrap on the same rootfs, same concurrency, sequential per worker.
     let rootfs: PathBuf = dir
@@ -226,11 +284,6 @@ fn main() {
     }
     let peer_wall = peer_started.elapsed();
 
-    let _ = Command::new("kill")
-        .args(["-TERM", &svc.id().to_string()])
-        .status();
-    let _ = svc.wait();
-
     let ok = latencies.len();
     let rate = ok as f64 / wall.as_secs_f64();
     let peer_rate = peer_calls as f64 / peer_wall.as_secs_f64();
@@ -247,8 +300,20 @@ fn main() {
     );
     println!("footprint before={before:?}");
     println!("footprint after={after:?}");
-    let leaked = before != after;
+    let leaked = before.fds != after.fds
+        || before.mounts != after.mounts
+        || before.children != after.children
+        || before.run_cgroups != after.run_cgroups
+        || after.registry_conns > clients + 1;
+    if leaked {
+        println!("fds before: {fds_before:?}");
+        println!("fds now:    {:?}", fd_targets(svc_pid));
+    }
     println!("leaks={}", if leaked { "YES" } else { "none" });
+    let _ = Command::new("kill")
+        .args(["-TERM", &svc_pid.to_string()])
+        .status();
+    let _ = svc.wait();
     if leaked || errors.load(Ordering::Relaxed) > 0 {
         std::process::exit(1);
     }

@@ -6,7 +6,8 @@
 //! runner on the very rootfs this run unpacked (printed as `rootfs=PATH`).
 //!
 //! Environment: `PERRY_BENCH_DIR` (where the config, state and rootfs live; default a temp dir
-//! removed at exit), `PERRY_BENCH_RUNS` (default 50).
+//! removed at exit), `PERRY_BENCH_RUNS` (default 50), `PERRY_BENCH_HOLD` (seconds to keep the
+//! registry and signer up after printing, so the printed `config=` can be profiled by hand).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -69,4 +70,11 @@ fn main() {
         .join("state/rootfs")
         .join(pushed.digest.trim_start_matches("sha256:"));
     println!("rootfs={}", rootfs.display());
+    println!("config={} image={reference}", config.display());
+    if let Some(secs) = std::env::var("PERRY_BENCH_HOLD")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        std::thread::sleep(Duration::from_secs(secs));
+    }
 }

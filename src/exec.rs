@@ -30,7 +30,7 @@ use perry_runtime::manifest::ImageConfig;
 use perry_runtime::native::{
     self, BindMount, LeaseConfig, Limits, LiveOutput, ProfileStep, RunSpec,
 };
-use perry_runtime::pull::{ImageStore, PullError};
+use perry_runtime::pull::{ImageStore, PullError, PullProgress};
 use perry_verifier::registry::Platform;
 use perry_verifier::{ImageSource, Verification, Verifier, VerifyError};
 
@@ -337,6 +337,12 @@ impl Executor {
         })
     }
 
+    /// The same executor, reporting image downloads to `progress` (progress bars).
+    pub fn with_progress(mut self, progress: Arc<dyn PullProgress>) -> Self {
+        self.store = self.store.with_progress(progress);
+        self
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.config
@@ -463,6 +469,7 @@ impl Executor {
         };
         let verified = &verification.image;
         let digest = verified.platform_digest().clone();
+        tracing::debug!(cache_hit = verification.cache_hit, "verified");
         let pulled = match self.store.pull(self.verifier.registry(), verified).await {
             Ok(p) => p,
             Err(source) => {
@@ -473,6 +480,7 @@ impl Executor {
                 return Err(refuse(e, Some(&digest)));
             }
         };
+        tracing::debug!(fetched = pulled.fetched, "pulled");
         let (profile, step) = match self.profile(req.tier, &req.mounts, req.network) {
             Ok(p) => p,
             Err(e) => return Err(refuse(e, Some(&digest))),
@@ -521,8 +529,12 @@ impl Executor {
             allow,
             meta,
         } = prepared;
+        tracing::debug!("profile ready");
         let seq = self.audit.record(allow)?;
-        match native::run(&spec, step.as_ref()) {
+        tracing::debug!(seq, "allow recorded");
+        let run = native::run(&spec, step.as_ref());
+        tracing::debug!("sandbox gone");
+        match run {
             Ok(run) => Ok(ExecOutcome {
                 run,
                 image: meta.image,

@@ -274,3 +274,38 @@ fn output_is_printed_while_the_command_runs() {
     assert_eq!(lines.next().unwrap().unwrap(), "second");
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn a_terminal_sees_pull_progress_and_a_pipe_does_not() {
+    let w = World::new();
+    w.signed("demo/bars", "cli-bars");
+    let run = format!(
+        "{} --config {} run {} -- echo hi",
+        env!("CARGO_BIN_EXE_perry-sandbox"),
+        w.config.display(),
+        w.image("demo/bars:v1")
+    );
+    // util-linux `script` gives the command a pseudo-terminal.
+    let out = std::process::Command::new("script")
+        .args(["-qec", &run, "/dev/null"])
+        .env_remove("PERRY_CONFIG")
+        .output()
+        .unwrap();
+    let tty = text(&out.stdout);
+    assert!(out.status.success(), "{tty}{}", text(&out.stderr));
+    assert!(
+        tty.contains("pulling "),
+        "no progress bar on a terminal: {tty:?}"
+    );
+    assert!(tty.contains("hi"), "{tty:?}");
+    // Piped (and now cached): no bars, no control characters.
+    std::fs::remove_dir_all(w.dir.path().join("state/blobs")).unwrap();
+    std::fs::remove_dir_all(w.dir.path().join("state/rootfs")).unwrap();
+    let out = w.run(&[&w.image("demo/bars:v1"), "--", "echo", "hi"]);
+    assert_eq!(text(&out.stdout), "hi\n");
+    assert!(
+        !text(&out.stderr).contains("pulling"),
+        "{}",
+        text(&out.stderr)
+    );
+}

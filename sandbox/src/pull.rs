@@ -5,7 +5,8 @@
 //! construct — and fetches by the digest it pinned, never by tag. Every blob is hashed while it
 //! streams from the registry (the registry client refuses bytes that do not hash to the digest
 //! asked for) and hashed again while it is written to the store (temp file + fsync + rename; a
-//! mismatch keeps nothing). Concurrent pulls of one blob in this process are coalesced: one
+//! mismatch keeps nothing). Layers stream from the network straight into the store's temp file,
+//! so an image larger than memory pulls fine. Concurrent pulls of one blob in this process are coalesced: one
 //! fetches, the others wait for it and then find the blob present.
 //!
 //! An image verified from an OCI layout directory or archive ([`VerifiedImage::origin`]) is read
@@ -22,7 +23,7 @@ use perry_verifier::registry::{RegistryClient, RegistryError, MAX_MANIFEST_SIZE}
 use perry_verifier::VerifiedImage;
 
 use crate::manifest::{ImageConfig, ImageManifest, ManifestError, MAX_DOCUMENT_SIZE};
-use crate::store::{BlobStore, StoreError};
+use crate::store::{Begin, BlobStore, StoreError};
 use crate::unpack::{Limits, RootfsStore, UnpackError, Unpacked};
 
 /// Why a pull failed. Nothing runs; nothing partial is kept.
@@ -74,6 +75,26 @@ pub struct Pulled {
     pub fetched: usize,
 }
 
+/// Observes a pull as it happens: the CLI draws progress bars from it on a terminal.
+pub trait PullProgress: Send + Sync {
+    /// A blob download starts; `size` as its descriptor announced it.
+    fn start(&self, digest: &Digest, size: Option<u64>);
+    /// `n` more bytes of `digest` arrived.
+    fn advance(&self, digest: &Digest, n: u64);
+    /// The blob is stored (`ok`) or its download failed.
+    fn finish(&self, digest: &Digest, ok: bool);
+}
+
+/// A [`PullProgress`] held by the store (Debug for the store's derive).
+#[derive(Clone)]
+struct Observer(Arc<dyn PullProgress>);
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PullProgress")
+    }
+}
+
 /// The blob store and root filesystems of one state directory, plus in-process coalescing.
 #[derive(Clone, Debug)]
 pub struct ImageStore {
@@ -81,6 +102,7 @@ pub struct ImageStore {
     rootfs: RootfsStore,
     limits: Limits,
     inflight: Arc<Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>>,
+    progress: Option<Observer>,
 }
 
 impl ImageStore {
@@ -91,7 +113,14 @@ impl ImageStore {
             rootfs: RootfsStore::open_in(state_dir)?,
             limits,
             inflight: Arc::default(),
+            progress: None,
         })
+    }
+
+    /// The same store, reporting downloads to `progress`.
+    pub fn with_progress(mut self, progress: Arc<dyn PullProgress>) -> Self {
+        self.progress = Some(Observer(progress));
+        self
     }
 
     /// The blob store.
@@ -133,7 +162,7 @@ impl ImageStore {
         let mut fetched = 0;
         fetched += self
             .ensure(&manifest_digest, || {
-                src.fetch(&manifest_digest, MAX_MANIFEST_SIZE as u64, None, true)
+                src.fetch(self, &manifest_digest, MAX_MANIFEST_SIZE as u64, None, true)
             })
             .await?;
         let bytes = self
@@ -147,6 +176,7 @@ impl ImageStore {
         fetched += self
             .ensure(&config_digest, || {
                 src.fetch(
+                    self,
                     &config_digest,
                     MAX_DOCUMENT_SIZE,
                     Some(manifest.config.size),
@@ -165,7 +195,7 @@ impl ImageStore {
             let limit = layer.size.min(self.limits.max_layer_size);
             fetched += self
                 .ensure(&layer.digest, || {
-                    src.fetch(&layer.digest, limit, Some(layer.size), false)
+                    src.fetch(self, &layer.digest, limit, Some(layer.size), false)
                 })
                 .await?;
         }
@@ -214,6 +244,7 @@ impl ImageStore {
                     .ingest(blob, digest, size)
                     .map(|_| 1)
                     .map_err(PullError::from),
+                Ok(Fetched::Stored) => Ok(1),
                 Err(e) => Err(e),
             }
         };
@@ -240,6 +271,8 @@ enum Fetched {
     Bytes(Vec<u8>),
     /// A blob streamed from a layout file, with the size the manifest announced (if any).
     Stream(LayoutBlob, Option<u64>),
+    /// Streamed from the registry straight into the store (hashed and committed there).
+    Stored,
 }
 
 impl Source<'_> {
@@ -247,22 +280,23 @@ impl Source<'_> {
     /// the store then enforces. `manifest`: fetch it as a manifest from a registry.
     async fn fetch(
         &self,
+        store: &ImageStore,
         digest: &Digest,
         limit: u64,
         size: Option<u64>,
         manifest: bool,
     ) -> Result<Fetched, PullError> {
         match self {
-            Self::Registry(client, repo) => {
-                let r = if manifest {
-                    client.fetch_manifest(repo, digest).await
-                } else {
-                    client.fetch_blob(repo, digest, limit).await
-                };
-                r.map(Fetched::Bytes).map_err(|source| PullError::Registry {
+            Self::Registry(client, repo) if manifest => client
+                .fetch_manifest(repo, digest)
+                .await
+                .map(Fetched::Bytes)
+                .map_err(|source| PullError::Registry {
                     what: digest.to_string(),
                     source,
-                })
+                }),
+            Self::Registry(client, repo) => {
+                stream_to_store(store, client, repo, digest, limit, size).await
             }
             Self::Layout(layout) => {
                 let blob = layout
@@ -276,4 +310,51 @@ impl Source<'_> {
             }
         }
     }
+}
+
+/// Streams a registry blob into the store: each chunk goes to the store's temp file (hashed and
+/// size-checked there) and to the progress observer; the commit verifies digest and size again
+/// and renames into place. Any failure discards the temp file.
+async fn stream_to_store(
+    store: &ImageStore,
+    client: &RegistryClient,
+    repo: &ImageRef,
+    digest: &Digest,
+    limit: u64,
+    size: Option<u64>,
+) -> Result<Fetched, PullError> {
+    let mut writer = match store.blobs.begin(digest, size)? {
+        Begin::Present(_) => return Ok(Fetched::Stored),
+        Begin::Write(w) => w,
+    };
+    let progress = store.progress.as_ref().map(|o| Arc::clone(&o.0));
+    if let Some(p) = &progress {
+        p.start(digest, size);
+    }
+    let mut store_error: Option<StoreError> = None;
+    let streamed = client
+        .stream_blob(repo, digest, limit, &mut |chunk| {
+            writer.push(chunk).map_err(|e| {
+                let msg = e.to_string();
+                store_error = Some(e);
+                msg
+            })?;
+            if let Some(p) = &progress {
+                p.advance(digest, chunk.len() as u64);
+            }
+            Ok(())
+        })
+        .await;
+    let result = match (streamed, store_error) {
+        (_, Some(e)) => Err(PullError::Store(e)),
+        (Err(source), None) => Err(PullError::Registry {
+            what: digest.to_string(),
+            source,
+        }),
+        (Ok(_), None) => writer.commit().map(|_| Fetched::Stored).map_err(Into::into),
+    };
+    if let Some(p) = &progress {
+        p.finish(digest, result.is_ok());
+    }
+    result
 }

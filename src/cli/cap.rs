@@ -248,13 +248,8 @@ fn print_rules(cap: &Capability) {
 
 fn run_cap(g: &GlobalArgs, args: CapRunArgs) -> CliResult {
     let refused = |e: CliError| e.with_exit(EXIT_REFUSED);
-    let timeout =
-        match &args.timeout {
-            Some(t) => Some(t.parse::<HumanDuration>().map_err(|e| {
-                refused(CliError::invalid_argument(format!("--timeout {t:?}: {e}")))
-            })?),
-            None => None,
-        };
+    let timeout: Option<HumanDuration> =
+        super::parse_opt_maybe("--timeout", args.timeout.as_ref())?;
     let stdin =
         match &args.stdin {
             Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {

@@ -6,6 +6,7 @@ mod config_cmd;
 mod context;
 mod error;
 mod profiles;
+mod progress;
 mod run;
 mod serve;
 mod store;
@@ -78,6 +79,27 @@ enum Command {
         /// The shell to generate completions for.
         shell: clap_complete::Shell,
     },
+}
+
+/// Parses the value of a command-line option, naming the option and the value on failure
+/// (exit 125: nothing was started).
+pub fn parse_opt<T>(flag: &str, value: &str) -> Result<T, CliError>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    value.parse().map_err(|e| {
+        CliError::invalid_argument(format!("{flag} {value:?}: {e}")).with_exit(error::EXIT_REFUSED)
+    })
+}
+
+/// Like [`parse_opt`] for an option that may be absent.
+pub fn parse_opt_maybe<T>(flag: &str, value: Option<&String>) -> Result<Option<T>, CliError>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    value.map(|v| parse_opt(flag, v)).transpose()
 }
 
 /// The async runtime a subcommand drives the library with: one thread (the CLI does one thing

@@ -84,31 +84,13 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult {
     let ctx = Context::load(g).map_err(refused)?;
     let image = super::verify::parse_source(&args.image)?;
     let tier: Tier = match &args.tier {
-        Some(t) => t
-            .parse()
-            .map_err(|e| refused(CliError::invalid_argument(format!("--tier {t:?}: {e}"))))?,
+        Some(t) => super::parse_opt("--tier", t)?,
         None => ctx.config.sandbox.default_tier,
     };
-    let platform: Platform = args.platform.parse().map_err(|e| {
-        refused(CliError::invalid_argument(format!(
-            "--platform {:?}: {e}",
-            args.platform
-        )))
-    })?;
-    let timeout =
-        match &args.timeout {
-            Some(t) => Some(t.parse::<HumanDuration>().map_err(|e| {
-                refused(CliError::invalid_argument(format!("--timeout {t:?}: {e}")))
-            })?),
-            None => None,
-        };
-    let memory = match &args.memory {
-        Some(m) => Some(
-            m.parse::<ByteSize>()
-                .map_err(|e| refused(CliError::invalid_argument(format!("--memory {m:?}: {e}"))))?,
-        ),
-        None => None,
-    };
+    let platform: Platform = super::parse_opt("--platform", &args.platform)?;
+    let timeout: Option<HumanDuration> =
+        super::parse_opt_maybe("--timeout", args.timeout.as_ref())?;
+    let memory: Option<ByteSize> = super::parse_opt_maybe("--memory", args.memory.as_ref())?;
     let mounts = args
         .mounts
         .iter()
@@ -131,10 +113,15 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult {
 
     // Nothing is decided without a record: the executor records every refusal and the allow
     // decision (durably, before the command starts) in this log.
+    tracing::debug!("arguments checked");
     let log = ctx.audit_log().map_err(refused)?;
+    tracing::debug!("audit log open");
     let rt = super::runtime()?;
     let executor = match Executor::new(ctx.config.clone(), log.clone()) {
-        Ok(x) => x,
+        Ok(x) => match super::progress::Bars::for_terminal(ctx.json) {
+            Some(bars) => x.with_progress(bars),
+            None => x,
+        },
         Err(e) => {
             let ev = ctx
                 .audit_event("run", Decision::Error)
@@ -147,6 +134,7 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult {
             return Err(exec_error(&e));
         }
     };
+    tracing::debug!("executor ready");
     let mut req = ExecRequest::from_source(image.clone(), tier, args.command.clone());
     req.name = args.source.name.clone();
     req.bundle = args.source.bundle.clone();

@@ -161,10 +161,7 @@ pub fn run(g: &GlobalArgs, args: VerifyArgs) -> CliResult {
     // Exit 125 for everything that is not a verdict (bad input, bad config, registry down).
     let ctx = Context::load(g).map_err(|e| e.with_exit(EXIT_REFUSED))?;
     let image = parse_source(&args.image)?;
-    let platform: Platform = args.platform.parse().map_err(|e| {
-        CliError::invalid_argument(format!("--platform {:?}: {e}", args.platform))
-            .with_exit(EXIT_REFUSED)
-    })?;
+    let platform: Platform = super::parse_opt("--platform", &args.platform)?;
     // Open the audit log first: nothing is decided without a record.
     let log = ctx.audit_log()?;
     let verifier = match Verifier::new(&ctx.config) {

@@ -12,10 +12,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
@@ -299,10 +300,25 @@ impl Credentials {
 }
 
 /// The registry client the verifier (and the runtime's image store) use.
+///
+/// It holds two HTTP clients, each built on first use: one for the loopback registries
+/// configured `insecure` (plain HTTP), one for everything else (HTTPS with the system's roots).
+/// Building the HTTPS client reads and parses every root certificate on the system — most of
+/// the start-up cost of a `perry-sandbox run` — so a run that talks only to a loopback mirror,
+/// or to no registry at all (a digest-pinned cache hit), never pays it.
 pub struct RegistryClient {
-    client: Client,
+    plain: OnceLock<Client>,
+    tls: OnceLock<Client>,
+    plain_hosts: Vec<String>,
     registries: BTreeMap<String, RegistryConfig>,
 }
+
+/// The only root the plain-HTTP client trusts: a self-signed certificate whose key was thrown
+/// away. It exists so that building that client does not load the system's roots (the HTTP
+/// library loads them unless told to trust a given set); should a loopback registry redirect
+/// to HTTPS, the connection fails instead of trusting anything.
+const PLAIN_HTTP_PLACEHOLDER_ROOT: &[u8] =
+    include_bytes!("../data/plain-http-placeholder-root.pem");
 
 impl fmt::Debug for RegistryClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -325,16 +341,40 @@ fn plain_http_hosts(registries: &BTreeMap<String, RegistryConfig>) -> Vec<String
 impl RegistryClient {
     /// A client for the registries `config` describes (anonymous HTTPS for any other host).
     pub fn new(config: &Config) -> Self {
-        let client_config = ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(plain_http_hosts(&config.registries)),
+        Self {
+            plain: OnceLock::new(),
+            tls: OnceLock::new(),
+            plain_hosts: plain_http_hosts(&config.registries),
+            registries: config.registries.clone(),
+        }
+    }
+
+    /// The HTTP client for `host` (see the type's docs), built on first use.
+    fn client(&self, host: &str) -> &Client {
+        let base = || ClientConfig {
             connect_timeout: Some(Duration::from_secs(10)),
             read_timeout: Some(Duration::from_secs(60)),
             user_agent: concat!("perry-sandbox/", env!("CARGO_PKG_VERSION")),
             ..Default::default()
         };
-        Self {
-            client: Client::new(client_config),
-            registries: config.registries.clone(),
+        if self.plain_hosts.iter().any(|h| h == host) {
+            self.plain.get_or_init(|| {
+                Client::new(ClientConfig {
+                    protocol: ClientProtocol::Http,
+                    tls_certs_only: vec![Certificate {
+                        encoding: CertificateEncoding::Pem,
+                        data: PLAIN_HTTP_PLACEHOLDER_ROOT.to_vec(),
+                    }],
+                    ..base()
+                })
+            })
+        } else {
+            self.tls.get_or_init(|| {
+                Client::new(ClientConfig {
+                    protocol: ClientProtocol::Https,
+                    ..base()
+                })
+            })
         }
     }
 
@@ -407,7 +447,7 @@ impl RegistryClient {
         let auth = self.credentials(host)?.to_auth();
         let reference = Self::reference(image, at);
         let (body, _) = self
-            .client
+            .client(host)
             .pull_manifest_raw(&reference, &auth, ACCEPTED)
             .await
             .map_err(|e| map_oci_error(e, host, &what))?;
@@ -463,11 +503,32 @@ impl RegistryClient {
         digest: &Digest,
         limit: u64,
     ) -> Result<Vec<u8>, RegistryError> {
+        let mut out = Vec::new();
+        self.stream_blob(repo, digest, limit, &mut |chunk| {
+            out.extend_from_slice(chunk);
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// Streams a blob by digest to `sink` chunk by chunk (so a large layer never sits in
+    /// memory), refusing more than `limit` bytes. The content is hashed on the way: when the
+    /// stream ends with bytes that do not hash to `digest`, the result is an error and the sink
+    /// has seen bytes it must discard (the image store's writer does). A sink error stops the
+    /// download. Returns the number of bytes streamed.
+    pub async fn stream_blob(
+        &self,
+        repo: &ImageRef,
+        digest: &Digest,
+        limit: u64,
+        sink: &mut (dyn FnMut(&[u8]) -> Result<(), String> + Send),
+    ) -> Result<u64, RegistryError> {
         let host = repo.registry();
         let what = format!("blob {}/{}@{digest}", host, repo.repository());
         let auth = self.credentials(host)?.to_auth();
         let reference = Self::reference(repo, TagOrDigest::Digest(digest));
-        self.client
+        self.client(host)
             .store_auth_if_needed(reference.resolve_registry(), &auth)
             .await;
         let too_large = || RegistryError::TooLarge {
@@ -476,14 +537,14 @@ impl RegistryClient {
             limit,
         };
         let mut stream = self
-            .client
+            .client(host)
             .pull_blob_stream(&reference, digest.as_str())
             .await
             .map_err(|e| map_oci_error(e, host, &what))?;
         if stream.content_length.is_some_and(|n| n > limit) {
             return Err(too_large());
         }
-        let mut out = Vec::new();
+        let mut streamed: u64 = 0;
         let mut hasher = Sha256::new();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| {
@@ -504,11 +565,16 @@ impl RegistryClient {
                     },
                 }
             })?;
-            if out.len() as u64 + chunk.len() as u64 > limit {
+            if streamed + chunk.len() as u64 > limit {
                 return Err(too_large());
             }
+            streamed += chunk.len() as u64;
             hasher.update(&chunk);
-            out.extend_from_slice(&chunk);
+            sink(&chunk).map_err(|reason| RegistryError::Transport {
+                host: host.into(),
+                what: what.clone(),
+                reason: format!("storing: {reason}"),
+            })?;
         }
         let actual = Digest::from_sha256(&hasher.finalize().into());
         if &actual != digest {
@@ -519,7 +585,7 @@ impl RegistryClient {
                 actual.to_string(),
             ));
         }
-        Ok(out)
+        Ok(streamed)
     }
 
     /// The referrers index of `digest` as JSON, from the OCI 1.1 referrers API (oci-client falls
@@ -535,11 +601,11 @@ impl RegistryClient {
         let what = format!("referrers of {}/{}@{digest}", host, image.repository());
         let auth = self.credentials(host)?.to_auth();
         let reference = Self::reference(image, TagOrDigest::Digest(digest));
-        self.client
+        self.client(host)
             .store_auth_if_needed(reference.resolve_registry(), &auth)
             .await;
         match self
-            .client
+            .client(host)
             .pull_referrers(&reference, Some(artifact_type))
             .await
         {

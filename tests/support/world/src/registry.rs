@@ -177,6 +177,18 @@ impl Registry {
         self.port
     }
 
+    /// Where the registry keeps the bytes of blob `digest` (`sha256:<hex>`) on disk: tests
+    /// overwrite it to play a registry whose storage was tampered with after verification.
+    pub fn blob_data_path(&self, digest: &str) -> std::path::PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self._dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
     /// `http://127.0.0.1:PORT`.
     pub fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)

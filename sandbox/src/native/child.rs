@@ -248,6 +248,7 @@ fn init_setup(p: &Plan) -> R {
     die_with_parent()?;
     wait_for_parent(p)?;
     become_namespace_root()?;
+    die_with_parent_again(p)?;
     new_cgroup_namespace()?;
     set_hostname(p)?;
     private_propagation()?;
@@ -276,9 +277,36 @@ fn die_with_parent() -> R {
     } as libc::c_long)
 }
 
+/// The id switch of [`become_namespace_root`] clears the parent-death signal (the kernel resets
+/// it on every change of effective ids), so arm it again — and since the parent may have died
+/// in between, look at the sync pipe: the parent holds its end for the whole run, so a hang-up
+/// means it is gone and nothing may run.
+fn die_with_parent_again(p: &Plan) -> R {
+    die_with_parent()?;
+    let mut pfd = libc::pollfd {
+        fd: p.fds.sync_r,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll one stack pollfd without waiting.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    if n < 0 {
+        return Err((Step::ParentDeathSignal, errno(), 1));
+    }
+    if pfd.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+        return Err((Step::ParentDeathSignal, libc::ESRCH, 1));
+    }
+    // SAFETY: close our copy of the sync pipe's read end; it has served its purpose.
+    unsafe { libc::close(p.fds.sync_r) };
+    Ok(())
+}
+
 /// Block until the parent has written our uid/gid maps and put us in our cgroups; EOF means
 /// the parent gave up (or died), and we must not run anything.
 fn wait_for_parent(p: &Plan) -> R {
+    // SAFETY: close the parent's end we inherited, so EOF (and later hang-up) means the parent
+    // itself is gone.
+    unsafe { libc::close(p.fds.sync_w) };
     let mut b = [0u8; 1];
     loop {
         // SAFETY: read one byte into a stack buffer.
@@ -295,8 +323,6 @@ fn wait_for_parent(p: &Plan) -> R {
             0,
         ));
     }
-    // SAFETY: close our copy of the sync pipe.
-    unsafe { libc::close(p.fds.sync_r) };
     Ok(())
 }
 

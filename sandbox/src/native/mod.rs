@@ -702,6 +702,7 @@ pub fn run(spec: &RunSpec, final_step: &dyn FinalStep) -> Result<Outcome, RunErr
     let (stderr_r, stderr_w) = pipe()?;
     plan.set_fds(ChildFds {
         sync_r: sync_r.as_raw_fd(),
+        sync_w: sync_w.as_raw_fd(),
         err_w: err_w.as_raw_fd(),
         status_w: status_w.as_raw_fd(),
         stdin_r: stdin_r.as_raw_fd(),
@@ -780,11 +781,11 @@ pub fn run(spec: &RunSpec, final_step: &dyn FinalStep) -> Result<Outcome, RunErr
     // own score to +1000 in any case, so it is always the preferred victim.
     let _ = std::fs::write(format!("/proc/{}/oom_score_adj", child.pid), "-1000");
     cgroups.attach(child.pid)?;
-    // SAFETY: write one byte to the sync pipe; the child proceeds.
+    // SAFETY: write one byte to the sync pipe; the child proceeds. `sync_w` stays open until the
+    // run ends: init checks for its hang-up to learn whether we are still alive.
     if unsafe { libc::write(sync_w.as_raw_fd(), b"g".as_ptr().cast(), 1) } != 1 {
         return Err(last("release child"));
     }
-    drop(sync_w);
 
     let mut seccomp = handoff;
     let supervised = supervise(
@@ -798,6 +799,7 @@ pub fn run(spec: &RunSpec, final_step: &dyn FinalStep) -> Result<Outcome, RunErr
         seccomp.as_mut(),
     )?;
     let (status, ru) = child.wait()?;
+    drop(sync_w);
     let wall_time = started.elapsed();
 
     if let Some(e) = seccomp.as_mut().and_then(|s| s.error.take()) {

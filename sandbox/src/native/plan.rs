@@ -85,6 +85,9 @@ pub(crate) struct Rlimit {
 #[derive(Clone, Copy, Default)]
 pub(crate) struct ChildFds {
     pub sync_r: i32,
+    /// The parent's end of the sync pipe: init closes its copy at once, so the pipe hangs up
+    /// exactly when the parent (which holds it for the whole run) is gone.
+    pub sync_w: i32,
     pub err_w: i32,
     pub status_w: i32,
     pub stdin_r: i32,

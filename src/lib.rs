@@ -25,7 +25,7 @@
 //! let out = caps
 //!     .run_capability("git-log", CapabilityRequest::new(vec!["-n5".into()]).workspace("/home/me/repo"))
 //!     .await?;
-//! println!("{}", String::from_utf8_lossy(&out.stdout));
+//! println!("{}", out.stdout);
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]

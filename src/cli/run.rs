@@ -114,6 +114,8 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult {
     // Nothing is decided without a record: the executor records every refusal and the allow
     // decision (durably, before the command starts) in this log.
     tracing::debug!("arguments checked");
+    // Overlap the kernel's slow first cgroup migration with verification and pulling.
+    perry_runtime::native::warm_up_cgroup_migration();
     let log = ctx.audit_log().map_err(refused)?;
     tracing::debug!("audit log open");
     let rt = super::runtime()?;

@@ -333,6 +333,9 @@ async fn invoke(
         Ok(r) => r,
         Err(e) => return refuse(e),
     };
+    // An idle service's first sandbox pays the kernel's slow first cgroup migration: start it
+    // now, overlapping verification (a no-op when runs are frequent).
+    perry_runtime::native::warm_up_cgroup_migration();
     let budget = s.opts.request_timeout;
     let slot = match s.gate.admit(budget).await {
         Ok(slot) => slot,

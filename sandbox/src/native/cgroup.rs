@@ -288,6 +288,7 @@ impl RunCgroups {
 
     /// Move `pid` (and so everything it will fork) into every cgroup of the run.
     pub(crate) fn attach(&self, pid: i32) -> Result<(), RunError> {
+        LAST_MIGRATION_MS.store(monotonic_ms(), Ordering::Relaxed);
         let s = pid.to_string();
         for d in &self.dirs {
             write(&d.join("cgroup.procs"), &s, "attach")?;
@@ -364,6 +365,54 @@ impl RunCgroups {
             }
         }
         Ok(())
+    }
+}
+
+/// When the last cgroup migration by this process happened (ms on a monotonic clock).
+static LAST_MIGRATION_MS: AtomicU64 = AtomicU64::new(0);
+
+/// How long after a migration the next one is assumed to take the fast path.
+const WARM_WINDOW_MS: u64 = 5;
+
+fn monotonic_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    // +WARM_WINDOW_MS so that the very first call never counts as "recent".
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + WARM_WINDOW_MS
+}
+
+/// Starts, on a background thread, the kernel work that makes the first cgroup migration of a
+/// process slow, so that it overlaps whatever the caller does next (verification, pulling).
+///
+/// Moving a task between cgroups takes the kernel's global `cgroup_threadgroup_rwsem` for
+/// writing, and the first writer after a quiet period waits for a full RCU grace period
+/// (measured here: 5–25 ms, most of a one-shot `perry-sandbox run`). Writers that follow within
+/// about one grace period take the fast path. The warm-up performs a migration that changes
+/// nothing — this process into the v1 cgroup it is already in — so the attach of the sandbox
+/// that follows a few milliseconds later is fast. Best effort: errors are ignored, and on hosts
+/// without a v1 controller hierarchy it does nothing.
+pub fn warm_up_migration() {
+    // A migration in the last few milliseconds means the fast path is open already (a busy
+    // service); skip the extra write.
+    let now = monotonic_ms();
+    let last = LAST_MIGRATION_MS.swap(now, Ordering::Relaxed);
+    if now.saturating_sub(last) < WARM_WINDOW_MS {
+        return;
+    }
+    let Ok(l) = layout() else {
+        return;
+    };
+    let dir = [&l.memory, &l.pids, &l.cpu]
+        .into_iter()
+        .find_map(|w| match w {
+            Some(Where::V1(p)) => Some(p.clone()),
+            _ => None,
+        });
+    if let Some(dir) = dir {
+        let _ = std::thread::Builder::new()
+            .name("perry-cgroup-warmup".into())
+            .spawn(move || {
+                let _ = fs::write(dir.join("cgroup.procs"), std::process::id().to_string());
+            });
     }
 }
 

@@ -70,6 +70,7 @@ use std::time::{Duration, Instant};
 use perry_policies::TierLimits;
 
 pub use cgroup::sweep_stale as sweep_stale_cgroups;
+pub use cgroup::warm_up_migration as warm_up_cgroup_migration;
 pub use final_step::{FinalStep, FinalStepError, MinimalFinalStep, StepChannel};
 pub use lease::LeaseConfig;
 pub use profile_step::{landlock_abi, ProfileStep, ProfileStepError};

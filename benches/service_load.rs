@@ -9,7 +9,7 @@
 //! 2000), `PERRY_BENCH_CLIENTS` (default 8), `PERRY_BENCH_PEER_CALLS` (default 500).
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -91,32 +91,11 @@ fn footprint(pid: u32, registry_port: u16) -> Footprint {
             }
         }
     }
-    let prefix = format!("perry-run-{pid}-");
-    let mut run_cgroups = 0;
-    let walk = |dir: &Path, n: &mut usize| {
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            for e in entries.flatten() {
-                if e.file_name().to_string_lossy().starts_with(&prefix) {
-                    *n += 1;
-                }
-            }
-        }
-    };
-    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-    for mnt in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        for line in own.lines() {
-            let rel = line
-                .splitn(3, ':')
-                .nth(2)
-                .unwrap_or("")
-                .trim_start_matches('/');
-            walk(&mnt.path().join(rel), &mut run_cgroups);
-        }
-    }
-    for line in own.lines().filter(|l| l.starts_with("0::")) {
-        let rel = line.trim_start_matches("0::").trim_start_matches('/');
-        walk(&Path::new("/sys/fs/cgroup").join(rel), &mut run_cgroups);
-    }
+    // The service is our child: its run cgroups live under ours.
+    let run_cgroups = perry_runtime::native::run_cgroups()
+        .iter()
+        .filter(|(p, _)| *p == pid)
+        .count();
     Footprint {
         fds,
         registry_conns,

@@ -20,28 +20,14 @@ fn mount_lines() -> Vec<String> {
         .collect()
 }
 
-/// Every directory of ours (`perry-run-<our pid>-*`) in every cgroup hierarchy this process is in.
+/// Every run cgroup of ours (`perry-run-<our pid>-*`), in every hierarchy the runner uses.
 fn our_cgroups() -> Vec<PathBuf> {
-    let prefix = format!("perry-run-{}-", std::process::id());
-    let mut found = Vec::new();
-    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
-    for mnt in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        let mnt = mnt.path();
-        for line in own.lines() {
-            let rel = line.splitn(3, ':').nth(2).unwrap().trim_start_matches('/');
-            let dir = mnt.join(rel);
-            if let Ok(entries) = std::fs::read_dir(&dir) {
-                for e in entries.flatten() {
-                    if e.file_name().to_string_lossy().starts_with(&prefix) {
-                        found.push(e.path());
-                    }
-                }
-            }
-        }
-    }
-    found.sort();
-    found.dedup();
-    found
+    let me = std::process::id();
+    perry_runtime::native::run_cgroups()
+        .into_iter()
+        .filter(|(pid, _)| *pid == me)
+        .map(|(_, dir)| dir)
+        .collect()
 }
 
 /// OFD locks currently held on the lease file (by inode, from /proc/locks).

@@ -99,6 +99,25 @@ async fn a_tag_moved_after_verification_changes_nothing_pulled() {
     assert_eq!(marker, "first\n", "the moved tag's image was pulled");
 }
 
+/// Pushes a busybox image marked `marker` to `repo:v1`, signs it and verifies it.
+async fn signed_and_verified(
+    w: &World,
+    repo: &str,
+    marker: &str,
+) -> (TinyImage, perry_verifier::VerifiedImage) {
+    let img = TinyImage::busybox_marked("amd64", marker);
+    let p = w.reg.push_image(repo, "v1", &img);
+    SigStack::shared().sign(&w.reg, repo, &p.digest, &SignOptions::default());
+    let image = perry_policies::ImageRef::parse(&format!("{}/{repo}:v1", w.reg.host())).unwrap();
+    let v = w
+        .verifier
+        .verify(&image, &Platform::default())
+        .await
+        .unwrap()
+        .image;
+    (img, v)
+}
+
 /// Records what a pull reports, per blob.
 #[derive(Default)]
 struct Recorder {
@@ -123,17 +142,7 @@ impl perry_runtime::pull::PullProgress for Recorder {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn layers_stream_into_the_store_and_report_progress() {
     let w = world();
-    let img = TinyImage::busybox_marked("amd64", "progress");
-    let p = w.reg.push_image("pull/progress", "v1", &img);
-    SigStack::shared().sign(&w.reg, "pull/progress", &p.digest, &SignOptions::default());
-    let image =
-        perry_policies::ImageRef::parse(&format!("{}/pull/progress:v1", w.reg.host())).unwrap();
-    let v = w
-        .verifier
-        .verify(&image, &Platform::default())
-        .await
-        .unwrap()
-        .image;
+    let (img, v) = signed_and_verified(&w, "pull/progress", "progress").await;
     let rec = Arc::new(Recorder::default());
     let store = ImageStore::open_in(&w.dir.path().join("state"), Limits::default())
         .unwrap()
@@ -177,17 +186,7 @@ async fn layers_stream_into_the_store_and_report_progress() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_layer_altered_in_the_registry_after_verification_keeps_nothing() {
     let w = world();
-    let img = TinyImage::busybox_marked("amd64", "altered");
-    let p = w.reg.push_image("pull/altered", "v1", &img);
-    SigStack::shared().sign(&w.reg, "pull/altered", &p.digest, &SignOptions::default());
-    let image =
-        perry_policies::ImageRef::parse(&format!("{}/pull/altered:v1", w.reg.host())).unwrap();
-    let v = w
-        .verifier
-        .verify(&image, &Platform::default())
-        .await
-        .unwrap()
-        .image;
+    let (img, v) = signed_and_verified(&w, "pull/altered", "altered").await;
     // The registry's storage is changed under the verified digest: same size, other bytes.
     let layer = img.digest_of_layer();
     let data = w.reg.blob_data_path(&layer);

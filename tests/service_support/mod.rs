@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -293,37 +293,14 @@ pub fn req(args: &[&str]) -> CapabilityRequest {
     CapabilityRequest::new(args.iter().map(|s| s.to_string()).collect())
 }
 
-/// Run cgroups (`perry-run-<pid>-*`) of process `pid`, in every hierarchy.
+/// Run cgroups (`perry-run-<pid>-*`) of process `pid` (a child of this test process, so its
+/// run cgroups live under ours), in every hierarchy.
 pub fn run_cgroups_of(pid: u32) -> Vec<PathBuf> {
-    let prefix = format!("perry-run-{pid}-");
-    let mut found = Vec::new();
-    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
-    for mnt in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        for line in own.lines() {
-            let rel = line.splitn(3, ':').nth(2).unwrap().trim_start_matches('/');
-            if let Ok(entries) = std::fs::read_dir(mnt.path().join(rel)) {
-                for e in entries.flatten() {
-                    if e.file_name().to_string_lossy().starts_with(&prefix) {
-                        found.push(e.path());
-                    }
-                }
-            }
-        }
-    }
-    // A unified hierarchy mounted directly at /sys/fs/cgroup.
-    for line in own.lines().filter(|l| l.starts_with("0::")) {
-        let rel = line.trim_start_matches("0::").trim_start_matches('/');
-        if let Ok(entries) = std::fs::read_dir(Path::new("/sys/fs/cgroup").join(rel)) {
-            for e in entries.flatten() {
-                if e.file_name().to_string_lossy().starts_with(&prefix) {
-                    found.push(e.path());
-                }
-            }
-        }
-    }
-    found.sort();
-    found.dedup();
-    found
+    perry_runtime::native::run_cgroups()
+        .into_iter()
+        .filter(|(p, _)| *p == pid)
+        .map(|(_, dir)| dir)
+        .collect()
 }
 
 /// Processes whose command line contains `needle`.

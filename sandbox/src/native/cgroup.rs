@@ -416,14 +416,9 @@ pub fn warm_up_migration() {
     }
 }
 
-/// Removes the run cgroups (`perry-run-<pid>-<seq>`) of supervisors that no longer exist — what a
-/// service killed with SIGKILL leaves behind (its sandboxes died with it: init has a parent-death
-/// signal; any straggler is killed here first). Cgroups of live processes are never touched.
-/// Returns the directories removed.
-pub fn sweep_stale() -> Vec<PathBuf> {
-    let Ok(l) = layout() else {
-        return Vec::new();
-    };
+/// The directories run cgroups are created under: this process's cgroup in the unified
+/// hierarchy and in each v1 hierarchy serving memory, pids or cpu.
+fn run_parents(l: &Layout) -> Vec<PathBuf> {
     let mut parents: Vec<PathBuf> = Vec::new();
     if let Some(u) = &l.unified {
         parents.push(u.clone());
@@ -435,24 +430,55 @@ pub fn sweep_stale() -> Vec<PathBuf> {
             }
         }
     }
-    let me = std::process::id();
-    let mut stale: Vec<String> = Vec::new();
-    for parent in &parents {
-        let Ok(entries) = fs::read_dir(parent) else {
+    parents
+}
+
+/// Every run cgroup (`perry-run-<pid>-<seq>`) under this process's cgroups, in every hierarchy
+/// the runner uses, with the supervisor pid its name carries: what a leak check, the restart
+/// sweep or an operator's inventory looks at. (Children of this process create theirs in the
+/// same places, so a test or a supervisor of `serve` sees the service's too.)
+pub fn run_cgroups() -> Vec<(u32, PathBuf)> {
+    let Ok(l) = layout() else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for parent in run_parents(l) {
+        let Ok(entries) = fs::read_dir(&parent) else {
             continue;
         };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let Some(pid) = name
+            let pid = name
                 .strip_prefix("perry-run-")
                 .and_then(|r| r.split('-').next())
-                .and_then(|p| p.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if pid != me && !Path::new(&format!("/proc/{pid}")).exists() && !stale.contains(&name) {
-                stale.push(name);
+                .and_then(|p| p.parse::<u32>().ok());
+            if let Some(pid) = pid {
+                found.push((pid, e.path()));
             }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Removes the run cgroups (`perry-run-<pid>-<seq>`) of supervisors that no longer exist — what a
+/// service killed with SIGKILL leaves behind (its sandboxes died with it: init has a parent-death
+/// signal; any straggler is killed here first). Cgroups of live processes are never touched.
+/// Returns the directories removed.
+pub fn sweep_stale() -> Vec<PathBuf> {
+    let Ok(l) = layout() else {
+        return Vec::new();
+    };
+    let parents = run_parents(l);
+    let me = std::process::id();
+    let mut stale: Vec<String> = Vec::new();
+    for (pid, dir) in run_cgroups() {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if pid != me && !Path::new(&format!("/proc/{pid}")).exists() && !stale.contains(&name) {
+            stale.push(name);
         }
     }
     let mut removed = Vec::new();

@@ -69,6 +69,7 @@ use std::time::{Duration, Instant};
 
 use perry_policies::TierLimits;
 
+pub use cgroup::run_cgroups;
 pub use cgroup::sweep_stale as sweep_stale_cgroups;
 pub use cgroup::warm_up_migration as warm_up_cgroup_migration;
 pub use final_step::{FinalStep, FinalStepError, MinimalFinalStep, StepChannel};

@@ -345,3 +345,57 @@ async fn wait_for(c: &Client, pred: impl Fn(&serde_json::Value) -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[test]
+fn cap_run_goes_through_a_running_service_with_socket() {
+    let w = World::new(ServiceToml::default());
+    let _svc = w.serve(&[]);
+    let cap = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_perry-sandbox"))
+            .arg("--config")
+            .arg(&w.config)
+            .args(["cap", "run", "--socket"])
+            .arg(&w.socket)
+            .args(args)
+            .env_remove("PERRY_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let out = cap(&["echo", "--", "via-socket"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "via-socket\n");
+    // The service decided and ran it: the allow record names the service's peer (this test's
+    // uid, via the API), not a CLI process.
+    let allow = w.records("capability", "allow");
+    assert_eq!(allow.last().unwrap()["actor"]["via"], "api", "{allow:?}");
+    // A refusal from the service: exit 125 with the service's code and message.
+    let out = cap(&["echo", "--", "$(id)"]);
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("argument_denied") && err.contains("args.pattern"),
+        "{err}"
+    );
+    // No service on the socket: a clear 'unavailable', exit 125.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_perry-sandbox"))
+        .arg("--config")
+        .arg(&w.config)
+        .args([
+            "cap",
+            "run",
+            "--socket",
+            "/nonexistent/perry.sock",
+            "echo",
+            "--",
+            "x",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("service_unavailable"));
+}

@@ -399,6 +399,10 @@ impl Capabilities {
     /// The capability's mounts with `{workspace}` resolved. The workspace must be absolute,
     /// exist, be a directory, and lie strictly below a configured workspace root once symlinks
     /// are resolved (the root itself holds everyone's workspaces); sub-paths must stay inside it.
+    ///
+    /// Every workspace mount is [pinned](BindMount::pinned): opened once, checked by the path the
+    /// open file really has, and mounted as that open file. A symlink swapped into the path
+    /// after the check cannot redirect the mount.
     fn mounts(
         &self,
         name: &str,
@@ -427,39 +431,41 @@ impl Capabilities {
         };
         let mut out = Vec::new();
         for m in &cap.mounts {
-            let source = match m.source.strip_prefix(WORKSPACE_PLACEHOLDER) {
+            let mount = match m.source.strip_prefix(WORKSPACE_PLACEHOLDER) {
                 Some(rest) => {
                     let ws = ws.as_ref().expect("checked above");
-                    let sub = rest.trim_start_matches('/');
-                    let joined = ws.join(sub);
-                    let real = std::fs::canonicalize(&joined)
+                    let joined = ws.join(rest.trim_start_matches('/'));
+                    let mount = BindMount::pinned(&joined, &m.target, m.read_only)
                         .map_err(|e| bad(format!("{}: {e}", joined.display())))?;
-                    if !real.starts_with(ws) {
+                    if !mount.source.starts_with(ws) {
                         return Err(bad(format!(
                             "{} resolves to {}, outside the workspace",
                             joined.display(),
-                            real.display()
+                            mount.source.display()
                         )));
                     }
-                    real
+                    mount
                 }
-                None => PathBuf::from(&m.source),
+                None => {
+                    let mut mount = BindMount::read_only(&m.source, &m.target);
+                    mount.read_only = m.read_only;
+                    mount
+                }
             };
-            out.push(BindMount {
-                source,
-                target: PathBuf::from(&m.target),
-                read_only: m.read_only,
-            });
+            out.push(mount);
         }
         Ok(out)
     }
 
-    /// The canonical workspace path, or why it is refused.
+    /// The workspace's real path (of the directory opened, not re-resolved), or why it is
+    /// refused.
     fn check_workspace(&self, w: &Path) -> Result<PathBuf, String> {
         if !w.is_absolute() {
             return Err(format!("{} is not an absolute path", w.display()));
         }
-        let real = std::fs::canonicalize(w).map_err(|e| format!("{}: {e}", w.display()))?;
+        let pinned =
+            BindMount::pinned(w, "/", true).map_err(|e| format!("{}: {e}", w.display()))?;
+        let real = pinned.source.clone();
         if !real.is_dir() {
             return Err(format!("{} is not a directory", w.display()));
         }

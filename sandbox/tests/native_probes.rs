@@ -539,11 +539,7 @@ fn missing_mount_targets_are_created_inside_the_root_only(fs: &dyn FinalStep) {
     .unwrap();
     add_mount_point(&r.rootfs, std::path::Path::new("/work/deep")).expect("created");
     let mut s = r.sh("cat /work/deep/f");
-    s.mounts = vec![BindMount {
-        source: host.path().to_path_buf(),
-        target: "/work/deep".into(),
-        read_only: true,
-    }];
+    s.mounts = vec![BindMount::read_only(host.path(), "/work/deep")];
     let o = run(&s, fs).expect("run");
     assert_eq!(text(&o.stdout), "mounted\n");
     // An image symlink pointing out of the root is not followed.
@@ -557,6 +553,53 @@ fn missing_mount_targets_are_created_inside_the_root_only(fs: &dyn FinalStep) {
     );
     assert!(add_mount_point(&r.rootfs, std::path::Path::new("/a/../b")).is_err());
     assert!(add_mount_point(&r.rootfs, std::path::Path::new("relative")).is_err());
+}
+
+/// A pinned mount is the directory that was opened and checked, never whatever its path points
+/// at by the time the sandbox starts: when a symlink is swapped into the path in between (the
+/// check-then-mount race a hostile workspace owner would try), setup fails and nothing runs.
+fn pinned_mounts_refuse_a_path_swapped_after_the_check(fs: &dyn FinalStep) {
+    use std::os::unix::fs::PermissionsExt;
+    let r = rootfs();
+    let host = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(host.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ws = host.path().join("ws");
+    let other = host.path().join("other");
+    for (d, f) in [(&ws, "checked"), (&other, "swapped")] {
+        std::fs::create_dir(d).unwrap();
+        std::fs::write(d.join(f), f).unwrap();
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let mount = BindMount::pinned(&ws, "/work", true).unwrap();
+    assert_eq!(mount.source, ws);
+    // Unchanged: the checked directory is mounted.
+    let mut s = r.sh("ls /work");
+    s.mounts = vec![mount.clone()];
+    assert_eq!(text(&run(&s, fs).expect("run").stdout), "checked\n");
+    // The race: after the check, the path leads elsewhere.
+    std::fs::rename(&ws, host.path().join("ws.moved")).unwrap();
+    std::os::unix::fs::symlink(&other, &ws).unwrap();
+    let mut s = r.sh("ls /work > /work/ran");
+    s.mounts = vec![BindMount {
+        read_only: false,
+        ..mount
+    }];
+    let e = run(&s, fs).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            RunError::Setup {
+                step: Step::BindSourceChanged,
+                errno: libc::ESTALE,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(
+        !other.join("ran").exists(),
+        "ran with the swapped directory"
+    );
 }
 
 macro_rules! both {
@@ -596,5 +639,6 @@ both!(
     failures_before_exec_are_typed_and_run_nothing,
     uid_range_containing_root_is_refused,
     live_output_arrives_while_the_command_runs,
-    missing_mount_targets_are_created_inside_the_root_only
+    missing_mount_targets_are_created_inside_the_root_only,
+    pinned_mounts_refuse_a_path_swapped_after_the_check
 );

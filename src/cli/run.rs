@@ -71,12 +71,9 @@ fn parse_mount(s: &str) -> Result<BindMount, CliError> {
     if !dst.starts_with('/') {
         return Err(bad("DST must be an absolute path inside the sandbox"));
     }
-    let source = std::fs::canonicalize(src).map_err(|e| bad(&format!("SRC: {e}")))?;
-    Ok(BindMount {
-        source,
-        target: PathBuf::from(dst),
-        read_only: !rw,
-    })
+    // Pinned: the directory opened now is what gets mounted.
+    BindMount::pinned(std::path::Path::new(src), PathBuf::from(dst), !rw)
+        .map_err(|e| bad(&format!("SRC: {e}")))
 }
 
 /// Runs `perry-sandbox run`.

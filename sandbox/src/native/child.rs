@@ -563,6 +563,16 @@ fn bind_mounts(p: &Plan) -> R {
             &b.target,
             ro | libc::MS_NOSUID | libc::MS_NODEV,
         )?;
+        if let Some((dev, ino)) = b.expect {
+            // SAFETY: an all-zero `stat` is a valid value for stat(2) to overwrite.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: stat into our stack struct; the path is a plan-owned C string.
+            let r = unsafe { libc::stat(b.target.as_ptr(), &mut st) };
+            ck_i(Step::BindSourceChanged, i, r)?;
+            if st.st_dev != dev || st.st_ino != ino {
+                return Err((Step::BindSourceChanged, libc::ESTALE, i as u32));
+            }
+        }
     }
     Ok(())
 }

@@ -129,6 +129,9 @@ pub enum Step {
     BindMount,
     /// Remount a configured mount with its final flags.
     RemountBind,
+    /// A pinned mount source was replaced between its check and the mount (errno `ESTALE`):
+    /// what was mounted is not what was checked, so nothing runs.
+    BindSourceChanged,
     /// `pivot_root` into the rootfs.
     PivotRoot,
     /// Detach the old root.
@@ -160,7 +163,7 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 35] = [
+    const ALL: [Step; 36] = [
         Step::ParentDeathSignal,
         Step::WaitForParent,
         Step::SetIds,
@@ -182,6 +185,7 @@ impl Step {
         Step::MountTmp,
         Step::BindMount,
         Step::RemountBind,
+        Step::BindSourceChanged,
         Step::PivotRoot,
         Step::DetachOldRoot,
         Step::LoopbackUp,
@@ -210,14 +214,18 @@ impl fmt::Display for Step {
 }
 
 /// A host path made visible inside the sandbox.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct BindMount {
-    /// Host path (file or directory).
+    /// Host path (file or directory). For a [pinned](BindMount::pinned) mount, the path the
+    /// pinned file resolved to when it was opened (for checks and messages; the mount uses the
+    /// file itself).
     pub source: PathBuf,
-    /// Absolute path inside the sandbox; must already exist in the rootfs.
+    /// Absolute path inside the sandbox; created as an empty directory when the image lacks it.
     pub target: PathBuf,
     /// Read-only unless a grant says otherwise.
     pub read_only: bool,
+    /// The source opened once (`O_PATH`): what gets mounted, whatever its path points at later.
+    pub pinned: Option<std::sync::Arc<OwnedFd>>,
 }
 
 impl BindMount {
@@ -227,7 +235,38 @@ impl BindMount {
             source: source.into(),
             target: target.into(),
             read_only: true,
+            pinned: None,
         }
+    }
+
+    /// A bind mount of `source` as it resolves *now*: the path is opened once (`O_PATH`,
+    /// following symlinks) and [`BindMount::source`] becomes the path the open file really has.
+    /// The sandbox mounts that path and then checks that what it mounted is the very file that
+    /// was opened (device and inode); if not, setup fails at [`Step::BindSourceChanged`] and
+    /// nothing runs.
+    ///
+    /// This closes the window between checking a path and mounting it: a caller that checks
+    /// `source` (say, "lies under an allowed workspace root") after this call has checked
+    /// exactly what can be mounted, even if someone swaps a symlink into the path meanwhile.
+    /// (The open file itself cannot be mounted from inside the sandbox's new mount namespace:
+    /// the kernel refuses bind sources from another namespace.)
+    pub fn pinned(
+        source: &std::path::Path,
+        target: impl Into<PathBuf>,
+        read_only: bool,
+    ) -> io::Result<Self> {
+        let fd = rustix::fs::open(
+            source,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )?;
+        let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+        Ok(BindMount {
+            source: real,
+            target: target.into(),
+            read_only,
+            pinned: Some(std::sync::Arc::new(fd)),
+        })
     }
 }
 

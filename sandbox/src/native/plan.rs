@@ -46,6 +46,8 @@ pub(crate) struct PlannedBind {
     pub source: CString,
     pub target: CString,
     pub read_only: bool,
+    /// For a pinned source: (device, inode) the mounted target must show.
+    pub expect: Option<(u64, u64)>,
 }
 
 /// A null-terminated `char *[]` plus the `CString`s it points into.
@@ -242,7 +244,19 @@ impl Plan {
                 reason: format!("mount {i}: {} does not exist", b.source.display()),
             })?;
             check_searchable(source.parent().unwrap_or(Path::new("/")))?;
+            // A pinned source: init checks that the mount shows the file that was opened.
+            let expect = match &b.pinned {
+                Some(fd) => {
+                    let st = rustix::fs::fstat(fd.as_ref()).map_err(|e| RunError::InvalidSpec {
+                        field: "mounts.source",
+                        reason: format!("mount {i}: {}: {e}", b.source.display()),
+                    })?;
+                    Some((st.st_dev, st.st_ino))
+                }
+                None => None,
+            };
             binds.push(PlannedBind {
+                expect,
                 source: path_c("mounts.source", &source)?,
                 target: path_c("mounts.target", &target)?,
                 read_only: b.read_only,

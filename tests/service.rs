@@ -73,6 +73,21 @@ fn permitted_peers_get_results_and_others_get_403_with_nothing_run() {
         !w.workspace.join("ran").exists(),
         "a denied peer ran a command"
     );
+    // The socket itself is 0660 and owned by the configured group: a process outside that
+    // group cannot even connect, whatever its uid.
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::metadata(&w.socket).unwrap();
+    assert_eq!(
+        (meta.permissions().mode() & 0o777, meta.gid()),
+        (0o660, SOCKET_GID)
+    );
+    let out = w.python_call(ALLOWED_UID, ALLOWED_UID, "GET", "/v1/health", "");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("PermissionError"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(w.records("capability", "allow").len(), before);
     let denials = w.records("api_access", "deny");
     assert_eq!(denials.len(), 4, "{denials:?}");

@@ -116,6 +116,10 @@ pub struct ServiceConfig {
     /// Peer gids allowed to call the API.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_gids: Vec<u32>,
+    /// The group that owns the socket (mode 0660), so that its members can connect at all;
+    /// default: the service's own group. Peer credentials are still checked on every request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_group: Option<u32>,
     /// Sandboxes run at once.
     #[serde(default = "default_max_concurrent")]
     pub max_concurrent: u32,
@@ -210,6 +214,7 @@ impl Default for ServiceConfig {
             socket: default_socket(),
             allowed_uids: Vec::new(),
             allowed_gids: Vec::new(),
+            socket_group: None,
             max_concurrent: default_max_concurrent(),
             max_queue: default_max_queue(),
             max_request_size: default_max_request(),

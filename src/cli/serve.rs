@@ -59,9 +59,11 @@ pub fn run(g: &GlobalArgs, args: ServeArgs) -> CliResult {
                 }
             }
         }
-        let listener = bind_socket(&socket).await.map_err(|e| {
-            CliError::internal(format!("cannot listen on {}: {e}", socket.display()))
-        })?;
+        let listener = bind_socket(&socket, ctx.config.service.socket_group)
+            .await
+            .map_err(|e| {
+                CliError::internal(format!("cannot listen on {}: {e}", socket.display()))
+            })?;
         log.record(
             ctx.audit_event("serve", Decision::Allow)
                 .reason(format!("listening on {}", socket.display()))

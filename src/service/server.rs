@@ -177,9 +177,10 @@ impl Server {
     }
 }
 
-/// Binds the API socket at `path` with mode 0660. A stale socket file (nobody listening) is
-/// replaced; a live one, or any other kind of file, is an error.
-pub async fn bind_socket(path: &Path) -> io::Result<UnixListener> {
+/// Binds the API socket at `path` with mode 0660, owned by group `group` when given (so that
+/// its members can connect). A stale socket file (nobody listening) is replaced; a live one, or
+/// any other kind of file, is an error.
+pub async fn bind_socket(path: &Path, group: Option<u32>) -> io::Result<UnixListener> {
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
             return Err(io::Error::new(
@@ -199,6 +200,9 @@ pub async fn bind_socket(path: &Path) -> io::Result<UnixListener> {
         std::fs::create_dir_all(dir)?;
     }
     let listener = UnixListener::bind(path)?;
+    if let Some(gid) = group {
+        std::os::unix::fs::chown(path, None, Some(gid))?;
+    }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
     Ok(listener)
 }

@@ -18,6 +18,8 @@ use perry_testworld::{ConfigBuilder, Registry, SigStack, SignOptions, TinyImage}
 /// A uid allowed by the test configuration besides root, and one that is not.
 pub const ALLOWED_UID: u32 = 4242;
 pub const DENIED_UID: u32 = 4343;
+/// The socket's group (`[service] socket_group`): callers need it to connect at all.
+pub const SOCKET_GID: u32 = 4200;
 
 pub struct World {
     pub reg: Registry,
@@ -113,6 +115,7 @@ mounts = [{{ source = "{{workspace}}", target = "/work", read_only = false }}]
 [service]
 socket = "{socket}"
 allowed_uids = [0, {ALLOWED_UID}]
+socket_group = {SOCKET_GID}
 max_concurrent = {mc}
 max_queue = {mq}
 max_request_size = "4KiB"
@@ -204,9 +207,29 @@ request_timeout = "{rt}"
             .collect()
     }
 
-    /// A raw HTTP call over the socket from a process running as `uid` (gid 0, so the 0660
-    /// socket lets it connect): (status, body).
+    /// A raw HTTP call over the socket from a process running as `uid` in the socket's group
+    /// (so the 0660 socket lets it connect): (status, body).
     pub fn call_as(&self, uid: u32, method: &str, path: &str, body: &str) -> (u16, String) {
+        let out = self.python_call(uid, SOCKET_GID, method, path, body);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (status, body) = text.split_once('\n').unwrap_or_else(|| {
+            panic!(
+                "python client failed: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (status.parse().unwrap(), body.to_string())
+    }
+
+    /// Runs the Python HTTP-over-socket client as `uid`:`gid` and returns its output.
+    pub fn python_call(
+        &self,
+        uid: u32,
+        gid: u32,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> std::process::Output {
         const CLIENT: &str = r#"
 import http.client, socket, sys
 class C(http.client.HTTPConnection):
@@ -219,22 +242,14 @@ c.request(sys.argv[2], sys.argv[3], body=body, headers={"Content-Type": "applica
 r = c.getresponse()
 sys.stdout.write(str(r.status) + "\n" + r.read().decode())
 "#;
-        let out = Command::new("python3")
+        Command::new("python3")
             .args(["-c", CLIENT])
             .arg(&self.socket)
             .args([method, path, body])
             .uid(uid)
-            .gid(0)
+            .gid(gid)
             .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (status, body) = text.split_once('\n').unwrap_or_else(|| {
-            panic!(
-                "python client failed: {text}{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        (status.parse().unwrap(), body.to_string())
+            .unwrap()
     }
 }
 

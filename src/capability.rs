@@ -604,9 +604,10 @@ pub type ContainerError = ApiError;
 /// The host-program contract: run capability `name` from `image` with the full command `cmd`.
 ///
 /// `cmd` must begin with the capability's command template; what follows is checked as the
-/// caller's arguments. `image` may be empty (the capability's configured image) or name the
-/// configured image's repository (any tag or digest of it, verified like every image); another
-/// repository is refused, so a caller cannot move a capability into an image of its choosing.
+/// caller's arguments. `image` may be empty or name the configured image's repository (a host
+/// program passing along its own copy of `shellCapabilityImages`); the configured reference is
+/// what runs, verified like every image. Another repository is refused (`policy_denied`), so a
+/// caller cannot move a capability into an image of its choosing.
 pub async fn perry_container_run_capability(
     caps: &Capabilities,
     name: &str,

@@ -346,6 +346,13 @@ fn a_full_queue_answers_429_and_sigterm_drains_calls_in_flight() {
     assert_eq!(done.exit_code, Some(0));
     assert!(status.success(), "{status}: {}", svc.log.lock().unwrap());
     assert!(!w.socket.exists(), "socket left behind after drain");
+    // Start and stop are on the record.
+    let states: Vec<String> = w
+        .records("serve", "allow")
+        .iter()
+        .map(|r| r["details"]["state"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(states, ["started", "stopped"]);
 }
 
 async fn wait_for(c: &Client, pred: impl Fn(&serde_json::Value) -> bool) {

@@ -35,7 +35,8 @@ pub struct RunArgs {
     /// Memory limit (e.g. 256MiB); only tightens the tier's.
     #[arg(long, value_name = "SIZE")]
     pub memory: Option<String>,
-    /// Bind a host path: SRC:DST, read-only unless `:rw` is appended (DST must exist in the image).
+    /// Bind a host path: SRC:DST, read-only unless `:rw` is appended (DST is created in the
+    /// image as an empty directory when missing).
     #[arg(long = "mount", value_name = "SRC:DST[:rw]")]
     pub mounts: Vec<String>,
     /// Set an environment variable in the sandbox (repeatable).

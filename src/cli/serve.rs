@@ -67,7 +67,8 @@ pub fn run(g: &GlobalArgs, args: ServeArgs) -> CliResult {
         log.record(
             ctx.audit_event("serve", Decision::Allow)
                 .reason(format!("listening on {}", socket.display()))
-                .detail("socket", socket.to_string_lossy().into_owned()),
+                .detail("socket", socket.to_string_lossy().into_owned())
+                .detail("state", "started"),
         )
         .map_err(super::audit::audit_error)?;
         eprintln!("perry-sandbox: listening on {}", socket.display());
@@ -76,6 +77,13 @@ pub fn run(g: &GlobalArgs, args: ServeArgs) -> CliResult {
             .await
             .map_err(|e| CliError::internal(format!("serving {}: {e}", socket.display())))?;
         let _ = std::fs::remove_file(&socket);
+        log.record(
+            ctx.audit_event("serve", Decision::Allow)
+                .reason(format!("stopped: drained, {} removed", socket.display()))
+                .detail("socket", socket.to_string_lossy().into_owned())
+                .detail("state", "stopped"),
+        )
+        .map_err(super::audit::audit_error)?;
         eprintln!("perry-sandbox: drained; exiting");
         Ok::<_, CliError>(())
     })?;

@@ -23,7 +23,7 @@ use tokio::net::{UnixListener, UnixStream};
 
 use super::gate::{Gate, Refused};
 use super::metrics::Metrics;
-use crate::capability::{Capabilities, CapabilityError, CapabilityRequest};
+use crate::capability::{Capabilities, CapabilityRequest};
 use crate::error::ApiError;
 
 /// The service's limits and access list (from `[service]`).
@@ -387,12 +387,8 @@ async fn invoke(
             }
             json_response(StatusCode::OK, v)
         }
-        Err(e) => refuse(api_of(&e)),
+        Err(e) => refuse(ApiError::from(&e)),
     }
-}
-
-fn api_of(e: &CapabilityError) -> ApiError {
-    ApiError::from(e)
 }
 
 fn timeout_error(budget: Duration) -> ApiError {

@@ -48,10 +48,16 @@ fn expect(tier: &str, got: &BTreeMap<String, String>, want: &[(&str, &str)]) {
     }
 }
 
-/// Scratch directories outside /tmp (which hardened grants writable) so Landlock decides.
+/// Scratch directories outside /tmp (which hardened grants writable) so Landlock decides: the
+/// target dir's tmp, unless the checkout itself lives under /tmp (then /var/tmp).
 fn scratch(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("confine-{}-{name}", std::process::id()));
+    let target_tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let base = if target_tmp.starts_with("/tmp") {
+        PathBuf::from("/var/tmp")
+    } else {
+        target_tmp
+    };
+    let d = base.join(format!("confine-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
 }

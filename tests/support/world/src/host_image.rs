@@ -191,21 +191,7 @@ impl HostImage {
             "history": [{ "created_by": format!("perry-testworld host image {}", self.marker) }],
         }))
         .expect("json");
-        let manifest = serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": sha256_digest(&config),
-                "size": config.len(),
-            },
-            "layers": [{
-                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                "digest": sha256_digest(&layer),
-                "size": layer.len(),
-            }],
-        }))
-        .expect("json");
+        let manifest = crate::image::single_layer_manifest(&config, &layer);
         TinyImage {
             config,
             layer,

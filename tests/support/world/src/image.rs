@@ -107,21 +107,7 @@ impl TinyImage {
             cfg["config"]["User"] = spec.user.into();
         }
         let config = serde_json::to_vec(&cfg).expect("json");
-        let manifest = serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": sha256_digest(&config),
-                "size": config.len(),
-            },
-            "layers": [{
-                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                "digest": sha256_digest(&layer),
-                "size": layer.len(),
-            }],
-        }))
-        .expect("json");
+        let manifest = single_layer_manifest(&config, &layer);
         Self {
             config,
             layer,
@@ -250,4 +236,23 @@ impl TinyIndex {
             .find(|i| i.architecture == architecture)
             .unwrap_or_else(|| panic!("index has no {architecture} image"))
     }
+}
+
+/// The OCI image manifest of a one-layer (tar+gzip) image.
+pub(crate) fn single_layer_manifest(config: &[u8], layer: &[u8]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": sha256_digest(config),
+            "size": config.len(),
+        },
+        "layers": [{
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": sha256_digest(layer),
+            "size": layer.len(),
+        }],
+    }))
+    .expect("json")
 }

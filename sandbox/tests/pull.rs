@@ -28,19 +28,7 @@ fn world() -> World {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_pulls_of_one_image_fetch_each_blob_once() {
     let w = world();
-    let p = w.reg.push_image(
-        "pull/app",
-        "v1",
-        &TinyImage::busybox_marked("amd64", "pull"),
-    );
-    SigStack::shared().sign(&w.reg, "pull/app", &p.digest, &SignOptions::default());
-    let image = perry_policies::ImageRef::parse(&format!("{}/pull/app:v1", w.reg.host())).unwrap();
-    let v = w
-        .verifier
-        .verify(&image, &Platform::default())
-        .await
-        .unwrap()
-        .image;
+    let (img, v) = signed_and_verified(&w, "pull/app", "pull").await;
     let store = ImageStore::open_in(&w.dir.path().join("state"), Limits::default()).unwrap();
     let verifier = Arc::new(w.verifier);
     let mut tasks = Vec::new();
@@ -54,7 +42,7 @@ async fn concurrent_pulls_of_one_image_fetch_each_blob_once() {
     let mut paths = Vec::new();
     for t in tasks {
         let pulled = t.await.unwrap().unwrap();
-        assert_eq!(pulled.manifest_digest.as_str(), p.digest);
+        assert_eq!(pulled.manifest_digest.as_str(), img.digest());
         fetched += pulled.fetched;
         paths.push(pulled.rootfs.path);
     }
@@ -72,20 +60,7 @@ async fn concurrent_pulls_of_one_image_fetch_each_blob_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tag_moved_after_verification_changes_nothing_pulled() {
     let w = world();
-    let p = w.reg.push_image(
-        "pull/moved",
-        "v1",
-        &TinyImage::busybox_marked("amd64", "first"),
-    );
-    SigStack::shared().sign(&w.reg, "pull/moved", &p.digest, &SignOptions::default());
-    let image =
-        perry_policies::ImageRef::parse(&format!("{}/pull/moved:v1", w.reg.host())).unwrap();
-    let v = w
-        .verifier
-        .verify(&image, &Platform::default())
-        .await
-        .unwrap()
-        .image;
+    let (img, v) = signed_and_verified(&w, "pull/moved", "first").await;
     let other = w.reg.push_image(
         "pull/moved",
         "other",
@@ -94,7 +69,7 @@ async fn a_tag_moved_after_verification_changes_nothing_pulled() {
     w.reg.move_tag("pull/moved", "v1", &other.digest);
     let store = ImageStore::open_in(&w.dir.path().join("state"), Limits::default()).unwrap();
     let pulled = store.pull(w.verifier.registry(), &v).await.unwrap();
-    assert_eq!(pulled.manifest_digest.as_str(), p.digest);
+    assert_eq!(pulled.manifest_digest.as_str(), img.digest());
     let marker = std::fs::read_to_string(pulled.rootfs.path.join("etc/perry-marker")).unwrap();
     assert_eq!(marker, "first\n", "the moved tag's image was pulled");
 }

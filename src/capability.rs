@@ -434,10 +434,20 @@ impl Capabilities {
             let mount = match m.source.strip_prefix(WORKSPACE_PLACEHOLDER) {
                 Some(rest) => {
                     let ws = ws.as_ref().expect("checked above");
-                    let joined = ws.join(rest.trim_start_matches('/'));
+                    let sub = rest.trim_start_matches('/');
+                    if sub.is_empty() {
+                        // The workspace itself: the directory already opened and checked.
+                        out.push(BindMount {
+                            target: PathBuf::from(&m.target),
+                            read_only: m.read_only,
+                            ..ws.clone()
+                        });
+                        continue;
+                    }
+                    let joined = ws.source.join(sub);
                     let mount = BindMount::pinned(&joined, &m.target, m.read_only)
                         .map_err(|e| bad(format!("{}: {e}", joined.display())))?;
-                    if !mount.source.starts_with(ws) {
+                    if !mount.source.starts_with(&ws.source) {
                         return Err(bad(format!(
                             "{} resolves to {}, outside the workspace",
                             joined.display(),
@@ -457,15 +467,15 @@ impl Capabilities {
         Ok(out)
     }
 
-    /// The workspace's real path (of the directory opened, not re-resolved), or why it is
-    /// refused.
-    fn check_workspace(&self, w: &Path) -> Result<PathBuf, String> {
+    /// The workspace opened once ([`BindMount::pinned`]; its `source` is the real path of the
+    /// directory opened, which is what is checked here), or why it is refused.
+    fn check_workspace(&self, w: &Path) -> Result<BindMount, String> {
         if !w.is_absolute() {
             return Err(format!("{} is not an absolute path", w.display()));
         }
         let pinned =
             BindMount::pinned(w, "/", true).map_err(|e| format!("{}: {e}", w.display()))?;
-        let real = pinned.source.clone();
+        let real = &pinned.source;
         if !real.is_dir() {
             return Err(format!("{} is not a directory", w.display()));
         }
@@ -473,7 +483,7 @@ impl Capabilities {
         // Strictly below a root: the root itself holds everyone's workspaces.
         let allowed = roots.iter().any(|r| {
             std::fs::canonicalize(r)
-                .map(|r| real.starts_with(&r) && real != r)
+                .map(|r| real.starts_with(&r) && *real != r)
                 .unwrap_or(false)
         });
         if !allowed {
@@ -491,7 +501,7 @@ impl Capabilities {
                 }
             ));
         }
-        Ok(real)
+        Ok(pinned)
     }
 
     /// Checks, verifies, pulls and profiles an invocation: everything before the act.

@@ -135,7 +135,7 @@ impl FilterArgs {
 
 fn verification_failed(message: String) -> CliError {
     CliError {
-        code: "verification_failed",
+        code: "verification_failed".into(),
         status: 403,
         message,
         exit: 1,

@@ -315,41 +315,12 @@ fn run_cap(g: &GlobalArgs, args: CapRunArgs) -> CliResult {
     Ok(ExitCode::from(status.clamp(0, 255) as u8))
 }
 
-/// An API error as the CLI reports it (exit 125: nothing ran).
+/// An API error as the CLI reports it (exit 125: nothing ran), with the service's own code.
 fn api_error(e: &ApiError) -> CliError {
     CliError {
-        code: static_code(&e.code),
+        code: e.code.clone().into(),
         status: e.status,
         message: e.message.clone(),
         exit: EXIT_REFUSED,
     }
-}
-
-/// The CLI's codes are static strings; a code from a service is mapped onto the known set.
-fn static_code(code: &str) -> &'static str {
-    const KNOWN: &[&str] = &[
-        "invalid_argument",
-        "argument_denied",
-        "workspace_denied",
-        "not_found",
-        "policy_denied",
-        "verification_failed",
-        "registry_unavailable",
-        "pull_failed",
-        "isolation_unavailable",
-        "sandbox_failed",
-        "cannot_execute",
-        "audit_unavailable",
-        "invalid_config",
-        "forbidden",
-        "too_many_requests",
-        "payload_too_large",
-        "timeout",
-        "service_unavailable",
-    ];
-    KNOWN
-        .iter()
-        .find(|k| **k == code)
-        .copied()
-        .unwrap_or("internal")
 }

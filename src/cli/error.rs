@@ -14,8 +14,8 @@ pub const EXIT_REFUSED: u8 = 125;
 /// A failure as the user sees it.
 #[derive(Debug, Clone, Serialize)]
 pub struct CliError {
-    /// Stable machine code, e.g. `invalid_config`.
-    pub code: &'static str,
+    /// Stable machine code, e.g. `invalid_config` (a service's own code is passed through).
+    pub code: std::borrow::Cow<'static, str>,
     /// HTTP-like status, e.g. 400.
     pub status: u16,
     /// What went wrong, in words.
@@ -29,7 +29,7 @@ impl CliError {
     /// A configuration that does not parse or validate (exit 2).
     pub fn invalid_config(message: impl Into<String>) -> Self {
         Self {
-            code: "invalid_config",
+            code: "invalid_config".into(),
             status: 400,
             message: message.into(),
             exit: 2,
@@ -39,7 +39,7 @@ impl CliError {
     /// Bad command-line input (exit 2).
     pub fn invalid_argument(message: impl Into<String>) -> Self {
         Self {
-            code: "invalid_argument",
+            code: "invalid_argument".into(),
             status: 400,
             message: message.into(),
             exit: 2,
@@ -49,7 +49,7 @@ impl CliError {
     /// Something named does not exist (exit 125).
     pub fn not_found(message: impl Into<String>) -> Self {
         Self {
-            code: "not_found",
+            code: "not_found".into(),
             status: 404,
             message: message.into(),
             exit: EXIT_REFUSED,
@@ -59,7 +59,7 @@ impl CliError {
     /// An internal or environmental failure (exit 125).
     pub fn internal(message: impl Into<String>) -> Self {
         Self {
-            code: "internal",
+            code: "internal".into(),
             status: 500,
             message: message.into(),
             exit: EXIT_REFUSED,

@@ -218,7 +218,7 @@ pub fn exec_error(e: &ExecError) -> CliError {
         message.push_str(super::verify::flag_hint(v));
     }
     CliError {
-        code: e.code(),
+        code: e.code().into(),
         status: e.status(),
         message,
         exit: e.exit_status() as u8,

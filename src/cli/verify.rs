@@ -115,7 +115,7 @@ fn denied(e: &VerifyError) -> CliError {
         "verification_failed"
     };
     CliError {
-        code,
+        code: code.into(),
         status: 403,
         message: e.to_string(),
         exit: EXIT_DENIED,
@@ -141,14 +141,14 @@ pub fn verify_error(e: &VerifyError) -> CliError {
             "not_found" => CliError::not_found(e.to_string()),
             "invalid_argument" => CliError::invalid_argument(e.to_string()).with_exit(EXIT_REFUSED),
             _ => CliError {
-                code: "invalid_image",
+                code: "invalid_image".into(),
                 status: 400,
                 message: e.to_string(),
                 exit: EXIT_REFUSED,
             },
         },
         _ => CliError {
-            code: "registry_unavailable",
+            code: "registry_unavailable".into(),
             status: 503,
             message: e.to_string(),
             exit: EXIT_REFUSED,

@@ -33,6 +33,9 @@ fn env_or(name: &str, default: usize) -> usize {
 #[derive(Debug, PartialEq, Eq)]
 struct Footprint {
     fds: usize,
+    /// Prepared network namespaces (at most `[service] max_concurrent`) plus the refill
+    /// thread's own.
+    netns: usize,
     #[allow(dead_code)]
     registry_conns: usize,
     mounts: usize,
@@ -66,14 +69,18 @@ fn tcp_inodes_to(port: u16) -> Vec<String> {
 
 fn footprint(pid: u32, registry_port: u16) -> Footprint {
     let pooled = tcp_inodes_to(registry_port);
-    let (mut fds, mut registry_conns) = (0, 0);
+    let (mut fds, mut registry_conns, mut netns) = (0, 0, 0);
     for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .flatten()
     {
         let target = std::fs::read_link(e.path()).unwrap_or_default();
-        if pooled.contains(&target.display().to_string()) {
+        let target = target.display().to_string();
+        if pooled.contains(&target) {
             registry_conns += 1;
+        } else if target.starts_with("net:[") {
+            // Network namespaces prepared ahead: a pool refilled at any moment.
+            netns += 1;
         } else {
             fds += 1;
         }
@@ -100,6 +107,7 @@ fn footprint(pid: u32, registry_port: u16) -> Footprint {
     Footprint {
         fds,
         registry_conns,
+        netns,
         mounts,
         children,
         run_cgroups,
@@ -284,7 +292,8 @@ fn main() {
         || before.mounts != after.mounts
         || before.children != after.children
         || before.run_cgroups != after.run_cgroups
-        || after.registry_conns > 2 * clients + 2;
+        || after.registry_conns > 2 * clients + 2
+        || after.netns > before.netns.max(clients) + 1;
     if leaked {
         println!("fds before: {fds_before:?}");
         println!("fds now:    {:?}", fd_targets(svc_pid));

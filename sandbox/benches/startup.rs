@@ -1,8 +1,10 @@
 //! Startup latency of the in-process native runner: setup + exec + wait of `/bin/true` in a
 //! busybox rootfs, N times, printing the median — once with the runner's floor
 //! (`MinimalFinalStep`) and once with the real `hardened` tier profile (`ProfileStep`:
-//! Landlock, seccomp with its denial supervisor), which is what `perry-sandbox run` uses. `scripts/bench/startup` runs this next to
-//! bubblewrap and podman on the same rootfs and prints the ratios.
+//! Landlock, seccomp with its denial supervisor) — then both again with network namespaces
+//! prepared ahead by the runner's refill thread (`prepare_network_namespaces`), which is what
+//! `perry-sandbox run` and the service do. `scripts/bench/startup` runs this next to bubblewrap
+//! and podman on the same rootfs and prints the ratios.
 //!
 //! Environment: `PERRY_BENCH_ROOTFS` (a rootfs with /bin/true, /proc, /dev, /tmp; default: one
 //! built from /bin/busybox in a temp dir), `PERRY_BENCH_RUNS` (default 200),
@@ -13,7 +15,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use perry_policies::UidRange;
-use perry_runtime::native::{run, FinalStep, LeaseConfig, MinimalFinalStep, ProfileStep, RunSpec};
+use perry_runtime::native::{
+    prepare_network_namespaces, run, FinalStep, LeaseConfig, MinimalFinalStep, ProfileStep, RunSpec,
+};
 
 fn busybox_rootfs(dir: &std::path::Path) -> PathBuf {
     let root = dir.join("rootfs");
@@ -61,9 +65,16 @@ fn main() {
     )
     .expect("hardened profile");
     let hardened = ProfileStep::new(&profile).expect("profile step");
-    let steps: [(&str, &dyn FinalStep); 2] =
-        [("floor", &MinimalFinalStep), ("hardened", &hardened)];
+    let steps: [(&str, &dyn FinalStep); 4] = [
+        ("floor", &MinimalFinalStep),
+        ("hardened", &hardened),
+        ("floor_netns_ready", &MinimalFinalStep),
+        ("hardened_netns_ready", &hardened),
+    ];
     for (name, step) in steps {
+        if name.ends_with("_netns_ready") {
+            prepare_network_namespaces(1);
+        }
         // Warm-up: cgroup layout detection, lease file, page cache.
         for _ in 0..5 {
             let o = run(&spec, step).expect("native run");

@@ -6,10 +6,29 @@ mod native_support;
 use std::path::{Path, PathBuf};
 
 use native_support::{hardened, rootfs, sandbox_processes};
-use perry_runtime::native::{run, FinalStep, MinimalFinalStep};
+use perry_runtime::native::{prepare_network_namespaces, run, FinalStep, MinimalFinalStep};
 
+fn is_netns(e: &std::fs::DirEntry) -> bool {
+    std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("net:["))
+}
+
+/// Open fds, not counting network namespace fds: the runner keeps a bounded pool of prepared
+/// namespaces, refilled by a thread at any moment (counted by [`netns_fds`]).
 fn fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter(|e| !is_netns(e))
+        .count()
+}
+
+/// The pool's namespaces plus the refill thread's fd of its own namespace.
+fn netns_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter(is_netns)
+        .count()
 }
 
 fn mount_lines() -> Vec<String> {
@@ -66,6 +85,8 @@ fn children_of_us() -> Vec<u32> {
 fn a_thousand_runs_leave_nothing_behind() {
     let r = rootfs();
     lease_is_held_exactly_while_a_run_is_alive(&r);
+    // As `perry-sandbox run` and the service do: namespaces prepared ahead.
+    prepare_network_namespaces(1);
     let spec = r.spec(vec!["true".into()]);
     // Half the runs under the real hardened profile (Landlock, seccomp with its supervisor:
     // listener, pidfd, handoff pipes), half under the floor.
@@ -94,6 +115,11 @@ fn a_thousand_runs_leave_nothing_behind() {
     let elapsed = t.elapsed();
     eprintln!("1000 runs in {elapsed:?} ({:?}/run)", elapsed / 1000);
     assert_eq!(fd_count(), fds, "fd leak");
+    assert!(
+        netns_fds() <= 2,
+        "netns pool over capacity: {}",
+        netns_fds()
+    );
     assert_eq!(mount_lines(), mounts, "mount table changed");
     assert!(
         our_cgroups().is_empty(),

@@ -269,8 +269,10 @@ fn run_cap(g: &GlobalArgs, args: CapRunArgs) -> CliResult {
     let result: Result<CapabilityOutcome, ApiError> = match &args.socket {
         Some(socket) => rt.block_on(Client::new(socket).invoke(&args.name, &req)),
         None => {
-            // Overlap the kernel's slow first cgroup migration with verification and pulling.
+            // Overlap the kernel's slow first cgroup migration and the creation of the sandbox's
+            // network namespace with verification and pulling.
             perry_runtime::native::warm_up_cgroup_migration();
+            perry_runtime::native::prepare_one_network_namespace();
             let ctx = Context::load(g).map_err(refused)?;
             let log = ctx.audit_log().map_err(refused)?;
             let executor = match Executor::new(ctx.config.clone(), log.clone()) {

@@ -170,6 +170,9 @@ impl Server {
         listener: UnixListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> io::Result<()> {
+        // One empty network namespace ready per call that may run at once, made between calls
+        // instead of inside each sandbox start.
+        perry_runtime::native::prepare_network_namespaces(self.shared.opts.max_concurrent);
         let app = self.router().into_make_service_with_connect_info::<Peer>();
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)

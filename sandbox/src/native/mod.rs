@@ -12,7 +12,9 @@
 //!    lease, create the run's cgroups, create the pipes.
 //! 2. **`clone(CLONE_NEWUSER|NEWNS|NEWPID|NEWNET|NEWIPC|NEWUTS)`** as a raw syscall without
 //!    `CLONE_VM` (fork semantics, one syscall for all namespaces, no atfork handlers). The child
-//!    is PID 1 ("init") of the new pid namespace. It blocks on a pipe.
+//!    is PID 1 ("init") of the new pid namespace. It blocks on a pipe. When an empty network
+//!    namespace was prepared ahead ([`prepare_network_namespaces`]), the calling thread enters it
+//!    for the clone instead of passing `CLONE_NEWNET` (see `netns`).
 //! 3. **Parent:** write `uid_map`/`gid_map` (host ids from the lease, never host uid 0), move the
 //!    child into the run's cgroups, then release it with one byte.
 //! 4. **Init**, as explicit named [`Step`]s: become namespace root and drop supplementary groups,
@@ -57,6 +59,7 @@ mod cgroup;
 mod child;
 mod final_step;
 mod lease;
+mod netns;
 mod plan;
 mod profile_step;
 mod seccomp_notify;
@@ -74,6 +77,9 @@ pub use cgroup::sweep_stale as sweep_stale_cgroups;
 pub use cgroup::warm_up_migration as warm_up_cgroup_migration;
 pub use final_step::{FinalStep, FinalStepError, MinimalFinalStep, StepChannel};
 pub use lease::LeaseConfig;
+pub use netns::{
+    prepare_network_namespaces, prepare_one_network_namespace, prepared_network_namespaces,
+};
 pub use profile_step::{landlock_abi, ProfileStep, ProfileStepError};
 
 use cgroup::{CgLimits, RunCgroups};
@@ -753,13 +759,22 @@ pub fn run(spec: &RunSpec, final_step: &dyn FinalStep) -> Result<Outcome, RunErr
         ack_r: handoff.as_ref().map_or(-1, |h| h.ack_r.as_raw_fd()),
         pidfd_sock: handoff.as_ref().map_or(-1, |h| h.sock_child.as_raw_fd()),
     });
-    let flags = libc::CLONE_NEWUSER
+    let mut flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
-        | libc::CLONE_NEWNET
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS
         | libc::SIGCHLD;
+    // A prepared empty network namespace if one is ready (see `netns`), else a new one. Runs
+    // granted loopback need their own: init brings `lo` up with its capabilities there.
+    let prepared = if spec.loopback { None } else { netns::take() };
+    let entered = match &prepared {
+        Some(ns) => Some(netns::Entered::enter(ns).map_err(sys("setns (prepared netns)"))?),
+        None => {
+            flags |= libc::CLONE_NEWNET;
+            None
+        }
+    };
     let started = Instant::now();
     // SAFETY: raw clone without CLONE_VM = fork semantics with new namespaces. The child only
     // runs `child::init_main`, which reads the prepared plan and never allocates or returns.
@@ -775,6 +790,11 @@ pub fn run(spec: &RunSpec, final_step: &dyn FinalStep) -> Result<Outcome, RunErr
         pidfd: None,
         reaped: false,
     };
+    // Back to our own network namespace before anything else; the sandbox now holds its own.
+    if let Some(e) = entered {
+        e.leave().map_err(sys("setns (back from prepared netns)"))?;
+    }
+    drop(prepared);
     drop((sync_r, err_w, status_w, stdin_r, stdout_w, stderr_w));
     let handoff = handoff.map(|h| {
         let Handoff {

@@ -66,6 +66,12 @@ pub struct TrustPolicy {
     /// How long a refusal is reused (short, so a fix to the signature is seen soon).
     #[serde(default = "default_negative_ttl")]
     pub negative_cache_ttl: HumanDuration,
+    /// How long a tag's resolution to a verified digest is reused without asking the registry.
+    /// `0s` (the default): every run resolves the tag again, so a moved tag is seen at once.
+    /// Longer values trade that for runs that need no registry round trip; what runs is still
+    /// only ever a digest that was verified.
+    #[serde(default)]
+    pub tag_ttl: HumanDuration,
     /// The trust rules; none means every image is denied.
     #[serde(default, rename = "policy", skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<TrustRule>,
@@ -77,6 +83,7 @@ impl Default for TrustPolicy {
             trusted_root: TrustedRootSource::PublicGood,
             cache_ttl: default_cache_ttl(),
             negative_cache_ttl: default_negative_ttl(),
+            tag_ttl: HumanDuration::default(),
             rules: Vec::new(),
         }
     }

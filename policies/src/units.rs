@@ -9,8 +9,9 @@ use std::str::FromStr;
 
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
-/// A duration written in configuration, e.g. `"10s"`; kept as whole milliseconds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A duration written in configuration, e.g. `"10s"`; kept as whole milliseconds. The default
+/// is zero.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct HumanDuration(std::time::Duration);
 
 /// A size in bytes written in configuration, e.g. `"512MiB"`.

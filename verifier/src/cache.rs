@@ -92,6 +92,32 @@ pub fn pinned_key(
     h.finalize().into()
 }
 
+/// The key for a tag's resolution to a verified digest (`[trust] tag_ttl`): the tag as written,
+/// bound to the platform, the trusted root and the rules like every other key. Only allow
+/// decisions are stored under it, and they expire after `tag_ttl`. Domain-separated from the
+/// other keys.
+pub fn tag_key(
+    tag: &str,
+    platform: &str,
+    repository: &str,
+    root_sha256: &[u8; 32],
+    rules_hash: &[u8; 32],
+) -> CacheKey {
+    let mut h = Sha256::new();
+    h.update(b"perry-verifier tag key v1\0");
+    for part in [
+        tag.as_bytes(),
+        platform.as_bytes(),
+        repository.as_bytes(),
+        &root_sha256[..],
+        &rules_hash[..],
+    ] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.finalize().into()
+}
+
 /// The key for a decision about an image read from somewhere other than its registry, or
 /// checked against a detached bundle: [`cache_key`] (`inner`) bound to the [`Origin`] (kind and
 /// canonical path) and to the SHA-256 of the detached bundle, if any. Domain-separated from
@@ -249,6 +275,11 @@ impl VerifyCache {
             Outcome::Allowed(_) => self.positive_ttl,
             Outcome::Denied { .. } => self.negative_ttl,
         };
+        self.put_for(key, outcome, ttl);
+    }
+
+    /// [`put`](Self::put) with an explicit lifetime (tag resolutions live `tag_ttl`).
+    pub(crate) fn put_for(&self, key: &CacheKey, outcome: Outcome, ttl: Duration) {
         let expires = now().saturating_add(ttl.as_secs());
         if let Some(disk) = &self.disk {
             let body = DiskBody {

@@ -21,7 +21,8 @@ use sigstore_verify::types::{Artifact, Sha256Hash};
 use sha2::{Digest as _, Sha256};
 
 use crate::cache::{
-    cache_key, pinned_key, rule_hash, rules_digest, source_key, CacheKey, Outcome, VerifyCache,
+    cache_key, pinned_key, rule_hash, rules_digest, source_key, tag_key, CacheKey, Outcome,
+    VerifyCache,
 };
 use crate::discover::{discover_in, FoundSignature, SignatureLayout, MAX_SIGNATURE_BLOB};
 use crate::error::VerifyError;
@@ -145,6 +146,26 @@ impl Verifier {
                 return hit;
             }
         }
+        // With `[trust] tag_ttl`, a tag resolved (and its digest verified) within the TTL is
+        // answered without the registry. Only allow decisions are kept under a tag.
+        let tag_ttl = self.trust.tag_ttl.as_std();
+        let tagged = (image.digest().is_none() && !tag_ttl.is_zero()).then(|| {
+            tag_key(
+                image
+                    .tag()
+                    .unwrap_or(perry_policies::reference::DEFAULT_TAG),
+                &platform.to_string(),
+                &name,
+                self.root.sha256(),
+                &rules_hash,
+            )
+        });
+        if let Some(tk) = &tagged {
+            if let Some(Ok(hit)) = self.cached(tk, image, &Origin::Registry) {
+                tracing::debug!(digest = %hit.image.digest(), "tag resolved from the cache (tag_ttl)");
+                return Ok(hit);
+            }
+        }
         let resolved = self.client.resolve(image, platform).await?;
         let platform_digest = resolved.image_manifest_digest().clone();
         let key = cache_key(
@@ -180,6 +201,10 @@ impl Verifier {
                 ),
                 Err(_) => {}
             }
+        }
+        if let (Some(tk), Ok(v)) = (&tagged, &result) {
+            self.cache
+                .put_for(tk, Outcome::Allowed(v.image.record()), tag_ttl);
         }
         result
     }

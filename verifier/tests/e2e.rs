@@ -524,3 +524,53 @@ async fn registry_serving_manifest_bytes_that_do_not_hash_is_refused() {
     }
     let _ = Digest::parse(&good.digest).unwrap();
 }
+
+#[tokio::test]
+async fn with_a_tag_ttl_a_verified_tag_needs_no_registry_until_it_expires() {
+    let w = World::new();
+    let good = w.reg.push_image(
+        "demo/ttl",
+        "v1",
+        &TinyImage::busybox_marked("amd64", "good"),
+    );
+    w.sign("demo/ttl", &good.digest, SignOptions::default());
+    let with_ttl = || ConfigBuilder::new(&w.reg, SigStack::shared()).tag_ttl("1h");
+    let v = w.verifier_with(with_ttl());
+    let image = w.image("demo/ttl:v1");
+    let first = v.verify(&image, &amd64()).await.unwrap();
+    assert!(!first.cache_hit);
+    assert_eq!(first.image.digest().as_str(), good.digest);
+
+    // The tag moves to an unsigned image. Within the TTL the tag still means the digest that
+    // was verified — in this process and in the next one (the disk cache) ...
+    let evil = w.reg.push_image(
+        "demo/ttl",
+        "evil",
+        &TinyImage::busybox_marked("amd64", "evil"),
+    );
+    w.reg.move_tag("demo/ttl", "v1", &evil.digest);
+    for v in [&v, &w.verifier_with(with_ttl())] {
+        let again = v.verify(&image, &amd64()).await.unwrap();
+        assert!(again.cache_hit);
+        assert_eq!(again.image.digest().as_str(), good.digest);
+        assert_eq!(again.image.pinned_reference(), first.image.pinned_reference());
+    }
+    // ... while the unsigned image itself is refused under its own tag, TTL or not.
+    let e = refused(&v, &w.image("demo/ttl:evil")).await;
+    assert!(matches!(e, VerifyError::NoSignature { .. }), "{e:?}");
+    // With the default (no tag TTL) the same state resolves the tag again and refuses the move
+    // (from the refusal of the unsigned digest just cached).
+    let e = refused(&w.verifier(), &image).await;
+    assert_eq!(e.code(), "verification_failed", "{e:?}");
+    assert!(e.to_string().contains(&evil.digest), "{e}");
+
+    // The hit needs no registry at all: with the registry gone it is still answered.
+    let offline = w.verifier_with(with_ttl());
+    let World { reg, dir: _dir } = w;
+    drop(reg);
+    let hit = offline.verify(&image, &amd64()).await.unwrap();
+    assert_eq!(hit.image.digest().as_str(), good.digest);
+    // A tag never verified is not invented: it needs the (gone) registry and fails.
+    let other = ImageRef::parse(&format!("{}:v2", image.name())).unwrap();
+    assert!(offline.verify(&other, &amd64()).await.is_err());
+}

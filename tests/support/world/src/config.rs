@@ -14,6 +14,7 @@ pub struct ConfigBuilder {
     trusted_root: PathBuf,
     images: Vec<String>,
     keyless: Vec<(String, String)>,
+    tag_ttl: Option<String>,
     extra: String,
 }
 
@@ -30,6 +31,7 @@ impl ConfigBuilder {
             trusted_root: stack.trusted_root(),
             images: vec![format!("{}/**", reg.host())],
             keyless: vec![(DEFAULT_ISSUER.into(), DEFAULT_IDENTITY.into())],
+            tag_ttl: None,
             extra: String::new(),
         }
     }
@@ -49,6 +51,12 @@ impl ConfigBuilder {
     /// Replace the rule's keyless authorities with exactly this `(issuer, subject)`.
     pub fn identity(mut self, issuer: &str, subject: &str) -> Self {
         self.keyless = vec![(issuer.into(), subject.into())];
+        self
+    }
+
+    /// Sets `[trust] tag_ttl` (e.g. `"1h"`).
+    pub fn tag_ttl(mut self, ttl: &str) -> Self {
+        self.tag_ttl = Some(ttl.to_string());
         self
     }
 
@@ -76,11 +84,16 @@ impl ConfigBuilder {
         format!(
             "# written by perry-testworld\n\
              [sandbox]\nstate_dir = {state}\n\n\
-             [trust]\ntrusted_root = {root}\n\n\
+             [trust]\ntrusted_root = {root}\n{tag_ttl}\n\
              [[trust.policy]]\nname = \"testworld\"\nimages = [{images}]\nkeyless = [{keyless}]\n\n\
              [registries.{host}]\ninsecure = true\n\n{extra}",
             state = toml_str(&state_dir.display().to_string()),
             root = toml_str(&self.trusted_root.display().to_string()),
+            tag_ttl = self
+                .tag_ttl
+                .as_deref()
+                .map(|t| format!("tag_ttl = {}\n", toml_str(t)))
+                .unwrap_or_default(),
             host = toml_str(&self.registry_host),
             extra = self.extra,
         )

@@ -28,10 +28,14 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod bpf;
 pub mod caps;
 pub mod explain;
 pub mod landlock;
 pub mod limits;
+#[cfg(any(test, feature = "oracle"))]
+#[doc(hidden)]
+pub mod oracle;
 pub mod seccomp;
 pub mod syscalls;
 
@@ -54,7 +58,8 @@ pub enum ProfileError {
         "unknown syscall `{0}` (not in the x86_64 syscall table); refusing to build a profile"
     )]
     UnknownSyscall(String),
-    /// seccompiler refused the rules, or the program is too large.
+    /// The rules cannot be compiled (an argument index above 5, a rule without checks), or
+    /// the program is too large for the kernel.
     #[error("seccomp compilation failed: {0}")]
     Compile(String),
     /// The rules cannot be written in the OCI format without changing their meaning.

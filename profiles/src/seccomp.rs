@@ -19,12 +19,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use perry_policies::Tier;
-use seccompiler::{
-    sock_filter, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
-    SeccompFilter, SeccompRule, TargetArch,
-};
+use seccompiler::{sock_filter, BpfProgram};
 use serde::Serialize;
 
+use crate::bpf::{self, jump, stmt, Actions, JEQ_K, JGE_K, LD_W_ABS, RET_K};
 use crate::{syscalls, ProfileError};
 
 /// `ENOSYS`: returned for calls outside the allowlist.
@@ -485,66 +483,33 @@ impl Verdict {
     }
 }
 
-fn condition(c: &ArgCheck) -> Result<SeccompCondition, ProfileError> {
-    let len = match c.width {
-        Width::Dword => SeccompCmpArgLen::Dword,
-        Width::Qword => SeccompCmpArgLen::Qword,
-    };
-    let op = match c.op {
-        Op::Eq => SeccompCmpOp::Eq,
-        Op::Ne => SeccompCmpOp::Ne,
-        Op::Lt => SeccompCmpOp::Lt,
-        Op::Gt => SeccompCmpOp::Gt,
-        Op::MaskedEq { mask } => SeccompCmpOp::MaskedEq(mask),
-    };
-    SeccompCondition::new(c.index, len, op, c.value)
-        .map_err(|e| ProfileError::Compile(e.to_string()))
-}
-
-fn compile_map(
-    map: &BTreeMap<String, Vec<ArgRule>>,
-    mismatch: SeccompAction,
-    on_match: SeccompAction,
-) -> Result<BpfProgram, ProfileError> {
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    for (name, rs) in map {
-        let nr =
-            syscalls::number(name).ok_or_else(|| ProfileError::UnknownSyscall(name.clone()))?;
-        let mut out = Vec::new();
-        for r in rs {
-            let conds = r.checks.iter().map(condition).collect::<Result<_, _>>()?;
-            out.push(SeccompRule::new(conds).map_err(|e| ProfileError::Compile(e.to_string()))?);
-        }
-        rules.insert(nr, out);
-    }
-    let filter = SeccompFilter::new(rules, mismatch, on_match, TargetArch::x86_64)
-        .map_err(|e| ProfileError::Compile(e.to_string()))?;
-    BpfProgram::try_from(filter).map_err(|e| ProfileError::Compile(e.to_string()))
-}
-
-fn stmt(code: u16, k: u32) -> sock_filter {
-    sock_filter {
-        code,
-        jt: 0,
-        jf: 0,
-        k,
-    }
-}
-
-fn jump(code: u16, k: u32, jt: u8, jf: u8) -> sock_filter {
-    sock_filter { code, jt, jf, k }
-}
-
-const LD_W_ABS: u16 = 0x20;
-const JEQ_K: u16 = 0x15;
-const JGE_K: u16 = 0x35;
-const RET_K: u16 = 0x06;
+/// `SECCOMP_RET_KILL_PROCESS`.
 const SECCOMP_RET_KILL_PROCESS: u32 = 0x8000_0000;
+/// `SECCOMP_RET_ALLOW`.
+const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+/// `SECCOMP_RET_ERRNO`; the errno goes in the low 16 bits.
+const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+/// The kernel's limit on the length of one program (`BPF_MAXINSNS`).
+const MAX_INSNS: usize = 4096;
+
+/// `map`'s names resolved to their x86_64 numbers, the form [`bpf::compile_filter`] takes.
+fn numbered(
+    map: &BTreeMap<String, Vec<ArgRule>>,
+) -> Result<BTreeMap<u32, &[ArgRule]>, ProfileError> {
+    map.iter()
+        .map(|(name, rules)| {
+            let nr = syscalls::number(name)
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| ProfileError::UnknownSyscall(name.clone()))?;
+            Ok((nr, rules.as_slice()))
+        })
+        .collect()
+}
 
 /// The guard prepended to the allowlist: kill on a foreign architecture (i386 via int 0x80 has
 /// different numbers, so an x86_64 allowlist would mean something else there) and on the x32
 /// range (same arch value, numbers with bit 30 set, a second syscall table).
-fn arch_guard() -> Vec<sock_filter> {
+pub(crate) fn arch_guard() -> Vec<sock_filter> {
     vec![
         stmt(LD_W_ABS, 4), // seccomp_data.arch
         jump(JEQ_K, AUDIT_ARCH_X86_64, 1, 0),
@@ -555,33 +520,55 @@ fn arch_guard() -> Vec<sock_filter> {
     ]
 }
 
-/// Compiles `rules` to the two BPF programs. This is the slow step (milliseconds) that
-/// [`compiled`] caches.
+/// The prefix of the EPERM program: kill on a foreign architecture (as the allowlist does, so
+/// this program means the same when installed alone), then load the syscall number.
+fn arch_check() -> Vec<sock_filter> {
+    vec![
+        stmt(LD_W_ABS, 4), // seccomp_data.arch
+        jump(JEQ_K, AUDIT_ARCH_X86_64, 1, 0),
+        stmt(RET_K, SECCOMP_RET_KILL_PROCESS),
+        stmt(LD_W_ABS, 0), // seccomp_data.nr
+    ]
+}
+
+/// Compiles `rules` to the two BPF programs (the crate's own compiler: a binary search over
+/// syscall-number ranges, then the argument checks; see `src/bpf.rs`), which [`compiled`]
+/// caches. Tens of microseconds, and about an eighth of seccompiler's instructions.
 pub fn compile(rules: SyscallRules) -> Result<SeccompProgram, ProfileError> {
-    let mut allowlist = arch_guard();
-    allowlist.extend(compile_map(
-        &rules.allow,
-        SeccompAction::Errno(ENOSYS),
-        SeccompAction::Allow,
-    )?);
-    let eperm = compile_map(
-        &rules.eperm,
-        SeccompAction::Allow,
-        SeccompAction::Errno(EPERM),
+    let allowlist = bpf::compile_filter(
+        &arch_guard(),
+        &numbered(&rules.allow)?,
+        Actions {
+            on_match: SECCOMP_RET_ALLOW,
+            mismatch: SECCOMP_RET_ERRNO | ENOSYS,
+        },
     )?;
-    for p in [&allowlist, &eperm] {
-        if p.len() > 4096 {
-            return Err(ProfileError::Compile(format!(
-                "BPF program has {} instructions; the kernel's limit is 4096",
-                p.len()
-            )));
-        }
-    }
+    let eperm = bpf::compile_filter(
+        &arch_check(),
+        &numbered(&rules.eperm)?,
+        Actions {
+            on_match: SECCOMP_RET_ERRNO | EPERM,
+            mismatch: SECCOMP_RET_ALLOW,
+        },
+    )?;
+    check_size(&allowlist)?;
+    check_size(&eperm)?;
     Ok(SeccompProgram {
         rules,
         allowlist,
         eperm,
     })
+}
+
+/// Refuses a program longer than the kernel accepts: nothing runs rather than a failed install.
+pub(crate) fn check_size(p: &[sock_filter]) -> Result<(), ProfileError> {
+    if p.len() > MAX_INSNS {
+        return Err(ProfileError::Compile(format!(
+            "BPF program has {} instructions; the kernel's limit is {MAX_INSNS}",
+            p.len()
+        )));
+    }
+    Ok(())
 }
 
 /// The compiled program for `key`, compiled on first use and shared afterwards: every run of a
@@ -600,7 +587,7 @@ pub fn compiled(key: &SeccompKey) -> Result<Arc<SeccompProgram>, ProfileError> {
 /// Runs a classic-BPF seccomp program over a `seccomp_data` (arch, nr, args) in user space.
 /// Used to check the compiled programs against the rules (tests, `profiles show`), not by the
 /// kernel. Returns `None` for an instruction this interpreter does not know.
-fn run_bpf(prog: &[sock_filter], arch: u32, nr: i32, args: &[u64; 6]) -> Option<u32> {
+pub(crate) fn run_bpf(prog: &[sock_filter], arch: u32, nr: i32, args: &[u64; 6]) -> Option<u32> {
     let word = |off: u32| -> Option<u32> {
         Some(match off {
             0 => nr as u32,

@@ -2,9 +2,9 @@
 //!
 //! seccompiler's own table stops at Linux 6.12 and is private, and a profile must be able to name
 //! every call the running kernel has (this box runs 6.18). So the crate carries its own table
-//! (`data/syscalls-x86_64.txt`, from systemd 257 plus later additions) and hands seccompiler
-//! numbers, never names. A name missing from this table is a build error: nothing is ever
-//! silently allowed or silently dropped from a deny list.
+//! (`data/syscalls-x86_64.txt`, from systemd 257 plus later additions) and hands its BPF
+//! compiler numbers, never names. A name missing from this table is a build error: nothing is
+//! ever silently allowed or silently dropped from a deny list.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;

@@ -1,5 +1,6 @@
 //! Audit log throughput: durable appends per second with 1 and 8 concurrent writers (group
-//! commit), and `verify` of a 1 000 000-record log.
+//! commit), `verify` of a 1 000 000-record log, and `AuditLog::open` + close of a 100 000-record
+//! log (what every `perry-sandbox run` pays).
 //!
 //! Peers measured in the same run, so the numbers can be read as ratios on any machine:
 //! * `append/raw_fdatasync_1` — one 400-byte `write` + `fdatasync` per record on the same file
@@ -8,6 +9,8 @@
 //!   the CPU ceiling of the writer path itself;
 //! * `verify/sha256_only_1m` — SHA-256 of every record line and nothing else: the floor for
 //!   recomputing the tree.
+//! * `open/replay_100k` — open + close with `writer.state` deleted before each open, i.e. the full
+//!   replay every open did before that hint existed: the peer of `open/resume_100k`.
 //!
 //! Targets (issue 5): ≥ 20 000 appends/s with 8 writers; verify of 1 000 000 records ≤ 3 s.
 //! With 8 synchronous writers a batch holds at most 8 records, so on a device whose flush takes
@@ -15,6 +18,8 @@
 //!
 //! Run: `CARGO_TARGET_DIR=/work/targets/audit cargo bench -p perry-audit --bench audit`.
 //! `PERRY_AUDIT_BENCH_DIR` picks the on-disk directory (default: the system temp dir).
+//! `PERRY_AUDIT_BENCH_ONLY=open` (or `append`, `verify`; comma-separated) runs only those groups
+//! and skips the others' setup (generating the 1M-record log takes a while the first time).
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -28,6 +33,12 @@ use perry_audit::{
 };
 
 const VERIFY_RECORDS: u64 = 1_000_000;
+const OPEN_RECORDS: u64 = 100_000;
+
+/// Whether `PERRY_AUDIT_BENCH_ONLY` (unset: all) selects the group `name`.
+fn selected(name: &str) -> bool {
+    std::env::var("PERRY_AUDIT_BENCH_ONLY").map_or(true, |v| v.split(',').any(|g| g.trim() == name))
+}
 
 /// A realistic record: an image verification allowed by a keyless trust rule (~450 bytes).
 fn event(i: u64) -> Event {
@@ -109,6 +120,9 @@ fn fdatasync_latency(dir: &Path) -> Duration {
 }
 
 fn appends(c: &mut Criterion) {
+    if !selected("append") {
+        return;
+    }
     let disk = tempfile::tempdir_in(disk_base()).expect("bench dir");
     let flush = fdatasync_latency(disk.path());
     eprintln!(
@@ -159,16 +173,16 @@ fn appends(c: &mut Criterion) {
     g.finish();
 }
 
-/// Builds a `VERIFY_RECORDS`-record log once: written by 16 writers on tmpfs (fast to make),
-/// then copied to the on-disk directory that is verified.
-fn build_big_log(target: &Path) {
+/// Builds a `records`-record log once: written by 16 writers on tmpfs (fast to make), then copied
+/// to the on-disk directory that is measured.
+fn build_big_log(target: &Path, records: u64) {
     let gen_base = tmpfs_base().unwrap_or_else(disk_base);
     let gen = tempfile::tempdir_in(gen_base).expect("generation dir");
     let t = Instant::now();
     {
         let log = open(gen.path());
         let writers = 16u64;
-        let per = VERIFY_RECORDS / writers;
+        let per = records / writers;
         let handles: Vec<_> = (0..writers)
             .map(|w| {
                 let log = Arc::clone(&log);
@@ -182,7 +196,7 @@ fn build_big_log(target: &Path) {
         for h in handles {
             h.join().expect("generator");
         }
-        assert_eq!(log.size(), VERIFY_RECORDS);
+        assert_eq!(log.size(), records);
     }
     std::fs::create_dir_all(target).expect("verify dir");
     for entry in std::fs::read_dir(gen.path()).expect("read generation dir") {
@@ -192,15 +206,15 @@ fn build_big_log(target: &Path) {
         }
     }
     eprintln!(
-        "[audit bench] generated {VERIFY_RECORDS} records in {:.1} s",
+        "[audit bench] generated {records} records in {:.1} s",
         t.elapsed().as_secs_f64()
     );
 }
 
-/// The 1M-record log to verify: generated once and kept under `CARGO_TARGET_TMPDIR` (on the
-/// same disk as the target directory) for later runs; regenerated when it does not verify.
-fn big_log() -> (PathBuf, VerifyOptions, perry_audit::VerifyReport) {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("audit-bench-1m");
+/// A `records`-record log: generated once and kept under `CARGO_TARGET_TMPDIR` (on the same
+/// disk as the target directory) in `name` for later runs; regenerated when it does not verify.
+fn cached_log(name: &str, records: u64) -> (PathBuf, VerifyOptions, perry_audit::VerifyReport) {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
     let check = |dir: &Path| -> Option<(VerifyOptions, perry_audit::VerifyReport)> {
         let key = perry_audit::store::read_vkey(dir).ok()?;
         let opts = VerifyOptions {
@@ -208,20 +222,22 @@ fn big_log() -> (PathBuf, VerifyOptions, perry_audit::VerifyReport) {
             old_checkpoint: None,
         };
         let rep = verify(dir, &opts).ok()?;
-        (rep.records == VERIFY_RECORDS && rep.checkpoint_size == Some(VERIFY_RECORDS))
-            .then_some((opts, rep))
+        (rep.records == records && rep.checkpoint_size == Some(records)).then_some((opts, rep))
     };
     if let Some((opts, rep)) = check(&dir) {
         return (dir, opts, rep);
     }
     let _ = std::fs::remove_dir_all(&dir);
-    build_big_log(&dir);
+    build_big_log(&dir, records);
     let (opts, rep) = check(&dir).expect("the generated log verifies");
     (dir, opts, rep)
 }
 
 fn verification(c: &mut Criterion) {
-    let (dir, opts, rep) = big_log();
+    if !selected("verify") {
+        return;
+    }
+    let (dir, opts, rep) = cached_log("audit-bench-1m", VERIFY_RECORDS);
     let bytes: u64 = perry_audit::store::segments(&dir)
         .expect("segments")
         .iter()
@@ -290,5 +306,61 @@ fn cpu_secs() -> f64 {
     (ticks(14) + ticks(15)) as f64 / 100.0
 }
 
-criterion_group!(benches, appends, verification);
+/// One open + close of the log in `dir`; with `replay`, `writer.state` is deleted first (untimed)
+/// so the open replays every segment.
+fn open_close(dir: &Path, replay: bool) -> Duration {
+    if replay {
+        let _ = std::fs::remove_file(dir.join(perry_audit::store::STATE));
+    }
+    let t = Instant::now();
+    let mut o = LogOptions::new(dir);
+    o.origin = "bench.example/audit".into();
+    let log = AuditLog::open(o).expect("open bench log");
+    assert_eq!(log.size(), OPEN_RECORDS);
+    log.close().expect("close bench log");
+    t.elapsed()
+}
+
+/// `AuditLog::open` + close of a 100 000-record log, resuming from `writer.state` and, as the
+/// peer, replaying the whole log (the hint deleted before each open).
+fn opening(c: &mut Criterion) {
+    if !selected("open") {
+        return;
+    }
+    let (dir, _, _) = cached_log("audit-bench-open-100k", OPEN_RECORDS);
+    // A copied or regenerated log has other inodes than its hint names: a replay renews it.
+    // Then a few untimed rounds of each, so the one-shot medians below see a warm page cache.
+    for _ in 0..3 {
+        open_close(&dir, true);
+        open_close(&dir, false);
+    }
+    let bytes: u64 = perry_audit::store::segments(&dir)
+        .expect("segments")
+        .iter()
+        .map(|s| std::fs::metadata(&s.path).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let resume = median((0..21).map(|_| open_close(&dir, false)).collect());
+    let replay = median((0..5).map(|_| open_close(&dir, true)).collect());
+    eprintln!(
+        "[audit bench] open+close of {} ({OPEN_RECORDS} records, {:.0} MB): resume {:.3} ms, replay {:.1} ms (median); replay/resume {:.0}x",
+        dir.display(),
+        bytes as f64 / 1e6,
+        resume.as_secs_f64() * 1e3,
+        replay.as_secs_f64() * 1e3,
+        replay.as_secs_f64() / resume.as_secs_f64()
+    );
+    let mut g = c.benchmark_group("open");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    g.bench_function("resume_100k", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| open_close(&dir, false)).sum())
+    });
+    g.bench_function("replay_100k", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| open_close(&dir, true)).sum())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, appends, verification, opening);
 criterion_main!(benches);

@@ -26,6 +26,13 @@
 //!   line. The next writer moves those bytes into `quarantine/` (fsync'd) before truncating them
 //!   away, so they are neither merged into the tree nor silently dropped; `audit verify` lists
 //!   them.
+//! * **Opening costs O(records since the latest checkpoint)**, not O(log): with each checkpoint
+//!   the writer saves `writer.state` (its compact tree and where the active segment stood), and
+//!   the next open resumes from it after checking it against the signed checkpoint and the
+//!   segment files, reading only the records appended since. A missing or stale `writer.state`
+//!   costs one full replay, never an error or a different tree. Resuming does not re-read
+//!   records the checkpoint already covers, so a change to one of them is left to `audit verify`
+//!   to find (a full replay would also refuse to append to such a log).
 //! * **Verification** ([`verify()`]) needs only the log, a checkpoint and the public key: it
 //!   recomputes the tree, checks the checkpoint signature and root, and with an older checkpoint a
 //!   reviewer kept, checks an RFC 6962 consistency proof — which catches a log replaced wholesale
@@ -85,6 +92,7 @@ pub mod merkle;
 pub mod note;
 pub mod query;
 mod record;
+mod state;
 pub mod store;
 pub mod timefmt;
 mod verify;

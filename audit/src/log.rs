@@ -13,6 +13,7 @@ use crate::error::AuditError;
 use crate::merkle::{leaf_hash, CompactTree, Hash};
 use crate::note::{Checkpoint, Note, Signer, Verifier};
 use crate::record::{peek_seq, Event};
+use crate::state::{self, WriterState};
 use crate::store::{self, io_err};
 
 /// Where every security decision goes. `record` returns the record's seq only once the record is
@@ -85,6 +86,8 @@ struct Writer {
     len: u64,
     seg_first: u64,
     tree: CompactTree,
+    /// Leaf hash of the newest record in the active segment (`None` while it holds none).
+    last_leaf: Option<Hash>,
     leaves: File,
     signer: Signer,
     checkpointed: u64,
@@ -138,8 +141,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl AuditLog {
     /// Opens (creating on first use) the log in `opts.dir`: takes the writer lock, loads or
-    /// generates the signing key, replays the segments, quarantines a torn last line and checks
-    /// the log still matches its latest checkpoint (refusing to append to a log that does not).
+    /// generates the signing key, resumes from the writer-state hint of the latest checkpoint
+    /// when it checks out (reading only the records appended since), else replays the segments
+    /// and checks the log still matches its latest checkpoint (refusing to append to a log that
+    /// does not), and quarantines a torn last line.
     pub fn open(opts: LogOptions) -> Result<AuditLog, AuditError> {
         if opts.checkpoint_every == 0 {
             return Err(AuditError::Config(
@@ -412,14 +417,60 @@ impl Writer {
             len: 0,
             seg_first: 0,
             tree: CompactTree::new(),
+            last_leaf: None,
             leaves,
             signer,
             checkpointed: 0,
             unsigned_since: None,
         };
-        w.rescan()?;
+        match state::resume(&dir, &w.file, &w.leaves, w.signer.verifier()) {
+            Ok(st) => w.resume(st)?,
+            Err(_) => w.rescan()?,
+        }
         store::unlock(&w.lock);
         Ok(w)
+    }
+
+    /// Takes up the checked writer state of the latest checkpoint and reads only the records
+    /// appended after it, quarantining a torn last line as a replay would. Should those records
+    /// be damaged, replays the whole log instead, so the error is the one a replay reports.
+    fn resume(&mut self, st: WriterState) -> Result<(), AuditError> {
+        self.checkpointed = st.tree.size();
+        self.tree = st.tree;
+        self.last_leaf = st.last;
+        self.seg_first = st.seg_first;
+        self.ino = st.ino;
+        self.len = st.len;
+        self.unsigned_since = None;
+        if self.catch_up().is_err() {
+            self.unsigned_since = None;
+            return self.rescan();
+        }
+        Ok(())
+    }
+
+    /// Saves where the writer stands as the hint the next open resumes from. Call only when the
+    /// tree is exactly what the checkpoint on disk covers.
+    fn save_state(&self) {
+        if let Some(p) = self.prepare_state() {
+            p.commit();
+        }
+    }
+
+    /// Writes the hint of where the writer stands to its temp file (see [`state::prepare`]).
+    fn prepare_state(&self) -> Option<state::Pending> {
+        let st = WriterState {
+            tree: self.tree.clone(),
+            seg_first: self.seg_first,
+            ino: self.ino,
+            len: self.len,
+            last: self.last_leaf,
+        };
+        if (st.tree.size() > st.seg_first) != st.last.is_some() {
+            state::discard(&self.opts.dir);
+            return None;
+        }
+        state::prepare(&self.opts.dir, &st)
     }
 
     /// Runs `f` holding the cross-process writer lock, after catching up with other writers.
@@ -456,7 +507,9 @@ impl Writer {
         Ok(Some((cp.size, cp.root)))
     }
 
-    /// Replays all segments from scratch (on open, and when another process rotated).
+    /// Replays all segments from scratch (on open without a usable writer-state hint, and when
+    /// another process rotated). Ending exactly at the checkpoint, it saves the hint, so the
+    /// next open need not replay again.
     fn rescan(&mut self) -> Result<(), AuditError> {
         let dir = self.opts.dir.clone();
         let cp = self.read_checkpoint()?;
@@ -471,6 +524,7 @@ impl Writer {
         let mut seg_first = 0;
         let leaves_len = self.leaves.metadata().map(|m| m.len()).unwrap_or(0);
         let mut hint: Vec<(u64, Hash)> = Vec::new();
+        let mut last = None;
         for seg in &segs {
             match seg.first_seq {
                 Some(first) if first != tree.size() => {
@@ -499,6 +553,7 @@ impl Writer {
                     if (s + 1) * 32 > leaves_len {
                         hint.push((s, *h));
                     }
+                    last = Some(*h);
                 },
             )?;
             if complete != bytes.len() {
@@ -552,10 +607,14 @@ impl Writer {
         self.ino = meta.ino();
         self.len = meta.len();
         self.seg_first = seg_first;
+        self.last_leaf = last.filter(|_| tree.size() > seg_first);
         self.tree = tree;
         self.checkpointed = cpsize.unwrap_or(0);
         if self.tree.size() > self.checkpointed && self.unsigned_since.is_none() {
             self.unsigned_since = Some(Instant::now());
+        }
+        if cpsize == Some(self.tree.size()) {
+            self.save_state();
         }
         Ok(())
     }
@@ -593,6 +652,7 @@ impl Writer {
             .map_err(io_err(&active, "read"))?;
         let leaves = &self.leaves;
         let mut none = None;
+        let mut last = None;
         let base = self.tree.size() - self.seg_first;
         let complete = ingest(
             &active,
@@ -603,8 +663,10 @@ impl Writer {
             &mut none,
             |s, h| {
                 let _ = leaves.write_all_at(h, s * 32);
+                last = Some(*h);
             },
         )?;
+        self.last_leaf = last.or(self.last_leaf);
         self.len += complete as u64;
         if complete != buf.len() {
             store::quarantine(&self.opts.dir, self.tree.size(), &buf[complete..])?;
@@ -646,6 +708,7 @@ impl Writer {
             hint.extend_from_slice(h);
             self.tree.push(*h);
         }
+        self.last_leaf = hashes.last().copied().or(self.last_leaf);
         let _ = self.leaves.write_all_at(&hint, first * 32);
         if self.unsigned_since.is_none() {
             self.unsigned_since = Some(Instant::now());
@@ -671,10 +734,18 @@ impl Writer {
             extensions: Vec::new(),
         };
         let note = self.signer.sign(&cp.to_text());
-        store::write_atomic(
+        // The writer-state hint for this checkpoint is renamed into place right after it, and
+        // the checkpoint's directory fsync covers both.
+        let hint = self.prepare_state();
+        store::write_atomic_then(
             &self.opts.dir.join(store::CHECKPOINT),
             note.as_bytes(),
             0o644,
+            || {
+                if let Some(h) = hint {
+                    h.commit();
+                }
+            },
         )?;
         self.checkpointed = cp.size;
         self.unsigned_since = None;
@@ -688,11 +759,17 @@ impl Writer {
         fs::rename(&active, &sealed).map_err(io_err(&sealed, "seal segment"))?;
         store::sync_dir(&dir)?;
         self.file = open_active(&active)?;
-        store::sync_dir(&dir)?;
         let meta = self.file.metadata().map_err(io_err(&active, "stat"))?;
         self.ino = meta.ino();
         self.len = meta.len();
         self.seg_first = self.tree.size();
+        self.last_leaf = None;
+        // A hint written at the checkpoint just before names the old active segment: renew it,
+        // made durable by the directory fsync below.
+        if self.checkpointed == self.tree.size() {
+            self.save_state();
+        }
+        store::sync_dir(&dir)?;
         Ok(())
     }
 }
@@ -714,3 +791,6 @@ fn open_active(path: &Path) -> Result<File, AuditError> {
     }
     Ok(f)
 }
+
+#[cfg(test)]
+mod tests;

@@ -68,9 +68,24 @@ impl CompactTree {
         Self::default()
     }
 
+    /// Rebuilds a tree from its size and perfect-subtree roots (as [`CompactTree::stack`] gave
+    /// them), so a writer can resume appending where a saved state left off instead of replaying
+    /// every leaf. `None` when the stack cannot belong to a tree of `size` leaves (it holds one
+    /// root per set bit of `size`).
+    pub fn from_parts(size: u64, stack: Vec<Hash>) -> Option<Self> {
+        (stack.len() == size.count_ones() as usize).then_some(CompactTree { size, stack })
+    }
+
     /// Number of leaves appended so far.
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// The perfect-subtree roots, left to right (largest first): with [`CompactTree::size`],
+    /// everything the tree keeps, so it can be saved and later rebuilt with
+    /// [`CompactTree::from_parts`].
+    pub fn stack(&self) -> &[Hash] {
+        &self.stack
     }
 
     /// Appends one leaf hash.
@@ -306,6 +321,25 @@ mod tests {
             t.push(*h);
             assert_eq!(t.root(), root_of(&l[..=i]), "size {}", i + 1);
         }
+    }
+
+    #[test]
+    fn compact_tree_rebuilds_from_its_parts() {
+        let l = leaves(70);
+        let mut t = CompactTree::new();
+        for (i, h) in l.iter().enumerate() {
+            let mut back = CompactTree::from_parts(t.size(), t.stack().to_vec()).unwrap();
+            assert_eq!(back.root(), t.root());
+            back.push(*h);
+            t.push(*h);
+            assert_eq!(back.root(), root_of(&l[..=i]), "size {}", i + 1);
+        }
+        // One root per set bit of the size, no more, no fewer.
+        assert!(CompactTree::from_parts(0, vec![[0; 32]]).is_none());
+        assert!(CompactTree::from_parts(3, vec![[0; 32]]).is_none());
+        assert!(CompactTree::from_parts(4, vec![[0; 32]; 2]).is_none());
+        assert!(CompactTree::from_parts(u64::MAX, vec![[0; 32]; 63]).is_none());
+        assert!(CompactTree::from_parts(u64::MAX, vec![[0; 32]; 64]).is_some());
     }
 
     proptest! {

@@ -9,6 +9,8 @@
 //!   signing-key.pk8                Ed25519 private key (PKCS#8, 0600)
 //!   key.vkey                       the matching note verifier key, for reviewers
 //!   leaves.bin                     hint: leaf hash of every record as written (32 bytes each)
+//!   writer.state                   hint: the writer's tree and position at the latest checkpoint,
+//!                                  so opening resumes there instead of replaying every segment
 //!   log.lock                       flock that serialises writers across processes
 //!   quarantine/                    torn last lines cut off after crashes, one file each
 //! ```
@@ -33,6 +35,10 @@ pub const KEY: &str = "signing-key.pk8";
 pub const VKEY: &str = "key.vkey";
 /// Leaf-hash hint file name.
 pub const LEAVES: &str = "leaves.bin";
+/// Writer-state hint file name: lets `AuditLog::open` skip replaying the log up to the latest
+/// checkpoint. Validated against the checkpoint and the segments on every use; when missing or
+/// stale the writer replays the log instead.
+pub const STATE: &str = "writer.state";
 /// Writer lock file name.
 pub const LOCK: &str = "log.lock";
 /// Quarantine directory name.
@@ -107,6 +113,17 @@ pub fn sync_dir(dir: &Path) -> Result<(), AuditError> {
 
 /// Writes `data` to `path` atomically: temp file, fsync, rename, fsync directory.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), AuditError> {
+    write_atomic_then(path, data, mode, || {})
+}
+
+/// [`write_atomic`], running `after_rename` between the rename and the directory fsync: what it
+/// renames into the same directory is made durable by that one fsync, right after `path`.
+pub(crate) fn write_atomic_then(
+    path: &Path,
+    data: &[u8],
+    mode: u32,
+    after_rename: impl FnOnce(),
+) -> Result<(), AuditError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.tmp.{}",
@@ -124,6 +141,7 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), AuditErro
     f.sync_all().map_err(io_err(&tmp, "fsync"))?;
     drop(f);
     fs::rename(&tmp, path).map_err(io_err(path, "rename into place"))?;
+    after_rename();
     sync_dir(dir)
 }
 

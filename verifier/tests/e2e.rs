@@ -553,7 +553,10 @@ async fn with_a_tag_ttl_a_verified_tag_needs_no_registry_until_it_expires() {
         let again = v.verify(&image, &amd64()).await.unwrap();
         assert!(again.cache_hit);
         assert_eq!(again.image.digest().as_str(), good.digest);
-        assert_eq!(again.image.pinned_reference(), first.image.pinned_reference());
+        assert_eq!(
+            again.image.pinned_reference(),
+            first.image.pinned_reference()
+        );
     }
     // ... while the unsigned image itself is refused under its own tag, TTL or not.
     let e = refused(&v, &w.image("demo/ttl:evil")).await;

@@ -396,3 +396,27 @@ fn inclusion_proof_checks_and_rejects_a_changed_record() {
         .to_string()
         .contains("not covered"));
 }
+
+#[test]
+fn unsigned_records_are_warned_about_only_when_no_checkpoint_covers_them() {
+    let d = tempfile::tempdir().unwrap();
+    let warned = |d: &Path| -> Vec<String> { verify(d, &Default::default()).unwrap().warnings };
+    // No checkpoint yet: said.
+    let mut o = opts(d.path());
+    o.checkpoint_every = 1000;
+    let log = AuditLog::open(o).unwrap();
+    log.record(ev(0)).unwrap();
+    log.record(ev(1)).unwrap();
+    let w = warned(d.path());
+    assert!(w.iter().any(|w| w.contains("no checkpoint yet")), "{w:?}");
+    // Everything signed: no warning about unsigned records at all.
+    log.checkpoint().unwrap();
+    let w = warned(d.path());
+    assert!(!w.iter().any(|w| w.contains("unsigned") || w.contains("not signed")), "{w:?}");
+    // Some records after the checkpoint: those are counted, and "no checkpoint" is not claimed.
+    log.record(ev(2)).unwrap();
+    let w = warned(d.path());
+    assert!(w.iter().any(|w| w.contains("1 records after the latest checkpoint")), "{w:?}");
+    assert!(!w.iter().any(|w| w.contains("no checkpoint yet")), "{w:?}");
+    log.close().unwrap();
+}

@@ -161,6 +161,9 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult {
     let prepared = rt
         .block_on(executor.prepare(req))
         .map_err(|e| exec_error(&e))?;
+    // The allow record is the last record this process writes: sign the checkpoint covering it
+    // while the sandbox runs rather than at exit (the log's drop then finds nothing unsigned).
+    let _checkpoint = EarlyCheckpoint::start(&log);
     let out = executor.launch(prepared).map_err(|e| exec_error(&e))?;
     let outcome = &out.run;
     let status = out.shell_status();
@@ -224,5 +227,32 @@ pub fn exec_error(e: &ExecError) -> CliError {
         status: e.status(),
         message,
         exit: e.exit_status() as u8,
+    }
+}
+
+/// A checkpoint being signed and written on a background thread; dropping it waits for the
+/// thread, so the process never exits in the middle of the write.
+struct EarlyCheckpoint(Option<std::thread::JoinHandle<()>>);
+
+impl EarlyCheckpoint {
+    fn start(log: &Arc<perry_audit::AuditLog>) -> Self {
+        let log = Arc::clone(log);
+        let handle = std::thread::Builder::new()
+            .name("audit-checkpoint-early".into())
+            .spawn(move || {
+                // Best effort: on failure the log's final checkpoint at exit still covers it.
+                if let Err(e) = log.checkpoint() {
+                    tracing::warn!("early audit checkpoint: {e}");
+                }
+            });
+        Self(handle.ok())
+    }
+}
+
+impl Drop for EarlyCheckpoint {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            let _ = h.join();
+        }
     }
 }

@@ -412,11 +412,19 @@ fn unsigned_records_are_warned_about_only_when_no_checkpoint_covers_them() {
     // Everything signed: no warning about unsigned records at all.
     log.checkpoint().unwrap();
     let w = warned(d.path());
-    assert!(!w.iter().any(|w| w.contains("unsigned") || w.contains("not signed")), "{w:?}");
+    assert!(
+        !w.iter()
+            .any(|w| w.contains("unsigned") || w.contains("not signed")),
+        "{w:?}"
+    );
     // Some records after the checkpoint: those are counted, and "no checkpoint" is not claimed.
     log.record(ev(2)).unwrap();
     let w = warned(d.path());
-    assert!(w.iter().any(|w| w.contains("1 records after the latest checkpoint")), "{w:?}");
+    assert!(
+        w.iter()
+            .any(|w| w.contains("1 records after the latest checkpoint")),
+        "{w:?}"
+    );
     assert!(!w.iter().any(|w| w.contains("no checkpoint yet")), "{w:?}");
     log.close().unwrap();
 }

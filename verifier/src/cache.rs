@@ -36,6 +36,15 @@ pub fn rule_hash(rule: &TrustRule) -> [u8; 32] {
     Sha256::digest(rule.canonical().as_bytes()).into()
 }
 
+/// Feeds `parts` to `h`, each prefixed with its length, so no two different part lists hash
+/// alike.
+fn update_parts(h: &mut Sha256, parts: &[&[u8]]) {
+    for part in parts {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+}
+
 /// One hash for an ordered list of matching rules, from their [`rule_hash`]es.
 pub fn rules_digest<'a>(hashes: impl IntoIterator<Item = &'a [u8; 32]>) -> [u8; 32] {
     let mut h = Sha256::new();
@@ -59,16 +68,16 @@ pub fn cache_key(
     rules_hash: &[u8; 32],
 ) -> CacheKey {
     let mut h = Sha256::new();
-    for part in [
-        digest.as_str().as_bytes(),
-        platform_digest.as_str().as_bytes(),
-        repository.as_bytes(),
-        &root_sha256[..],
-        &rules_hash[..],
-    ] {
-        h.update((part.len() as u64).to_be_bytes());
-        h.update(part);
-    }
+    update_parts(
+        &mut h,
+        &[
+            digest.as_str().as_bytes(),
+            platform_digest.as_str().as_bytes(),
+            repository.as_bytes(),
+            &root_sha256[..],
+            &rules_hash[..],
+        ],
+    );
     h.finalize().into()
 }
 
@@ -105,16 +114,16 @@ pub fn tag_key(
 ) -> CacheKey {
     let mut h = Sha256::new();
     h.update(b"perry-verifier tag key v1\0");
-    for part in [
-        tag.as_bytes(),
-        platform.as_bytes(),
-        repository.as_bytes(),
-        &root_sha256[..],
-        &rules_hash[..],
-    ] {
-        h.update((part.len() as u64).to_be_bytes());
-        h.update(part);
-    }
+    update_parts(
+        &mut h,
+        &[
+            tag.as_bytes(),
+            platform.as_bytes(),
+            repository.as_bytes(),
+            &root_sha256[..],
+            &rules_hash[..],
+        ],
+    );
     h.finalize().into()
 }
 
@@ -138,15 +147,15 @@ pub fn source_key(
         crate::source::Origin::OciLayout(p) => (b"oci", p.as_os_str().as_bytes()),
         crate::source::Origin::OciArchive(p) => (b"oci-archive", p.as_os_str().as_bytes()),
     };
-    for part in [
-        kind,
-        path,
-        bundle_sha256.map_or(&[][..], |b| &b[..]),
-        &inner[..],
-    ] {
-        h.update((part.len() as u64).to_be_bytes());
-        h.update(part);
-    }
+    update_parts(
+        &mut h,
+        &[
+            kind,
+            path,
+            bundle_sha256.map_or(&[][..], |b| &b[..]),
+            &inner[..],
+        ],
+    );
     h.finalize().into()
 }
 

@@ -107,11 +107,15 @@ pub use verify::{prove, verify, InclusionProof, VerifyError, VerifyOptions, Veri
 /// Lowercase hex SHA-256 of `bytes`, e.g. to record which configuration file was in force
 /// (`config_load` records carry the file's digest so a reviewer can match it to a copy).
 pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+}
+
+/// Lowercase hex of `bytes`: the one encoder for digests, key ids and hashes in this crate.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
-    d.as_ref()
+    bytes
         .iter()
-        .fold(String::with_capacity(64), |mut s, b| {
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
             let _ = write!(s, "{b:02x}");
             s
         })

@@ -11,6 +11,7 @@ use base64::Engine;
 use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
 use zeroize::Zeroizing;
 
+use crate::hex;
 use crate::merkle::Hash;
 
 /// Signature type byte for Ed25519 in note keys and key ids.
@@ -122,10 +123,6 @@ impl Verifier {
         raw.extend_from_slice(&self.public);
         format!("{}+{}+{}", self.name, hex(&self.id), B64.encode(raw))
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// An Ed25519 note signer. The PKCS#8 bytes are held in a zeroizing buffer; `Debug` shows only

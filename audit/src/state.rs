@@ -42,6 +42,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::hex;
 use crate::merkle::{leaf_hash, CompactTree, Hash};
 use crate::note::{Checkpoint, Verifier};
 use crate::record::peek_seq;
@@ -112,7 +113,7 @@ impl WriterState {
             s.push(' ');
             s.push_str(&hex(h));
         }
-        let last = self.last.as_ref().map_or_else(|| "-".to_string(), hex);
+        let last = self.last.as_ref().map_or_else(|| "-".to_string(), |h| hex(h));
         s.push_str(&format!(
             "\nseg_first {}\nino {}\nlen {}\nlast {last}\n",
             self.seg_first, self.ino, self.len
@@ -176,10 +177,6 @@ fn roots(mut rest: &str) -> Option<Vec<Hash>> {
         rest = rest.get(64..)?;
     }
     Some(out)
-}
-
-fn hex(h: &Hash) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unhex(s: &str) -> Option<Hash> {

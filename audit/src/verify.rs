@@ -13,6 +13,7 @@ use base64::Engine;
 use serde::Serialize;
 
 use crate::error::AuditError;
+use crate::hex;
 use crate::merkle::{self, leaf_hash, Hash};
 use crate::note::{Checkpoint, Verifier};
 use crate::record::Record;
@@ -464,10 +465,6 @@ pub struct InclusionProof {
     pub proof: Vec<String>,
     /// The signed checkpoint note.
     pub checkpoint: String,
-}
-
-fn hex(h: &[u8]) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unhex(s: &str) -> Option<Hash> {

@@ -113,7 +113,10 @@ impl WriterState {
             s.push(' ');
             s.push_str(&hex(h));
         }
-        let last = self.last.as_ref().map_or_else(|| "-".to_string(), |h| hex(h));
+        let last = self
+            .last
+            .as_ref()
+            .map_or_else(|| "-".to_string(), |h| hex(h));
         s.push_str(&format!(
             "\nseg_first {}\nino {}\nlen {}\nlast {last}\n",
             self.seg_first, self.ino, self.len

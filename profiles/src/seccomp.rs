@@ -588,6 +588,17 @@ pub fn compiled(key: &SeccompKey) -> Result<Arc<SeccompProgram>, ProfileError> {
 /// Used to check the compiled programs against the rules (tests, `profiles show`), not by the
 /// kernel. Returns `None` for an instruction this interpreter does not know.
 pub(crate) fn run_bpf(prog: &[sock_filter], arch: u32, nr: i32, args: &[u64; 6]) -> Option<u32> {
+    run_bpf_counted(prog, arch, nr, args).map(|(ret, _)| ret)
+}
+
+/// [`run_bpf`], also returning how many instructions the call executed (the dispatch depth the
+/// compiler's tests bound).
+pub(crate) fn run_bpf_counted(
+    prog: &[sock_filter],
+    arch: u32,
+    nr: i32,
+    args: &[u64; 6],
+) -> Option<(u32, usize)> {
     let word = |off: u32| -> Option<u32> {
         Some(match off {
             0 => nr as u32,
@@ -605,15 +616,16 @@ pub(crate) fn run_bpf(prog: &[sock_filter], arch: u32, nr: i32, args: &[u64; 6])
             _ => return None,
         })
     };
-    let (mut a, mut pc) = (0u32, 0usize);
+    let (mut a, mut pc, mut executed) = (0u32, 0usize, 0usize);
     loop {
         let ins = prog.get(pc)?;
         pc += 1;
+        executed += 1;
         match ins.code {
-            0x20 => a = word(ins.k)?,     // ld w abs
-            0x54 => a &= ins.k,           // alu and k
-            0x05 => pc += ins.k as usize, // ja
-            0x06 => return Some(ins.k),   // ret k
+            0x20 => a = word(ins.k)?,               // ld w abs
+            0x54 => a &= ins.k,                     // alu and k
+            0x05 => pc += ins.k as usize,           // ja
+            0x06 => return Some((ins.k, executed)), // ret k
             0x15 | 0x25 | 0x35 | 0x45 => {
                 let t = match ins.code {
                     0x15 => a == ins.k,

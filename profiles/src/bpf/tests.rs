@@ -10,7 +10,8 @@ use proptest::prelude::*;
 use super::*;
 use crate::oracle::compile_with_seccompiler;
 use crate::seccomp::{
-    compile, rules, run_bpf, SeccompKey, SeccompProgram, SocketPolicy, SyscallRules, Verdict,
+    compile, rules, run_bpf, run_bpf_counted, SeccompKey, SeccompProgram, SocketPolicy,
+    SyscallRules, Verdict,
 };
 use crate::syscalls;
 
@@ -382,40 +383,7 @@ fn every_program_is_well_formed() {
 
 /// Instructions executed (and the result) for one call: the dispatch depth.
 fn steps(prog: &[sock_filter], nr: u32, args: &[u64; 6]) -> (u32, usize) {
-    let (mut a, mut pc, mut n) = (0u32, 0usize, 0usize);
-    loop {
-        let ins = &prog[pc];
-        pc += 1;
-        n += 1;
-        match ins.code {
-            LD_W_ABS => {
-                a = match ins.k {
-                    0 => nr,
-                    4 => X86_64,
-                    o => {
-                        let v = args[((o - 16) / 8) as usize];
-                        if (o - 16) % 8 == 0 {
-                            v as u32
-                        } else {
-                            (v >> 32) as u32
-                        }
-                    }
-                }
-            }
-            AND_K => a &= ins.k,
-            JA => pc += ins.k as usize,
-            RET_K => return (ins.k, n),
-            code => {
-                let t = match code {
-                    JEQ_K => a == ins.k,
-                    JGT_K => a > ins.k,
-                    JGE_K => a >= ins.k,
-                    _ => a & ins.k != 0,
-                };
-                pc += usize::from(if t { ins.jt } else { ins.jf });
-            }
-        }
-    }
+    run_bpf_counted(prog, X86_64, nr as i32, args).expect("a program the interpreter knows")
 }
 
 /// The `hardened` programs (allowlist + EPERM) are about an eighth of seccompiler's, every tier

@@ -269,10 +269,8 @@ fn run_cap(g: &GlobalArgs, args: CapRunArgs) -> CliResult {
     let result: Result<CapabilityOutcome, ApiError> = match &args.socket {
         Some(socket) => rt.block_on(Client::new(socket).invoke(&args.name, &req)),
         None => {
-            // Overlap the kernel's slow first cgroup migration and the creation of the sandbox's
-            // network namespace with verification and pulling.
-            perry_runtime::native::warm_up_cgroup_migration();
-            perry_runtime::native::prepare_one_network_namespace();
+            // Overlap the kernel's slow set-up work with verification and pulling.
+            perry_runtime::native::prepare_for_one_run();
             let ctx = Context::load(g).map_err(refused)?;
             let log = ctx.audit_log().map_err(refused)?;
             let executor = match Executor::new(ctx.config.clone(), log.clone()) {

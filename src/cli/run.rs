@@ -112,10 +112,8 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult {
     // Nothing is decided without a record: the executor records every refusal and the allow
     // decision (durably, before the command starts) in this log.
     tracing::debug!("arguments checked");
-    // Overlap the kernel's slow first cgroup migration and the creation of the sandbox's network
-    // namespace with verification and pulling.
-    perry_runtime::native::warm_up_cgroup_migration();
-    perry_runtime::native::prepare_one_network_namespace();
+    // Overlap the kernel's slow set-up work with verification and pulling.
+    perry_runtime::native::prepare_for_one_run();
     let log = ctx.audit_log().map_err(refused)?;
     tracing::debug!("audit log open");
     let rt = super::runtime()?;

@@ -77,6 +77,15 @@ pub use cgroup::sweep_stale as sweep_stale_cgroups;
 pub use cgroup::warm_up_migration as warm_up_cgroup_migration;
 pub use final_step::{FinalStep, FinalStepError, MinimalFinalStep, StepChannel};
 pub use lease::LeaseConfig;
+
+/// Starts, in the background, the kernel work a process that runs one sandbox would otherwise
+/// wait for when the sandbox starts: the slow first cgroup migration
+/// ([`warm_up_cgroup_migration`]) and its empty network namespace
+/// ([`prepare_one_network_namespace`]). Call it before verifying and pulling, which it overlaps.
+pub fn prepare_for_one_run() {
+    warm_up_cgroup_migration();
+    prepare_one_network_namespace();
+}
 pub use netns::{
     prepare_network_namespaces, prepare_one_network_namespace, prepared_network_namespaces,
 };

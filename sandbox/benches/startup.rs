@@ -8,7 +8,8 @@
 //!
 //! Environment: `PERRY_BENCH_ROOTFS` (a rootfs with /bin/true, /proc, /dev, /tmp; default: one
 //! built from /bin/busybox in a temp dir), `PERRY_BENCH_RUNS` (default 200),
-//! `PERRY_BENCH_STATE` (lease state dir; default a temp dir).
+//! `PERRY_BENCH_STATE` (lease state dir; default a temp dir), `PERRY_BENCH_ONLY` (run only the
+//! named step, e.g. `hardened_netns_ready`, for profiling).
 
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::PathBuf;
@@ -71,7 +72,11 @@ fn main() {
         ("floor_netns_ready", &MinimalFinalStep),
         ("hardened_netns_ready", &hardened),
     ];
+    let only = std::env::var("PERRY_BENCH_ONLY").ok();
     for (name, step) in steps {
+        if only.as_deref().is_some_and(|o| o != name) {
+            continue;
+        }
         if name.ends_with("_netns_ready") {
             prepare_network_namespaces(1);
         }

@@ -252,6 +252,19 @@ fn probe_host_processes_are_invisible(fs: &dyn FinalStep) {
     assert!(!pids.contains(&std::process::id()) || std::process::id() < 10);
 }
 
+/// init shares its memory with the workload until `execve`, and the workload briefly makes that
+/// memory dumpable; init must be non-dumpable by the time the command runs (several steps see
+/// to it: init's own setup, the workload's reset, and the kernel on each identity switch). A
+/// dumpable init's `/proc/1` files belong to init's own uid (root of the sandbox) instead of
+/// the host's root, and a process that became root inside could read and write its memory.
+fn probe_init_stays_non_dumpable(fs: &dyn FinalStep) {
+    let r = rootfs();
+    let o = run(&r.sh("stat -c '%u' /proc/1/mem /proc/1/environ"), fs).expect("run");
+    let out = text(&o.stdout);
+    // 65534: the host root, which has no id inside the sandbox's user namespace.
+    assert_eq!(out, "65534\n65534\n", "init is dumpable: {out}");
+}
+
 fn probe_parent_fds_are_not_inherited(fs: &dyn FinalStep) {
     let r = rootfs();
     // An fd without O_CLOEXEC in the parent, the kind a careless library leaves open.
@@ -629,6 +642,7 @@ both!(
     probe_setuid_binary_gains_nothing,
     probe_proc_is_masked_and_proc_sys_read_only,
     probe_host_processes_are_invisible,
+    probe_init_stays_non_dumpable,
     probe_parent_fds_are_not_inherited,
     probe_fork_bomb_hits_the_pids_limit,
     probe_memory_bomb_is_oom_killed,

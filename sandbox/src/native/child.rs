@@ -5,9 +5,11 @@
 //!   then forks the workload and reaps until the workload exits, reports the workload's wait
 //!   status through the status pipe and exits, which makes the kernel kill whatever is left in
 //!   the namespace.
-//! * **workload** — forked by init: session, rlimits, identity switch, the [`FinalStep`], exec.
+//! * **workload** — started by init with `clone(CLONE_VM | CLONE_VFORK)` on a stack of its own:
+//!   it shares init's memory (init is suspended) until it calls `execve`, so no address space
+//!   is copied for it. Session, rlimits, identity switch, the [`FinalStep`], exec.
 //!
-//! Both are copies of a possibly multi-threaded parent made by a raw `clone` syscall, so glibc's
+//! init is a copy of a possibly multi-threaded parent made by a raw `clone` syscall, so glibc's
 //! view of its threads is stale and malloc locks may be held by threads that do not exist here:
 //! no allocation, no locks, no panics, no glibc wrappers that consult thread state (the set*id
 //! family broadcasts to "all threads"; we use raw syscalls). Every step is a small function
@@ -140,46 +142,31 @@ pub(crate) fn init_main(plan: &Plan, final_step: &dyn FinalStep) -> ! {
         Ok(()) => {}
         Err(e) => fail(err_fd, e, 1),
     }
-    // Fork the workload (raw clone: fork semantics, no atfork handlers). With a seccomp
-    // supervisor, also get a pidfd of the workload for the parent (which cannot name the
-    // workload's host pid otherwise) to take the seccomp listener from.
-    let supervised = plan.fds.pidfd_sock >= 0;
-    let mut wpidfd: libc::c_int = -1;
-    let flags = if supervised {
-        libc::SIGCHLD as libc::c_long | libc::CLONE_PIDFD as libc::c_long
-    } else {
-        libc::SIGCHLD as libc::c_long
-    };
-    // SAFETY: raw clone without CLONE_VM; the child gets a copy of this single-threaded process.
-    // With CLONE_PIDFD the kernel stores the pidfd in `wpidfd` (x86_64 argument order: flags,
-    // stack, parent_tid, child_tid, tls).
+    // Start the workload sharing init's memory until it calls execve (CLONE_VM | CLONE_VFORK,
+    // as posix_spawn does): no copy of the address space to make, fault in and tear down.
+    // init is suspended meanwhile, so nothing else touches that memory (errno included).
+    let args = WorkloadArgs { plan, final_step };
+    // SAFETY: glibc's clone runs `workload_entry` on the plan's dedicated stack (guard page
+    // below it) with a pointer to `args`, which outlives the child's use of it: with
+    // CLONE_VFORK this call returns only once the child has called execve or _exit.
     let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            flags,
-            0,
-            &mut wpidfd as *mut libc::c_int,
-            0,
-            0,
+        libc::clone(
+            workload_entry,
+            plan.workload_stack.top(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&args as *const WorkloadArgs<'_>).cast_mut().cast(),
         )
     };
     if pid < 0 {
         fail(err_fd, (Step::ForkWorkload, errno(), 0), 1);
     }
-    if pid == 0 {
-        match workload(plan, final_step) {
-            Err(e @ (Step::Exec, errno, _)) => {
-                fail(err_fd, e, if errno == libc::ENOENT { 127 } else { 126 })
-            }
-            Err(e) => fail(err_fd, e, 125),
-            Ok(never) => match never {},
-        }
-    }
-    if supervised {
-        send_fd(plan.fds.pidfd_sock, wpidfd);
+    // The workload made the shared memory dumpable for a moment (see `workload`); init stays
+    // non-dumpable whatever happened there.
+    // SAFETY: prctl with integer args.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    if plan.fds.pidfd_sock >= 0 {
         // SAFETY: closing init's copies; the parent and the workload hold their own.
         unsafe {
-            libc::close(wpidfd);
             libc::close(plan.fds.pidfd_sock);
             libc::close(plan.fds.notify_w);
             libc::close(plan.fds.ack_r);
@@ -214,9 +201,16 @@ pub(crate) fn init_main(plan: &Plan, final_step: &dyn FinalStep) -> ! {
     }
 }
 
-/// Send `fd` over the unix socket `sock` (SCM_RIGHTS) with one data byte. Stack buffers only.
-/// A failure is not reported here: the parent then never gets the pidfd and fails the run.
-fn send_fd(sock: i32, fd: i32) {
+/// Hand the supervisor a pidfd of the calling workload over `sock` (`SCM_RIGHTS`, one data
+/// byte; stack buffers only), before its seccomp filter exists: the supervisor takes the
+/// filter's listener through it with `pidfd_getfd`. The workload sends it itself because init,
+/// the only other process that could, is suspended until the workload's execve.
+fn send_own_pidfd(sock: i32) -> R {
+    // SAFETY: pidfd_open of the caller's own pid (as seen in its pid namespace, where the
+    // kernel resolves it).
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) };
+    ck(Step::SendWorkloadPidfd, fd)?;
+    let fd = fd as i32;
     #[repr(C, align(8))]
     struct Cmsg([u8; 64]);
     let mut buf = Cmsg([0; 64]);
@@ -239,8 +233,15 @@ fn send_fd(sock: i32, fd: i32) {
         (*c).cmsg_type = libc::SCM_RIGHTS;
         (*c).cmsg_len = libc::CMSG_LEN(4) as _;
         std::ptr::copy_nonoverlapping((&fd as *const i32).cast::<u8>(), libc::CMSG_DATA(c), 4);
-        libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL);
+        let sent = libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL);
+        let e = errno();
+        libc::close(fd);
+        libc::close(sock);
+        if sent != 1 {
+            return Err((Step::SendWorkloadPidfd, e, 0));
+        }
     }
+    Ok(())
 }
 
 /// Init's setup: identity, namespaces' contents, filesystem, fds. Each line is one named step.
@@ -657,13 +658,31 @@ fn make_non_dumpable() -> R {
 enum Never {}
 
 /// The workload: its own session, rlimits, cwd, identity, the final step, exec.
-fn workload(p: &Plan, fs: &dyn FinalStep) -> Result<Never, (Step, i32, u32)> {
-    // SAFETY: closing init's status pipe and pidfd socket copies; the workload uses neither.
-    unsafe {
-        libc::close(p.fds.status_w);
-        if p.fds.pidfd_sock >= 0 {
-            libc::close(p.fds.pidfd_sock);
+/// What init hands the workload child across `clone`.
+struct WorkloadArgs<'a> {
+    plan: &'a Plan,
+    final_step: &'a dyn FinalStep,
+}
+
+/// The workload child's entry point on its own stack. Never returns: it execs or exits.
+extern "C" fn workload_entry(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `WorkloadArgs` init passed to clone, alive while init is suspended.
+    let WorkloadArgs { plan, final_step } = unsafe { &*arg.cast::<WorkloadArgs<'_>>() };
+    let err_fd = plan.fds.err_w;
+    match workload(plan, *final_step) {
+        Err(e @ (Step::Exec, errno, _)) => {
+            fail(err_fd, e, if errno == libc::ENOENT { 127 } else { 126 })
         }
+        Err(e) => fail(err_fd, e, 125),
+        Ok(never) => match never {},
+    }
+}
+
+fn workload(p: &Plan, fs: &dyn FinalStep) -> Result<Never, (Step, i32, u32)> {
+    // SAFETY: closing init's status pipe copy; the workload does not use it.
+    unsafe { libc::close(p.fds.status_w) };
+    if p.fds.pidfd_sock >= 0 {
+        send_own_pidfd(p.fds.pidfd_sock)?;
     }
     // A new session without a controlling terminal: no TIOCSTI into anyone's terminal.
     // SAFETY: setsid in a fresh child.
@@ -673,14 +692,18 @@ fn workload(p: &Plan, fs: &dyn FinalStep) -> Result<Never, (Step, i32, u32)> {
     ck(Step::ParentDeathSignal, unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0)
     } as libc::c_long)?;
-    // Dumpable again (init is not, and fork inherits it): our own /proc/self files must be ours
-    // to write oom_score_adj; execve would reset this anyway.
+    // Dumpable for a moment (init is not, and the flag belongs to the memory we share with
+    // it): our own /proc/self files must be ours to write oom_score_adj. Non-dumpable again
+    // right after, before anything else runs; execve sets it afresh for the new image.
     // SAFETY: prctl with integer args.
     ck(
         Step::OomScore,
         unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) } as libc::c_long,
     )?;
-    reset_oom_score()?;
+    let oom = reset_oom_score();
+    // SAFETY: prctl with integer args.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    oom?;
     for (i, rl) in p.rlimits.iter().enumerate() {
         let lim = libc::rlimit64 {
             rlim_cur: rl.value,

@@ -22,7 +22,9 @@
 //!    read-only bind of the rootfs (repeating locked flags), `/proc` with masked paths and
 //!    read-only `/proc/sys`, nested user namespaces capped at 0, minimal `/dev`, size-limited
 //!    `/tmp`, configured bind mounts, `pivot_root`, optional `lo` up, stdio, close every other
-//!    fd, non-dumpable. Then it forks the **workload** and reaps until the workload exits,
+//!    fd, non-dumpable. Then it starts the **workload** (`CLONE_VM | CLONE_VFORK` on a stack
+//!    of its own, like `posix_spawn`: init's memory is shared, not copied, until the
+//!    workload's `execve`) and reaps until the workload exits,
 //!    reports the workload's wait status and exits — which kills everything else left in the
 //!    pid namespace, so background children cannot outlive the command.
 //! 5. **Workload:** new session, rlimits, cwd, switch to the sandbox uid/gid, the caller's
@@ -161,6 +163,8 @@ pub enum Step {
     NonDumpable,
     /// Fork the workload from init.
     ForkWorkload,
+    /// Send the seccomp supervisor a pidfd of the workload.
+    SendWorkloadPidfd,
     /// Start a new session.
     NewSession,
     /// Set an rlimit (index into NOFILE, NPROC, CORE).
@@ -178,7 +182,7 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 36] = [
+    const ALL: [Step; 37] = [
         Step::ParentDeathSignal,
         Step::WaitForParent,
         Step::SetIds,
@@ -208,6 +212,7 @@ impl Step {
         Step::CloseFds,
         Step::NonDumpable,
         Step::ForkWorkload,
+        Step::SendWorkloadPidfd,
         Step::NewSession,
         Step::Rlimit,
         Step::OomScore,

@@ -99,7 +99,7 @@ pub(crate) struct ChildFds {
     pub notify_w: i32,
     /// parent -> workload ack,
     pub ack_r: i32,
-    /// init -> parent pidfd of the workload (SCM_RIGHTS).
+    /// workload -> parent: a pidfd of the workload itself (SCM_RIGHTS), sent before the filter.
     pub pidfd_sock: i32,
 }
 
@@ -136,6 +136,70 @@ pub(crate) struct Plan {
     pub fds: ChildFds,
     /// Sorted fds (>= 3) that survive the close-everything step.
     pub keep_fds: Vec<i32>,
+    /// The stack the workload runs on until `execve` (see [`WorkloadStack`]).
+    pub workload_stack: WorkloadStack,
+}
+
+/// The stack init's workload child runs on between its `clone(CLONE_VM | CLONE_VFORK)` and
+/// `execve`. Sharing init's memory instead of copying it spares the kernel a copy of the whole
+/// (parent-sized) address space, the copy-on-write faults after it and its teardown at `execve`
+/// — the largest part of starting the workload. It is mapped here, in the parent, because the
+/// child may not allocate; init inherits it with the rest of the address space. The lowest page
+/// is `PROT_NONE`, so an overflow faults instead of writing into init's memory.
+pub(crate) struct WorkloadStack {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned by this value alone; the parent never touches its contents (only
+// the child, in its own copy of the address space), so moving or sharing the handle is sound.
+unsafe impl Send for WorkloadStack {}
+// SAFETY: as above; `&WorkloadStack` only reads the two fields.
+unsafe impl Sync for WorkloadStack {}
+
+impl WorkloadStack {
+    /// Usable stack size: the final step, path lookup and `execve` need a few KiB; this is
+    /// what glibc's `posix_spawn` would use for a much smaller job, times a safety margin.
+    const SIZE: usize = 256 * 1024;
+    const GUARD: usize = 4096;
+
+    fn map() -> Result<Self, RunError> {
+        let len = Self::SIZE + Self::GUARD;
+        // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(super::last("mmap (workload stack)"));
+        }
+        let stack = WorkloadStack { base, len };
+        // SAFETY: the first page lies inside the mapping just created.
+        if unsafe { libc::mprotect(base, Self::GUARD, libc::PROT_NONE) } != 0 {
+            return Err(super::last("mprotect (workload stack guard)"));
+        }
+        Ok(stack)
+    }
+
+    /// The initial stack pointer: the top of the mapping (x86_64 and aarch64 stacks grow down;
+    /// the top of a page-aligned mapping is 16-byte aligned as both ABIs require).
+    pub(crate) fn top(&self) -> *mut libc::c_void {
+        // SAFETY: one past the end of the mapping, which is what clone(2) expects.
+        unsafe { self.base.cast::<u8>().add(self.len).cast() }
+    }
+}
+
+impl Drop for WorkloadStack {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping `map` created, which nothing else refers to.
+        unsafe { libc::munmap(self.base, self.len) };
+    }
 }
 
 pub(crate) fn cstr(field: &'static str, bytes: &[u8]) -> Result<CString, RunError> {
@@ -365,6 +429,7 @@ impl Plan {
         keep_fds.reserve(5);
         let l = &spec.limits;
         Ok(Plan {
+            workload_stack: WorkloadStack::map()?,
             hostname: spec.hostname.as_bytes().to_vec(),
             rootfs: path_c("rootfs", &rootfs)?,
             proc_dir: path_c("rootfs", &proc_dir)?,

@@ -2,7 +2,7 @@
 //! refused system call with the errno the tier's filters give, counting each one.
 //!
 //! The handoff (see `profile_step` for why a listener at all):
-//! 1. init forks the workload with `CLONE_PIDFD` and sends that pidfd over a `SOCK_SEQPACKET`
+//! 1. the workload, before its filter exists, sends a pidfd of itself over a `SOCK_SEQPACKET`
 //!    socket (`SCM_RIGHTS`);
 //! 2. the workload installs its filter with `SECCOMP_FILTER_FLAG_NEW_LISTENER`, writes the
 //!    listener's fd number to the notify pipe and blocks on the ack pipe;

@@ -96,7 +96,9 @@ struct Writer {
 
 #[derive(Default)]
 struct Queue {
-    pending: Vec<(u64, Event)>,
+    /// Events waiting for the next batch, with the ticket of the caller waiting for each
+    /// (`None` for [staged](AuditLog::stage) events, which nobody waits for).
+    pending: Vec<(Option<u64>, Event)>,
     next_ticket: u64,
     done: HashMap<u64, Result<u64, AuditError>>,
     leader: bool,
@@ -195,6 +197,36 @@ impl AuditLog {
         lock(&self.shared.writer).tree.size()
     }
 
+    /// Queues `event` to be written with the next [`record`](AuditSink::record) call's batch
+    /// (one `fdatasync` for both, in this order), or when the log is closed, whichever comes
+    /// first. For context that must precede a decision but need not be durable on its own: a
+    /// command's `config_load` record is staged, and the decision that follows makes both
+    /// durable before anything acts on it. A crash in between loses only the staged record, and
+    /// with it no decision.
+    pub fn stage(&self, event: Event) {
+        let mut q = lock(&self.shared.queue);
+        q.pending.push((None, event));
+    }
+
+    /// Makes [staged](AuditLog::stage) events durable now (one `fdatasync`), for a command
+    /// that stages context but may decide nothing (`config check`) and wants to know the write
+    /// worked. A no-op when nothing is staged.
+    pub fn flush(&self) -> Result<(), AuditError> {
+        let staged: Vec<Event> = {
+            let mut q = lock(&self.shared.queue);
+            let (staged, waited): (Vec<_>, Vec<_>) = std::mem::take(&mut q.pending)
+                .into_iter()
+                .partition(|(t, _)| t.is_none());
+            q.pending = waited;
+            staged.into_iter().map(|(_, e)| e).collect()
+        };
+        if staged.is_empty() {
+            return Ok(());
+        }
+        let mut w = lock(&self.shared.writer);
+        w.locked(|w| w.append(staged)).map(|_| ())
+    }
+
     /// Stops the checkpoint timer and writes a final checkpoint if records are unsigned.
     pub fn close(mut self) -> Result<(), AuditError> {
         self.shutdown()
@@ -212,6 +244,8 @@ impl AuditLog {
         if let Some(t) = self.ticker.take() {
             let _ = t.join();
         }
+        // Staged events no decision has carried to disk yet.
+        self.flush()?;
         let mut w = lock(&self.shared.writer);
         w.locked(|w| {
             if w.tree.size() > w.checkpointed {
@@ -279,7 +313,7 @@ impl AuditSink for AuditLog {
         let mut q = lock(&sh.queue);
         let ticket = q.next_ticket;
         q.next_ticket += 1;
-        q.pending.push((ticket, event));
+        q.pending.push((Some(ticket), event));
         if q.leader {
             sh.gather.notify_one();
         }
@@ -292,7 +326,7 @@ impl AuditSink for AuditLog {
                 q = gather(sh, q);
                 let batch = std::mem::take(&mut q.pending);
                 drop(q);
-                let (tickets, events): (Vec<u64>, Vec<Event>) = batch.into_iter().unzip();
+                let (tickets, events): (Vec<Option<u64>>, Vec<Event>) = batch.into_iter().unzip();
                 let n = tickets.len();
                 let started = Instant::now();
                 let res = {
@@ -308,11 +342,13 @@ impl AuditSink for AuditLog {
                 match res {
                     Ok(seqs) => {
                         for (t, s) in tickets.into_iter().zip(seqs) {
-                            q.done.insert(t, Ok(s));
+                            if let Some(t) = t {
+                                q.done.insert(t, Ok(s));
+                            }
                         }
                     }
                     Err(e) => {
-                        for t in tickets {
+                        for t in tickets.into_iter().flatten() {
                             q.done.insert(t, Err(e.clone()));
                         }
                     }

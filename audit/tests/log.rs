@@ -66,6 +66,37 @@ fn appends_are_sequential_durable_and_verify() {
 }
 
 #[test]
+fn a_staged_event_is_written_with_the_next_record_or_at_flush_or_close() {
+    let d = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(opts(d.path())).unwrap();
+    // Staged: not written on its own (that is what saves the separate fdatasync)...
+    log.stage(ev(0));
+    assert!(records(d.path()).is_empty());
+    // ...but carried by the next record, ahead of it, and durable when record returns.
+    assert_eq!(log.record(ev(1)).unwrap(), 1);
+    let rs = records(d.path());
+    assert_eq!(rs.len(), 2);
+    assert_eq!((rs[0].seq, rs[0].reason.as_str()), (0, "record number 0"));
+    assert_eq!((rs[1].seq, rs[1].reason.as_str()), (1, "record number 1"));
+    // flush writes what is staged without a record to carry it.
+    log.stage(ev(2));
+    log.flush().unwrap();
+    assert_eq!(records(d.path()).len(), 3);
+    log.flush().unwrap();
+    assert_eq!(
+        records(d.path()).len(),
+        3,
+        "flush with nothing staged writes nothing"
+    );
+    // close writes what is still staged, and the checkpoint covers it.
+    log.stage(ev(3));
+    log.close().unwrap();
+    assert_eq!(records(d.path()).len(), 4);
+    let rep = verify(d.path(), &VerifyOptions::default()).unwrap();
+    assert_eq!((rep.records, rep.checkpoint_size), (4, Some(4)));
+}
+
+#[test]
 fn concurrent_writers_get_unique_contiguous_seqs() {
     let d = tempfile::tempdir().unwrap();
     let log = Arc::new(AuditLog::open(opts(d.path())).unwrap());

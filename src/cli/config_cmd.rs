@@ -70,7 +70,10 @@ fn check(g: &GlobalArgs, file: Option<PathBuf>) -> CliResult {
     // `config check` only reads, so an audit directory it cannot write is reported, not fatal;
     // commands that decide fail closed instead (Context::audit_log).
     if in_force {
-        if let Err(e) = ctx.audit_log() {
+        if let Err(e) = ctx
+            .audit_log()
+            .and_then(|log| log.flush().map_err(super::audit::audit_error))
+        {
             eprintln!(
                 "perry-sandbox: warning: configuration load not recorded in the audit log: {}",
                 e.message

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 
-use perry_audit::{Actor, AuditLog, AuditSink, Decision, Event, LogOptions};
+use perry_audit::{Actor, AuditLog, Decision, Event, LogOptions};
 use perry_policies::{Config, ConfigSource};
 
 use super::error::CliError;
@@ -54,9 +54,11 @@ impl Context {
     /// [`Context::audit_event`] to name the actor. `record()` returns only once the record is
     /// durable, so call it before acting on an allow decision.
     ///
-    /// The first call for this context also records a `config_load` event (which file, its
+    /// The first call for this context also stages a `config_load` event (which file, its
     /// SHA-256, how it was found), so every decision in the log follows the configuration that
-    /// made it. An error here must stop the command: nothing is decided without a record.
+    /// made it; it becomes durable with the first decision record, in the same `fdatasync`
+    /// ([`AuditLog::stage`]), or when the log closes. An error here must stop the command:
+    /// nothing is decided without a record.
     ///
     /// ```ignore
     /// let log = ctx.audit_log()?;
@@ -69,8 +71,7 @@ impl Context {
             return Ok(Arc::clone(log));
         }
         let log = shared_log(LogOptions::from_config(&self.config))?;
-        log.record(self.config_load_event())
-            .map_err(super::audit::audit_error)?;
+        log.stage(self.config_load_event());
         *slot = Some(Arc::clone(&log));
         Ok(log)
     }

@@ -789,21 +789,10 @@ pub fn run(spec: &RunSpec, final_step: &dyn FinalStep) -> Result<Outcome, RunErr
             None
         }
     };
+    let leaf = cgroups.unified_leaf_fd()?;
     let started = Instant::now();
-    // SAFETY: raw clone without CLONE_VM = fork semantics with new namespaces. The child only
-    // runs `child::init_main`, which reads the prepared plan and never allocates or returns.
-    let pid = unsafe { libc::syscall(libc::SYS_clone, flags as libc::c_long, 0, 0, 0, 0) };
-    if pid < 0 {
-        return Err(last("clone"));
-    }
-    if pid == 0 {
-        child::init_main(&plan, final_step);
-    }
-    let mut child = Child {
-        pid: pid as libc::pid_t,
-        pidfd: None,
-        reaped: false,
-    };
+    let (mut child, born_in_unified) = clone_init(flags, leaf.as_ref(), &plan, final_step)?;
+    drop(leaf);
     // Back to our own network namespace before anything else; the sandbox now holds its own.
     if let Some(e) = entered {
         e.leave().map_err(sys("setns (back from prepared netns)"))?;
@@ -829,13 +818,15 @@ pub fn run(spec: &RunSpec, final_step: &dyn FinalStep) -> Result<Outcome, RunErr
             error: None,
         }
     });
-    // SAFETY: pidfd_open on our unreaped child.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.pid, 0) };
-    if pidfd < 0 {
-        return Err(last("pidfd_open"));
+    if child.pidfd.is_none() {
+        // SAFETY: pidfd_open on our unreaped child.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.pid, 0) };
+        if pidfd < 0 {
+            return Err(last("pidfd_open"));
+        }
+        // SAFETY: a fresh fd.
+        child.pidfd = Some(unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) });
     }
-    // SAFETY: a fresh fd.
-    child.pidfd = Some(unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) });
 
     // Host ids: inside 0 -> base, inside uid/gid -> base + 1.
     let base = lease.host_base;
@@ -855,7 +846,7 @@ pub fn run(spec: &RunSpec, final_step: &dyn FinalStep) -> Result<Outcome, RunErr
     // CAP_SYS_RESOURCE (a root service does; some CI containers drop it). The workload sets its
     // own score to +1000 in any case, so it is always the preferred victim.
     let _ = std::fs::write(format!("/proc/{}/oom_score_adj", child.pid), "-1000");
-    cgroups.attach(child.pid)?;
+    cgroups.attach(child.pid, born_in_unified)?;
     // SAFETY: write one byte to the sync pipe; the child proceeds. `sync_w` stays open until the
     // run ends: init checks for its hang-up to learn whether we are still alive.
     if unsafe { libc::write(sync_w.as_raw_fd(), b"g".as_ptr().cast(), 1) } != 1 {
@@ -927,6 +918,87 @@ pub fn run(spec: &RunSpec, final_step: &dyn FinalStep) -> Result<Outcome, RunErr
     cgroups.remove()?;
     drop(lease);
     Ok(outcome)
+}
+
+/// `CLONE_INTO_CGROUP` (linux/sched.h); `libc`'s constant is an `i32` that overflows.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `clone3`'s argument (`struct clone_args`, up to `cgroup`, Linux 5.7).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Clones init with `flags` (namespaces and `SIGCHLD`; fork semantics, no `CLONE_VM`). With the
+/// run's unified-hierarchy leaf, `clone3(CLONE_INTO_CGROUP | CLONE_PIDFD)` starts init inside it
+/// and returns its pidfd in the same call; a kernel that refuses (before 5.7, or a cgroup it
+/// will not clone into) gets the plain `clone`, and the caller attaches and opens the pidfd.
+/// Returns the child and whether it was born in the unified leaf.
+fn clone_init(
+    flags: libc::c_int,
+    leaf: Option<&OwnedFd>,
+    plan: &Plan,
+    final_step: &dyn FinalStep,
+) -> Result<(Child, bool), RunError> {
+    if let Some(leaf) = leaf {
+        let mut pidfd: libc::c_int = -1;
+        let args = CloneArgs {
+            flags: ((flags & !libc::CSIGNAL) as u64) | libc::CLONE_PIDFD as u64 | CLONE_INTO_CGROUP,
+            pidfd: &mut pidfd as *mut libc::c_int as u64,
+            exit_signal: (flags & libc::CSIGNAL) as u64,
+            cgroup: leaf.as_raw_fd() as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: clone3 without CLONE_VM = fork semantics with new namespaces; `args` and
+        // `pidfd` outlive the call. The child only runs `child::init_main`, which reads the
+        // prepared plan and never allocates or returns.
+        let pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &args as *const CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        if pid == 0 {
+            child::init_main(plan, final_step);
+        }
+        if pid > 0 {
+            // SAFETY: the kernel stored a fresh pidfd for the child.
+            let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+            let child = Child {
+                pid: pid as libc::pid_t,
+                pidfd: Some(pidfd),
+                reaped: false,
+            };
+            return Ok((child, true));
+        }
+    }
+    // SAFETY: raw clone without CLONE_VM = fork semantics with new namespaces. The child only
+    // runs `child::init_main`, which reads the prepared plan and never allocates or returns.
+    let pid = unsafe { libc::syscall(libc::SYS_clone, flags as libc::c_long, 0, 0, 0, 0) };
+    if pid < 0 {
+        return Err(last("clone"));
+    }
+    if pid == 0 {
+        child::init_main(plan, final_step);
+    }
+    let child = Child {
+        pid: pid as libc::pid_t,
+        pidfd: None,
+        reaped: false,
+    };
+    Ok((child, false))
 }
 
 struct Supervised {

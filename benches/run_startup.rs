@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use perry_runtime::native::host_busy_cpu;
 use perry_testworld::{ConfigBuilder, Registry, SigStack, SignOptions, TinyImage};
 
 fn main() {
@@ -74,17 +75,20 @@ fn main() {
             once(config, reference);
         }
         let mut times: Vec<Duration> = Vec::with_capacity(runs);
+        let cpu_before = host_busy_cpu().expect("/proc/stat");
         for _ in 0..runs {
             let t = Instant::now();
             once(config, reference);
             times.push(t.elapsed());
         }
+        let cpu = host_busy_cpu().expect("/proc/stat") - cpu_before;
         times.sort();
         println!(
-            "perry-sandbox-run variant={variant} runs={runs} p50_ms={:.3} p90_ms={:.3} min_ms={:.3}",
+            "perry-sandbox-run variant={variant} runs={runs} p50_ms={:.3} p90_ms={:.3} min_ms={:.3} cpu_ms_per_run={:.3}",
             ms(times[(runs - 1) / 2]),
             ms(times[(runs - 1) * 9 / 10]),
-            ms(times[0])
+            ms(times[0]),
+            ms(cpu) / runs as f64
         );
     }
     let rootfs = dir

@@ -4,7 +4,8 @@
 //! Landlock, seccomp with its denial supervisor) — then both again with network namespaces
 //! prepared ahead by the runner's refill thread (`prepare_network_namespaces`), which is what
 //! `perry-sandbox run` and the service do. `scripts/bench/startup` runs this next to bubblewrap
-//! and podman on the same rootfs and prints the ratios.
+//! and podman on the same rootfs and prints the ratios. Each step also prints the host's busy
+//! CPU time per run, all cores (`host_busy_cpu`), kernel work in worker threads included.
 //!
 //! Environment: `PERRY_BENCH_ROOTFS` (a rootfs with /bin/true, /proc, /dev, /tmp; default: one
 //! built from /bin/busybox in a temp dir), `PERRY_BENCH_RUNS` (default 200),
@@ -17,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use perry_policies::UidRange;
 use perry_runtime::native::{
-    prepare_network_namespaces, run, FinalStep, LeaseConfig, MinimalFinalStep, ProfileStep, RunSpec,
+    host_busy_cpu, prepare_network_namespaces, run, FinalStep, LeaseConfig, MinimalFinalStep,
+    ProfileStep, RunSpec,
 };
 
 fn busybox_rootfs(dir: &std::path::Path) -> PathBuf {
@@ -86,19 +88,22 @@ fn main() {
             assert_eq!(o.exit_code, Some(0), "{o:?}");
         }
         let mut times: Vec<Duration> = Vec::with_capacity(runs);
+        let cpu_before = host_busy_cpu().expect("/proc/stat");
         for _ in 0..runs {
             let t = Instant::now();
             let o = run(&spec, step).expect("native run");
             times.push(t.elapsed());
             assert_eq!(o.exit_code, Some(0), "{o:?}");
         }
+        let cpu = host_busy_cpu().expect("/proc/stat") - cpu_before;
         times.sort();
         let pct = |p: usize| times[(times.len() - 1) * p / 100].as_secs_f64() * 1000.0;
         println!(
-            "native-runner step={name} runs={runs} p50_ms={:.3} p90_ms={:.3} min_ms={:.3}",
+            "native-runner step={name} runs={runs} p50_ms={:.3} p90_ms={:.3} min_ms={:.3} cpu_ms_per_run={:.3}",
             pct(50),
             pct(90),
-            times[0].as_secs_f64() * 1000.0
+            times[0].as_secs_f64() * 1000.0,
+            cpu.as_secs_f64() * 1000.0 / runs as f64
         );
     }
 }

@@ -418,22 +418,24 @@ pub fn warm_up_migration() {
     if now.saturating_sub(last) < WARM_WINDOW_MS {
         return;
     }
-    let Ok(l) = layout() else {
-        return;
-    };
-    let dir = [&l.memory, &l.pids, &l.cpu]
-        .into_iter()
-        .find_map(|w| match w {
-            Some(Where::V1(p)) => Some(p.clone()),
-            _ => None,
-        });
-    if let Some(dir) = dir {
-        let _ = std::thread::Builder::new()
-            .name("perry-cgroup-warmup".into())
-            .spawn(move || {
+    // The layout is detected on the thread too (parsing mountinfo is most of the cost of a
+    // first run's cgroup set-up); a run that needs it meanwhile waits for the same `OnceLock`.
+    let _ = std::thread::Builder::new()
+        .name("perry-cgroup-warmup".into())
+        .spawn(|| {
+            let Ok(l) = layout() else {
+                return;
+            };
+            let dir = [&l.memory, &l.pids, &l.cpu]
+                .into_iter()
+                .find_map(|w| match w {
+                    Some(Where::V1(p)) => Some(p),
+                    _ => None,
+                });
+            if let Some(dir) = dir {
                 let _ = fs::write(dir.join("cgroup.procs"), std::process::id().to_string());
-            });
-    }
+            }
+        });
 }
 
 /// The directories run cgroups are created under: this process's cgroup in the unified

@@ -97,6 +97,37 @@ use cgroup::{CgLimits, RunCgroups};
 use plan::{ChildFds, Plan};
 use seccomp_notify::{Handoff, Supervisor};
 
+/// Busy CPU time of the whole host since boot, all cores (`/proc/stat`: everything but idle and
+/// iowait). Benchmarks take the difference over a loop of runs: a sandbox costs CPU outside
+/// the calling process too (the kernel tears namespaces and cgroups down in worker threads), and
+/// that is part of what it costs a busy host.
+pub fn host_busy_cpu() -> io::Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat
+        .lines()
+        .next()
+        .filter(|l| l.starts_with("cpu "))
+        .ok_or_else(|| io::Error::other("/proc/stat: no aggregate cpu line"))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|t| t.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy: u64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    // SAFETY: sysconf with a valid name has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(Duration::from_nanos(
+        busy.saturating_mul(1_000_000_000) / hz,
+    ))
+}
+
 /// `PATH` used for command lookup (and given to the workload) when the spec sets none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -1156,4 +1187,23 @@ fn supervise(
         timed_out,
         error,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_busy_cpu;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn host_busy_cpu_counts_a_busy_loop() {
+        let before = host_busy_cpu().unwrap();
+        let t = Instant::now();
+        let mut x = 0u64;
+        while t.elapsed() < Duration::from_millis(300) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let busy = host_busy_cpu().unwrap() - before;
+        // One core spun for 300 ms; ticks are 10 ms and other work only adds.
+        assert!(busy >= Duration::from_millis(250), "{busy:?}");
+    }
 }

@@ -8,8 +8,11 @@
 //! * `tag_ttl`: the same with `[trust] tag_ttl = "1h"`: the tag's resolution is reused too;
 //! * `digest`: `repo@sha256:…`, answered from the cache without the registry.
 //!
-//! `scripts/bench/startup` runs this first and measures bubblewrap, podman and the in-process
-//! runner on the very rootfs this run unpacked (printed as `rootfs=PATH`).
+//! With `PERRY_BENCH_BWRAP_RUNS` / `PERRY_BENCH_PODMAN_RUNS`, the peers follow on the very
+//! rootfs this run unpacked, timed by the same harness: `bwrap --unshare-all --ro-bind` and
+//! `podman --runtime runc run --rm --network none --read-only` (lines `peer=…`). Every line
+//! also gives the host's busy CPU per run, all cores. `scripts/bench/startup` runs this, then
+//! the in-process runner on the same rootfs (printed as `rootfs=PATH`).
 //!
 //! Environment: `PERRY_BENCH_DIR` (where the config, state and rootfs live; default a temp dir
 //! removed at exit), `PERRY_BENCH_RUNS` (default 50), `PERRY_BENCH_HOLD` (seconds to keep the
@@ -64,37 +67,77 @@ fn main() {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     for (variant, config, reference) in [
         ("tag", &config, &reference),
         ("tag_ttl", &ttl_config, &reference),
         ("digest", &config, &pinned),
     ] {
-        // Warm: verify (cache), pull and unpack (store), page cache.
-        for _ in 0..3 {
-            once(config, reference);
-        }
-        let mut times: Vec<Duration> = Vec::with_capacity(runs);
-        let cpu_before = host_busy_cpu().expect("/proc/stat");
-        for _ in 0..runs {
-            let t = Instant::now();
-            once(config, reference);
-            times.push(t.elapsed());
-        }
-        let cpu = host_busy_cpu().expect("/proc/stat") - cpu_before;
-        times.sort();
+        let (p50, p90, min, cpu) = measure(runs, || once(config, reference));
         println!(
-            "perry-sandbox-run variant={variant} runs={runs} p50_ms={:.3} p90_ms={:.3} min_ms={:.3} cpu_ms_per_run={:.3}",
-            ms(times[(runs - 1) / 2]),
-            ms(times[(runs - 1) * 9 / 10]),
-            ms(times[0]),
-            ms(cpu) / runs as f64
+            "perry-sandbox-run variant={variant} runs={runs} p50_ms={p50:.3} p90_ms={p90:.3} min_ms={min:.3} cpu_ms_per_run={cpu:.3}"
         );
     }
     let rootfs = dir
         .join("state/rootfs")
         .join(pushed.digest.trim_start_matches("sha256:"));
     println!("rootfs={}", rootfs.display());
+    // The peers, on the rootfs `run` unpacked, timed by this same harness (spawn, wait, output
+    // collected), so that no driver's own overhead favours either side.
+    let root = rootfs.to_str().expect("utf-8 rootfs path");
+    let bwrap: &[&str] = &[
+        "bwrap",
+        "--unshare-all",
+        "--ro-bind",
+        root,
+        "/",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "/bin/true",
+    ];
+    let podman: &[&str] = &[
+        "podman",
+        "--runtime",
+        "runc",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--read-only",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        "--rootfs",
+        root,
+        "/bin/true",
+    ];
+    for (peer, argv, var) in [
+        ("bwrap", bwrap, "PERRY_BENCH_BWRAP_RUNS"),
+        ("podman", podman, "PERRY_BENCH_PODMAN_RUNS"),
+    ] {
+        let Some(n) = std::env::var(var)
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        let (p50, p90, min, cpu) = measure(n.max(1), || {
+            let out = Command::new(argv[0])
+                .args(&argv[1..])
+                .output()
+                .unwrap_or_else(|e| panic!("{peer}: {e}"));
+            assert!(
+                out.status.success(),
+                "{peer} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        });
+        println!(
+            "peer={peer} runs={n} p50_ms={p50:.3} p90_ms={p90:.3} min_ms={min:.3} cpu_ms_per_run={cpu:.3}"
+        );
+    }
     println!("config={} image={reference}", config.display());
     if let Some(secs) = std::env::var("PERRY_BENCH_HOLD")
         .ok()
@@ -102,4 +145,29 @@ fn main() {
     {
         std::thread::sleep(Duration::from_secs(secs));
     }
+}
+
+/// Runs `once` a few times to warm up, then `runs` times: p50, p90 and min wall time (ms) and
+/// the host's busy CPU per run (ms, all cores).
+fn measure(runs: usize, mut once: impl FnMut()) -> (f64, f64, f64, f64) {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    // Warm: verify (cache), pull and unpack (store), page cache.
+    for _ in 0..3 {
+        once();
+    }
+    let mut times: Vec<Duration> = Vec::with_capacity(runs);
+    let cpu_before = host_busy_cpu().expect("/proc/stat");
+    for _ in 0..runs {
+        let t = Instant::now();
+        once();
+        times.push(t.elapsed());
+    }
+    let cpu = host_busy_cpu().expect("/proc/stat") - cpu_before;
+    times.sort();
+    (
+        ms(times[(runs - 1) / 2]),
+        ms(times[(runs - 1) * 9 / 10]),
+        ms(times[0]),
+        ms(cpu) / runs as f64,
+    )
 }

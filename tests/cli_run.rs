@@ -229,6 +229,61 @@ fn signed_tag_moved_to_an_unsigned_digest_exits_125_and_runs_nothing() {
     assert!(!w.dir.path().join("state/rootfs").join(hex).exists());
 }
 
+/// A host without a system trust store (minimal images, air-gapped machines), simulated by
+/// pointing the trust-store loader (`SSL_CERT_FILE`, `SSL_CERT_DIR`) at nothing. The loopback
+/// plain-HTTP mirror must still work — its client trusts nothing from the system — and an HTTPS
+/// registry must be a clean, recorded refusal. Both used to panic: the OCI client built a
+/// default HTTP client (and the system trust store with it) behind every client it built.
+#[test]
+fn a_host_without_a_trust_store_runs_from_a_loopback_mirror_and_refuses_https_cleanly() {
+    let w = World::new();
+    w.signed("demo/notrust", "no-trust-store");
+    // Also trust a non-loopback (HTTPS) registry, so that its client is the one built.
+    let config = w.dir.path().join("with-https.toml");
+    let text_cfg = std::fs::read_to_string(&w.config).unwrap();
+    let glob = format!("\"{}/**\"", w.reg.host());
+    assert!(text_cfg.contains(&glob), "{text_cfg}");
+    std::fs::write(
+        &config,
+        text_cfg.replace(&glob, &format!("{glob}, \"registry.invalid/**\"")),
+    )
+    .unwrap();
+    let nothing = w.dir.path().join("no-trust-store");
+    let run = |image: &str| {
+        Command::cargo_bin("perry-sandbox")
+            .unwrap()
+            .arg("--config")
+            .arg(&config)
+            .args(["run", image, "--", "cat", "/etc/perry-marker"])
+            .env_remove("PERRY_CONFIG")
+            .env("SSL_CERT_FILE", &nothing)
+            .env("SSL_CERT_DIR", &nothing)
+            .timeout(std::time::Duration::from_secs(120))
+            .output()
+            .unwrap()
+    };
+    let out = run(&w.image("demo/notrust:v1"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "no-trust-store\n");
+
+    let before = w.runs().len();
+    let out = run("registry.invalid/demo/app:v1");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("registry_unavailable") && stderr.contains("No CA certificates"),
+        "{stderr}"
+    );
+    let runs = w.runs();
+    assert_eq!(runs.len(), before + 1, "the refusal is recorded: {runs:?}");
+    assert!(
+        runs[before].to_string().contains("No CA certificates"),
+        "{}",
+        runs[before]
+    );
+}
+
 #[test]
 fn bad_arguments_exit_125_before_anything_is_decided() {
     let w = World::new();

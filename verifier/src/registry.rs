@@ -307,8 +307,8 @@ impl Credentials {
 /// the start-up cost of a `perry-sandbox run` — so a run that talks only to a loopback mirror,
 /// or to no registry at all (a digest-pinned cache hit), never pays it.
 pub struct RegistryClient {
-    plain: OnceLock<Client>,
-    tls: OnceLock<Client>,
+    plain: OnceLock<Result<Client, String>>,
+    tls: OnceLock<Result<Client, String>>,
     plain_hosts: Vec<String>,
     registries: BTreeMap<String, RegistryConfig>,
 }
@@ -349,17 +349,21 @@ impl RegistryClient {
         }
     }
 
-    /// The HTTP client for `host` (see the type's docs), built on first use.
-    fn client(&self, host: &str) -> &Client {
+    /// The HTTP client for `host` (see the type's docs), built on first use. Fails (as a
+    /// transport error naming `what` was to be fetched) when it cannot be built, e.g. the HTTPS
+    /// client on a host without a system trust store; never falls back to another client.
+    fn client(&self, host: &str, what: &str) -> Result<&Client, RegistryError> {
         let base = || ClientConfig {
             connect_timeout: Some(Duration::from_secs(10)),
             read_timeout: Some(Duration::from_secs(60)),
             user_agent: concat!("perry-sandbox/", env!("CARGO_PKG_VERSION")),
             ..Default::default()
         };
-        if self.plain_hosts.iter().any(|h| h == host) {
+        // `Client::try_from`, not `Client::new`: on error the latter builds a default client
+        // instead, which trusts whatever the system has (and panics when it has nothing).
+        let built = if self.plain_hosts.iter().any(|h| h == host) {
             self.plain.get_or_init(|| {
-                Client::new(ClientConfig {
+                Client::try_from(ClientConfig {
                     protocol: ClientProtocol::Http,
                     tls_certs_only: vec![Certificate {
                         encoding: CertificateEncoding::Pem,
@@ -367,15 +371,22 @@ impl RegistryClient {
                     }],
                     ..base()
                 })
+                .map_err(|e| describe_reqwest(&e))
             })
         } else {
             self.tls.get_or_init(|| {
-                Client::new(ClientConfig {
+                Client::try_from(ClientConfig {
                     protocol: ClientProtocol::Https,
                     ..base()
                 })
+                .map_err(|e| describe_reqwest(&e))
             })
-        }
+        };
+        built.as_ref().map_err(|e| RegistryError::Transport {
+            host: host.to_string(),
+            what: what.to_string(),
+            reason: format!("cannot set up the HTTP client: {e}"),
+        })
     }
 
     fn registry_config(&self, host: &str) -> Option<&RegistryConfig> {
@@ -447,7 +458,7 @@ impl RegistryClient {
         let auth = self.credentials(host)?.to_auth();
         let reference = Self::reference(image, at);
         let (body, _) = self
-            .client(host)
+            .client(host, &what)?
             .pull_manifest_raw(&reference, &auth, ACCEPTED)
             .await
             .map_err(|e| map_oci_error(e, host, &what))?;
@@ -528,7 +539,7 @@ impl RegistryClient {
         let what = format!("blob {}/{}@{digest}", host, repo.repository());
         let auth = self.credentials(host)?.to_auth();
         let reference = Self::reference(repo, TagOrDigest::Digest(digest));
-        self.client(host)
+        self.client(host, &what)?
             .store_auth_if_needed(reference.resolve_registry(), &auth)
             .await;
         let too_large = || RegistryError::TooLarge {
@@ -537,7 +548,7 @@ impl RegistryClient {
             limit,
         };
         let mut stream = self
-            .client(host)
+            .client(host, &what)?
             .pull_blob_stream(&reference, digest.as_str())
             .await
             .map_err(|e| map_oci_error(e, host, &what))?;
@@ -601,11 +612,11 @@ impl RegistryClient {
         let what = format!("referrers of {}/{}@{digest}", host, image.repository());
         let auth = self.credentials(host)?.to_auth();
         let reference = Self::reference(image, TagOrDigest::Digest(digest));
-        self.client(host)
+        self.client(host, &what)?
             .store_auth_if_needed(reference.resolve_registry(), &auth)
             .await;
         match self
-            .client(host)
+            .client(host, &what)?
             .pull_referrers(&reference, Some(artifact_type))
             .await
         {

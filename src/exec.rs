@@ -523,6 +523,17 @@ impl Executor {
     /// (blocking; from async code call it on a blocking thread). A sandbox that could not be
     /// set up is recorded as an error.
     pub fn launch(&self, prepared: Prepared) -> Result<ExecOutcome, ExecError> {
+        self.launch_with(prepared, || {})
+    }
+
+    /// [`launch`](Executor::launch), calling `allowed` once the allow record is durable and
+    /// before the sandbox starts: where `perry-sandbox run` starts signing the checkpoint that
+    /// covers that record, so that the signature overlaps the run instead of the exit.
+    pub fn launch_with(
+        &self,
+        prepared: Prepared,
+        allowed: impl FnOnce(),
+    ) -> Result<ExecOutcome, ExecError> {
         let Prepared {
             spec,
             step,
@@ -532,6 +543,7 @@ impl Executor {
         tracing::debug!("profile ready");
         let seq = self.audit.record(allow)?;
         tracing::debug!(seq, "allow recorded");
+        allowed();
         let run = native::run(&spec, step.as_ref());
         tracing::debug!("sandbox gone");
         match run {

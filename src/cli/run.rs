@@ -161,8 +161,10 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult {
         .map_err(|e| exec_error(&e))?;
     // The allow record is the last record this process writes: sign the checkpoint covering it
     // while the sandbox runs rather than at exit (the log's drop then finds nothing unsigned).
-    let _checkpoint = EarlyCheckpoint::start(&log);
-    let out = executor.launch(prepared).map_err(|e| exec_error(&e))?;
+    let mut _checkpoint = None;
+    let out = executor
+        .launch_with(prepared, || _checkpoint = Some(EarlyCheckpoint::start(&log)))
+        .map_err(|e| exec_error(&e))?;
     let outcome = &out.run;
     let status = out.shell_status();
     if ctx.json {

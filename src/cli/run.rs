@@ -163,7 +163,9 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult {
     // while the sandbox runs rather than at exit (the log's drop then finds nothing unsigned).
     let mut _checkpoint = None;
     let out = executor
-        .launch_with(prepared, || _checkpoint = Some(EarlyCheckpoint::start(&log)))
+        .launch_with(prepared, || {
+            _checkpoint = Some(EarlyCheckpoint::start(&log))
+        })
         .map_err(|e| exec_error(&e))?;
     let outcome = &out.run;
     let status = out.shell_status();

@@ -89,7 +89,7 @@ fn a_thousand_runs_leave_nothing_behind() {
     prepare_network_namespaces(1);
     let spec = r.spec(vec!["true".into()]);
     // Half the runs under the real hardened profile (Landlock, seccomp with its supervisor:
-    // listener, pidfd, handoff pipes), half under the floor.
+    // listener and its handoff socket), half under the floor.
     let profile = hardened();
     let steps: [&dyn FinalStep; 2] = [&MinimalFinalStep, &profile];
     assert_eq!(run(&spec, &profile).unwrap().exit_code, Some(0));

@@ -164,13 +164,9 @@ pub(crate) fn init_main(plan: &Plan, final_step: &dyn FinalStep) -> ! {
     // non-dumpable whatever happened there.
     // SAFETY: prctl with integer args.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-    if plan.fds.pidfd_sock >= 0 {
-        // SAFETY: closing init's copies; the parent and the workload hold their own.
-        unsafe {
-            libc::close(plan.fds.pidfd_sock);
-            libc::close(plan.fds.notify_w);
-            libc::close(plan.fds.ack_r);
-        }
+    if plan.fds.seccomp_sock >= 0 {
+        // SAFETY: closing init's copy; the parent and the workload hold their own.
+        unsafe { libc::close(plan.fds.seccomp_sock) };
     }
     // init: drop everything the workload's output depends on, then reap.
     // SAFETY: closing our own copies of fds; the workload has its own.
@@ -199,49 +195,6 @@ pub(crate) fn init_main(plan: &Plan, final_step: &dyn FinalStep) -> ! {
             unsafe { libc::_exit(1) }
         }
     }
-}
-
-/// Hand the supervisor a pidfd of the calling workload over `sock` (`SCM_RIGHTS`, one data
-/// byte; stack buffers only), before its seccomp filter exists: the supervisor takes the
-/// filter's listener through it with `pidfd_getfd`. The workload sends it itself because init,
-/// the only other process that could, is suspended until the workload's execve.
-fn send_own_pidfd(sock: i32) -> R {
-    // SAFETY: pidfd_open of the caller's own pid (as seen in its pid namespace, where the
-    // kernel resolves it).
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) };
-    ck(Step::SendWorkloadPidfd, fd)?;
-    let fd = fd as i32;
-    #[repr(C, align(8))]
-    struct Cmsg([u8; 64]);
-    let mut buf = Cmsg([0; 64]);
-    let mut byte = [b'p'];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    // SAFETY: a zeroed msghdr is valid; every pointer set below refers to stack data that
-    // outlives sendmsg; CMSG_* compute offsets within `buf`, which is large and aligned enough
-    // for one cmsghdr carrying one int.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = buf.0.as_mut_ptr().cast();
-        msg.msg_controllen = libc::CMSG_SPACE(4) as _;
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        (*c).cmsg_level = libc::SOL_SOCKET;
-        (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = libc::CMSG_LEN(4) as _;
-        std::ptr::copy_nonoverlapping((&fd as *const i32).cast::<u8>(), libc::CMSG_DATA(c), 4);
-        let sent = libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL);
-        let e = errno();
-        libc::close(fd);
-        libc::close(sock);
-        if sent != 1 {
-            return Err((Step::SendWorkloadPidfd, e, 0));
-        }
-    }
-    Ok(())
 }
 
 /// Init's setup: identity, namespaces' contents, filesystem, fds. Each line is one named step.
@@ -681,9 +634,6 @@ extern "C" fn workload_entry(arg: *mut libc::c_void) -> libc::c_int {
 fn workload(p: &Plan, fs: &dyn FinalStep) -> Result<Never, (Step, i32, u32)> {
     // SAFETY: closing init's status pipe copy; the workload does not use it.
     unsafe { libc::close(p.fds.status_w) };
-    if p.fds.pidfd_sock >= 0 {
-        send_own_pidfd(p.fds.pidfd_sock)?;
-    }
     // A new session without a controlling terminal: no TIOCSTI into anyone's terminal.
     // SAFETY: setsid in a fresh child.
     ck(Step::NewSession, unsafe { libc::setsid() } as libc::c_long)?;
@@ -727,8 +677,7 @@ fn workload(p: &Plan, fs: &dyn FinalStep) -> Result<Never, (Step, i32, u32)> {
     ck_i(Step::Cwd, 0, unsafe { libc::chdir(p.cwd.as_ptr()) })?;
     switch_identity(p)?;
     let channel = StepChannel {
-        notify_w: p.fds.notify_w,
-        ack_r: p.fds.ack_r,
+        sock: p.fds.seccomp_sock,
     };
     fs.apply(&channel)
         .map_err(|e| (Step::FinalStep, e.errno, 0))?;

@@ -43,7 +43,8 @@ impl fmt::Display for FinalStepError {
 /// * Any fd it needs in the child must be listed by [`keep_fds`](FinalStep::keep_fds) (every
 ///   other fd is closed before it runs) and be `O_CLOEXEC` so it does not reach the workload.
 /// * seccomp, if installed, must still allow `write` (the runner reports a failed `execve`
-///   through a pipe), `execve`, and `exit_group`.
+///   through a pipe), `execve`, and `exit_group` — and, when supervised, `sendmsg` and `close`
+///   for handing the listener over [`StepChannel::sock`].
 pub trait FinalStep: Sync {
     /// Apply the confinement to the calling (child) process. `channel` is the way to the
     /// supervisor when [`seccomp_supervision`](FinalStep::seccomp_supervision) is `Some`.
@@ -63,22 +64,19 @@ pub trait FinalStep: Sync {
     }
 }
 
-/// The child's end of the seccomp supervisor handoff (fds inherited from the runner; `-1` when
-/// the final step asked for no supervision).
+/// The child's end of the seccomp supervisor handoff (an fd inherited from the runner; `-1`
+/// when the final step asked for no supervision).
 #[derive(Clone, Copy, Debug)]
 pub struct StepChannel {
-    /// Write the listener fd number here (4 bytes, native endian)...
-    pub notify_w: i32,
-    /// ...then read one byte here: the supervisor holds the listener.
-    pub ack_r: i32,
+    /// A `SOCK_SEQPACKET` socket to the supervisor: send the listener here (`SCM_RIGHTS`, one
+    /// data byte), then close both. The message in flight keeps the listener alive until the
+    /// supervisor takes it, so nothing waits for the supervisor.
+    pub sock: i32,
 }
 
 impl StepChannel {
     /// No supervisor.
-    pub const NONE: StepChannel = StepChannel {
-        notify_w: -1,
-        ack_r: -1,
-    };
+    pub const NONE: StepChannel = StepChannel { sock: -1 };
 }
 
 /// The floor: clear securebits-protected root semantics, drop every capability from every set

@@ -800,9 +800,7 @@ pub fn run(spec: &RunSpec, final_step: &dyn FinalStep) -> Result<Outcome, RunErr
         stdin_r: stdin_r.as_raw_fd(),
         stdout_w: stdout_w.as_raw_fd(),
         stderr_w: stderr_w.as_raw_fd(),
-        notify_w: handoff.as_ref().map_or(-1, |h| h.notify_w.as_raw_fd()),
-        ack_r: handoff.as_ref().map_or(-1, |h| h.ack_r.as_raw_fd()),
-        pidfd_sock: handoff.as_ref().map_or(-1, |h| h.sock_child.as_raw_fd()),
+        seccomp_sock: handoff.as_ref().map_or(-1, |h| h.sock_child.as_raw_fd()),
     });
     let mut flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
@@ -830,24 +828,12 @@ pub fn run(spec: &RunSpec, final_step: &dyn FinalStep) -> Result<Outcome, RunErr
     }
     drop(prepared);
     drop((sync_r, err_w, status_w, stdin_r, stdout_w, stderr_w));
-    let handoff = handoff.map(|h| {
-        let Handoff {
-            notify_r,
-            ack_w,
-            sock_parent,
-            ..
-        } = h;
-        Supervisor {
-            notify_r: Some(notify_r),
-            ack_w: Some(ack_w),
-            sock: Some(sock_parent),
-            listener_no: None,
-            wpidfd: None,
-            listener: None,
-            program: program.expect("handoff exists only with a program"),
-            denied: std::collections::BTreeMap::new(),
-            error: None,
-        }
+    let handoff = handoff.map(|h| Supervisor {
+        sock: Some(h.sock_parent),
+        listener: None,
+        program: program.expect("handoff exists only with a program"),
+        denied: std::collections::BTreeMap::new(),
+        error: None,
     });
     if child.pidfd.is_none() {
         // SAFETY: pidfd_open on our unreaped child.
@@ -1118,7 +1104,7 @@ fn supervise(
             add(fd.as_raw_fd(), libc::POLLOUT, 4);
         }
         if let Some(sup) = seccomp.as_deref() {
-            for (fd, tag) in [(&sup.notify_r, 5), (&sup.sock, 6), (&sup.listener, 7)] {
+            for (fd, tag) in [(&sup.sock, 6), (&sup.listener, 7)] {
                 if let Some(fd) = fd {
                     add(fd.as_raw_fd(), libc::POLLIN, tag);
                 }
@@ -1143,7 +1129,7 @@ fn supervise(
                 1 => out.drain(&mut scratch),
                 2 => errc.drain(&mut scratch),
                 3 => report.drain(&mut scratch),
-                5..=7 => {
+                6 | 7 => {
                     if let Some(sup) = seccomp.as_deref_mut() {
                         sup.on_ready(*tag, p.revents);
                         if sup.error.is_some() {

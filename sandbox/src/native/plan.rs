@@ -95,12 +95,9 @@ pub(crate) struct ChildFds {
     pub stdin_r: i32,
     pub stdout_w: i32,
     pub stderr_w: i32,
-    /// Seccomp supervisor handoff (-1 when unsupervised): workload -> parent listener number,
-    pub notify_w: i32,
-    /// parent -> workload ack,
-    pub ack_r: i32,
-    /// workload -> parent: a pidfd of the workload itself (SCM_RIGHTS), sent before the filter.
-    pub pidfd_sock: i32,
+    /// Seccomp supervisor handoff (-1 when unsupervised): the workload sends its filter's
+    /// listener to the parent over this socket (`SCM_RIGHTS`).
+    pub seccomp_sock: i32,
 }
 
 /// The prepared plan. Read-only in the child.
@@ -485,10 +482,8 @@ impl Plan {
         self.fds = fds;
         self.keep_fds.push(fds.err_w);
         self.keep_fds.push(fds.status_w);
-        for fd in [fds.notify_w, fds.ack_r, fds.pidfd_sock] {
-            if fd >= 0 {
-                self.keep_fds.push(fd);
-            }
+        if fds.seccomp_sock >= 0 {
+            self.keep_fds.push(fds.seccomp_sock);
         }
         self.keep_fds.sort_unstable();
     }

@@ -43,7 +43,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use landlock::{Access, AccessFs, AccessNet, BitFlags, Scope, ABI};
-use perry_profiles::{PathAccess, Profile, Resource, SeccompProgram};
+use perry_profiles::{PathAccess, Profile, Resource, SeccompProgram, Verdict};
 
 use super::final_step::{CapData, CapHeader, FinalStep, FinalStepError, StepChannel, CAP_V3};
 
@@ -64,6 +64,13 @@ pub enum ProfileStepError {
     /// The merged seccomp program exceeds the kernel's 4096 instructions.
     #[error("merged seccomp program has {0} instructions; the kernel's limit is 4096")]
     ProgramTooLarge(usize),
+    /// The tier's seccomp program refuses a call the workload makes between installing it and
+    /// `execve`, to hand its listener to the supervisor (e.g. `deny_syscalls = ["sendmsg"]`).
+    #[error(
+        "the tier's seccomp profile denies {0}, which the sandbox needs to hand its seccomp \
+         listener to the supervisor before execve; remove it from deny_syscalls"
+    )]
+    HandoffDenied(&'static str),
     /// The compiled program contains an instruction the merge does not understand.
     #[error("seccomp program instruction {index} has unexpected opcode {code:#x}")]
     UnexpectedInstruction {
@@ -261,6 +268,14 @@ impl ProfileStep {
                 }
             }
         };
+        // Between installing the filter and execve the workload calls these (the handoff, then
+        // closing its copies); a filter refusing one would leave the refusal unanswered.
+        for call in ["sendmsg", "close", "execve"] {
+            let args = [0, 0, libc::MSG_NOSIGNAL as u64, 0, 0, 0];
+            if profile.seccomp.evaluate_name(call, &args) != Some(Verdict::Allow) {
+                return Err(ProfileStepError::HandoffDenied(call));
+            }
+        }
         let filter = merge_for_notification(&profile.seccomp)?;
         Ok(ProfileStep {
             rlimits,
@@ -506,7 +521,7 @@ impl ProfileStep {
             len: self.filter.len() as u16,
             filter: self.filter.as_ptr(),
         };
-        let supervised = ch.notify_w >= 0 && ch.ack_r >= 0;
+        let supervised = ch.sock >= 0;
         let flags = if supervised {
             libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
         } else {
@@ -532,33 +547,49 @@ impl ProfileStep {
                 errno: libc::EBADF,
             });
         }
-        let n = (listener as i32).to_ne_bytes();
-        // SAFETY: write 4 stack bytes to the notify pipe, then block for the one-byte ack; both
-        // calls are allowed by every tier (write is required by the FinalStep contract; a
-        // refused read would be answered by the supervisor, which holds the listener by then).
+        let listener = listener as i32;
+        // Send the listener and close our copies; `new` made sure the filter allows sendmsg and
+        // close. The message in flight keeps the listener alive until the supervisor takes it.
+        let sent = send_fd(ch.sock, listener);
+        // SAFETY: closing fds this process owns; the workload needs neither after the handoff.
         unsafe {
-            if libc::write(ch.notify_w, n.as_ptr().cast(), 4) != 4 {
-                return Err(fail("seccomp listener handoff"));
-            }
-            let mut b = [0u8; 1];
-            loop {
-                let r = libc::read(ch.ack_r, b.as_mut_ptr().cast(), 1);
-                if r == 1 {
-                    break;
-                }
-                if r < 0 && errno() == libc::EINTR {
-                    continue;
-                }
-                return Err(FinalStepError {
-                    op: "seccomp supervisor ack",
-                    errno: if r == 0 { libc::EPIPE } else { errno() },
-                });
-            }
-            // The supervisor holds its own copy now.
-            libc::close(listener as i32);
+            libc::close(listener);
+            libc::close(ch.sock);
         }
-        Ok(())
+        sent
     }
+}
+
+/// Send `fd` over the unix socket `sock` (`SCM_RIGHTS`, one data byte). Stack buffers only.
+fn send_fd(sock: i32, fd: i32) -> Result<(), FinalStepError> {
+    #[repr(C, align(8))]
+    struct Cmsg([u8; 64]);
+    let mut buf = Cmsg([0; 64]);
+    let mut byte = [b'l'];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: a zeroed msghdr is valid; every pointer set below refers to stack data that
+    // outlives sendmsg; CMSG_* compute offsets within `buf`, which is large and aligned enough
+    // for one cmsghdr carrying one int.
+    let sent = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = buf.0.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(4) as _;
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(4) as _;
+        std::ptr::copy_nonoverlapping((&fd as *const i32).cast::<u8>(), libc::CMSG_DATA(c), 4);
+        libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL)
+    };
+    if sent != 1 {
+        return Err(fail("seccomp listener handoff"));
+    }
+    Ok(())
 }
 
 /// Create the ruleset, add net and path rules (paths opened now, inside the new root), enforce.
@@ -739,5 +770,29 @@ mod tests {
             assert!(ll.paths.iter().any(|(p, ..)| p.as_bytes() == b"/tmp"));
             assert_ne!(ll.attr.handled_access_fs, 0);
         }
+    }
+
+    #[test]
+    fn a_tier_denying_a_handoff_call_is_refused_up_front() {
+        for call in ["sendmsg", "close"] {
+            let tighter = perry_policies::TierOverride {
+                deny_syscalls: vec![call.to_string()],
+                ..Default::default()
+            };
+            let p = Profile::for_tier(Tier::Hardened, Some(&tighter), &Grants::default()).unwrap();
+            // Without the check the workload would block in its handoff until the timeout.
+            match ProfileStep::new(&p) {
+                Err(ProfileStepError::HandoffDenied(c)) => assert_eq!(c, call),
+                Err(e) => panic!("{call}: {e}"),
+                Ok(_) => panic!("{call}: a profile denying it was accepted"),
+            }
+        }
+        // Denying something else is fine.
+        let tighter = perry_policies::TierOverride {
+            deny_syscalls: vec!["ptrace".into()],
+            ..Default::default()
+        };
+        let p = Profile::for_tier(Tier::Hardened, Some(&tighter), &Grants::default()).unwrap();
+        assert!(ProfileStep::new(&p).is_ok());
     }
 }

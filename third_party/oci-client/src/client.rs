@@ -303,11 +303,15 @@ pub struct Client {
     pub tokens: TokenCache,
     client: reqwest::Client,
     push_chunk_size: usize,
+    // perry-sandbox patch: registries whose `/v2/` probe asked for no authentication, and until
+    // when that answer is trusted (see `get_auth_token`).
+    anonymous: Arc<RwLock<HashMap<String, std::time::Instant>>>,
 }
 
 impl Default for Client {
     fn default() -> Self {
         Self {
+            anonymous: Arc::default(),
             config: Arc::default(),
             auth_store: Arc::default(),
             tokens: TokenCache::new(DEFAULT_TOKEN_EXPIRATION_SECS),
@@ -384,6 +388,7 @@ impl TryFrom<ClientConfig> for Client {
         // reqwest client only to drop it, which loads and parses every system root
         // certificate (milliseconds per client) and panics on a host without any.
         Ok(Self {
+            anonymous: Arc::default(),
             config: Arc::new(config),
             auth_store: Arc::default(),
             tokens: TokenCache::new(default_token_expiration_secs),
@@ -449,9 +454,34 @@ impl Client {
         match self.tokens.get(reference, op).await {
             Some(token) => Some(token),
             None => {
-                let token = self._auth(reference, &auth, op).await.ok()??;
-                self.tokens.insert(reference, op, token.clone()).await;
-                Some(token)
+                // perry-sandbox patch: a registry that asks for no authentication gave no token
+                // to cache, so every request probed `/v2/` again first (twice the requests).
+                // Remember that answer for as long as a token without an expiry would live.
+                let now = std::time::Instant::now();
+                if self
+                    .anonymous
+                    .read()
+                    .await
+                    .get(registry)
+                    .is_some_and(|until| now < *until)
+                {
+                    return None;
+                }
+                match self._auth(reference, &auth, op).await {
+                    Ok(Some(token)) => {
+                        self.tokens.insert(reference, op, token.clone()).await;
+                        Some(token)
+                    }
+                    Ok(None) => {
+                        let ttl = Duration::from_secs(self.tokens.default_expiration_secs as u64);
+                        self.anonymous
+                            .write()
+                            .await
+                            .insert(registry.to_string(), now + ttl);
+                        None
+                    }
+                    Err(_) => None,
+                }
             }
         }
     }

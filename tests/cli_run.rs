@@ -284,6 +284,42 @@ fn a_host_without_a_trust_store_runs_from_a_loopback_mirror_and_refuses_https_cl
     );
 }
 
+/// The audit log opens while verification runs; a log that cannot be opened must still stop
+/// the command before anything is decided or run, with the log's own error.
+#[test]
+fn a_log_that_cannot_be_opened_stops_the_run_before_anything_runs() {
+    let w = World::new();
+    w.signed("demo/auditfail", "audit-fail");
+    let witness = w.witness();
+    let argv = |name: &str| {
+        vec![
+            "--mount".to_string(),
+            mount(&witness),
+            w.image("demo/auditfail:v1"),
+            "--".into(),
+            "touch".into(),
+            format!("/work/{name}"),
+        ]
+    };
+    let ok = argv("first");
+    let out = w.run(&ok.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(witness.join("first").exists());
+    // Cut the log below its signed checkpoint: a writer must refuse to append to it.
+    let log = w.dir.path().join("state/audit/log.jsonl");
+    std::fs::write(&log, b"").unwrap();
+    let second = argv("second");
+    let out = w.run(&second.iter().map(String::as_str).collect::<Vec<_>>());
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(stderr.contains("audit"), "{stderr}");
+    assert!(
+        !witness.join("second").exists(),
+        "the command ran without a record"
+    );
+    assert_eq!(std::fs::read(&log).unwrap(), b"", "nothing was appended");
+}
+
 #[test]
 fn bad_arguments_exit_125_before_anything_is_decided() {
     let w = World::new();

@@ -194,8 +194,6 @@ pub enum Step {
     NonDumpable,
     /// Fork the workload from init.
     ForkWorkload,
-    /// Send the seccomp supervisor a pidfd of the workload.
-    SendWorkloadPidfd,
     /// Start a new session.
     NewSession,
     /// Set an rlimit (index into NOFILE, NPROC, CORE).
@@ -213,7 +211,7 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 37] = [
+    const ALL: [Step; 36] = [
         Step::ParentDeathSignal,
         Step::WaitForParent,
         Step::SetIds,
@@ -243,7 +241,6 @@ impl Step {
         Step::CloseFds,
         Step::NonDumpable,
         Step::ForkWorkload,
-        Step::SendWorkloadPidfd,
         Step::NewSession,
         Step::Rlimit,
         Step::OomScore,

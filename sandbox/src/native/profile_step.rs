@@ -24,9 +24,9 @@
 //! argument filter). Here they are merged into one program whose every `ERRNO` return becomes
 //! `SECCOMP_RET_USER_NOTIF` (an `ALLOW` of the first part jumps to the second part, so the
 //! result is the same as stacking). The filter is installed with
-//! `SECCOMP_FILTER_FLAG_NEW_LISTENER`; the workload writes the listener's fd number to the
-//! supervisor and waits, init sends the supervisor a pidfd of the workload (`CLONE_PIDFD`), and
-//! the supervisor takes the listener with `pidfd_getfd`. From then on each refused call reaches
+//! `SECCOMP_FILTER_FLAG_NEW_LISTENER`; the workload sends the listener to the supervisor over a
+//! socket (`SCM_RIGHTS`) and goes on to `execve` (a refused call made before the supervisor has
+//! taken it waits in the kernel). From then on each refused call reaches
 //! the supervisor, which evaluates the tier's own programs for the call
 //! ([`SeccompProgram::evaluate`], the same BPF interpreted in user space), answers with exactly
 //! the errno the stacked filters would have returned, and counts it in

@@ -259,3 +259,25 @@ async fn basic_auth_from_config_and_docker_config_json() {
     assert!(msg.contains("config.json") && msg.contains("644"), "{msg}");
     assert!(!msg.contains(&auth) && !msg.contains(PASSWORD), "{msg}");
 }
+
+/// The vendored OCI client (`third_party/oci-client`, patch 3) refuses to build a client that
+/// would accept invalid certificates, rather than passing the request on to the HTTP library:
+/// there is no way around TLS verification, not even one nothing in perry-sandbox uses.
+#[test]
+fn the_http_client_refuses_to_skip_certificate_verification() {
+    use oci_client::client::{ClientConfig, ClientProtocol};
+    let insecure = ClientConfig {
+        protocol: ClientProtocol::Https,
+        accept_invalid_certificates: true,
+        ..Default::default()
+    };
+    let err = oci_client::Client::try_from(insecure)
+        .err()
+        .expect("a client accepting invalid certificates was built");
+    assert!(
+        err.to_string().contains("accept_invalid_certificates"),
+        "{err}"
+    );
+    // The ordinary configuration still builds.
+    assert!(oci_client::Client::try_from(ClientConfig::default()).is_ok());
+}

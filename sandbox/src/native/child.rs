@@ -2,7 +2,7 @@
 //!
 //! Two processes run this code:
 //! * **init** — the `clone`d child, PID 1 of the new pid namespace. It builds the filesystem,
-//!   then forks the workload and reaps until the workload exits, reports the workload's wait
+//!   then starts the workload and reaps until the workload exits, reports the workload's wait
 //!   status through the status pipe and exits, which makes the kernel kill whatever is left in
 //!   the namespace.
 //! * **workload** — started by init with `clone(CLONE_VM | CLONE_VFORK)` on a stack of its own:
@@ -610,7 +610,6 @@ fn make_non_dumpable() -> R {
 
 enum Never {}
 
-/// The workload: its own session, rlimits, cwd, identity, the final step, exec.
 /// What init hands the workload child across `clone`.
 struct WorkloadArgs<'a> {
     plan: &'a Plan,
@@ -631,6 +630,7 @@ extern "C" fn workload_entry(arg: *mut libc::c_void) -> libc::c_int {
     }
 }
 
+/// The workload: its own session, rlimits, cwd, identity, the final step, exec.
 fn workload(p: &Plan, fs: &dyn FinalStep) -> Result<Never, (Step, i32, u32)> {
     // SAFETY: closing init's status pipe copy; the workload does not use it.
     unsafe { libc::close(p.fds.status_w) };

@@ -22,14 +22,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use perry_audit::{Actor, Correlation, Decision, Event};
+use perry_audit::{Action, Actor, Correlation, Decision, Event};
 use perry_policies::capability::WORKSPACE_PLACEHOLDER;
-use perry_policies::{Capability, ImageRef};
-use perry_runtime::native::{BindMount, DeniedSyscall};
+use perry_policies::{Capability, Code, ImageRef};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
-use crate::exec::{ExecError, ExecOutcome, ExecRequest, Executor, Prepared};
+use crate::exec::{
+    BindMount, DeniedSyscall, ExecError, ExecOutcome, ExecRequest, Executor, Prepared,
+};
 
 /// Tools with a Chainguard image of the same name (`cgr.dev/chainguard/<tool>`), used when a
 /// capability names no image and `[shellCapabilityImages]` has none for it.
@@ -202,32 +203,26 @@ fn did_you_mean(suggestion: &Option<String>) -> String {
 }
 
 impl CapabilityError {
-    /// The stable machine code.
-    pub fn code(&self) -> &'static str {
+    /// The error's code in the one table.
+    pub fn code(&self) -> Code {
         match self {
-            Self::NotFound { .. } => "not_found",
-            Self::Arguments { .. } => "argument_denied",
-            Self::Workspace { .. } => "workspace_denied",
+            Self::NotFound { .. } => Code::NotFound,
+            Self::Arguments { .. } => Code::ArgumentDenied,
+            Self::Workspace { .. } => Code::WorkspaceDenied,
             Self::Exec { source, .. } => source.code(),
-            Self::Lost { .. } => "internal",
+            Self::Lost { .. } => Code::Internal,
         }
     }
 
-    /// The HTTP-like status.
+    /// The HTTP-like status of [`CapabilityError::code`].
     pub fn status(&self) -> u16 {
-        match self {
-            Self::NotFound { .. } => 404,
-            Self::Arguments { .. } => 400,
-            Self::Workspace { .. } => 403,
-            Self::Exec { source, .. } => source.status(),
-            Self::Lost { .. } => 500,
-        }
+        self.code().status()
     }
 }
 
 impl From<&CapabilityError> for ApiError {
     fn from(e: &CapabilityError) -> Self {
-        ApiError::new(e.code(), e.status(), e.to_string())
+        ApiError::new(e.code(), e.to_string())
     }
 }
 
@@ -330,7 +325,7 @@ impl Capabilities {
     ) -> Result<ExecRequest, CapabilityError> {
         let result = self.plan_unrecorded(name, req, actor, correlation);
         if let Err(e) = &result {
-            let ev = Event::new("capability", Decision::Deny)
+            let ev = Event::new(Action::Capability, Decision::Deny)
                 .actor(actor.clone())
                 .correlation(correlation)
                 .capability(name.to_string())
@@ -391,7 +386,7 @@ impl Capabilities {
         exec.stdin = req.stdin.as_ref().map(|s| s.clone().into_bytes());
         exec.actor = actor.clone();
         exec.correlation = correlation.clone();
-        exec.action = "capability";
+        exec.action = Action::Capability;
         exec.capability = Some(name.to_string());
         Ok(exec)
     }
@@ -629,8 +624,7 @@ pub async fn perry_container_run_capability(
     let template = &cap.command;
     if cmd.len() < template.len() || cmd[..template.len()] != template[..] {
         return Err(ApiError::new(
-            "argument_denied",
-            400,
+            Code::ArgumentDenied,
             format!(
                 "capability `{name}`: the command must start with {:?}, got {:?}",
                 template, cmd
@@ -640,11 +634,10 @@ pub async fn perry_container_run_capability(
     if !image.is_empty() {
         let (configured, _) = image_for(caps.executor().config(), name, cap);
         let asked = ImageRef::parse(image)
-            .map_err(|e| ApiError::new("invalid_argument", 400, format!("image {image:?}: {e}")))?;
+            .map_err(|e| ApiError::new(Code::InvalidArgument, format!("image {image:?}: {e}")))?;
         if asked.name() != configured.name() {
             return Err(ApiError::new(
-                "policy_denied",
-                403,
+                Code::PolicyDenied,
                 format!(
                     "capability `{name}` runs in {}, not {}",
                     configured.name(),
@@ -667,7 +660,7 @@ pub async fn perry_container_run_capability(
     let exit_code = match (out.exit_code, out.signal) {
         (Some(c), _) => c,
         (None, Some(s)) => 128 + s,
-        (None, None) => crate::exec::EXIT_REFUSED,
+        (None, None) => i32::from(crate::exec::EXIT_REFUSED),
     };
     Ok(ContainerLogs {
         stdout: out.stdout,

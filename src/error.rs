@@ -1,9 +1,11 @@
 //! Errors as the edges show them: a stable machine code, an HTTP-like status and a message.
 //!
 //! Library layers return precise enums ([`crate::exec::ExecError`],
-//! [`crate::capability::CapabilityError`]); each converts into an [`ApiError`] for the API's JSON
-//! bodies and the host-program contract, so a caller can branch on `code` and show `message`.
+//! [`crate::capability::CapabilityError`]); each names its [`Code`] from the one table and
+//! converts into an [`ApiError`] for the API's JSON bodies and the host-program contract, so a
+//! caller can branch on `code` and show `message`.
 
+use perry_policies::Code;
 use serde::{Deserialize, Serialize};
 
 /// A failure in the stable wire form `{"code":…,"status":…,"message":…}`.
@@ -19,12 +21,24 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    /// An error with this code, status and message.
-    pub fn new(code: impl Into<String>, status: u16, message: impl Into<String>) -> Self {
+    /// An error with this code (and the code's status) and message.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
         Self {
-            code: code.into(),
-            status,
+            code: code.as_str().to_string(),
+            status: code.status(),
             message: message.into(),
         }
+    }
+
+    /// The code in the one table (`None` for a code this build does not know, e.g. from a newer
+    /// service).
+    pub fn code(&self) -> Option<Code> {
+        Code::parse(&self.code)
+    }
+}
+
+impl From<&crate::exec::ExecError> for ApiError {
+    fn from(e: &crate::exec::ExecError) -> Self {
+        ApiError::new(e.code(), e.to_string())
     }
 }

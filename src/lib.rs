@@ -3,9 +3,9 @@
 //! The member crates each own one concern (policies, verification, profiles, runtime, audit).
 //! This crate composes them into the three things users call:
 //!
-//! - [`exec`]: the one path from an image reference to a finished sandboxed command — verify
-//!   (the gate), pull by digest, unpack, pick the tier's profile, record the decision, run.
-//!   `perry-sandbox run` and every capability invocation go through it.
+//! - [`exec`]: the one gated door (the `perry-engine` crate) — verify, pull by digest, unpack,
+//!   pick the tier's profile, record the decision, run, record the outcome. `perry-sandbox
+//!   run` and every capability invocation go through it.
 //! - [`capability`]: `shellCapabilities` — named, argument-checked commands a host program's
 //!   ShellBridge invokes ([`capability::run_capability`], and the host-program contract
 //!   [`capability::perry_container_run_capability`]).
@@ -33,5 +33,31 @@
 
 pub mod capability;
 pub mod error;
-pub mod exec;
 pub mod service;
+
+/// Verification without running: blob bundles (`verify-bundle`, the sigstore conformance
+/// protocol), trusted roots and keys, and the verifier's error (its `code()` is from the one
+/// table).
+pub mod verify {
+    pub use perry_verifier::{
+        verify_blob, BlobInput, BlobPolicy, TrustRoot, TrustedKey, VerifyError,
+    };
+}
+
+/// Tier profiles as reviewers read them (`profiles show|diff|export`).
+pub mod profiles {
+    pub use perry_profiles::{explain, export_oci, Grants, Profile, ProfileError};
+}
+
+/// The content-addressed image store as operators manage it (`store ls|gc`).
+pub mod store {
+    pub use perry_runtime::inventory::{self, GcOptions, Inventory, InventoryError};
+    pub use perry_runtime::store::BlobStore;
+    pub use perry_runtime::unpack::RootfsStore;
+}
+
+/// Verified execution: the one gated door every run goes through (re-exported from
+/// `perry-engine`, so host programs and the CLI need only this crate).
+pub mod exec {
+    pub use perry_engine::*;
+}

@@ -185,7 +185,7 @@ async fn a_failed_verification_creates_nothing() {
         .run_capability("unsigned", CapabilityRequest::default())
         .await
         .unwrap_err();
-    assert_eq!(e.code(), "verification_failed", "{e}");
+    assert_eq!(e.code().as_str(), "verification_failed", "{e}");
     assert_eq!(e.status(), 403);
     // Nothing pulled, nothing unpacked, no allow record; the denial is recorded.
     let rootfs = w.dir.path().join("state/rootfs");

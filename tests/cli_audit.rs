@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use assert_cmd::Command;
-use perry_audit::{Actor, AuditLog, AuditSink, Correlation, Decision, Event, LogOptions};
+use perry_audit::{Action, Actor, AuditLog, AuditSink, Correlation, Decision, Event, LogOptions};
 use predicates::prelude::*;
 use serde_json::Value;
 
@@ -93,7 +93,7 @@ fn populate(w: &World) -> String {
     let alice = Actor::api_peer(1000, 1000, 4242, Some("/usr/bin/perry-client".into()));
     let bob = Actor::api_peer(1001, 1001, 4343, None);
     let events = vec![
-        Event::new("verify", Decision::Allow)
+        Event::new(Action::Verify, Decision::Allow)
             .image("cgr.dev/chainguard/git:latest")
             .digest("sha256:aaaa")
             .rule("chainguard")
@@ -102,29 +102,29 @@ fn populate(w: &World) -> String {
             .actor(alice.clone())
             .correlation(&req)
             .at_micros(T0),
-        Event::new("run", Decision::Allow)
+        Event::new(Action::Run, Decision::Allow)
             .image("cgr.dev/chainguard/git@sha256:aaaa")
             .command(["git", "log", "--oneline"])
             .tier("hardened")
             .actor(alice.clone())
             .correlation(&req)
             .at_micros(T0 + HOUR),
-        Event::new("exit", Decision::Allow)
+        Event::new(Action::Outcome, Decision::Allow)
             .detail("status", 0)
             .actor(alice)
             .correlation(&req)
             .at_micros(T0 + 2 * HOUR),
-        Event::new("verify", Decision::Deny)
+        Event::new(Action::Verify, Decision::Deny)
             .image("docker.io/library/evil:1")
             .reason("no trust rule matches, \"denied\", by default")
             .actor(bob.clone())
             .at_micros(T0 + 3 * HOUR),
-        Event::new("cap", Decision::Allow)
+        Event::new(Action::Capability, Decision::Allow)
             .capability("git-log")
             .command(["git", "log", "-n5"])
             .actor(bob)
             .at_micros(T0 + 4 * HOUR),
-        Event::new("run", Decision::Error)
+        Event::new(Action::Run, Decision::Error)
             .image("cgr.dev/chainguard/git:latest")
             .reason("sandbox setup failed:\nno user namespaces")
             .at_micros(T0 + 5 * HOUR),
@@ -288,7 +288,7 @@ fn verify_with_trusted_key_and_older_checkpoint() {
     // The log grows; the kept checkpoint must still be consistent with it.
     let log = AuditLog::open(w.opts()).unwrap();
     for i in 0..3 {
-        log.record(Event::new("run", Decision::Allow).detail("i", i))
+        log.record(Event::new(Action::Run, Decision::Allow).detail("i", i))
             .unwrap();
     }
     log.close().unwrap();
@@ -502,7 +502,7 @@ fn checkpoint_signs_records_another_process_appended() {
     o.checkpoint_interval = Duration::from_secs(3600);
     let log = AuditLog::open(o).unwrap();
     for i in 0..4 {
-        log.record(Event::new("run", Decision::Allow).detail("i", i))
+        log.record(Event::new(Action::Run, Decision::Allow).detail("i", i))
             .unwrap();
     }
     let rep = w.json(&["audit", "verify"]);
@@ -524,7 +524,11 @@ fn checkpoint_signs_records_another_process_appended() {
     assert_eq!(rep["report"]["checkpoint_size"], 10);
     assert_eq!(rep["report"]["unsigned"], 0);
     // The writer keeps appending after the CLI's checkpoint.
-    assert_eq!(log.record(Event::new("exit", Decision::Allow)).unwrap(), 10);
+    assert_eq!(
+        log.record(Event::new(Action::Outcome, Decision::Allow))
+            .unwrap(),
+        10
+    );
     drop(log);
     assert_eq!(w.json(&["audit", "checkpoint"])["size"], 11);
 }
@@ -573,15 +577,15 @@ fn tail_follow_prints_records_as_they_are_appended() {
     let mut o = w.opts();
     o.segment_size = 1;
     let log = AuditLog::open(o).unwrap();
-    log.record(Event::new("run", Decision::Deny)).unwrap();
-    log.record(Event::new("run", Decision::Allow).detail("n", 7))
+    log.record(Event::new(Action::Run, Decision::Deny)).unwrap();
+    log.record(Event::new(Action::Run, Decision::Allow).detail("n", 7))
         .unwrap();
     let r = next("a new record");
     assert_eq!(
         (r["seq"].as_u64(), r["details"]["n"].as_u64()),
         (Some(7), Some(7))
     );
-    log.record(Event::new("cap", Decision::Allow).capability("ls"))
+    log.record(Event::new(Action::Capability, Decision::Allow).capability("ls"))
         .unwrap();
     assert_eq!(
         next("a record in a new segment")["subject"]["capability"],

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use perry_audit::{
-    verify, AuditLog, AuditSink, Correlation, Decision, Event, LogOptions, VerifyOptions,
+    verify, Action, AuditLog, AuditSink, Correlation, Decision, Event, LogOptions, VerifyOptions,
 };
 
 const VERIFY_RECORDS: u64 = 1_000_000;
@@ -42,7 +42,7 @@ fn selected(name: &str) -> bool {
 
 /// A realistic record: an image verification allowed by a keyless trust rule (~450 bytes).
 fn event(i: u64) -> Event {
-    Event::new("verify", Decision::Allow)
+    Event::new(Action::Verify, Decision::Allow)
         .image(format!("cgr.dev/chainguard/git:v{i}"))
         .digest("sha256:6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d")
         .rule("chainguard-release")

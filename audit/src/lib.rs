@@ -65,13 +65,13 @@
 //! # Example
 //!
 //! ```
-//! use perry_audit::{AuditLog, AuditSink, Correlation, Decision, Event, LogOptions};
+//! use perry_audit::{Action, AuditLog, AuditSink, Correlation, Decision, Event, LogOptions};
 //! let dir = tempfile::tempdir().unwrap();
 //! let log = AuditLog::open(LogOptions::new(dir.path())).unwrap();
 //! let id = Correlation::new();
 //! let seq = log
 //!     .record(
-//!         Event::new("verify", Decision::Allow)
+//!         Event::new(Action::Verify, Decision::Allow)
 //!             .image("cgr.dev/chainguard/git:latest")
 //!             .reason("keyless signature matched policy[0]")
 //!             .correlation(&id),
@@ -86,6 +86,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod action;
 mod error;
 mod log;
 pub mod merkle;
@@ -97,6 +98,7 @@ pub mod store;
 pub mod timefmt;
 mod verify;
 
+pub use action::Action;
 pub use error::AuditError;
 pub use log::{AuditLog, AuditSink, LogOptions};
 pub use note::{Checkpoint, Note, NoteError, Signer, Verifier};

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use perry_audit::query::for_each_record;
-use perry_audit::{verify, AuditLog, AuditSink, Decision, Event, LogOptions};
+use perry_audit::{verify, Action, AuditLog, AuditSink, Decision, Event, LogOptions};
 
 const ROUNDS: u32 = 100;
 
@@ -42,7 +42,9 @@ fn child(dir: &Path, round: u32) -> ! {
                 for i in 0u64.. {
                     let token = format!("r{round}t{t}i{i}");
                     let seq = log
-                        .record(Event::new("run", Decision::Allow).detail("token", token.clone()))
+                        .record(
+                            Event::new(Action::Run, Decision::Allow).detail("token", token.clone()),
+                        )
                         .expect("record");
                     let mut o = out.lock().unwrap();
                     writeln!(o, "{seq} {token}").unwrap();

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use perry_audit::store::{self, segments};
-use perry_audit::{verify, AuditLog, AuditSink, Decision, Event, LogOptions, VerifyOptions};
+use perry_audit::{
+    verify, Action, AuditLog, AuditSink, Decision, Event, LogOptions, VerifyOptions,
+};
 use proptest::prelude::*;
 
 const REPLAY_REFUSES: &str = "do not match the signed checkpoint";
@@ -28,7 +30,7 @@ fn opts(dir: &Path) -> LogOptions {
 }
 
 fn ev(i: u64) -> Event {
-    Event::new("run", Decision::Allow)
+    Event::new(Action::Run, Decision::Allow)
         .reason(format!("record number {i}"))
         .detail("i", i)
 }

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use perry_audit::query::{for_each_record, Filter, Follower};
 use perry_audit::{
-    prove, verify, AuditLog, AuditSink, Correlation, Decision, Event, LogOptions, VerifyOptions,
+    prove, verify, Action, AuditLog, AuditSink, Correlation, Decision, Event, LogOptions,
+    VerifyOptions,
 };
 
 fn opts(dir: &Path) -> LogOptions {
@@ -19,7 +20,7 @@ fn opts(dir: &Path) -> LogOptions {
 }
 
 fn ev(i: u64) -> Event {
-    Event::new("run", Decision::Allow)
+    Event::new(Action::Run, Decision::Allow)
         .image(format!("registry.test/img{i}:latest"))
         .reason(format!("record number {i}"))
         .detail("i", i)
@@ -305,20 +306,20 @@ fn filters_select_records() {
     let log = AuditLog::open(opts(d.path())).unwrap();
     let id = Correlation::new();
     log.record(
-        Event::new("verify", Decision::Allow)
+        Event::new(Action::Verify, Decision::Allow)
             .image("a/b:1")
             .correlation(&id)
             .at_micros(1_000_000),
     )
     .unwrap();
     log.record(
-        Event::new("run", Decision::Deny)
+        Event::new(Action::Run, Decision::Deny)
             .capability("git-log")
             .at_micros(2_000_000),
     )
     .unwrap();
     log.record(
-        Event::new("run", Decision::Allow)
+        Event::new(Action::Run, Decision::Allow)
             .image("a/c:2")
             .correlation(&id)
             .at_micros(3_000_000),

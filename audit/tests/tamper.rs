@@ -6,8 +6,8 @@ use std::fs;
 use std::path::Path;
 
 use perry_audit::{
-    verify, AuditLog, AuditSink, Decision, Event, LogOptions, Signer, Verifier, VerifyError,
-    VerifyOptions,
+    verify, Action, AuditLog, AuditSink, Decision, Event, LogOptions, Signer, Verifier,
+    VerifyError, VerifyOptions,
 };
 
 const N: u64 = 10;
@@ -23,7 +23,7 @@ fn make_log(dir: &Path, tag: &str) {
     let log = AuditLog::open(opts(dir)).unwrap();
     for i in 0..N {
         log.record(
-            Event::new("verify", Decision::Allow)
+            Event::new(Action::Verify, Decision::Allow)
                 .image(format!("registry.test/{tag}{i}:latest"))
                 .reason(format!("reason {tag} {i}")),
         )
@@ -178,7 +178,7 @@ fn replaced_log_is_caught_by_an_older_checkpoint() {
     .unwrap();
     let log = AuditLog::open(opts(forged.path())).unwrap();
     for i in 0..N + 5 {
-        log.record(Event::new("verify", Decision::Deny).reason(format!("forged {i}")))
+        log.record(Event::new(Action::Verify, Decision::Deny).reason(format!("forged {i}")))
             .unwrap();
     }
     log.close().unwrap();
@@ -218,7 +218,7 @@ fn older_checkpoint_of_the_same_log_proves_consistent() {
     let old_note = fs::read_to_string(d.path().join("checkpoint")).unwrap();
     let log = AuditLog::open(opts(d.path())).unwrap();
     for i in 0..7 {
-        log.record(Event::new("run", Decision::Allow).detail("i", i))
+        log.record(Event::new(Action::Run, Decision::Allow).detail("i", i))
             .unwrap();
     }
     log.close().unwrap();

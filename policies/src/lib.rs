@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod capability;
+pub mod code;
 pub mod config;
 pub mod discover;
 pub mod error;
@@ -35,6 +36,7 @@ pub mod trust;
 pub mod units;
 
 pub use capability::{ArgRules, ArgViolation, Capability, EnvSpec, MountSpec, PositionRule};
+pub use code::{Code, EXIT_REFUSED};
 pub use config::{AuditConfig, Config, SandboxConfig, ServiceConfig, UidRange};
 pub use discover::{discover, load_discovered, ConfigSource};
 pub use error::{ConfigError, KeyPath, Problem};

@@ -11,13 +11,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Subcommand};
-use perry_audit::{AuditSink, Correlation, Decision};
+use perry_audit::Correlation;
 use perry_policies::{Capability, HumanDuration};
 use perry_sandbox::capability::{
     image_for, Capabilities, CapabilityOutcome, CapabilityRequest, ImageChoice,
 };
 use perry_sandbox::error::ApiError;
-use perry_sandbox::exec::Executor;
+use perry_sandbox::exec::{Executor, WarmUp};
 use perry_sandbox::service::Client;
 
 use super::error::{CliError, CliResult, EXIT_REFUSED};
@@ -270,27 +270,17 @@ fn run_cap(g: &GlobalArgs, args: CapRunArgs) -> CliResult {
         Some(socket) => rt.block_on(Client::new(socket).invoke(&args.name, &req)),
         None => {
             // Overlap the kernel's slow set-up work with verification and pulling.
-            perry_runtime::native::prepare_for_one_run();
+            Executor::warm_up(WarmUp::OneRun);
             let ctx = Context::load(g).map_err(refused)?;
             let log = ctx.audit_log().map_err(refused)?;
-            let executor = match Executor::new(ctx.config.clone(), log.clone()) {
-                Ok(x) => x,
-                Err(e) => {
-                    let ev = ctx
-                        .audit_event("capability", Decision::Error)
-                        .capability(args.name.clone())
-                        .reason(e.to_string());
-                    log.record(ev)
-                        .map_err(|e| refused(super::audit::audit_error(e)))?;
-                    return Err(super::run::exec_error(&e));
-                }
-            };
+            let executor = Executor::new(ctx.config.clone(), log.clone())
+                .map_err(|e| super::run::exec_error(&e))?;
             let caps = Capabilities::new(Arc::new(executor));
             rt.block_on(caps.run_as(&args.name, &req, &ctx.audit_actor(), &Correlation::new()))
                 .map_err(|e| ApiError::from(&e))
         }
     };
-    let out = result.map_err(|e| api_error(&e))?;
+    let out = result.map_err(|e| CliError::from_api(&e))?;
     if json {
         println!(
             "{}",
@@ -313,14 +303,4 @@ fn run_cap(g: &GlobalArgs, args: CapRunArgs) -> CliResult {
         (None, None) => i32::from(EXIT_REFUSED),
     };
     Ok(ExitCode::from(status.clamp(0, 255) as u8))
-}
-
-/// An API error as the CLI reports it (exit 125: nothing ran), with the service's own code.
-fn api_error(e: &ApiError) -> CliError {
-    CliError {
-        code: e.code.clone().into(),
-        status: e.status,
-        message: e.message.clone(),
-        exit: EXIT_REFUSED,
-    }
 }

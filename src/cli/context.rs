@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 
-use perry_audit::{Actor, AuditLog, Decision, Event, LogOptions};
+use perry_audit::{Action, Actor, AuditLog, Decision, Event, LogOptions};
 use perry_policies::{Config, ConfigSource};
 
 use super::error::CliError;
@@ -62,7 +62,7 @@ impl Context {
     ///
     /// ```ignore
     /// let log = ctx.audit_log()?;
-    /// log.record(ctx.audit_event("verify", Decision::Allow).image(&image).correlation(&id))
+    /// log.record(ctx.audit_event(Action::Verify, Decision::Allow).image(&image).correlation(&id))
     ///     .map_err(super::audit::audit_error)?;
     /// ```
     pub fn audit_log(&self) -> Result<Arc<AuditLog>, CliError> {
@@ -87,7 +87,7 @@ impl Context {
     fn config_load_event(&self) -> Event {
         let cfg = &self.config;
         let mut ev = self
-            .audit_event("config_load", Decision::Allow)
+            .audit_event(Action::ConfigLoad, Decision::Allow)
             .tier(cfg.sandbox.default_tier.to_string())
             .detail("trust_rules", cfg.trust.rules.len())
             .detail("capabilities", cfg.capabilities.len())
@@ -124,7 +124,7 @@ impl Context {
 
     /// A new audit event for `action` with `decision`, carrying [`Context::audit_actor`]; add
     /// subject, reason, policy and correlation with the builder methods before recording it.
-    pub fn audit_event(&self, action: &str, decision: Decision) -> Event {
+    pub fn audit_event(&self, action: Action, decision: Decision) -> Event {
         Event::new(action, decision).actor(self.audit_actor())
     }
 

@@ -6,15 +6,17 @@
 
 use std::fmt;
 
+use perry_sandbox::error::ApiError;
+use perry_sandbox::exec::Code;
 use serde::Serialize;
 
-/// Exit status when perry-sandbox itself refuses or fails before a command starts (like `docker run`).
-pub const EXIT_REFUSED: u8 = 125;
+pub use perry_sandbox::exec::EXIT_REFUSED;
 
 /// A failure as the user sees it.
 #[derive(Debug, Clone, Serialize)]
 pub struct CliError {
-    /// Stable machine code, e.g. `invalid_config` (a service's own code is passed through).
+    /// Stable machine code from the one table (a service's own code is passed through as it
+    /// came, even one this build does not know).
     pub code: std::borrow::Cow<'static, str>,
     /// HTTP-like status, e.g. 400.
     pub status: u16,
@@ -26,42 +28,43 @@ pub struct CliError {
 }
 
 impl CliError {
+    /// A failure with `code`, its status and its exit status from the table.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Self {
+            code: code.as_str().into(),
+            status: code.status(),
+            message: message.into(),
+            exit: code.exit(),
+        }
+    }
+
     /// A configuration that does not parse or validate (exit 2).
     pub fn invalid_config(message: impl Into<String>) -> Self {
-        Self {
-            code: "invalid_config".into(),
-            status: 400,
-            message: message.into(),
-            exit: 2,
-        }
+        Self::new(Code::InvalidConfig, message)
     }
 
     /// Bad command-line input (exit 2).
     pub fn invalid_argument(message: impl Into<String>) -> Self {
-        Self {
-            code: "invalid_argument".into(),
-            status: 400,
-            message: message.into(),
-            exit: 2,
-        }
+        Self::new(Code::InvalidArgument, message)
     }
 
     /// Something named does not exist (exit 125).
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self {
-            code: "not_found".into(),
-            status: 404,
-            message: message.into(),
-            exit: EXIT_REFUSED,
-        }
+        Self::new(Code::NotFound, message)
     }
 
     /// An internal or environmental failure (exit 125).
     pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(Code::Internal, message)
+    }
+
+    /// An API error (from the service, or the host-program contract) as the CLI reports it,
+    /// with exit 125: nothing ran.
+    pub fn from_api(e: &ApiError) -> Self {
         Self {
-            code: "internal".into(),
-            status: 500,
-            message: message.into(),
+            code: e.code.clone().into(),
+            status: e.status,
+            message: e.message.clone(),
             exit: EXIT_REFUSED,
         }
     }

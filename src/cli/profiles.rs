@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Subcommand, ValueEnum};
 use perry_policies::Tier;
-use perry_profiles::{explain, Grants, Profile, ProfileError};
+use perry_sandbox::profiles::{explain, Grants, Profile, ProfileError};
 
 use super::{CliError, CliResult, GlobalArgs};
 
@@ -68,7 +68,7 @@ pub fn run(g: &GlobalArgs, cmd: ProfilesCommand) -> CliResult {
             let Format::Oci = format;
             print!(
                 "{}",
-                perry_profiles::export_oci(tier).map_err(profile_error)?
+                perry_sandbox::profiles::export_oci(tier).map_err(profile_error)?
             );
         }
         ProfilesCommand::Show { tier } => {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use perry_policies::Digest;
-use perry_runtime::pull::PullProgress;
+use perry_sandbox::exec::PullProgress;
 
 /// Progress bars for the blobs of one pull.
 pub struct Bars {

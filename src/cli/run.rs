@@ -14,11 +14,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Args;
-use perry_audit::{AuditSink, Decision};
 use perry_policies::{ByteSize, HumanDuration, Tier};
-use perry_runtime::native::{BindMount, LiveOutput, Stream};
-use perry_sandbox::exec::{ExecError, ExecRequest, Executor};
-use perry_verifier::registry::Platform;
+use perry_sandbox::exec::{
+    BindMount, ExecError, ExecRequest, Executor, LiveOutput, Platform, Stream, WarmUp,
+};
 
 use super::error::{CliError, CliResult, EXIT_REFUSED};
 use super::{Context, GlobalArgs};
@@ -113,7 +112,7 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult {
     // decision (durably, before the command starts) in this log.
     tracing::debug!("arguments checked");
     // Overlap the kernel's slow set-up work with verification and pulling.
-    perry_runtime::native::prepare_for_one_run();
+    Executor::warm_up(WarmUp::OneRun);
     let log = ctx.audit_log().map_err(refused)?;
     tracing::debug!("audit log open");
     let rt = super::runtime()?;
@@ -122,17 +121,7 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult {
             Some(bars) => x.with_progress(bars),
             None => x,
         },
-        Err(e) => {
-            let ev = ctx
-                .audit_event("run", Decision::Error)
-                .image(image.to_string())
-                .tier(tier.to_string())
-                .command(args.command.iter())
-                .reason(e.to_string());
-            log.record(ev)
-                .map_err(|e| refused(super::audit::audit_error(e)))?;
-            return Err(exec_error(&e));
-        }
+        Err(e) => return Err(exec_error(&e)),
     };
     tracing::debug!("executor ready");
     let mut req = ExecRequest::from_source(image.clone(), tier, args.command.clone());
@@ -159,8 +148,8 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult {
     let prepared = rt
         .block_on(executor.prepare(req))
         .map_err(|e| exec_error(&e))?;
-    // The allow record is the last record this process writes: sign the checkpoint covering it
-    // while the sandbox runs rather than at exit (the log's drop then finds nothing unsigned).
+    // Sign the checkpoint covering the allow record while the sandbox runs, so that the
+    // decision is signed as early as it can be; the log's drop at exit signs the outcome record.
     let mut _checkpoint = None;
     let out = executor
         .launch_with(prepared, || {
@@ -224,12 +213,7 @@ pub fn exec_error(e: &ExecError) -> CliError {
     if let ExecError::Verify(v) = e {
         message.push_str(super::verify::flag_hint(v));
     }
-    CliError {
-        code: e.code().into(),
-        status: e.status(),
-        message,
-        exit: e.exit_status() as u8,
-    }
+    CliError::new(e.code(), message).with_exit(e.exit_status() as u8)
 }
 
 /// A checkpoint being signed and written on a background thread; dropping it waits for the

@@ -10,10 +10,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Args;
-use perry_audit::{AuditSink, Decision};
+use perry_audit::{Action, AuditSink, Decision};
 use perry_sandbox::capability::Capabilities;
 use perry_sandbox::exec::Executor;
-use perry_sandbox::service::{bind_socket, sweep_stale_state, Server, ServerOptions};
+use perry_sandbox::service::{bind_socket, Server, ServerOptions};
 
 use super::error::{CliError, CliResult};
 use super::{Context, GlobalArgs};
@@ -33,11 +33,11 @@ pub struct ServeArgs {
 pub fn run(g: &GlobalArgs, args: ServeArgs) -> CliResult {
     let ctx = Context::load(g)?;
     let log = ctx.audit_log()?;
-    for p in sweep_stale_state(&ctx.config.sandbox.state_dir) {
-        tracing::warn!(path = %p.display(), "removed state left by a killed run");
-    }
     let executor =
         Executor::new(ctx.config.clone(), log.clone()).map_err(|e| super::run::exec_error(&e))?;
+    for p in executor.sweep_stale() {
+        tracing::warn!(path = %p.display(), "removed state left by a killed run");
+    }
     let socket = args
         .socket
         .clone()
@@ -65,7 +65,7 @@ pub fn run(g: &GlobalArgs, args: ServeArgs) -> CliResult {
                 CliError::internal(format!("cannot listen on {}: {e}", socket.display()))
             })?;
         log.record(
-            ctx.audit_event("serve", Decision::Allow)
+            ctx.audit_event(Action::Serve, Decision::Allow)
                 .reason(format!("listening on {}", socket.display()))
                 .detail("socket", socket.to_string_lossy().into_owned())
                 .detail("state", "started"),
@@ -78,7 +78,7 @@ pub fn run(g: &GlobalArgs, args: ServeArgs) -> CliResult {
             .map_err(|e| CliError::internal(format!("serving {}: {e}", socket.display())))?;
         let _ = std::fs::remove_file(&socket);
         log.record(
-            ctx.audit_event("serve", Decision::Allow)
+            ctx.audit_event(Action::Serve, Decision::Allow)
                 .reason(format!("stopped: drained, {} removed", socket.display()))
                 .detail("socket", socket.to_string_lossy().into_owned())
                 .detail("state", "stopped"),

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use perry_policies::{Digest, HumanDuration};
-use perry_runtime::inventory::{self, GcOptions, Inventory, InventoryError};
-use perry_runtime::store::BlobStore;
-use perry_runtime::unpack::RootfsStore;
+use perry_sandbox::store::{
+    inventory, BlobStore, GcOptions, Inventory, InventoryError, RootfsStore,
+};
 
 use super::{CliError, CliResult, Context, GlobalArgs};
 

@@ -14,11 +14,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use perry_audit::{AuditSink, Decision};
-use perry_verifier::registry::Platform;
-use perry_verifier::{
-    BlobInput, BlobPolicy, ImageSource, TrustRoot, TrustedKey, Verifier, VerifyError,
+use perry_audit::Correlation;
+use perry_sandbox::exec::{
+    ExecError, Executor, ImageSource, Platform, Verification, VerifyRequest,
 };
+use perry_sandbox::verify::{BlobInput, BlobPolicy, TrustRoot, TrustedKey, VerifyError};
 
 use super::error::{CliError, CliResult, EXIT_REFUSED};
 use super::{Context, GlobalArgs};
@@ -67,15 +67,6 @@ pub fn flag_hint(e: &VerifyError) -> &'static str {
     }
 }
 
-/// The name trust rules are matched against: `--name`, else the registry reference's.
-fn rule_name(source: &ImageSource, name: Option<&str>) -> Option<String> {
-    match (name, source) {
-        (Some(n), _) => Some(n.to_string()),
-        (None, ImageSource::Registry(r)) => Some(r.name()),
-        _ => None,
-    }
-}
-
 /// `verify-bundle` (the sigstore-conformance client protocol).
 #[derive(Args, Debug)]
 pub struct VerifyBundleArgs {
@@ -108,51 +99,14 @@ pub struct VerifyBundleArgs {
     pub input: String,
 }
 
-fn denied(e: &VerifyError) -> CliError {
-    let code: &'static str = if e.code() == "policy_denied" {
-        "policy_denied"
-    } else {
-        "verification_failed"
-    };
-    CliError {
-        code: code.into(),
-        status: 403,
-        message: e.to_string(),
-        exit: EXIT_DENIED,
-    }
-}
-
-/// Maps a verifier error to the CLI's codes and exit statuses.
+/// Maps a verifier error to the CLI: its code from the one table; exit 3 for a denial, 125
+/// when perry-sandbox could not decide.
 pub fn verify_error(e: &VerifyError) -> CliError {
+    let err = CliError::new(e.code(), format!("{e}{}", flag_hint(e)));
     if e.is_denial() {
-        return denied(e);
-    }
-    match e {
-        VerifyError::TrustedRoot { .. } | VerifyError::KeyFile { .. } => {
-            CliError::invalid_config(e.to_string()).with_exit(EXIT_REFUSED)
-        }
-        VerifyError::Registry(r) if r.is_not_found() => CliError::not_found(e.to_string()),
-        VerifyError::NameRequired { .. }
-        | VerifyError::BadName { .. }
-        | VerifyError::BundleFile { .. } => {
-            CliError::invalid_argument(format!("{e}{}", flag_hint(e))).with_exit(EXIT_REFUSED)
-        }
-        VerifyError::Layout(l) => match l.code() {
-            "not_found" => CliError::not_found(e.to_string()),
-            "invalid_argument" => CliError::invalid_argument(e.to_string()).with_exit(EXIT_REFUSED),
-            _ => CliError {
-                code: "invalid_image".into(),
-                status: 400,
-                message: e.to_string(),
-                exit: EXIT_REFUSED,
-            },
-        },
-        _ => CliError {
-            code: "registry_unavailable".into(),
-            status: 503,
-            message: e.to_string(),
-            exit: EXIT_REFUSED,
-        },
+        err.with_exit(EXIT_DENIED)
+    } else {
+        err.with_exit(EXIT_REFUSED)
     }
 }
 
@@ -162,80 +116,39 @@ pub fn run(g: &GlobalArgs, args: VerifyArgs) -> CliResult {
     let ctx = Context::load(g).map_err(|e| e.with_exit(EXIT_REFUSED))?;
     let image = parse_source(&args.image)?;
     let platform: Platform = super::parse_opt("--platform", &args.platform)?;
-    // Open the audit log first: nothing is decided without a record.
+    // Open the audit log first: nothing is decided without a record. The executor records
+    // its own set-up failure and the verdict, in the same shape as every other door's.
     let log = ctx.audit_log()?;
-    let verifier = match Verifier::new(&ctx.config) {
-        Ok(v) => v,
-        Err(e) => {
-            let ev = ctx
-                .audit_event("verify", Decision::Error)
-                .image(image.to_string())
-                .reason(e.to_string())
-                .detail("code", e.code().to_string());
-            log.record(ev).map_err(super::audit::audit_error)?;
-            return Err(verify_error(&e));
-        }
-    };
+    let executor = Executor::new(ctx.config.clone(), log).map_err(|e| verify_exec_error(&e))?;
     let rt = super::runtime()?;
-    let outcome = rt.block_on(verifier.verify_source(
-        &image,
-        args.source.name.as_deref(),
-        &platform,
-        args.source.bundle.as_deref(),
-    ));
-    let name = rule_name(&image, args.source.name.as_deref()).unwrap_or_default();
-    let rule_names: Vec<String> = ctx
-        .config
-        .trust
-        .rules
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.matches(&name))
-        .map(|(i, r)| r.name.clone().unwrap_or_else(|| format!("policy[{i}]")))
-        .collect();
+    let actor = ctx.audit_actor();
+    let outcome = rt.block_on(executor.verify_source(&VerifyRequest {
+        source: &image,
+        name: args.source.name.as_deref(),
+        bundle: args.source.bundle.as_deref(),
+        platform: &platform,
+        actor: &actor,
+        correlation: &Correlation::new(),
+    }));
     match outcome {
         Ok(v) => {
-            let img = &v.image;
-            let ev = ctx
-                .audit_event("verify", Decision::Allow)
-                .image(image.to_string())
-                .digest(img.platform_digest().to_string())
-                .rule(rule_names.join(","))
-                .reason(format!(
-                    "signed by {} (issuer {})",
-                    img.signer_identity(),
-                    img.issuer()
-                ))
-                .detail("index_digest", img.digest().to_string())
-                .detail("signed_digest", img.signed_digest().to_string())
-                .detail("layout", img.layout().to_string())
-                .detail("log_index", img.log_index())
-                .detail("integrated_time", img.integrated_time())
-                .detail("cache_hit", v.cache_hit)
-                .detail("trusted_root_sha256", verifier.trust_root().sha256_hex());
-            log.record(ev).map_err(super::audit::audit_error)?;
             print_verified(&v, ctx.json);
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => {
-            let decision = if e.is_denial() {
-                Decision::Deny
-            } else {
-                Decision::Error
-            };
-            let ev = ctx
-                .audit_event("verify", decision)
-                .image(image.to_string())
-                .rule(rule_names.join(","))
-                .reason(e.to_string())
-                .detail("code", e.code().to_string());
-            log.record(ev).map_err(super::audit::audit_error)?;
-            Err(verify_error(&e))
-        }
+        Err(e) => Err(verify_exec_error(&e)),
     }
 }
 
-fn print_verified(v: &perry_verifier::Verification, json: bool) {
+/// A failure of `verify` as the CLI reports it: a verifier's verdict exits 3 (denied) or 125;
+/// the executor's own failures (audit log, image store) exit 125.
+fn verify_exec_error(e: &ExecError) -> CliError {
+    match e {
+        ExecError::Verify(v) => verify_error(v),
+        other => CliError::new(other.code(), other.to_string()).with_exit(EXIT_REFUSED),
+    }
+}
+
+fn print_verified(v: &Verification, json: bool) {
     let i = &v.image;
     if json {
         let out = serde_json::json!({
@@ -317,7 +230,7 @@ pub fn run_bundle(g: &GlobalArgs, args: VerifyBundleArgs) -> CliResult {
     };
     let input = BlobInput::from_arg(&args.input)
         .map_err(|e| CliError::invalid_argument(e.to_string()).with_exit(EXIT_REFUSED))?;
-    match perry_verifier::verify_blob(&root, &bundle, &input, &policy) {
+    match perry_sandbox::verify::verify_blob(&root, &bundle, &input, &policy) {
         Ok(facts) => {
             if g.json {
                 println!(
@@ -336,6 +249,6 @@ pub fn run_bundle(g: &GlobalArgs, args: VerifyBundleArgs) -> CliResult {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => Err(denied(&e)),
+        Err(e) => Err(verify_error(&e)),
     }
 }

@@ -6,6 +6,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use perry_policies::Code;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
@@ -20,7 +21,7 @@ pub struct Client {
 }
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> ApiError {
-    ApiError::new("service_unavailable", 503, format!("{what}: {e}"))
+    ApiError::new(Code::ServiceUnavailable, format!("{what}: {e}"))
 }
 
 impl Client {
@@ -57,7 +58,7 @@ impl Client {
         }
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| ApiError::new("invalid_request", 400, e.to_string()))?;
+            .map_err(|e| ApiError::new(Code::InvalidRequest, e.to_string()))?;
         let resp = sender
             .send_request(req)
             .await
@@ -83,8 +84,7 @@ impl Client {
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| {
                 ApiError::new(
-                    "internal",
-                    502,
+                    Code::Internal,
                     format!("unreadable answer from the service: {e}"),
                 )
             });
@@ -95,11 +95,7 @@ impl Client {
         }
         Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(b) => b.error,
-            Err(_) => ApiError::new(
-                "internal",
-                status.as_u16(),
-                String::from_utf8_lossy(&bytes).into_owned(),
-            ),
+            Err(_) => ApiError::new(Code::Internal, String::from_utf8_lossy(&bytes).into_owned()),
         })
     }
 
@@ -125,7 +121,7 @@ impl Client {
         req: &CapabilityRequest,
     ) -> Result<CapabilityOutcome, ApiError> {
         let body = serde_json::to_vec(req)
-            .map_err(|e| ApiError::new("invalid_request", 400, e.to_string()))?;
+            .map_err(|e| ApiError::new(Code::InvalidRequest, e.to_string()))?;
         let path = format!("/v1/capabilities/{}/invoke", encode_segment(name));
         self.call(Method::POST, &path, Some(body)).await
     }
@@ -133,7 +129,7 @@ impl Client {
     /// `POST /v1/verify`: the verifier's decision on `image` (the pinned digest and signer).
     pub async fn verify(&self, image: &str) -> Result<serde_json::Value, ApiError> {
         let body = serde_json::to_vec(&serde_json::json!({ "image": image }))
-            .map_err(|e| ApiError::new("invalid_request", 400, e.to_string()))?;
+            .map_err(|e| ApiError::new(Code::InvalidRequest, e.to_string()))?;
         self.call(Method::POST, "/v1/verify", Some(body)).await
     }
 
@@ -141,11 +137,7 @@ impl Client {
     pub async fn metrics(&self) -> Result<String, ApiError> {
         let (status, bytes) = self.raw(Method::GET, "/metrics", None).await?;
         if !status.is_success() {
-            return Err(ApiError::new(
-                "internal",
-                status.as_u16(),
-                "metrics refused",
-            ));
+            return Err(ApiError::new(Code::Internal, "metrics refused"));
         }
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }

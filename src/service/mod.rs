@@ -27,4 +27,4 @@ mod server;
 
 pub use client::Client;
 pub use metrics::Metrics;
-pub use server::{bind_socket, sweep_stale_state, Server, ServerOptions};
+pub use server::{bind_socket, Server, ServerOptions};

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,9 +15,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use perry_audit::{Actor, Correlation, Decision, Event};
-use perry_policies::{ImageRef, ServiceConfig};
-use perry_verifier::registry::Platform;
+use perry_audit::{Action, Actor, Correlation, Decision, Event};
+use perry_policies::{Code, ImageRef, ServiceConfig};
 use serde::Deserialize;
 use tokio::net::{UnixListener, UnixStream};
 
@@ -25,6 +24,7 @@ use super::gate::{Gate, Refused};
 use super::metrics::Metrics;
 use crate::capability::{Capabilities, CapabilityRequest};
 use crate::error::ApiError;
+use crate::exec::{Executor, Platform, WarmUp};
 
 /// The service's limits and access list (from `[service]`).
 #[derive(Clone, Debug)]
@@ -172,7 +172,9 @@ impl Server {
     ) -> io::Result<()> {
         // One empty network namespace ready per call that may run at once, made between calls
         // instead of inside each sandbox start.
-        perry_runtime::native::prepare_network_namespaces(self.shared.opts.max_concurrent);
+        Executor::warm_up(WarmUp::Service {
+            max_concurrent: self.shared.opts.max_concurrent,
+        });
         let app = self.router().into_make_service_with_connect_info::<Peer>();
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
@@ -210,16 +212,6 @@ pub async fn bind_socket(path: &Path, group: Option<u32>) -> io::Result<UnixList
     Ok(listener)
 }
 
-/// Removes what a killed service can leave behind: cgroups of sandboxes whose supervisor is
-/// gone (their processes died with it: init has a parent-death signal), interrupted blob
-/// downloads and unpack staging directories. Uid leases are OFD locks and free themselves.
-/// Returns what was removed, for the log.
-pub fn sweep_stale_state(state_dir: &Path) -> Vec<PathBuf> {
-    let mut removed = perry_runtime::native::sweep_stale_cgroups();
-    removed.extend(perry_runtime::unpack::sweep_staging(state_dir));
-    removed
-}
-
 fn json_response(status: StatusCode, body: serde_json::Value) -> Response {
     (
         status,
@@ -250,12 +242,11 @@ async fn check_peer(
         _ => "a peer without credentials".to_string(),
     };
     let e = ApiError::new(
-        "forbidden",
-        403,
+        Code::Forbidden,
         format!("{who} is not in [service] allowed_uids / allowed_gids"),
     );
     s.metrics.denial("forbidden");
-    let ev = Event::new("api_access", Decision::Deny)
+    let ev = Event::new(Action::ApiAccess, Decision::Deny)
         .actor(peer.actor())
         .reason(format!(
             "{} {}: {}",
@@ -271,8 +262,7 @@ async fn check_peer(
 
 async fn not_found(req: Request) -> Response {
     error_response(&ApiError::new(
-        "not_found",
-        404,
+        Code::NotFound,
         format!("no endpoint {} {}", req.method(), req.uri().path()),
     ))
 }
@@ -315,13 +305,12 @@ async fn read_json<T: for<'de> Deserialize<'de>>(s: &Shared, body: Body) -> Resu
     let limit = s.opts.max_request_size;
     let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(
-            "payload_too_large",
-            413,
+            Code::PayloadTooLarge,
             format!("request body larger than {limit} bytes ([service] max_request_size)"),
         )
     })?;
     serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::new("invalid_request", 400, format!("request body: {e}")))
+        .map_err(|e| ApiError::new(Code::InvalidRequest, format!("request body: {e}")))
 }
 
 async fn invoke(
@@ -342,15 +331,12 @@ async fn invoke(
     };
     // An idle service's first sandbox pays the kernel's slow first cgroup migration: start it
     // now, overlapping verification (a no-op when runs are frequent).
-    perry_runtime::native::warm_up_cgroup_migration();
+    Executor::warm_up(WarmUp::Request);
     let budget = s.opts.request_timeout;
     let slot = match s.gate.admit(budget).await {
         Ok(slot) => slot,
         Err(Refused::QueueFull) => {
-            return refuse(ApiError::new(
-                "too_many_requests",
-                429,
-                format!(
+            return refuse(ApiError::new(Code::TooManyRequests, format!(
                     "{} invocations running and {} waiting ([service] max_concurrent, max_queue); retry later",
                     s.opts.max_concurrent, s.opts.max_queue
                 ),
@@ -396,8 +382,7 @@ async fn invoke(
 
 fn timeout_error(budget: Duration) -> ApiError {
     ApiError::new(
-        "timeout",
-        504,
+        Code::Timeout,
         format!(
             "the request did not finish within {} ([service] request_timeout)",
             perry_policies::HumanDuration::from_std(budget)
@@ -431,8 +416,7 @@ async fn verify(
         Ok(i) => i,
         Err(e) => {
             return refuse(ApiError::new(
-                "invalid_request",
-                400,
+                Code::InvalidRequest,
                 format!("image {:?}: {e}", body.image),
             ))
         }
@@ -441,8 +425,7 @@ async fn verify(
         Ok(p) => p,
         Err(e) => {
             return refuse(ApiError::new(
-                "invalid_request",
-                400,
+                Code::InvalidRequest,
                 format!("platform: {e}"),
             ))
         }

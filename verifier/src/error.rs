@@ -5,6 +5,8 @@
 //! trusted: exit 3, codes `policy_denied` / `verification_failed`) from failures to decide at
 //! all (registry down, unreadable root: exit 125).
 
+use perry_policies::Code;
+
 use crate::layout::LayoutError;
 use crate::registry::RegistryError;
 
@@ -72,7 +74,7 @@ pub enum VerifyError {
         /// The original reason.
         message: String,
         /// The original machine code (`policy_denied` or `verification_failed`).
-        code: String,
+        code: Code,
     },
     /// The trusted root cannot be read or parsed.
     #[error("trusted root {source_name}: {reason}")]
@@ -144,26 +146,27 @@ impl VerifyError {
         )
     }
 
-    /// The stable machine code: `policy_denied` (no rule / wrong signer), `verification_failed`
-    /// (no or bad signature), or for failures to decide `internal`, `registry_error`,
-    /// `invalid_config`, `invalid_argument` (no or a bad image name for a layout, unreadable
-    /// bundle file) or a layout's own code ([`LayoutError::code`]: `not_found`,
-    /// `invalid_image`, …).
-    pub fn code(&self) -> &str {
+    /// The error's code in the one table: `policy_denied` (no rule / wrong signer),
+    /// `verification_failed` (no or bad signature), or for failures to decide `internal`,
+    /// `registry_unavailable` (`not_found` for a missing image), `invalid_config`,
+    /// `invalid_argument` (no or a bad image name for a layout, unreadable bundle file) or a
+    /// layout's own code ([`LayoutError::code`]: `not_found`, `invalid_image`, …).
+    pub fn code(&self) -> Code {
         match self {
-            Self::NoTrustRule { .. } | Self::IdentityMismatch { .. } => "policy_denied",
-            Self::CachedDenial { code, .. } => code,
-            Self::AllRejected(v) if v.iter().all(|e| e.code() == "policy_denied") => {
-                "policy_denied"
+            Self::NoTrustRule { .. } | Self::IdentityMismatch { .. } => Code::PolicyDenied,
+            Self::CachedDenial { code, .. } => *code,
+            Self::AllRejected(v) if v.iter().all(|e| e.code() == Code::PolicyDenied) => {
+                Code::PolicyDenied
             }
-            Self::Registry(_) => "registry_error",
+            Self::Registry(r) if r.is_not_found() => Code::NotFound,
+            Self::Registry(_) => Code::RegistryUnavailable,
             Self::Layout(e) => e.code(),
             Self::NameRequired { .. } | Self::BadName { .. } | Self::BundleFile { .. } => {
-                "invalid_argument"
+                Code::InvalidArgument
             }
-            Self::TrustedRoot { .. } | Self::KeyFile { .. } => "invalid_config",
-            Self::Cache { .. } => "internal",
-            _ => "verification_failed",
+            Self::TrustedRoot { .. } | Self::KeyFile { .. } => Code::InvalidConfig,
+            Self::Cache { .. } => Code::Internal,
+            _ => Code::VerificationFailed,
         }
     }
 }

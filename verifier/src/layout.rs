@@ -192,14 +192,15 @@ impl LayoutError {
     /// The stable machine code: `not_found` (missing layout, tag or blob), `invalid_argument`
     /// (no tag given for a layout with several images) or `invalid_image` (a malformed,
     /// altered or hostile layout or archive).
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> perry_policies::Code {
+        use perry_policies::Code;
         match self {
             Self::Missing { .. }
             | Self::TagNotFound { .. }
             | Self::NoImage { .. }
-            | Self::BlobMissing { .. } => "not_found",
-            Self::Ambiguous { .. } => "invalid_argument",
-            _ => "invalid_image",
+            | Self::BlobMissing { .. } => Code::NotFound,
+            Self::Ambiguous { .. } => Code::InvalidArgument,
+            _ => Code::InvalidImage,
         }
     }
 

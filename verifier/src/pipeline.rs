@@ -195,7 +195,7 @@ impl Verifier {
                 Err(e) if e.is_denial() => self.cache.put(
                     pk,
                     Outcome::Denied {
-                        code: e.code().to_string(),
+                        code: e.code().as_str().to_string(),
                         message: e.to_string(),
                     },
                 ),
@@ -393,7 +393,7 @@ impl Verifier {
             Err(e) if e.is_denial() => self.cache.put(
                 key,
                 Outcome::Denied {
-                    code: e.code().to_string(),
+                    code: e.code().as_str().to_string(),
                     message: e.to_string(),
                 },
             ),
@@ -423,9 +423,11 @@ impl Verifier {
                     cache_hit: true,
                 }))
             }
-            Outcome::Denied { code, message } => {
-                Some(Err(VerifyError::CachedDenial { message, code }))
-            }
+            Outcome::Denied { code, message } => Some(Err(VerifyError::CachedDenial {
+                message,
+                code: perry_policies::Code::parse(&code)
+                    .unwrap_or(perry_policies::Code::VerificationFailed),
+            })),
         }
     }
 
@@ -996,7 +998,7 @@ mod tests {
             };
             let show = |r: Result<Verification, VerifyError>| match r {
                 Ok(v) => Ok(v.image),
-                Err(e) => Err((e.to_string(), e.code().to_string(), e.is_denial())),
+                Err(e) => Err((e.to_string(), e.code().as_str().to_string(), e.is_denial())),
             };
             let first = show(rt.block_on(v.through_cache(&key, &img, decide)));
             for op in ops {

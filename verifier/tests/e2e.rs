@@ -195,7 +195,7 @@ async fn unsigned_image_is_refused_saying_where_it_looked() {
     assert!(msg.contains(&format!("sha256-{hex} ")), "{msg}");
     assert!(msg.contains(&format!("sha256-{hex}.sig")), "{msg}");
     assert!(e.is_denial());
-    assert_eq!(e.code(), "verification_failed");
+    assert_eq!(e.code().as_str(), "verification_failed");
 }
 
 #[tokio::test]
@@ -222,7 +222,7 @@ async fn wrong_subject_is_refused_as_identity_mismatch() {
         let msg = e.to_string();
         assert!(msg.contains(&format!("signed by {evil}")), "{msg}");
         assert!(msg.contains(DEFAULT_IDENTITY), "{msg}");
-        assert_eq!(e.code(), "policy_denied");
+        assert_eq!(e.code().as_str(), "policy_denied");
     }
 }
 
@@ -281,7 +281,7 @@ async fn signature_from_an_untrusted_root_is_refused() {
             ),
             "{layout:?}: {e:?}"
         );
-        assert_eq!(e.code(), "verification_failed");
+        assert_eq!(e.code().as_str(), "verification_failed");
         // The same signature verifies against its own root: the refusal is about trust.
         let ok = w
             .verifier_with(
@@ -316,7 +316,7 @@ async fn tampered_payload_is_refused() {
             ),
             "{layout:?}: {e:?}"
         );
-        assert_eq!(e.code(), "verification_failed");
+        assert_eq!(e.code().as_str(), "verification_failed");
     }
 }
 
@@ -428,7 +428,7 @@ async fn images_no_rule_matches_are_denied_before_any_registry_access() {
     );
     let e = refused(&v, &w.image("demo/app:v1")).await;
     assert!(matches!(e, VerifyError::NoTrustRule { .. }), "{e:?}");
-    assert_eq!(e.code(), "policy_denied");
+    assert_eq!(e.code().as_str(), "policy_denied");
 }
 
 #[tokio::test]
@@ -564,7 +564,7 @@ async fn with_a_tag_ttl_a_verified_tag_needs_no_registry_until_it_expires() {
     // With the default (no tag TTL) the same state resolves the tag again and refuses the move
     // (from the refusal of the unsigned digest just cached).
     let e = refused(&w.verifier(), &image).await;
-    assert_eq!(e.code(), "verification_failed", "{e:?}");
+    assert_eq!(e.code().as_str(), "verification_failed", "{e:?}");
     assert!(e.to_string().contains(&evil.digest), "{e}");
 
     // The hit needs no registry at all: with the registry gone it is still answered.

@@ -266,7 +266,7 @@ async fn unsigned_layout_is_refused_and_says_where_it_looked() {
         }
         other => panic!("{other}"),
     }
-    assert_eq!(e.code(), "verification_failed");
+    assert_eq!(e.code().as_str(), "verification_failed");
 }
 
 #[tokio::test]
@@ -360,7 +360,7 @@ async fn a_tag_pointing_at_an_unsigned_manifest_is_refused() {
         s.contains("`v9`") && s.contains("v1, v2") && !s.contains("sha256-"),
         "{s}"
     );
-    assert_eq!(e.code(), "not_found");
+    assert_eq!(e.code().as_str(), "not_found");
 }
 
 #[tokio::test]
@@ -382,7 +382,7 @@ async fn a_name_is_required_and_must_be_a_plain_repository() {
         s.contains(&src.to_string()) && s.contains("name its signatures were made for"),
         "{s}"
     );
-    assert_eq!(e.code(), "invalid_argument");
+    assert_eq!(e.code().as_str(), "invalid_argument");
     assert!(!e.is_denial());
     for bad in [
         format!("{}:v1", w.name("lay/name")),
@@ -737,7 +737,7 @@ async fn hostile_archives_are_refused_whole() {
         None,
     )
     .await;
-    assert_eq!(e.code(), "not_found", "{e}");
+    assert_eq!(e.code().as_str(), "not_found", "{e}");
     // Nothing was extracted anywhere: the state dir holds only the cache.
     let state: Vec<_> = std::fs::read_dir(w.path("state"))
         .unwrap()

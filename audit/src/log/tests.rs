@@ -4,6 +4,7 @@
 use super::*;
 use crate::record::Decision;
 use crate::state::Stale;
+use crate::Action;
 
 fn opts(dir: &Path) -> LogOptions {
     let mut o = LogOptions::new(dir);
@@ -16,7 +17,7 @@ fn opts(dir: &Path) -> LogOptions {
 }
 
 fn ev(i: u64) -> Event {
-    Event::new("run", Decision::Allow).detail("i", i)
+    Event::new(Action::Run, Decision::Allow).detail("i", i)
 }
 
 /// Everything a writer recovers on open but the active segment's inode (a copy is another file).

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::error::AuditError;
-use crate::{AuditLog, AuditSink, Decision, Event, LogOptions};
+use crate::{Action, AuditLog, AuditSink, Decision, Event, LogOptions};
 use proptest::prelude::*;
 
 const N: u64 = 40;
@@ -18,7 +18,7 @@ fn opts(dir: &Path) -> LogOptions {
 }
 
 fn ev(i: u64) -> Event {
-    Event::new("run", Decision::Allow)
+    Event::new(Action::Run, Decision::Allow)
         .reason(format!("record number {i}"))
         .detail("i", i)
 }

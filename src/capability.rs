@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use perry_audit::{Action, Actor, Correlation, Decision, Event};
 use perry_policies::capability::WORKSPACE_PLACEHOLDER;
-use perry_policies::{Capability, Code, ImageRef};
+use perry_policies::{Code, ImageRef, ShellCapability};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
@@ -244,7 +244,7 @@ pub enum ImageChoice {
 pub fn image_for(
     config: &perry_policies::Config,
     name: &str,
-    cap: &Capability,
+    cap: &ShellCapability,
 ) -> (ImageRef, ImageChoice) {
     if let Some(i) = &cap.image {
         return (i.clone(), ImageChoice::Capability);
@@ -301,7 +301,7 @@ impl Capabilities {
     }
 
     /// The configured capability `name`.
-    pub fn get(&self, name: &str) -> Result<&Capability, CapabilityError> {
+    pub fn get(&self, name: &str) -> Result<&ShellCapability, CapabilityError> {
         let caps = &self.executor.config().capabilities;
         caps.get(name).ok_or_else(|| CapabilityError::NotFound {
             name: name.to_string(),
@@ -401,7 +401,7 @@ impl Capabilities {
     fn mounts(
         &self,
         name: &str,
-        cap: &Capability,
+        cap: &ShellCapability,
         workspace: Option<&Path>,
     ) -> Result<Vec<BindMount>, CapabilityError> {
         let bad = |reason: String| CapabilityError::Workspace {

@@ -604,7 +604,7 @@ fn key_is_public_and_the_signing_key_stays_private() {
     let out = w.cli().args(["audit", "key"]).output().unwrap();
     assert!(out.status.success());
     let vkey = String::from_utf8(out.stdout).unwrap();
-    let v = perry_audit::Verifier::parse(vkey.trim()).unwrap();
+    let v = perry_audit::NoteVerifier::parse(vkey.trim()).unwrap();
     assert_eq!(v.to_vkey(), vkey.trim());
     let key_path = w.audit_dir().join("signing-key.pk8");
     use std::os::unix::fs::PermissionsExt;

@@ -74,6 +74,20 @@ impl World {
         out
     }
 
+    /// The `outcome` record that follows the allow record `seq`, checked to share its
+    /// correlation id.
+    fn outcome_of(&self, seq: u64) -> serde_json::Value {
+        let log = self.audit();
+        let allow = log.iter().find(|r| r["seq"] == seq).expect("allow record");
+        let outcome = log
+            .iter()
+            .find(|r| r["action"] == "outcome" && r["details"]["allow_seq"] == seq)
+            .unwrap_or_else(|| panic!("no outcome record for seq {seq}: {log:?}"));
+        assert_eq!(outcome["correlation"], allow["correlation"], "{outcome}");
+        assert_eq!(outcome["subject"]["digest"], allow["subject"]["digest"]);
+        outcome.clone()
+    }
+
     fn runs(&self) -> Vec<serde_json::Value> {
         self.audit()
             .into_iter()
@@ -146,6 +160,19 @@ fn json_reports_outcome_and_denied_syscalls_and_a_timeout_kills() {
             .any(|d| d["name"] == "socket" && d["errno"] == 1),
         "{v}"
     );
+    // The outcome is on the record, correlated with the allow record it follows, with the
+    // refused syscalls counted: what a reviewer needs to see that the workload tried.
+    let outcome = w.outcome_of(v["audit_seq"].as_u64().unwrap());
+    assert_eq!(outcome["decision"], "observed", "{outcome}");
+    assert_eq!(outcome["details"]["exit_code"], 0, "{outcome}");
+    assert_eq!(outcome["details"]["timed_out"], false, "{outcome}");
+    let counted = outcome["details"]["denied_syscalls"].as_array().unwrap();
+    assert!(
+        counted
+            .iter()
+            .any(|d| d["syscall"] == "socket" && d["errno"] == 1 && d["count"].as_u64() >= Some(1)),
+        "{outcome}"
+    );
     // A sleep past --timeout: killed, 128 + SIGKILL.
     let t = std::time::Instant::now();
     let out = w.run(&[
@@ -161,6 +188,10 @@ fn json_reports_outcome_and_denied_syscalls_and_a_timeout_kills() {
     assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["timed_out"], true);
+    let outcome = w.outcome_of(v["audit_seq"].as_u64().unwrap());
+    assert_eq!(outcome["details"]["timed_out"], true, "{outcome}");
+    assert_eq!(outcome["details"]["signal"], 9, "{outcome}");
+    assert_eq!(outcome["details"]["exit_code"], serde_json::Value::Null);
     assert!(t.elapsed() < std::time::Duration::from_secs(20));
     // Not found: 127, and the failure is recorded after the allow.
     let out = w.run(&[&w.image("demo/json:v1"), "--", "no-such-command"]);

@@ -421,3 +421,55 @@ fn cap_run_goes_through_a_running_service_with_socket() {
     assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr).contains("service_unavailable"));
 }
+
+/// One failure, three edges: the audit record, the CLI's `--json` and the API answer carry the
+/// same code and status, all taken from the one table. Checked for a refusal (an unsigned image)
+/// and for a failure to decide (the registry gone), where the audit log and the CLI used to
+/// disagree (`registry_error` against `registry_unavailable`).
+#[test]
+fn one_failure_has_the_same_code_in_the_audit_log_the_cli_and_the_api() {
+    let mut w = World::new(ServiceToml::default());
+    let _svc = w.serve(&[]);
+    same_code_at_every_edge(&w, "verification_failed", 403);
+    // The registry goes away: nobody can decide, and every edge says so the same way.
+    let port = w.reg.port();
+    w.reg.stop();
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    same_code_at_every_edge(&w, "registry_unavailable", 503);
+}
+
+/// Invokes the `unsigned` capability through the service and through `cap run --json` in its
+/// own process, and checks both answers and both audit records name `code` and `status`.
+fn same_code_at_every_edge(w: &World, code: &str, status: u16) {
+    let mut r = req(&[]);
+    r.workspace = Some(w.workspace.clone());
+    let api = rt()
+        .block_on(w.client().invoke("unsigned", &r))
+        .expect_err("the invocation must be refused");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_perry-sandbox"))
+        .arg("--config")
+        .arg(&w.config)
+        .args(["--json", "cap", "run", "unsigned", "--workspace"])
+        .arg(&w.workspace)
+        .env_remove("PERRY_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let cli: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    let recorded: Vec<_> = w
+        .audit()
+        .into_iter()
+        .filter(|r| r["action"] == "capability" && r["subject"]["capability"] == "unsigned")
+        .filter(|r| r["details"]["code"] == code)
+        .collect();
+    assert_eq!((api.code.as_str(), api.status), (code, status), "{api:?}");
+    assert_eq!(cli["error"]["code"], code, "{cli}");
+    assert_eq!(cli["error"]["status"], status, "{cli}");
+    assert_eq!(recorded.len(), 2, "one record per door: {recorded:?}");
+    for rec in &recorded {
+        assert_eq!(rec["details"]["status"], status, "{rec}");
+        assert_ne!(rec["decision"], "allow", "{rec}");
+    }
+    assert!(!w.workspace.join("ran").exists(), "a refused image ran");
+}

@@ -101,10 +101,10 @@ mod verify;
 pub use action::Action;
 pub use error::AuditError;
 pub use log::{AuditLog, AuditSink, LogOptions};
-pub use note::{Checkpoint, Note, NoteError, Signer, Verifier};
+pub use note::{Checkpoint, Note, NoteError, NoteSigner, NoteVerifier};
 pub use query::Filter;
 pub use record::{peek_seq, Actor, Correlation, Decision, Event, Policy, Record, Subject, Via};
-pub use verify::{prove, verify, InclusionProof, VerifyError, VerifyOptions, VerifyReport};
+pub use verify::{prove, verify, InclusionProof, LogVerifyError, VerifyOptions, VerifyReport};
 
 /// Lowercase hex SHA-256 of `bytes`, e.g. to record which configuration file was in force
 /// (`config_load` records carry the file's digest so a reviewer can match it to a copy).
@@ -125,7 +125,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 
 /// Loads (generating on first use) the signing key of an audit directory and returns its public
 /// verifier key, for `audit key`. Takes the writer lock so two first uses cannot race.
-pub fn verifier_key(dir: &std::path::Path, origin: &str) -> Result<Verifier, AuditError> {
+pub fn verifier_key(dir: &std::path::Path, origin: &str) -> Result<NoteVerifier, AuditError> {
     store::ensure_dir(dir)?;
     let lock = store::lock(dir)?;
     let r = store::load_or_create_key(dir, origin).map(|s| s.verifier().clone());

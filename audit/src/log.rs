@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::AuditError;
 use crate::merkle::{leaf_hash, CompactTree, Hash};
-use crate::note::{Checkpoint, Note, Signer, Verifier};
+use crate::note::{Checkpoint, Note, NoteSigner, NoteVerifier};
 use crate::record::{peek_seq, Event};
 use crate::state::{self, WriterState};
 use crate::store::{self, io_err};
@@ -89,7 +89,7 @@ struct Writer {
     /// Leaf hash of the newest record in the active segment (`None` while it holds none).
     last_leaf: Option<Hash>,
     leaves: File,
-    signer: Signer,
+    signer: NoteSigner,
     checkpointed: u64,
     unsigned_since: Option<Instant>,
 }
@@ -188,7 +188,7 @@ impl AuditLog {
     }
 
     /// The public verifier key for this log's checkpoints.
-    pub fn verifier(&self) -> Verifier {
+    pub fn verifier(&self) -> NoteVerifier {
         lock(&self.shared.writer).signer.verifier().clone()
     }
 

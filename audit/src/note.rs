@@ -60,19 +60,19 @@ pub fn key_id(name: &str, public: &[u8]) -> [u8; 4] {
 
 /// An Ed25519 note verifier key: what reviewers are given to check checkpoints.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Verifier {
+pub struct NoteVerifier {
     name: String,
     id: [u8; 4],
     public: [u8; 32],
 }
 
-impl fmt::Debug for Verifier {
+impl fmt::Debug for NoteVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_vkey())
     }
 }
 
-impl Verifier {
+impl NoteVerifier {
     /// Parses `<name>+<hex key id>+<base64(0x01 || public key)>`.
     pub fn parse(vkey: &str) -> Result<Self, NoteError> {
         let vkey = vkey.trim();
@@ -105,7 +105,7 @@ impl Verifier {
                 "key id does not match name and key".into(),
             ));
         }
-        Ok(Verifier {
+        Ok(NoteVerifier {
             name: name.into(),
             id,
             public,
@@ -127,19 +127,19 @@ impl Verifier {
 
 /// An Ed25519 note signer. The PKCS#8 bytes are held in a zeroizing buffer; `Debug` shows only
 /// the public verifier key.
-pub struct Signer {
-    verifier: Verifier,
+pub struct NoteSigner {
+    verifier: NoteVerifier,
     pair: Ed25519KeyPair,
     _pkcs8: Zeroizing<Vec<u8>>,
 }
 
-impl fmt::Debug for Signer {
+impl fmt::Debug for NoteSigner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Signer({})", self.verifier.to_vkey())
+        write!(f, "NoteSigner({})", self.verifier.to_vkey())
     }
 }
 
-impl Signer {
+impl NoteSigner {
     /// Generates a new PKCS#8 Ed25519 private key.
     pub fn generate_pkcs8() -> Zeroizing<Vec<u8>> {
         let rng = ring::rand::SystemRandom::new();
@@ -156,8 +156,8 @@ impl Signer {
             .map_err(|e| NoteError::BadKey(format!("private key is not Ed25519 PKCS#8: {e}")))?;
         let mut public = [0u8; 32];
         public.copy_from_slice(pair.public_key().as_ref());
-        Ok(Signer {
-            verifier: Verifier {
+        Ok(NoteSigner {
+            verifier: NoteVerifier {
                 name: name.into(),
                 id: key_id(name, &public),
                 public,
@@ -168,7 +168,7 @@ impl Signer {
     }
 
     /// The matching verifier key.
-    pub fn verifier(&self) -> &Verifier {
+    pub fn verifier(&self) -> &NoteVerifier {
         &self.verifier
     }
 
@@ -264,7 +264,7 @@ impl Note {
 
     /// Checks the note against one trusted key: signatures from other keys are ignored, every
     /// signature from this key must verify, and at least one must be present.
-    pub fn verify(&self, v: &Verifier) -> Result<(), NoteError> {
+    pub fn verify(&self, v: &NoteVerifier) -> Result<(), NoteError> {
         let mut seen = false;
         for s in &self.signatures {
             if s.name != v.name || s.id != v.id {
@@ -349,7 +349,7 @@ impl Checkpoint {
     }
 
     /// Parses a signed checkpoint note and verifies it with `v`.
-    pub fn open(note: &str, v: &Verifier) -> Result<Checkpoint, NoteError> {
+    pub fn open(note: &str, v: &NoteVerifier) -> Result<Checkpoint, NoteError> {
         let n = Note::parse(note)?;
         let cp = Checkpoint::parse_text(&n.text)?;
         n.verify(v)?;
@@ -364,7 +364,7 @@ mod tests {
 
     #[test]
     fn sign_and_verify_round_trip() {
-        let s = Signer::from_pkcs8("example.com/log", Signer::generate_pkcs8()).unwrap();
+        let s = NoteSigner::from_pkcs8("example.com/log", NoteSigner::generate_pkcs8()).unwrap();
         let cp = Checkpoint {
             origin: "example.com/log".into(),
             size: 5,
@@ -372,9 +372,10 @@ mod tests {
             extensions: vec![],
         };
         let note = s.sign(&cp.to_text());
-        let v = Verifier::parse(&s.verifier().to_vkey()).unwrap();
+        let v = NoteVerifier::parse(&s.verifier().to_vkey()).unwrap();
         assert_eq!(Checkpoint::open(&note, &v).unwrap(), cp);
-        let other = Signer::from_pkcs8("example.com/log", Signer::generate_pkcs8()).unwrap();
+        let other =
+            NoteSigner::from_pkcs8("example.com/log", NoteSigner::generate_pkcs8()).unwrap();
         assert!(matches!(
             Checkpoint::open(&note, other.verifier()),
             Err(NoteError::UnknownKey(_))
@@ -391,7 +392,7 @@ mod tests {
         #[test]
         fn parsers_never_panic(s in "\\PC{0,200}") {
             let _ = Note::parse(&s);
-            let _ = Verifier::parse(&s);
+            let _ = NoteVerifier::parse(&s);
             let _ = Checkpoint::parse_text(&s);
         }
 

@@ -44,7 +44,7 @@ use std::path::{Path, PathBuf};
 
 use crate::hex;
 use crate::merkle::{leaf_hash, CompactTree, Hash};
-use crate::note::{Checkpoint, Verifier};
+use crate::note::{Checkpoint, NoteVerifier};
 use crate::record::peek_seq;
 use crate::store;
 
@@ -256,7 +256,7 @@ pub(crate) fn resume(
     dir: &Path,
     active: &File,
     leaves: &File,
-    key: &Verifier,
+    key: &NoteVerifier,
 ) -> Result<WriterState, Stale> {
     let st =
         WriterState::parse(&read(dir, store::STATE, Stale::Missing)?).ok_or(Stale::Malformed)?;

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 use crate::error::AuditError;
-use crate::note::{Signer, Verifier};
+use crate::note::{NoteSigner, NoteVerifier};
 
 /// Active segment file name.
 pub const ACTIVE: &str = "log.jsonl";
@@ -158,7 +158,7 @@ pub fn ensure_dir(dir: &Path) -> Result<(), AuditError> {
 }
 
 /// Loads the signing key, generating it (0600) on first use. Call with the writer lock held.
-pub fn load_or_create_key(dir: &Path, origin: &str) -> Result<Signer, AuditError> {
+pub fn load_or_create_key(dir: &Path, origin: &str) -> Result<NoteSigner, AuditError> {
     let path = dir.join(KEY);
     let key_err = |msg: String| AuditError::Key {
         path: path.clone(),
@@ -178,13 +178,13 @@ pub fn load_or_create_key(dir: &Path, origin: &str) -> Result<Signer, AuditError
             buf
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let k = Signer::generate_pkcs8();
+            let k = NoteSigner::generate_pkcs8();
             write_atomic(&path, &k, 0o600)?;
             k
         }
         Err(e) => return Err(io_err(&path, "open")(e)),
     };
-    let signer = Signer::from_pkcs8(origin, pkcs8).map_err(|e| key_err(e.to_string()))?;
+    let signer = NoteSigner::from_pkcs8(origin, pkcs8).map_err(|e| key_err(e.to_string()))?;
     let vkey_path = dir.join(VKEY);
     let vkey = format!("{}\n", signer.verifier().to_vkey());
     if fs::read_to_string(&vkey_path).ok().as_deref() != Some(vkey.as_str()) {
@@ -194,10 +194,10 @@ pub fn load_or_create_key(dir: &Path, origin: &str) -> Result<Signer, AuditError
 }
 
 /// Reads the published verifier key (`key.vkey`) of an audit directory.
-pub fn read_vkey(dir: &Path) -> Result<Verifier, AuditError> {
+pub fn read_vkey(dir: &Path) -> Result<NoteVerifier, AuditError> {
     let path = dir.join(VKEY);
     let s = fs::read_to_string(&path).map_err(io_err(&path, "read"))?;
-    Verifier::parse(&s).map_err(|e| AuditError::Key {
+    NoteVerifier::parse(&s).map_err(|e| AuditError::Key {
         path,
         msg: e.to_string(),
     })

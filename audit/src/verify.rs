@@ -15,14 +15,14 @@ use serde::Serialize;
 use crate::error::AuditError;
 use crate::hex;
 use crate::merkle::{self, leaf_hash, Hash};
-use crate::note::{Checkpoint, Verifier};
+use crate::note::{Checkpoint, NoteVerifier};
 use crate::record::Record;
 use crate::store::{self, Quarantined};
 
 /// Why verification failed. Every variant names the first bad record (or the first missing one)
 /// and the file it is in.
 #[derive(Debug, thiserror::Error)]
-pub enum VerifyError {
+pub enum LogVerifyError {
     /// The directory could not be read.
     #[error(transparent)]
     Io(#[from] AuditError),
@@ -74,12 +74,12 @@ pub enum VerifyError {
     },
 }
 
-impl VerifyError {
+impl LogVerifyError {
     /// The seq of the first bad or missing record, where one can be named exactly.
     pub fn first_bad_seq(&self) -> Option<u64> {
         match self {
-            VerifyError::Record { seq, .. } => Some(*seq),
-            VerifyError::Truncated { records, .. } => Some(*records),
+            LogVerifyError::Record { seq, .. } => Some(*seq),
+            LogVerifyError::Truncated { records, .. } => Some(*records),
             _ => None,
         }
     }
@@ -90,7 +90,7 @@ impl VerifyError {
 pub struct VerifyOptions {
     /// The trusted verifier key; default: the directory's `key.vkey` (which an attacker with
     /// write access could replace — reviewers should pass the key they hold).
-    pub key: Option<Verifier>,
+    pub key: Option<NoteVerifier>,
     /// An older signed checkpoint the reviewer kept, and where it came from.
     pub old_checkpoint: Option<(PathBuf, String)>,
 }
@@ -176,9 +176,14 @@ fn first_malformed(lines: &[Line<'_>], from: usize, to: usize) -> Option<(usize,
         .find_map(|(i, p)| p.map(|p| (from + i, p)))
 }
 
-fn record_error(segs: &[store::Segment], lines: &[Line<'_>], i: usize, msg: String) -> VerifyError {
+fn record_error(
+    segs: &[store::Segment],
+    lines: &[Line<'_>],
+    i: usize,
+    msg: String,
+) -> LogVerifyError {
     let l = &lines[i];
-    VerifyError::Record {
+    LogVerifyError::Record {
         path: segs[l.seg].path.clone(),
         line: l.line,
         seq: i as u64,
@@ -187,7 +192,7 @@ fn record_error(segs: &[store::Segment], lines: &[Line<'_>], i: usize, msg: Stri
 }
 
 /// Reads every segment and returns all leaf hashes (for proofs), checking only framing and seq.
-pub(crate) fn leaf_hashes(dir: &Path) -> Result<(Vec<Hash>, Vec<Vec<u8>>), VerifyError> {
+pub(crate) fn leaf_hashes(dir: &Path) -> Result<(Vec<Hash>, Vec<Vec<u8>>), LogVerifyError> {
     let segs = store::segments(dir)?;
     let mut hashes = Vec::new();
     let mut lines_out = Vec::new();
@@ -199,7 +204,7 @@ pub(crate) fn leaf_hashes(dir: &Path) -> Result<(Vec<Hash>, Vec<Vec<u8>>), Verif
             }
             let seq = hashes.len() as u64;
             if crate::record::peek_seq(l) != Some(seq) {
-                return Err(VerifyError::Record {
+                return Err(LogVerifyError::Record {
                     path: seg.path.clone(),
                     line: i as u64 + 1,
                     seq,
@@ -213,22 +218,29 @@ pub(crate) fn leaf_hashes(dir: &Path) -> Result<(Vec<Hash>, Vec<Vec<u8>>), Verif
     Ok((hashes, lines_out))
 }
 
-fn load_key(dir: &Path, given: &Option<Verifier>) -> Result<(Verifier, bool), VerifyError> {
+fn load_key(
+    dir: &Path,
+    given: &Option<NoteVerifier>,
+) -> Result<(NoteVerifier, bool), LogVerifyError> {
     match given {
         Some(k) => Ok((k.clone(), true)),
         None => Ok((store::read_vkey(dir)?, false)),
     }
 }
 
-fn open_checkpoint(path: &Path, text: &str, key: &Verifier) -> Result<Checkpoint, VerifyError> {
-    Checkpoint::open(text, key).map_err(|e| VerifyError::Checkpoint {
+fn open_checkpoint(
+    path: &Path,
+    text: &str,
+    key: &NoteVerifier,
+) -> Result<Checkpoint, LogVerifyError> {
+    Checkpoint::open(text, key).map_err(|e| LogVerifyError::Checkpoint {
         path: path.to_path_buf(),
         msg: e.to_string(),
     })
 }
 
 /// Verifies an audit directory. Read-only: it never quarantines or repairs.
-pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
+pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, LogVerifyError> {
     let segs = store::segments(dir)?;
     let mut contents = Vec::with_capacity(segs.len());
     for seg in &segs {
@@ -242,7 +254,7 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, VerifyEr
         if complete != bytes.len() {
             let line = bytes[..complete].iter().filter(|&&b| b == b'\n').count() as u64 + 1;
             if seg.first_seq.is_some() {
-                return Err(VerifyError::Record {
+                return Err(LogVerifyError::Record {
                     path: seg.path.clone(),
                     line,
                     seq: lines.len() as u64 + line - 1,
@@ -270,7 +282,7 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, VerifyEr
     let hint = fs::read(dir.join(store::LEAVES)).unwrap_or_default();
     // A framing problem at line i: name a malformed record before it if there is one (it is
     // the first bad record), else this one.
-    let fail_at = |i: usize, msg: String| -> VerifyError {
+    let fail_at = |i: usize, msg: String| -> LogVerifyError {
         match first_malformed(&lines, 0, i + 1) {
             Some((j, p)) => record_error(&segs, &lines, j, p),
             None => record_error(&segs, &lines, i, msg),
@@ -319,7 +331,7 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, VerifyEr
     for (si, seg) in segs.iter().enumerate() {
         if let Some(first) = seg.first_seq {
             if first != before {
-                return Err(VerifyError::Record {
+                return Err(LogVerifyError::Record {
                     path: seg.path.clone(),
                     line: 1,
                     seq: before,
@@ -355,7 +367,7 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, VerifyEr
     let mut checkpoint_size = None;
     if let Some(cp) = &checkpoint {
         if cp.size > records {
-            return Err(VerifyError::Truncated {
+            return Err(LogVerifyError::Truncated {
                 path: cp_path,
                 records,
                 covered: cp.size,
@@ -365,7 +377,7 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, VerifyEr
             if let Some((j, p)) = first_malformed(&lines, 0, cp.size as usize) {
                 return Err(record_error(&segs, &lines, j, p));
             }
-            return Err(VerifyError::RootMismatch {
+            return Err(LogVerifyError::RootMismatch {
                 path: cp_path,
                 size: cp.size,
             });
@@ -385,19 +397,20 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, VerifyEr
     if let Some((path, text)) = &opts.old_checkpoint {
         let old = open_checkpoint(path, text, &key)?;
         if old.size > records {
-            return Err(VerifyError::Truncated {
+            return Err(LogVerifyError::Truncated {
                 path: path.clone(),
                 records,
                 covered: old.size,
             });
         }
-        let proof =
-            merkle::consistency_proof(old.size, &hashes).map_err(|e| VerifyError::Checkpoint {
+        let proof = merkle::consistency_proof(old.size, &hashes).map_err(|e| {
+            LogVerifyError::Checkpoint {
                 path: path.clone(),
                 msg: e.to_string(),
-            })?;
+            }
+        })?;
         if merkle::verify_consistency(old.size, records, &proof, &old.root, &root).is_err() {
-            return Err(VerifyError::Inconsistent {
+            return Err(LogVerifyError::Inconsistent {
                 path: path.clone(),
                 old_size: old.size,
             });
@@ -480,13 +493,17 @@ fn unhex(s: &str) -> Option<Hash> {
 
 /// Builds the inclusion proof for record `seq` against the latest checkpoint (verified with the
 /// given key or the directory's `key.vkey`).
-pub fn prove(dir: &Path, seq: u64, key: Option<Verifier>) -> Result<InclusionProof, VerifyError> {
+pub fn prove(
+    dir: &Path,
+    seq: u64,
+    key: Option<NoteVerifier>,
+) -> Result<InclusionProof, LogVerifyError> {
     let (key, _) = load_key(dir, &key)?;
     let cp_path = dir.join(store::CHECKPOINT);
     let note = fs::read_to_string(&cp_path).map_err(store::io_err(&cp_path, "read"))?;
     let cp = open_checkpoint(&cp_path, &note, &key)?;
     if seq >= cp.size {
-        return Err(VerifyError::Checkpoint {
+        return Err(LogVerifyError::Checkpoint {
             path: cp_path,
             msg: format!(
                 "record seq {seq} is not covered by the latest checkpoint (size {}); run `perry-sandbox audit checkpoint` first",
@@ -496,14 +513,14 @@ pub fn prove(dir: &Path, seq: u64, key: Option<Verifier>) -> Result<InclusionPro
     }
     let (hashes, lines) = leaf_hashes(dir)?;
     if (hashes.len() as u64) < cp.size {
-        return Err(VerifyError::Truncated {
+        return Err(LogVerifyError::Truncated {
             path: cp_path,
             records: hashes.len() as u64,
             covered: cp.size,
         });
     }
     let leaves = &hashes[..cp.size as usize];
-    let path = merkle::inclusion_proof(seq, leaves).map_err(|e| VerifyError::Checkpoint {
+    let path = merkle::inclusion_proof(seq, leaves).map_err(|e| LogVerifyError::Checkpoint {
         path: cp_path.clone(),
         msg: e.to_string(),
     })?;
@@ -516,7 +533,7 @@ pub fn prove(dir: &Path, seq: u64, key: Option<Verifier>) -> Result<InclusionPro
         proof: path.iter().map(|h| hex(h)).collect(),
         checkpoint: note,
     };
-    p.check(&key).map_err(|msg| VerifyError::Checkpoint {
+    p.check(&key).map_err(|msg| LogVerifyError::Checkpoint {
         path: cp_path,
         msg: format!("the log does not match the checkpoint: {msg}"),
     })?;
@@ -526,7 +543,7 @@ pub fn prove(dir: &Path, seq: u64, key: Option<Verifier>) -> Result<InclusionPro
 impl InclusionProof {
     /// Checks the proof on its own: the note's signature with `key`, that it names this tree size
     /// and root, that the record hashes to the leaf, and that the path leads to the root.
-    pub fn check(&self, key: &Verifier) -> Result<(), String> {
+    pub fn check(&self, key: &NoteVerifier) -> Result<(), String> {
         let cp = Checkpoint::open(&self.checkpoint, key).map_err(|e| e.to_string())?;
         if cp.size != self.tree_size || B64.encode(cp.root) != self.root {
             return Err("proof does not match its checkpoint".into());

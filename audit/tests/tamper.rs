@@ -6,8 +6,8 @@ use std::fs;
 use std::path::Path;
 
 use perry_audit::{
-    verify, Action, AuditLog, AuditSink, Decision, Event, LogOptions, Signer, Verifier,
-    VerifyError, VerifyOptions,
+    verify, Action, AuditLog, AuditSink, Decision, Event, LogOptions, LogVerifyError, NoteSigner,
+    NoteVerifier, VerifyOptions,
 };
 
 const N: u64 = 10;
@@ -46,7 +46,7 @@ fn write_lines(dir: &Path, l: &[String]) {
     fs::write(dir.join("log.jsonl"), s).unwrap();
 }
 
-fn key(dir: &Path) -> Verifier {
+fn key(dir: &Path) -> NoteVerifier {
     perry_audit::store::read_vkey(dir).unwrap()
 }
 
@@ -114,7 +114,7 @@ fn flipped_byte_in_any_record_names_it() {
     fs::remove_file(d.path().join("leaves.bin")).unwrap();
     let e = verify(d.path(), &trusted(d.path())).unwrap_err();
     assert!(
-        matches!(e, VerifyError::RootMismatch { size: N, .. }),
+        matches!(e, LogVerifyError::RootMismatch { size: N, .. }),
         "{e}"
     );
 }
@@ -201,7 +201,7 @@ fn replaced_log_is_caught_by_an_older_checkpoint() {
     };
     let e = verify(real.path(), &o).unwrap_err();
     assert!(
-        matches!(e, VerifyError::Inconsistent { old_size: N, .. }),
+        matches!(e, LogVerifyError::Inconsistent { old_size: N, .. }),
         "{e}"
     );
     let msg = e.to_string();
@@ -237,7 +237,8 @@ fn checkpoint_signed_by_another_key_is_rejected() {
     let trusted_key = key(d.path());
     let note = fs::read_to_string(d.path().join("checkpoint")).unwrap();
     let text = perry_audit::Note::parse(&note).unwrap().text;
-    let other = Signer::from_pkcs8("tamper.example/audit", Signer::generate_pkcs8()).unwrap();
+    let other =
+        NoteSigner::from_pkcs8("tamper.example/audit", NoteSigner::generate_pkcs8()).unwrap();
     fs::write(d.path().join("checkpoint"), other.sign(&text)).unwrap();
     fs::write(d.path().join("key.vkey"), other.verifier().to_vkey()).unwrap();
     let e = verify(
@@ -248,7 +249,7 @@ fn checkpoint_signed_by_another_key_is_rejected() {
         },
     )
     .unwrap_err();
-    assert!(matches!(e, VerifyError::Checkpoint { .. }), "{e}");
+    assert!(matches!(e, LogVerifyError::Checkpoint { .. }), "{e}");
     let msg = e.to_string();
     assert!(
         msg.contains("checkpoint") && msg.contains("no signature from the trusted key"),

@@ -2,7 +2,7 @@
 //! the 8-leaf tree) and the C2SP signed-note examples, from `tests/fixtures/`.
 
 use perry_audit::merkle::{self, Hash};
-use perry_audit::{Checkpoint, Note, NoteError, Verifier};
+use perry_audit::{Checkpoint, Note, NoteError, NoteVerifier};
 use serde_json::Value;
 
 fn fixture(name: &str) -> String {
@@ -154,7 +154,7 @@ fn c2sp_signed_note_example_verifies() {
     let md = fixture("signed-note.md");
     let vkey = "example.com/foo+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k";
     assert!(md.contains(vkey));
-    let v = Verifier::parse(vkey).unwrap();
+    let v = NoteVerifier::parse(vkey).unwrap();
     assert_eq!(v.to_vkey(), vkey);
     let blocks = code_blocks(&md);
     let example = blocks

@@ -69,9 +69,14 @@ pub(crate) fn outcome_event(
     if run.timed_out {
         reason.push_str(" (timed out)");
     }
-    if !denied.is_empty() {
-        let n: u64 = run.denied_syscalls.iter().map(|d| d.count).sum();
-        reason.push_str(&format!("; seccomp refused {n} system call(s)"));
+    if !run.denied_syscalls.is_empty() {
+        // The table shows the reason: name what was refused, not only how often.
+        let names: Vec<String> = run
+            .denied_syscalls
+            .iter()
+            .map(|d| format!("{}×{}", d.name, d.count))
+            .collect();
+        reason.push_str(&format!("; seccomp refused {}", names.join(", ")));
     }
     Event::new(Action::Outcome, Decision::Observed)
         .correlation(correlation)

@@ -35,7 +35,7 @@ fn is_true(b: &bool) -> bool {
 /// One named capability.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Capability {
+pub struct ShellCapability {
     /// What the capability is for, shown by `cap list` and `cap describe`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -157,7 +157,7 @@ fn denied_by(arg: &str, deny: &str) -> bool {
     short && arg.starts_with(deny)
 }
 
-impl Capability {
+impl ShellCapability {
     /// Checks caller arguments against the rules; returns the first violated rule in words.
     pub fn check_args(&self, args: &[String]) -> Result<(), ArgViolation> {
         let r = &self.args;
@@ -215,8 +215,8 @@ impl Capability {
 mod tests {
     use super::*;
 
-    fn cap(rules: ArgRules) -> Capability {
-        Capability {
+    fn cap(rules: ArgRules) -> ShellCapability {
+        ShellCapability {
             description: None,
             command: vec!["git".into(), "log".into()],
             args: rules,

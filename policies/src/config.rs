@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::capability::{Capability, WORKSPACE_PLACEHOLDER};
+use crate::capability::{ShellCapability, WORKSPACE_PLACEHOLDER};
 use crate::error::{nearest, ConfigError, KeyPath, PathSeg, Problem};
 use crate::reference::ImageRef;
 use crate::registry::{is_loopback_host, RegistryConfig};
@@ -44,7 +44,7 @@ pub struct Config {
         rename = "shellCapabilities",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
-    pub capabilities: BTreeMap<String, Capability>,
+    pub capabilities: BTreeMap<String, ShellCapability>,
     /// `[shellCapabilityImages]`: capability name → image (verified like any other).
     #[serde(
         default,
@@ -550,7 +550,7 @@ impl Config {
     fn validate_capability(
         &self,
         name: &str,
-        cap: &Capability,
+        cap: &ShellCapability,
         err: &mut impl FnMut(KeyPath, String),
     ) {
         let p = KeyPath::keys(&["shellCapabilities", name]);

@@ -35,7 +35,7 @@ pub mod tier;
 pub mod trust;
 pub mod units;
 
-pub use capability::{ArgRules, ArgViolation, Capability, EnvSpec, MountSpec, PositionRule};
+pub use capability::{ArgRules, ArgViolation, EnvSpec, MountSpec, PositionRule, ShellCapability};
 pub use code::{Code, EXIT_REFUSED};
 pub use config::{AuditConfig, Config, SandboxConfig, ServiceConfig, UidRange};
 pub use discover::{discover, load_discovered, ConfigSource};

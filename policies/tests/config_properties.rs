@@ -92,7 +92,7 @@ fn regex_escape(s: &str) -> String {
     s.replace('.', "\\.")
 }
 
-fn arb_capability() -> impl Strategy<Value = Capability> {
+fn arb_capability() -> impl Strategy<Value = ShellCapability> {
     (
         proptest::collection::vec("[a-z]{1,6}", 1..4),
         0usize..3,
@@ -106,7 +106,7 @@ fn arb_capability() -> impl Strategy<Value = Capability> {
         ]),
     )
         .prop_map(
-            |(command, max, deny, tier, timeout, ro, image)| Capability {
+            |(command, max, deny, tier, timeout, ro, image)| ShellCapability {
                 description: Some("generated".into()),
                 command,
                 args: ArgRules {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use perry_audit::query::{self, Filter, Follower};
-use perry_audit::{AuditError, Decision, Record, Verifier, VerifyError, VerifyOptions};
+use perry_audit::{AuditError, Decision, LogVerifyError, NoteVerifier, Record, VerifyOptions};
 
 use super::{CliError, CliResult, Context, GlobalArgs};
 
@@ -154,21 +154,21 @@ pub fn audit_error(e: AuditError) -> CliError {
     }
 }
 
-fn verify_error(e: VerifyError) -> CliError {
+fn verify_error(e: LogVerifyError) -> CliError {
     match e {
-        VerifyError::Io(a) => audit_error(a),
+        LogVerifyError::Io(a) => audit_error(a),
         other => verification_failed(other.to_string()),
     }
 }
 
-fn parse_key(s: &str) -> Result<Verifier, CliError> {
+fn parse_key(s: &str) -> Result<NoteVerifier, CliError> {
     let text = if s.contains('+') {
         s.to_string()
     } else {
         std::fs::read_to_string(s)
             .map_err(|e| CliError::invalid_argument(format!("--key {s}: {e}")))?
     };
-    Verifier::parse(&text).map_err(|e| CliError::invalid_argument(format!("--key: {e}")))
+    NoteVerifier::parse(&text).map_err(|e| CliError::invalid_argument(format!("--key: {e}")))
 }
 
 fn internal(e: impl std::fmt::Display) -> CliError {

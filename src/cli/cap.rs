@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 use perry_audit::Correlation;
-use perry_policies::{Capability, HumanDuration};
+use perry_policies::{HumanDuration, ShellCapability};
 use perry_sandbox::capability::{
     image_for, Capabilities, CapabilityOutcome, CapabilityRequest, ImageChoice,
 };
@@ -224,7 +224,7 @@ pub fn describe(ctx: &Context, name: &str) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_rules(cap: &Capability) {
+fn print_rules(cap: &ShellCapability) {
     let r = &cap.args;
     println!("args.max:    {}", r.max);
     if let Some(p) = &r.pattern {

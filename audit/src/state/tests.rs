@@ -231,7 +231,8 @@ fn a_checkpoint_not_signed_by_the_writers_key_is_refused() {
 }
 
 fn other_signed(text: &str) -> String {
-    let other = crate::Signer::from_pkcs8("state.example/audit", crate::Signer::generate_pkcs8());
+    let other =
+        crate::NoteSigner::from_pkcs8("state.example/audit", crate::NoteSigner::generate_pkcs8());
     other.unwrap().sign(text)
 }
 

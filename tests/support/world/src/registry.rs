@@ -146,7 +146,8 @@ impl Registry {
         false
     }
 
-    fn stop(&mut self) {
+    /// Stops the registry now (tests of an unreachable registry); dropping it does the same.
+    pub fn stop(&mut self) {
         drop(self.stdin.take());
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {

@@ -23,8 +23,9 @@ use std::fmt;
 use perry_policies::{Digest, ImageRef};
 use serde::Deserialize;
 
+use crate::registry::RegistrySource;
 use crate::registry::{RegistryClient, RegistryError};
-use crate::source::{ContentSource, RegistrySource, SourceError, TagOrDigest};
+use crate::source::{ContentSource, SourceError, TagOrDigest};
 
 /// The artifact type (and layer media type) of a Sigstore bundle attached as an OCI referrer.
 pub const BUNDLE_ARTIFACT_TYPE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";

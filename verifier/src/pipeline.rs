@@ -30,9 +30,10 @@ use crate::image::{new_verified, VerifiedImage};
 use crate::layout::OciLayout;
 use crate::legacy::{check_payload, to_bundle_json, LegacyParts};
 use crate::policy::authorize;
+use crate::registry::RegistrySource;
 use crate::registry::{resolve_in, Platform, RegistryClient, Resolved};
 use crate::signature::{claimed_digests, parse_bundle, verify_bundle, SignatureFacts, TrustedKey};
-use crate::source::{ContentSource, ImageSource, Origin, RegistrySource, TagOrDigest};
+use crate::source::{ContentSource, ImageSource, Origin, TagOrDigest};
 use crate::trust_root::TrustRoot;
 
 /// Verifies images against a configuration's trust policy. Build one per process and share it:

@@ -5,7 +5,7 @@
 //! an OCI image layout directory (`oci:DIR[:tag]`) or an OCI archive, a tar of such a directory
 //! (`oci-archive:FILE[:tag]`). [`ImageSource`] is the parsed form of what a user wrote.
 //!
-//! Resolution ([`crate::registry::RegistryClient::resolve`]) and signature discovery
+//! Resolution (`RegistryClient::resolve`) and signature discovery
 //! ([`crate::discover`]) are written once, against [`ContentSource`]: a registry repository
 //! ([`RegistrySource`]) and an OCI layout ([`crate::layout::OciLayout`]) both implement it. Every
 //! implementation hashes what it returns and refuses bytes that do not match the digest asked
@@ -21,8 +21,6 @@ use std::path::PathBuf;
 
 use perry_policies::{Digest, ImageRef, ReferenceError};
 use serde::{Deserialize, Serialize};
-
-use crate::registry::{RegistryClient, RegistryError};
 
 /// Transport prefix of an OCI image layout directory source.
 pub const OCI_LAYOUT_PREFIX: &str = "oci:";
@@ -181,16 +179,10 @@ pub trait SourceError: std::error::Error {
     fn is_not_found(&self) -> bool;
 }
 
-impl SourceError for RegistryError {
-    fn is_not_found(&self) -> bool {
-        RegistryError::is_not_found(self)
-    }
-}
-
 /// A place manifests and blobs are read from by digest (and signature manifests by tag).
 ///
 /// Implementations must hash every byte they return and refuse content that does not hash to
-/// the digest asked for, and refuse manifests over [`crate::registry::MAX_MANIFEST_SIZE`] and
+/// the digest asked for, and refuse manifests over `MAX_MANIFEST_SIZE` (4 MiB) and
 /// blobs over the given limit.
 pub trait ContentSource: Sync {
     /// The source's error type.
@@ -228,72 +220,6 @@ pub trait ContentSource: Sync {
 
     /// An error for an index with no manifest for the requested platform.
     fn no_platform(&self, what: String, platform: String, available: String) -> Self::Error;
-}
-
-/// One repository of one registry, as a [`ContentSource`].
-#[derive(Clone, Copy, Debug)]
-pub struct RegistrySource<'a> {
-    client: &'a RegistryClient,
-    image: &'a ImageRef,
-}
-
-impl<'a> RegistrySource<'a> {
-    /// The repository of `image` through `client`.
-    pub fn new(client: &'a RegistryClient, image: &'a ImageRef) -> Self {
-        Self { client, image }
-    }
-}
-
-impl ContentSource for RegistrySource<'_> {
-    type Error = RegistryError;
-
-    fn location(&self) -> String {
-        format!("{}/{}", self.image.registry(), self.image.repository())
-    }
-
-    fn has_referrers_api(&self) -> bool {
-        true
-    }
-
-    async fn manifest(&self, at: TagOrDigest<'_>) -> Result<(Vec<u8>, Digest), RegistryError> {
-        self.client.get_manifest(self.image, at).await
-    }
-
-    async fn blob(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>, RegistryError> {
-        self.client.fetch_blob(self.image, digest, limit).await
-    }
-
-    async fn referrers(
-        &self,
-        digest: &Digest,
-        artifact_type: &str,
-    ) -> Result<Option<Vec<u8>>, RegistryError> {
-        match self
-            .client
-            .referrers_index(self.image, digest, artifact_type)
-            .await
-        {
-            Ok(v) => Ok(Some(v)),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    fn malformed(&self, what: String, reason: String) -> RegistryError {
-        RegistryError::BadManifest {
-            host: self.image.registry().into(),
-            what,
-            reason,
-        }
-    }
-
-    fn no_platform(&self, what: String, platform: String, available: String) -> RegistryError {
-        RegistryError::NoPlatform {
-            what,
-            platform,
-            available,
-        }
-    }
 }
 
 #[cfg(test)]

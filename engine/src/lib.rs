@@ -33,6 +33,7 @@ mod error;
 mod executor;
 mod host;
 mod outcome;
+pub mod plan;
 mod request;
 mod spec;
 

@@ -56,7 +56,18 @@ pub(super) fn docker_config_credentials(path: &Path, host: &str) -> Result<Crede
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let meta = std::fs::metadata(path).map_err(|e| format!("{shown}: {e}"))?;
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
+            // The entry only points at a file; a file that is not there holds no credentials
+            // (public images need none): anonymous access, as docker does without a login.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::debug!(
+                    "{shown} does not exist: no credentials for {host}, accessing it anonymously"
+                );
+                return Ok(Credentials::Anonymous);
+            }
+            Err(e) => return Err(format!("{shown}: {e}")),
+        };
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(format!(

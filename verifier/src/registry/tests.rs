@@ -109,6 +109,14 @@ fn docker_config_auth_forms() {
     let e = docker_config_credentials(&path, "reg.example:5000").unwrap_err();
     assert!(e.contains("config.json") && e.contains("644"), "{e}");
     assert!(!e.contains("s3cret") && !e.contains("YWxp"), "{e}");
+    // A config file the entry points at but that does not exist means no credentials: public
+    // images need none (the example configuration names one for cgr.dev).
+    assert!(matches!(
+        docker_config_credentials(&dir.path().join("absent.json"), "cgr.dev").unwrap(),
+        Credentials::Anonymous
+    ));
+    // A path that exists but cannot be read as a file is still an error.
+    assert!(docker_config_credentials(dir.path(), "cgr.dev").is_err());
 }
 
 #[test]

@@ -32,11 +32,11 @@ fn main() {
     );
     let config = ConfigBuilder::new(&reg, &stack).write(&dir);
     eprintln!(
-        "demo world: registry {}, signed demo/hello@{} as {} ({}), pushed demo/unsigned unsigned, config {}",
+        "demo world: registry {}, signed demo/hello@{} as {} ({:?} layout), pushed demo/unsigned unsigned, config {}",
         reg.host(),
         signed.digest,
         perry_testworld::DEFAULT_IDENTITY,
-        format!("{:?} layout", sig.layout),
+        sig.layout,
         config.display()
     );
     println!("READY {}", reg.host());

@@ -20,6 +20,8 @@
 //! `PERRY_AUDIT_BENCH_DIR` picks the on-disk directory (default: the system temp dir).
 //! `PERRY_AUDIT_BENCH_ONLY=open` (or `append`, `verify`; comma-separated) runs only those groups
 //! and skips the others' setup (generating the 1M-record log takes a while the first time).
+// criterion_group! generates an undocumented public function.
+#![allow(missing_docs)]
 
 use std::fs::OpenOptions;
 use std::io::Write;

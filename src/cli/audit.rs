@@ -15,7 +15,7 @@ use super::{CliError, CliResult, Context, GlobalArgs};
 
 /// `audit` subcommands.
 #[derive(Subcommand, Debug)]
-pub enum AuditCommand {
+pub(super) enum AuditCommand {
     /// List records (a table on a terminal; --json for machine output).
     Show {
         #[command(flatten)]
@@ -71,7 +71,7 @@ pub enum AuditCommand {
 
 /// Export formats.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExportFormat {
+pub(super) enum ExportFormat {
     /// One canonical JSON record per line, byte-identical to the log.
     Jsonl,
     /// RFC 4180 CSV with a header row.
@@ -80,7 +80,7 @@ pub enum ExportFormat {
 
 /// Record filters shared by show, tail and export.
 #[derive(Args, Debug, Clone, Default)]
-pub struct FilterArgs {
+pub(super) struct FilterArgs {
     /// Records at or after T (RFC 3339, or an age such as 15m, 2h, 7d).
     #[arg(long, value_name = "T")]
     since: Option<String>,
@@ -144,7 +144,7 @@ fn verification_failed(message: String) -> CliError {
 
 /// Maps an audit error onto the CLI's error codes: a damaged or tampered log is
 /// `verification_failed` (nothing may proceed on it), I/O and key problems are `internal`.
-pub fn audit_error(e: AuditError) -> CliError {
+pub(super) fn audit_error(e: AuditError) -> CliError {
     match e {
         AuditError::Corrupt { .. } | AuditError::Checkpoint { .. } => {
             verification_failed(e.to_string()).with_exit(super::error::EXIT_REFUSED)
@@ -176,7 +176,7 @@ fn internal(e: impl std::fmt::Display) -> CliError {
 }
 
 /// Runs an `audit` subcommand.
-pub fn run(g: &GlobalArgs, cmd: AuditCommand) -> CliResult {
+pub(super) fn run(g: &GlobalArgs, cmd: AuditCommand) -> CliResult {
     let ctx = Context::load(g)?;
     let dir = ctx.config.audit_dir();
     match cmd {

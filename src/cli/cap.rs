@@ -25,7 +25,7 @@ use super::{Context, GlobalArgs};
 
 /// `cap` subcommands.
 #[derive(Subcommand, Debug)]
-pub enum CapCommand {
+pub(super) enum CapCommand {
     /// List the configured capabilities.
     List,
     /// Everything a capability may do: image, argv template, argument rules, tier, mounts, limits.
@@ -39,7 +39,7 @@ pub enum CapCommand {
 
 /// Arguments of `cap run`.
 #[derive(Args, Debug)]
-pub struct CapRunArgs {
+pub(super) struct CapRunArgs {
     /// The capability name.
     pub name: String,
     /// Host directory for the capability's `{workspace}` mounts.
@@ -60,7 +60,7 @@ pub struct CapRunArgs {
 }
 
 /// Runs a `cap` subcommand.
-pub fn run(g: &GlobalArgs, cmd: CapCommand) -> CliResult {
+pub(super) fn run(g: &GlobalArgs, cmd: CapCommand) -> CliResult {
     match cmd {
         CapCommand::List => list(g),
         CapCommand::Describe { name } => {
@@ -116,7 +116,7 @@ fn choice_words(c: ImageChoice) -> &'static str {
 }
 
 /// `cap describe NAME` (also `config explain --capability NAME`).
-pub fn describe(ctx: &Context, name: &str) -> CliResult {
+pub(super) fn describe(ctx: &Context, name: &str) -> CliResult {
     let cfg = &ctx.config;
     let Some(cap) = cfg.capabilities.get(name) else {
         let near =

@@ -11,7 +11,7 @@ use super::{CliError, CliResult, Context, GlobalArgs};
 
 /// `config` subcommands.
 #[derive(Subcommand, Debug)]
-pub enum ConfigCommand {
+pub(super) enum ConfigCommand {
     /// Validate a configuration file; exit 0 when valid, 2 when not. With --json, print the
     /// normalised configuration (secrets redacted). Checking the configuration in force (no
     /// FILE) records a `config_load` event in its audit log.
@@ -31,7 +31,7 @@ pub enum ConfigCommand {
 }
 
 /// Runs a `config` subcommand.
-pub fn run(g: &GlobalArgs, cmd: ConfigCommand) -> CliResult {
+pub(super) fn run(g: &GlobalArgs, cmd: ConfigCommand) -> CliResult {
     match cmd {
         ConfigCommand::Check { file } => check(g, file),
         ConfigCommand::Explain { image, capability } => {

@@ -11,7 +11,7 @@ use super::error::CliError;
 use super::GlobalArgs;
 
 /// The per-invocation context handed to subcommands.
-pub struct Context {
+pub(crate) struct Context {
     /// The configuration in force (built-in defaults when no file was found).
     pub config: Config,
     /// Where the configuration came from.
@@ -25,7 +25,7 @@ pub struct Context {
 
 impl Context {
     /// Discovers and loads the configuration, then applies global overrides (`--state-dir`).
-    pub fn load(g: &GlobalArgs) -> Result<Self, CliError> {
+    pub(crate) fn load(g: &GlobalArgs) -> Result<Self, CliError> {
         let (config, source) = perry_policies::load_discovered(g.config.as_deref())?;
         if source == ConfigSource::Defaults {
             tracing::warn!(
@@ -37,7 +37,7 @@ impl Context {
 
     /// A context for a configuration already loaded (e.g. `config check FILE`), with the
     /// global overrides applied.
-    pub fn from_parts(g: &GlobalArgs, mut config: Config, source: ConfigSource) -> Self {
+    pub(crate) fn from_parts(g: &GlobalArgs, mut config: Config, source: ConfigSource) -> Self {
         if let Some(dir) = &g.state_dir {
             config.sandbox.state_dir = absolute(dir);
         }
@@ -65,7 +65,7 @@ impl Context {
     /// log.record(ctx.audit_event(Action::Verify, Decision::Allow).image(&image).correlation(&id))
     ///     .map_err(super::audit::audit_error)?;
     /// ```
-    pub fn audit_log(&self) -> Result<Arc<AuditLog>, CliError> {
+    pub(crate) fn audit_log(&self) -> Result<Arc<AuditLog>, CliError> {
         let mut slot = self.audit.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(log) = &*slot {
             return Ok(Arc::clone(log));
@@ -78,7 +78,7 @@ impl Context {
 
     /// The audit log without a `config_load` record, for reviewer commands (`audit
     /// checkpoint`) that decide nothing.
-    pub fn audit_log_for_review(&self) -> Result<Arc<AuditLog>, CliError> {
+    pub(crate) fn audit_log_for_review(&self) -> Result<Arc<AuditLog>, CliError> {
         shared_log(LogOptions::from_config(&self.config))
     }
 
@@ -118,18 +118,18 @@ impl Context {
 
     /// Who is acting, for audit records made by this process: real uid, gid, pid, executable,
     /// `via: cli`.
-    pub fn audit_actor(&self) -> Actor {
+    pub(crate) fn audit_actor(&self) -> Actor {
         Actor::current()
     }
 
     /// A new audit event for `action` with `decision`, carrying [`Context::audit_actor`]; add
     /// subject, reason, policy and correlation with the builder methods before recording it.
-    pub fn audit_event(&self, action: Action, decision: Decision) -> Event {
+    pub(crate) fn audit_event(&self, action: Action, decision: Decision) -> Event {
         Event::new(action, decision).actor(self.audit_actor())
     }
 
     /// A short description of the configuration source, for messages.
-    pub fn source_label(&self) -> String {
+    pub(crate) fn source_label(&self) -> String {
         match &self.source {
             ConfigSource::File { path, how } => format!("{} (via {how})", path.display()),
             ConfigSource::Defaults => {

@@ -10,11 +10,11 @@ use perry_sandbox::error::ApiError;
 use perry_sandbox::exec::Code;
 use serde::Serialize;
 
-pub use perry_sandbox::exec::EXIT_REFUSED;
+pub(super) use perry_sandbox::exec::EXIT_REFUSED;
 
 /// A failure as the user sees it.
 #[derive(Debug, Clone, Serialize)]
-pub struct CliError {
+pub(crate) struct CliError {
     /// Stable machine code from the one table (a service's own code is passed through as it
     /// came, even one this build does not know).
     pub code: std::borrow::Cow<'static, str>,
@@ -29,7 +29,7 @@ pub struct CliError {
 
 impl CliError {
     /// A failure with `code`, its status and its exit status from the table.
-    pub fn new(code: Code, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: Code, message: impl Into<String>) -> Self {
         Self {
             code: code.as_str().into(),
             status: code.status(),
@@ -39,28 +39,28 @@ impl CliError {
     }
 
     /// A configuration that does not parse or validate (exit 2).
-    pub fn invalid_config(message: impl Into<String>) -> Self {
+    pub(crate) fn invalid_config(message: impl Into<String>) -> Self {
         Self::new(Code::InvalidConfig, message)
     }
 
     /// Bad command-line input (exit 2).
-    pub fn invalid_argument(message: impl Into<String>) -> Self {
+    pub(crate) fn invalid_argument(message: impl Into<String>) -> Self {
         Self::new(Code::InvalidArgument, message)
     }
 
     /// Something named does not exist (exit 125).
-    pub fn not_found(message: impl Into<String>) -> Self {
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Self::new(Code::NotFound, message)
     }
 
     /// An internal or environmental failure (exit 125).
-    pub fn internal(message: impl Into<String>) -> Self {
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
         Self::new(Code::Internal, message)
     }
 
     /// An API error (from the service, or the host-program contract) as the CLI reports it,
     /// with exit 125: nothing ran.
-    pub fn from_api(e: &ApiError) -> Self {
+    pub(crate) fn from_api(e: &ApiError) -> Self {
         Self {
             code: e.code.clone().into(),
             status: e.status,
@@ -70,13 +70,13 @@ impl CliError {
     }
 
     /// The same error with another exit status.
-    pub fn with_exit(mut self, exit: u8) -> Self {
+    pub(crate) fn with_exit(mut self, exit: u8) -> Self {
         self.exit = exit;
         self
     }
 
     /// Prints the error to stderr, as JSON on stdout when `json` is set.
-    pub fn report(&self, json: bool) {
+    pub(crate) fn report(&self, json: bool) {
         if json {
             let v = serde_json::json!({ "ok": false, "error": self });
             println!("{v}");
@@ -99,4 +99,4 @@ impl From<perry_policies::ConfigError> for CliError {
 }
 
 /// What every subcommand returns.
-pub type CliResult = Result<std::process::ExitCode, CliError>;
+pub(crate) type CliResult = Result<std::process::ExitCode, CliError>;

@@ -17,14 +17,14 @@ use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
-pub use context::Context;
-pub use error::{CliError, CliResult};
+pub(crate) use context::Context;
+pub(crate) use error::{CliError, CliResult};
 
 /// perry-sandbox: run OCI images only after Sigstore verification, pinned by digest, under a
 /// hardened profile for their policy tier, with every decision on a tamper-evident audit log.
 #[derive(Parser, Debug)]
 #[command(name = "perry-sandbox", version, about, long_about = None, propagate_version = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
     #[command(subcommand)]
@@ -33,7 +33,7 @@ pub struct Cli {
 
 /// Options every subcommand accepts.
 #[derive(Args, Debug, Clone)]
-pub struct GlobalArgs {
+pub(crate) struct GlobalArgs {
     /// Configuration file (default: $PERRY_CONFIG, ./perryconfig.toml,
     /// $XDG_CONFIG_HOME/perry-sandbox/perryconfig.toml, /etc/perry-sandbox/perryconfig.toml).
     #[arg(long, global = true, value_name = "FILE")]
@@ -83,7 +83,7 @@ enum Command {
 
 /// Parses the value of a command-line option, naming the option and the value on failure
 /// (exit 125: nothing was started).
-pub fn parse_opt<T>(flag: &str, value: &str) -> Result<T, CliError>
+pub(crate) fn parse_opt<T>(flag: &str, value: &str) -> Result<T, CliError>
 where
     T: std::str::FromStr,
     T::Err: std::fmt::Display,
@@ -94,7 +94,7 @@ where
 }
 
 /// Like [`parse_opt`] for an option that may be absent.
-pub fn parse_opt_maybe<T>(flag: &str, value: Option<&String>) -> Result<Option<T>, CliError>
+pub(crate) fn parse_opt_maybe<T>(flag: &str, value: Option<&String>) -> Result<Option<T>, CliError>
 where
     T: std::str::FromStr,
     T::Err: std::fmt::Display,
@@ -104,7 +104,7 @@ where
 
 /// The async runtime a subcommand drives the library with: one thread (the CLI does one thing
 /// at a time) plus tokio's blocking pool for sandbox runs.
-pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -128,7 +128,7 @@ fn init_tracing(verbose: u8) {
 }
 
 /// Parses arguments, runs the subcommand and maps its outcome to an exit status.
-pub fn main() -> ExitCode {
+pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.global.verbose);
     let json = cli.global.json;

@@ -13,14 +13,14 @@ use super::{CliError, CliResult, GlobalArgs};
 
 /// Export formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub(super) enum Format {
     /// OCI runtime-spec / docker seccomp JSON (`podman --security-opt seccomp=FILE`).
     Oci,
 }
 
 /// `profiles` subcommands.
 #[derive(Subcommand, Debug)]
-pub enum ProfilesCommand {
+pub(super) enum ProfilesCommand {
     /// Print a tier's seccomp profile for another runtime. With podman/runc, run hardened and
     /// untrusted with `--security-opt no-new-privileges` (part of those tiers): runc then installs
     /// the filter after its own setuid/setgroups, which those tiers do not allow.
@@ -62,7 +62,7 @@ fn profile_error(e: ProfileError) -> CliError {
 }
 
 /// Runs a `profiles` subcommand.
-pub fn run(g: &GlobalArgs, cmd: ProfilesCommand) -> CliResult {
+pub(super) fn run(g: &GlobalArgs, cmd: ProfilesCommand) -> CliResult {
     match cmd {
         ProfilesCommand::Export { tier, format } => {
             let Format::Oci = format;

@@ -11,14 +11,14 @@ use perry_policies::Digest;
 use perry_sandbox::exec::PullProgress;
 
 /// Progress bars for the blobs of one pull.
-pub struct Bars {
+pub(super) struct Bars {
     multi: MultiProgress,
     bars: Mutex<HashMap<Digest, ProgressBar>>,
 }
 
 impl Bars {
     /// Bars on stderr when it is a terminal and output is not JSON; otherwise `None`.
-    pub fn for_terminal(json: bool) -> Option<Arc<dyn PullProgress>> {
+    pub(super) fn for_terminal(json: bool) -> Option<Arc<dyn PullProgress>> {
         if json || !std::io::stderr().is_terminal() {
             return None;
         }

@@ -24,7 +24,7 @@ use super::{Context, GlobalArgs};
 
 /// Arguments of `run`.
 #[derive(Args, Debug)]
-pub struct RunArgs {
+pub(super) struct RunArgs {
     /// Policy tier (default: `[sandbox] default_tier`, normally `hardened`).
     #[arg(long, value_name = "TIER")]
     pub tier: Option<String>,
@@ -77,7 +77,7 @@ fn parse_mount(s: &str) -> Result<BindMount, CliError> {
 }
 
 /// Runs `perry-sandbox run`.
-pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult {
+pub(super) fn run(g: &GlobalArgs, args: RunArgs) -> CliResult {
     let ctx = Context::load(g).map_err(refused)?;
     let image = super::verify::parse_source(&args.image)?;
     let tier: Tier = match &args.tier {
@@ -208,7 +208,7 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult {
 
 /// An execution error as the CLI reports it: its code and status, exit 125 (126/127 when the
 /// command cannot be executed or found).
-pub fn exec_error(e: &ExecError) -> CliError {
+pub(super) fn exec_error(e: &ExecError) -> CliError {
     let mut message = e.to_string();
     if let ExecError::Verify(v) = e {
         message.push_str(super::verify::flag_hint(v));

@@ -20,7 +20,7 @@ use super::{Context, GlobalArgs};
 
 /// Arguments of `serve`.
 #[derive(Args, Debug)]
-pub struct ServeArgs {
+pub(super) struct ServeArgs {
     /// Socket path (default: `[service] socket`).
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
@@ -30,7 +30,7 @@ pub struct ServeArgs {
 }
 
 /// Runs `serve`.
-pub fn run(g: &GlobalArgs, args: ServeArgs) -> CliResult {
+pub(super) fn run(g: &GlobalArgs, args: ServeArgs) -> CliResult {
     let ctx = Context::load(g)?;
     let log = ctx.audit_log()?;
     let executor =

@@ -13,7 +13,7 @@ use super::{CliError, CliResult, Context, GlobalArgs};
 
 /// `store` subcommands.
 #[derive(Subcommand, Debug)]
-pub enum StoreCommand {
+pub(super) enum StoreCommand {
     /// List stored images (manifest digest, size, layers, unpacked or not) and blobs.
     Ls,
     /// Remove blobs no kept image needs. Kept: every image with an unpacked root filesystem and
@@ -35,7 +35,7 @@ pub enum StoreCommand {
 }
 
 /// Runs a `store` subcommand.
-pub fn run(g: &GlobalArgs, cmd: StoreCommand) -> CliResult {
+pub(super) fn run(g: &GlobalArgs, cmd: StoreCommand) -> CliResult {
     let ctx = Context::load(g)?;
     let state = &ctx.config.sandbox.state_dir;
     let blobs = BlobStore::open_in(state).map_err(|e| CliError::internal(e.to_string()))?;

@@ -24,11 +24,11 @@ use super::error::{CliError, CliResult, EXIT_REFUSED};
 use super::{Context, GlobalArgs};
 
 /// Exit status when the image (or bundle) is refused.
-pub const EXIT_DENIED: u8 = 3;
+pub(super) const EXIT_DENIED: u8 = 3;
 
 /// `verify IMAGE [--platform P] [--name REPO] [--bundle FILE]`.
 #[derive(Args, Debug)]
-pub struct VerifyArgs {
+pub(super) struct VerifyArgs {
     /// The image: a registry reference (`name[:tag][@sha256:…]`), an OCI layout directory
     /// (`oci:DIR[:tag]`) or an OCI archive (`oci-archive:FILE[:tag]`).
     pub image: String,
@@ -41,7 +41,7 @@ pub struct VerifyArgs {
 
 /// Options for images that do not come from a registry (air-gapped use).
 #[derive(Args, Debug, Clone, Default)]
-pub struct SourceArgs {
+pub(super) struct SourceArgs {
     /// The repository the signatures were made for (`registry/repository`), which trust rules
     /// match: required for `oci:` and `oci-archive:` images, which have no name of their own.
     #[arg(long, value_name = "REPO")]
@@ -52,14 +52,14 @@ pub struct SourceArgs {
 }
 
 /// Parses IMAGE as a registry reference, `oci:DIR[:tag]` or `oci-archive:FILE[:tag]`.
-pub fn parse_source(image: &str) -> Result<ImageSource, CliError> {
+pub(super) fn parse_source(image: &str) -> Result<ImageSource, CliError> {
     ImageSource::parse(image).map_err(|e| {
         CliError::invalid_argument(format!("IMAGE {image:?}: {e}")).with_exit(EXIT_REFUSED)
     })
 }
 
 /// The command-line flag that fixes `e`, as a suffix for its message.
-pub fn flag_hint(e: &VerifyError) -> &'static str {
+pub(super) fn flag_hint(e: &VerifyError) -> &'static str {
     match e {
         VerifyError::NameRequired { .. } | VerifyError::BadName { .. } => " (--name REPO)",
         VerifyError::BundleFile { .. } => " (--bundle FILE)",
@@ -69,7 +69,7 @@ pub fn flag_hint(e: &VerifyError) -> &'static str {
 
 /// `verify-bundle` (the sigstore-conformance client protocol).
 #[derive(Args, Debug)]
-pub struct VerifyBundleArgs {
+pub(super) struct VerifyBundleArgs {
     /// The Sigstore bundle (`*.sigstore.json`).
     #[arg(long, value_name = "FILE")]
     pub bundle: PathBuf,
@@ -101,7 +101,7 @@ pub struct VerifyBundleArgs {
 
 /// Maps a verifier error to the CLI: its code from the one table; exit 3 for a denial, 125
 /// when perry-sandbox could not decide.
-pub fn verify_error(e: &VerifyError) -> CliError {
+pub(super) fn verify_error(e: &VerifyError) -> CliError {
     let err = CliError::new(e.code(), format!("{e}{}", flag_hint(e)));
     if e.is_denial() {
         err.with_exit(EXIT_DENIED)
@@ -111,7 +111,7 @@ pub fn verify_error(e: &VerifyError) -> CliError {
 }
 
 /// Runs `verify`.
-pub fn run(g: &GlobalArgs, args: VerifyArgs) -> CliResult {
+pub(super) fn run(g: &GlobalArgs, args: VerifyArgs) -> CliResult {
     // Exit 125 for everything that is not a verdict (bad input, bad config, registry down).
     let ctx = Context::load(g).map_err(|e| e.with_exit(EXIT_REFUSED))?;
     let image = parse_source(&args.image)?;
@@ -201,7 +201,7 @@ fn print_verified(v: &Verification, json: bool) {
 
 /// Runs `verify-bundle`. Exit 0 when the bundle verifies, 3 when it does not, 125 when the
 /// inputs cannot be read.
-pub fn run_bundle(g: &GlobalArgs, args: VerifyBundleArgs) -> CliResult {
+pub(super) fn run_bundle(g: &GlobalArgs, args: VerifyBundleArgs) -> CliResult {
     let root = match &args.trusted_root {
         Some(p) => TrustRoot::from_file(p),
         None => TrustRoot::public_good(),

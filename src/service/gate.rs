@@ -9,7 +9,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Why admission failed.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Refused {
+pub(super) enum Refused {
     /// The queue is full.
     QueueFull,
     /// No slot freed up within the wait budget.
@@ -18,18 +18,18 @@ pub enum Refused {
 
 /// Concurrency slots plus a bounded waiting room.
 #[derive(Debug)]
-pub struct Gate {
+pub(super) struct Gate {
     slots: Arc<Semaphore>,
     max_queue: usize,
     queued: AtomicUsize,
 }
 
 /// A running slot; dropping it frees the slot.
-pub type Slot = OwnedSemaphorePermit;
+pub(super) type Slot = OwnedSemaphorePermit;
 
 impl Gate {
     /// `max_concurrent` slots (at least 1) and room for `max_queue` waiters.
-    pub fn new(max_concurrent: usize, max_queue: usize) -> Self {
+    pub(super) fn new(max_concurrent: usize, max_queue: usize) -> Self {
         Self {
             slots: Arc::new(Semaphore::new(max_concurrent.max(1))),
             max_queue,
@@ -38,17 +38,17 @@ impl Gate {
     }
 
     /// Requests waiting for a slot now.
-    pub fn queued(&self) -> usize {
+    pub(super) fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
     }
 
     /// Slots in use now.
-    pub fn in_flight(&self, max_concurrent: usize) -> usize {
+    pub(super) fn in_flight(&self, max_concurrent: usize) -> usize {
         max_concurrent.max(1) - self.slots.available_permits()
     }
 
     /// A slot now, or after waiting in the queue for at most `wait`.
-    pub async fn admit(&self, wait: Duration) -> Result<Slot, Refused> {
+    pub(super) async fn admit(&self, wait: Duration) -> Result<Slot, Refused> {
         if let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() {
             return Ok(slot);
         }

@@ -59,7 +59,7 @@ impl ServerOptions {
 
 /// The peer of a connection, from `SO_PEERCRED`.
 #[derive(Clone, Copy, Debug)]
-pub struct Peer {
+pub(super) struct Peer {
     uid: Option<u32>,
     gid: Option<u32>,
     pid: Option<i32>,

@@ -16,12 +16,12 @@ use perry_sandbox::service::Client;
 use perry_testworld::{ConfigBuilder, Registry, SigStack, SignOptions, TinyImage};
 
 /// A uid allowed by the test configuration besides root, and one that is not.
-pub const ALLOWED_UID: u32 = 4242;
-pub const DENIED_UID: u32 = 4343;
+pub(crate) const ALLOWED_UID: u32 = 4242;
+pub(crate) const DENIED_UID: u32 = 4343;
 /// The socket's group (`[service] socket_group`): callers need it to connect at all.
-pub const SOCKET_GID: u32 = 4200;
+pub(crate) const SOCKET_GID: u32 = 4200;
 
-pub struct World {
+pub(crate) struct World {
     pub reg: Registry,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
@@ -30,7 +30,7 @@ pub struct World {
 }
 
 /// What the service section of a test's configuration says.
-pub struct ServiceToml {
+pub(crate) struct ServiceToml {
     pub max_concurrent: u32,
     pub max_queue: u32,
     pub request_timeout: &'static str,
@@ -47,7 +47,7 @@ impl Default for ServiceToml {
 }
 
 impl World {
-    pub fn new(service: ServiceToml) -> Self {
+    pub(crate) fn new(service: ServiceToml) -> Self {
         let reg = Registry::start();
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -144,12 +144,12 @@ request_timeout = "{rt}"
         }
     }
 
-    pub fn state(&self) -> PathBuf {
+    pub(crate) fn state(&self) -> PathBuf {
         self.dir.path().join("state")
     }
 
     /// Starts `perry-sandbox serve` and waits until it answers.
-    pub fn serve(&self, extra_args: &[&str]) -> Service {
+    pub(crate) fn serve(&self, extra_args: &[&str]) -> Service {
         let mut child = Command::new(env!("CARGO_BIN_EXE_perry-sandbox"))
             .arg("--config")
             .arg(&self.config)
@@ -188,11 +188,11 @@ request_timeout = "{rt}"
         Service { child, log }
     }
 
-    pub fn client(&self) -> Client {
+    pub(crate) fn client(&self) -> Client {
         Client::new(&self.socket)
     }
 
-    pub fn audit(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn audit(&self) -> Vec<serde_json::Value> {
         let text = std::fs::read_to_string(self.state().join("audit/log.jsonl")).unwrap();
         text.lines()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -200,7 +200,7 @@ request_timeout = "{rt}"
     }
 
     /// Audit records of `action` with `decision`.
-    pub fn records(&self, action: &str, decision: &str) -> Vec<serde_json::Value> {
+    pub(crate) fn records(&self, action: &str, decision: &str) -> Vec<serde_json::Value> {
         self.audit()
             .into_iter()
             .filter(|r| r["action"] == action && r["decision"] == decision)
@@ -209,7 +209,7 @@ request_timeout = "{rt}"
 
     /// A raw HTTP call over the socket from a process running as `uid` in the socket's group
     /// (so the 0660 socket lets it connect): (status, body).
-    pub fn call_as(&self, uid: u32, method: &str, path: &str, body: &str) -> (u16, String) {
+    pub(crate) fn call_as(&self, uid: u32, method: &str, path: &str, body: &str) -> (u16, String) {
         let out = self.python_call(uid, SOCKET_GID, method, path, body);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let (status, body) = text.split_once('\n').unwrap_or_else(|| {
@@ -222,7 +222,7 @@ request_timeout = "{rt}"
     }
 
     /// Runs the Python HTTP-over-socket client as `uid`:`gid` and returns its output.
-    pub fn python_call(
+    pub(crate) fn python_call(
         &self,
         uid: u32,
         gid: u32,
@@ -253,17 +253,17 @@ sys.stdout.write(str(r.status) + "\n" + r.read().decode())
     }
 }
 
-pub struct Service {
+pub(crate) struct Service {
     pub child: Child,
     pub log: Arc<std::sync::Mutex<String>>,
 }
 
 impl Service {
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    pub fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .args([sig, &self.pid().to_string()])
             .status()
@@ -273,7 +273,7 @@ impl Service {
     }
 
     /// Waits for the service to exit; its status.
-    pub fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+    pub(crate) fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
@@ -296,7 +296,7 @@ impl Drop for Service {
     }
 }
 
-pub fn rt() -> tokio::runtime::Runtime {
+pub(crate) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -304,13 +304,13 @@ pub fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-pub fn req(args: &[&str]) -> CapabilityRequest {
+pub(crate) fn req(args: &[&str]) -> CapabilityRequest {
     CapabilityRequest::new(args.iter().map(|s| s.to_string()).collect())
 }
 
 /// Run cgroups (`perry-run-<pid>-*`) of process `pid` (a child of this test process, so its
 /// run cgroups live under ours), in every hierarchy.
-pub fn run_cgroups_of(pid: u32) -> Vec<PathBuf> {
+pub(crate) fn run_cgroups_of(pid: u32) -> Vec<PathBuf> {
     perry_runtime::native::run_cgroups()
         .into_iter()
         .filter(|(p, _)| *p == pid)
@@ -319,7 +319,7 @@ pub fn run_cgroups_of(pid: u32) -> Vec<PathBuf> {
 }
 
 /// Processes whose command line contains `needle`.
-pub fn processes_with(needle: &str) -> Vec<u32> {
+pub(crate) fn processes_with(needle: &str) -> Vec<u32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {

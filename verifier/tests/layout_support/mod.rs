@@ -11,10 +11,10 @@ use perry_testworld::{TinyImage, TinyIndex};
 use perry_verifier::registry::RegistryClient;
 use sha2::{Digest as _, Sha256};
 
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
-pub fn sha256(bytes: &[u8]) -> String {
+pub(crate) fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex(&Sha256::digest(bytes)))
 }
 
@@ -23,14 +23,14 @@ fn hex(b: &[u8]) -> String {
 }
 
 /// An OCI image layout directory being written.
-pub struct LayoutBuilder {
+pub(crate) struct LayoutBuilder {
     pub dir: PathBuf,
     pub entries: Vec<serde_json::Value>,
 }
 
 impl LayoutBuilder {
     /// Creates `dir` with `oci-layout` and `blobs/sha256/`.
-    pub fn new(dir: &Path) -> Self {
+    pub(crate) fn new(dir: &Path) -> Self {
         std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
         std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
         let b = Self {
@@ -41,21 +41,27 @@ impl LayoutBuilder {
         b
     }
 
-    pub fn blob_path(&self, digest: &str) -> PathBuf {
+    pub(crate) fn blob_path(&self, digest: &str) -> PathBuf {
         self.dir
             .join("blobs/sha256")
             .join(digest.trim_start_matches("sha256:"))
     }
 
     /// Writes a blob; returns its digest.
-    pub fn blob(&mut self, bytes: &[u8]) -> String {
+    pub(crate) fn blob(&mut self, bytes: &[u8]) -> String {
         let d = sha256(bytes);
         std::fs::write(self.blob_path(&d), bytes).unwrap();
         d
     }
 
     /// Adds an `index.json` entry.
-    pub fn entry(&mut self, media_type: &str, digest: &str, size: usize, ref_name: Option<&str>) {
+    pub(crate) fn entry(
+        &mut self,
+        media_type: &str,
+        digest: &str,
+        size: usize,
+        ref_name: Option<&str>,
+    ) {
         let mut e = serde_json::json!({"mediaType": media_type, "digest": digest, "size": size});
         if let Some(r) = ref_name {
             e["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": r});
@@ -65,21 +71,21 @@ impl LayoutBuilder {
     }
 
     /// Writes an image's blobs (without an index.json entry); returns the manifest digest.
-    pub fn image_blobs(&mut self, img: &TinyImage) -> String {
+    pub(crate) fn image_blobs(&mut self, img: &TinyImage) -> String {
         self.blob(&img.config);
         self.blob(&img.layer);
         self.blob(&img.manifest)
     }
 
     /// Writes an image and lists it under `tag`.
-    pub fn image(&mut self, img: &TinyImage, tag: Option<&str>) -> String {
+    pub(crate) fn image(&mut self, img: &TinyImage, tag: Option<&str>) -> String {
         let d = self.image_blobs(img);
         self.entry(OCI_MANIFEST, &d, img.manifest.len(), tag);
         d
     }
 
     /// Writes a multi-platform index (and its images) and lists it under `tag`.
-    pub fn index(&mut self, idx: &TinyIndex, tag: Option<&str>) -> String {
+    pub(crate) fn index(&mut self, idx: &TinyIndex, tag: Option<&str>) -> String {
         for i in &idx.images {
             self.image_blobs(i);
         }
@@ -88,7 +94,7 @@ impl LayoutBuilder {
         d
     }
 
-    pub fn write_index(&self) {
+    pub(crate) fn write_index(&self) {
         let idx = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": OCI_INDEX,
@@ -106,7 +112,7 @@ impl LayoutBuilder {
     /// manifest with its blobs) into this layout under the same names, as `ref.name`s. Returns
     /// how many signature tags were exported. `as_digest` relabels them as signatures of
     /// another digest (an attacker copying A's signatures onto B).
-    pub async fn export_signatures(
+    pub(crate) async fn export_signatures(
         &mut self,
         client: &RegistryClient,
         repo: &ImageRef,
@@ -156,7 +162,7 @@ impl LayoutBuilder {
 
     /// The layout as an OCI archive (a plain tar, as skopeo writes them: `./`-less names,
     /// directory entries for `blobs/` and `blobs/sha256/`).
-    pub fn to_archive(&self, file: &Path) {
+    pub(crate) fn to_archive(&self, file: &Path) {
         let mut b = tar::Builder::new(std::fs::File::create(file).unwrap());
         b.mode(tar::HeaderMode::Deterministic);
         b.append_dir("blobs", self.dir.join("blobs")).unwrap();
@@ -181,7 +187,7 @@ impl LayoutBuilder {
 
 /// A tar header with a raw name (the `tar` crate's builder refuses `..` and absolute names,
 /// which is what an attacker's archive would contain).
-pub fn raw_header(name: &str, kind: tar::EntryType, size: u64) -> tar::Header {
+pub(crate) fn raw_header(name: &str, kind: tar::EntryType, size: u64) -> tar::Header {
     let mut h = tar::Header::new_ustar();
     h.set_entry_type(kind);
     h.set_size(size);
@@ -195,7 +201,7 @@ pub fn raw_header(name: &str, kind: tar::EntryType, size: u64) -> tar::Header {
 }
 
 /// A copy of `layout` as an archive, plus one extra hostile entry appended at the start.
-pub fn archive_with_extra(
+pub(crate) fn archive_with_extra(
     layout: &LayoutBuilder,
     file: &Path,
     header: tar::Header,

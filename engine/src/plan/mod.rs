@@ -9,6 +9,8 @@
 
 mod graph;
 mod journal;
+mod service;
 
 pub use graph::{Condition, Edge, Graph, NodeId, PlanError};
 pub use journal::{Journal, JournalError, Resource, ResourceKind};
+pub use service::{check_service, service_tier, Refusal, ServiceAsk};

@@ -42,6 +42,8 @@ actions! {
     ApiAccess = "api_access",
     /// The local API service started or stopped.
     Serve = "serve",
+    /// A compose or workload plan was verified and allowed, or refused (nothing created).
+    Plan = "plan",
     /// The executor (verifier, trusted root, image store) could not be set up.
     Setup = "setup",
     /// A test or tool record (benchmarks, fixtures).

@@ -7,10 +7,12 @@
 //! can start in parallel. A cycle is refused with the nodes that form it
 //! ([`Code::DependencyCycle`](perry_policies::Code::DependencyCycle), 422).
 
+mod build;
 mod graph;
 mod journal;
 mod service;
 
+pub use build::{DependsOn, Isolation, Plan, PlanRefused, PlannedService, ServiceInput};
 pub use graph::{Condition, Edge, Graph, NodeId, PlanError};
 pub use journal::{Journal, JournalError, Resource, ResourceKind};
 pub use service::{check_service, service_tier, Refusal, ServiceAsk};

@@ -10,12 +10,6 @@ use perry_engine::{Executor, Platform};
 use perry_policies::Tier;
 use perry_testworld::{ConfigBuilder, Registry, SigStack, SignOptions, TinyImage};
 
-struct World {
-    reg: Registry,
-    dir: tempfile::TempDir,
-    executor: Executor,
-}
-
 /// One registry with signed `stack/{proxy,app,db}` and an unsigned `stack/rogue`, shared by the
 /// binary's tests; one executor per test (its own audit log).
 fn registry() -> &'static Registry {

@@ -32,6 +32,7 @@
 mod error;
 mod executor;
 mod host;
+pub mod orchestrate;
 mod outcome;
 pub mod plan;
 mod request;

@@ -212,12 +212,14 @@ mod tests {
         }
     }
 
+    type Calls = Arc<Mutex<Vec<Instant>>>;
+
     /// A scripted probe: answers in order, then repeats the last answer; records call times.
     fn scripted(
         answers: Vec<Probe>,
     ) -> (
         impl FnMut(Vec<String>, Duration) -> std::future::Ready<Probe>,
-        Arc<Mutex<Vec<Instant>>>,
+        Calls,
     ) {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let seen = calls.clone();

@@ -3,12 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
+use super::model::Config;
 use crate::error::{nearest, ConfigError, KeyPath, PathSeg, Problem};
 use crate::registry::RegistryConfig;
 use crate::tier::Tier;
 use crate::trust::TrustedRootSource;
-
-use super::model::Config;
 
 impl Config {
     /// Reads, parses and validates a configuration file. Relative paths inside it are taken

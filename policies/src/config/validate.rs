@@ -3,13 +3,12 @@
 
 use std::path::Path;
 
+use super::model::{Config, Found, SHELLS};
 use crate::capability::{ShellCapability, WORKSPACE_PLACEHOLDER};
 use crate::error::{nearest, KeyPath};
 use crate::reference::ImageRef;
 use crate::registry::is_loopback_host;
 use crate::tier::{NetworkPolicy, Tier};
-
-use super::model::{Config, Found, SHELLS};
 
 impl Config {
     /// Checks what serde cannot: every rule that spans fields or compares with built-in tiers.

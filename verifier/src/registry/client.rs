@@ -12,13 +12,12 @@ use oci_client::{Client, Reference};
 use perry_policies::{is_loopback_host, Config, Digest, ImageRef, RegistryConfig};
 use sha2::{Digest as _, Sha256};
 
-use crate::source::{ContentSource, SourceError, TagOrDigest};
-
 use super::credentials::{docker_config_credentials, Credentials};
 use super::error::{describe_reqwest, map_oci_error, RegistryError};
 use super::manifest::{resolve_in, Resolved};
 use super::platform::Platform;
 use super::{sha256_digest, ACCEPTED, MAX_MANIFEST_SIZE};
+use crate::source::{ContentSource, SourceError, TagOrDigest};
 
 /// The registry client the verifier (and the runtime's image store) use.
 ///

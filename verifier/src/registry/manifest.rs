@@ -3,10 +3,9 @@
 use perry_policies::{Digest, ImageRef};
 use serde::Deserialize;
 
-use crate::source::{ContentSource, TagOrDigest};
-
 use super::platform::{IndexPlatform, Platform};
 use super::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST};
+use crate::source::{ContentSource, TagOrDigest};
 
 /// What [`RegistryClient::resolve`](super::RegistryClient::resolve) found: the digest of the bytes it was served (computed here)
 /// and, for a multi-arch index, the platform manifest it chose.

@@ -28,20 +28,16 @@
 //! and nothing to clean up — not on an error, not after `kill -9`. Only uncompressed tars are
 //! accepted (that is what `oci-archive` is); a compressed one gets a clear error.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use perry_policies::Digest;
-use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::registry::{
-    Mismatch, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, MAX_MANIFEST_SIZE, OCI_INDEX, OCI_MANIFEST,
-};
-use crate::source::{ContentSource, Origin, SourceError, TagOrDigest};
+use crate::registry::{Mismatch, MAX_MANIFEST_SIZE};
+use crate::source::{ContentSource, Origin, TagOrDigest};
 
 /// The `index.json` annotation naming an entry (the layout's "tag").
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
@@ -54,223 +50,16 @@ pub const MAX_INDEX_ENTRIES: usize = 4_096;
 /// The largest `oci-layout` file accepted.
 const MAX_OCI_LAYOUT_FILE: u64 = 4096;
 
-/// Why a layout or archive cannot be used. Every message names the layout, file or entry.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LayoutError {
-    /// A file or directory the layout needs does not exist.
-    #[error("{}: no such file or directory", path.display())]
-    Missing {
-        /// The missing path.
-        path: PathBuf,
-    },
-    /// Reading failed.
-    #[error("{}: {reason}", path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        reason: String,
-    },
-    /// The directory or archive is not an OCI image layout (no or a wrong `oci-layout` file,
-    /// no `index.json`, not a tar, compressed).
-    #[error("{}: not an OCI image layout: {reason}", path.display())]
-    NotALayout {
-        /// The layout directory or archive.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
-    /// `index.json` does not parse or holds an invalid value.
-    #[error("{}: {field}: {reason}", path.display())]
-    BadIndex {
-        /// The `index.json` (inside an archive: `ARCHIVE:index.json`).
-        path: PathBuf,
-        /// The field path (`manifests[2].digest`) or `line L column C`.
-        field: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// No `index.json` entry has this `org.opencontainers.image.ref.name`.
-    #[error("{layout}: no image is tagged `{tag}` (org.opencontainers.image.ref.name in index.json; images: {available})")]
-    TagNotFound {
-        /// `oci:/path` or `oci-archive:/path`.
-        layout: String,
-        /// The tag asked for.
-        tag: String,
-        /// The image tags the layout has, comma-separated.
-        available: String,
-    },
-    /// No tag was given and the layout holds several images.
-    #[error("{layout}: holds several images, name one with {layout}:TAG (tags: {tags})")]
-    Ambiguous {
-        /// `oci:/path` or `oci-archive:/path`.
-        layout: String,
-        /// The image tags (or digests of untagged images), comma-separated.
-        tags: String,
-    },
-    /// `index.json` lists no image at all.
-    #[error("{layout}: index.json lists no image")]
-    NoImage {
-        /// `oci:/path` or `oci-archive:/path`.
-        layout: String,
-    },
-    /// A blob named by digest is not in the layout.
-    #[error("{blob}: blob not in the layout")]
-    BlobMissing {
-        /// Where it should be (`DIR/blobs/sha256/<hex>` or `ARCHIVE:blobs/sha256/<hex>`).
-        blob: String,
-    },
-    /// A layout file is a symlink, device, FIFO, directory, or was swapped while opening.
-    #[error("{}: not a regular file (symlinks and special files are refused in a layout)", path.display())]
-    NotRegularFile {
-        /// The file.
-        path: PathBuf,
-    },
-    /// A blob's bytes do not hash to its digest: the layout was altered.
-    #[error("{blob}: content digest mismatch: {mismatch}")]
-    DigestMismatch {
-        /// Where the blob is.
-        blob: String,
-        /// The digests (boxed: keeps the error small).
-        mismatch: Box<Mismatch>,
-    },
-    /// A blob's size differs from what `index.json` (or its file, while being read) says.
-    #[error("{blob}: expected {expected} bytes, the blob has {actual}")]
-    SizeMismatch {
-        /// Where the blob is.
-        blob: String,
-        /// The descriptor's (or file's) size.
-        expected: u64,
-        /// The blob's size.
-        actual: u64,
-    },
-    /// A blob or file is over the limit for its kind.
-    #[error("{blob}: larger than the {limit}-byte limit")]
-    TooLarge {
-        /// Where it is.
-        blob: String,
-        /// The limit in bytes.
-        limit: u64,
-    },
-    /// A manifest or index that does not parse, or is not what was expected.
-    #[error("{what}: {reason}")]
-    BadManifest {
-        /// Which manifest (`oci:/path@sha256:…`).
-        what: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A multi-platform index has no manifest for the requested platform.
-    #[error("{what} has no manifest for platform {platform} (available: {available})")]
-    NoPlatform {
-        /// The index.
-        what: String,
-        /// The platform asked for.
-        platform: String,
-        /// The platforms it offers.
-        available: String,
-    },
-    /// An OCI archive entry that is not allowed; the whole archive is refused.
-    #[error("{}: entry `{entry}` refused: {reason}", archive.display())]
-    UnsafeEntry {
-        /// The archive.
-        archive: PathBuf,
-        /// The entry's path as stored.
-        entry: String,
-        /// Why.
-        reason: String,
-    },
-}
+mod error;
+mod index;
+#[cfg(test)]
+mod tests;
 
-impl SourceError for LayoutError {
-    fn is_not_found(&self) -> bool {
-        matches!(self, Self::TagNotFound { .. } | Self::BlobMissing { .. })
-    }
-}
-
-impl LayoutError {
-    /// The stable machine code: `not_found` (missing layout, tag or blob), `invalid_argument`
-    /// (no tag given for a layout with several images) or `invalid_image` (a malformed,
-    /// altered or hostile layout or archive).
-    pub fn code(&self) -> perry_policies::Code {
-        use perry_policies::Code;
-        match self {
-            Self::Missing { .. }
-            | Self::TagNotFound { .. }
-            | Self::NoImage { .. }
-            | Self::BlobMissing { .. } => Code::NotFound,
-            Self::Ambiguous { .. } => Code::InvalidArgument,
-            _ => Code::InvalidImage,
-        }
-    }
-
-    fn io(path: &Path, e: io::Error) -> Self {
-        if e.kind() == io::ErrorKind::NotFound {
-            Self::Missing { path: path.into() }
-        } else {
-            Self::Io {
-                path: path.into(),
-                reason: e.to_string(),
-            }
-        }
-    }
-}
-
-/// One entry of `index.json`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LayoutEntry {
-    /// The descriptor's `mediaType`, if given.
-    pub media_type: Option<String>,
-    /// The descriptor's digest.
-    pub digest: Digest,
-    /// The descriptor's size.
-    pub size: u64,
-    /// `org.opencontainers.image.ref.name`, if annotated.
-    pub ref_name: Option<String>,
-    /// The descriptor's `artifactType`, if given.
-    pub artifact_type: Option<String>,
-}
-
-impl LayoutEntry {
-    /// True for an image (manifest or index) entry; false for signature tags
-    /// (`sha256-<hex>`, `sha256-<hex>.sig`, …) and Sigstore bundle artifacts.
-    pub fn is_image(&self) -> bool {
-        let kind_ok = match self.media_type.as_deref() {
-            None => true,
-            Some(t) => [
-                OCI_MANIFEST,
-                OCI_INDEX,
-                DOCKER_MANIFEST,
-                DOCKER_MANIFEST_LIST,
-            ]
-            .contains(&t),
-        };
-        kind_ok
-            && !self.ref_name.as_deref().is_some_and(is_signature_ref)
-            && !self
-                .artifact_type
-                .as_deref()
-                .is_some_and(|t| t.starts_with("application/vnd.dev.sigstore.bundle"))
-    }
-
-    fn label(&self) -> String {
-        self.ref_name
-            .clone()
-            .unwrap_or_else(|| format!("(untagged) {}", self.digest))
-    }
-}
-
-/// `sha256-<64 hex>` optionally followed by a `.suffix` (`.sig`, `.att`, `.sbom`): a name
-/// signature tooling gives to artifacts about a digest, never an image.
-pub fn is_signature_ref(name: &str) -> bool {
-    let Some(rest) = name.strip_prefix("sha256-") else {
-        return false;
-    };
-    let (hex, suffix) = rest.split_at(rest.len().min(64));
-    hex.len() == 64
-        && hex.bytes().all(|b| b.is_ascii_hexdigit())
-        && (suffix.is_empty() || suffix.starts_with('.'))
-}
+pub use error::LayoutError;
+use index::{
+    check_layout_file, is_sha256_hex, open_regular, parse_index, read_limited, read_small_file,
+};
+pub use index::{is_signature_ref, LayoutEntry};
 
 #[derive(Clone, Copy, Debug)]
 struct Span {
@@ -294,137 +83,6 @@ pub struct OciLayout {
     name: String,
     store: Store,
     entries: Vec<LayoutEntry>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawLayoutFile {
-    image_layout_version: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawIndex {
-    schema_version: u32,
-    media_type: Option<String>,
-    manifests: Vec<RawDescriptor>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawDescriptor {
-    media_type: Option<String>,
-    digest: String,
-    size: u64,
-    artifact_type: Option<String>,
-    #[serde(default)]
-    annotations: BTreeMap<String, String>,
-}
-
-/// Checks the `oci-layout` file's contents.
-fn check_layout_file(bytes: &[u8], path: &Path) -> Result<(), LayoutError> {
-    let bad = |reason: String| LayoutError::NotALayout {
-        path: path.into(),
-        reason,
-    };
-    let v: RawLayoutFile =
-        serde_json::from_slice(bytes).map_err(|e| bad(format!("oci-layout: {e}")))?;
-    if v.image_layout_version != IMAGE_LAYOUT_VERSION {
-        return Err(bad(format!(
-            "oci-layout: imageLayoutVersion is {:?}, only {IMAGE_LAYOUT_VERSION:?} is supported",
-            v.image_layout_version
-        )));
-    }
-    Ok(())
-}
-
-/// Parses `index.json`, naming the field at fault.
-fn parse_index(bytes: &[u8], path: &Path) -> Result<Vec<LayoutEntry>, LayoutError> {
-    let bad = |field: String, reason: String| LayoutError::BadIndex {
-        path: path.into(),
-        field,
-        reason,
-    };
-    let raw: RawIndex = serde_json::from_slice(bytes).map_err(|e| {
-        bad(
-            format!("line {} column {}", e.line(), e.column()),
-            e.to_string(),
-        )
-    })?;
-    if raw.schema_version != 2 {
-        return Err(bad(
-            "schemaVersion".into(),
-            format!("is {}, only 2 is supported", raw.schema_version),
-        ));
-    }
-    if let Some(t) = &raw.media_type {
-        if t != OCI_INDEX {
-            return Err(bad(
-                "mediaType".into(),
-                format!("is {t:?}, not {OCI_INDEX:?}"),
-            ));
-        }
-    }
-    if raw.manifests.len() > MAX_INDEX_ENTRIES {
-        return Err(bad(
-            "manifests".into(),
-            format!(
-                "{} entries, more than {MAX_INDEX_ENTRIES}",
-                raw.manifests.len()
-            ),
-        ));
-    }
-    let mut out = Vec::with_capacity(raw.manifests.len());
-    for (i, d) in raw.manifests.into_iter().enumerate() {
-        let digest = Digest::parse(&d.digest)
-            .map_err(|e| bad(format!("manifests[{i}].digest"), e.to_string()))?;
-        out.push(LayoutEntry {
-            media_type: d.media_type,
-            digest,
-            size: d.size,
-            ref_name: d.annotations.get(REF_NAME_ANNOTATION).cloned(),
-            artifact_type: d.artifact_type,
-        });
-    }
-    Ok(out)
-}
-
-/// Opens `path` for reading only if it is a regular file, refusing symlinks and special files
-/// (`lstat` before, `fstat` after: the same inode). Returns the file and its size.
-fn open_regular(path: &Path) -> Result<(File, u64), LayoutError> {
-    let before = fs::symlink_metadata(path).map_err(|e| LayoutError::io(path, e))?;
-    if !before.file_type().is_file() {
-        return Err(LayoutError::NotRegularFile { path: path.into() });
-    }
-    let f = File::open(path).map_err(|e| LayoutError::io(path, e))?;
-    let after = f.metadata().map_err(|e| LayoutError::io(path, e))?;
-    if !after.file_type().is_file() || after.ino() != before.ino() || after.dev() != before.dev() {
-        return Err(LayoutError::NotRegularFile { path: path.into() });
-    }
-    Ok((f, after.len()))
-}
-
-/// Reads at most `limit` bytes of `r`; `Err(())` if there are more.
-fn read_limited(r: impl Read, limit: u64) -> io::Result<Option<Vec<u8>>> {
-    let mut out = Vec::new();
-    r.take(limit.saturating_add(1)).read_to_end(&mut out)?;
-    Ok((out.len() as u64 <= limit).then_some(out))
-}
-
-fn read_small_file(path: &Path, limit: u64) -> Result<Vec<u8>, LayoutError> {
-    let (f, _) = open_regular(path)?;
-    read_limited(f, limit)
-        .map_err(|e| LayoutError::io(path, e))?
-        .ok_or_else(|| LayoutError::TooLarge {
-            blob: path.display().to_string(),
-            limit,
-        })
-}
-
-fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A blob opened for streaming (from a directory the reader stops one byte past the recorded
@@ -894,59 +552,5 @@ impl ContentSource for OciLayout {
             platform,
             available,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn entry_names_are_cleaned_or_refused() {
-        assert_eq!(clean_entry_name("./oci-layout", false), Ok("oci-layout"));
-        assert_eq!(clean_entry_name("./", true), Ok(""));
-        assert_eq!(clean_entry_name("blobs/sha256/", true), Ok("blobs/sha256"));
-        assert_eq!(clean_entry_name(".", true), Ok(""));
-        for bad in [
-            "/etc/passwd",
-            "../x",
-            "blobs/../../x",
-            "a//b",
-            "blobs/./x",
-            "",
-        ] {
-            assert!(clean_entry_name(bad, false).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn signature_refs_are_recognised() {
-        let h = "a".repeat(64);
-        assert!(is_signature_ref(&format!("sha256-{h}")));
-        assert!(is_signature_ref(&format!("sha256-{h}.sig")));
-        assert!(!is_signature_ref("v1"));
-        assert!(!is_signature_ref(&format!("sha256-{}", "a".repeat(63))));
-        assert!(!is_signature_ref(&format!("sha256-{h}x")));
-    }
-
-    #[test]
-    fn index_errors_name_the_field() {
-        let p = Path::new("/l/index.json");
-        let e = parse_index(
-            br#"{"schemaVersion":2,"manifests":[{"digest":"md5:x","size":1}]}"#,
-            p,
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("manifests[0].digest"), "{e}");
-        let e = parse_index(br#"{"schemaVersion":1,"manifests":[]}"#, p).unwrap_err();
-        assert!(e.to_string().contains("schemaVersion"), "{e}");
-        let e = parse_index(b"{", p).unwrap_err();
-        assert!(e.to_string().contains("line 1 column"), "{e}");
-        assert!(parse_index(b"\xff\xfe", p).is_err());
-    }
-
-    #[test]
-    fn error_stays_small_enough_to_wrap() {
-        assert!(std::mem::size_of::<LayoutError>() <= 80);
     }
 }

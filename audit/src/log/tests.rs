@@ -1,9 +1,13 @@
 //! Resuming from the writer-state hint leaves the writer exactly as a full replay would, and a
 //! damaged tail after the checkpoint is reported as a replay reports it.
 
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+
 use super::*;
 use crate::record::Decision;
 use crate::state::Stale;
+use crate::state::{self, WriterState};
 use crate::Action;
 
 fn opts(dir: &Path) -> LogOptions {

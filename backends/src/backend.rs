@@ -1,0 +1,110 @@
+//! The [`ContainerBackend`] trait: what the engine needs from podman, docker and friends.
+
+use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::{
+    BackendError, ContainerInfo, ContainerSpec, ExecOutput, ExecSpec, IsolationLevel, LogOptions,
+    NetworkInfo, NetworkSpec, PinnedImage, VolumeInfo, VolumeSpec,
+};
+
+/// Whether a backend can be used, and why not.
+#[derive(Clone, Debug, Serialize)]
+pub struct Availability {
+    /// Usable now.
+    pub available: bool,
+    /// Why not (or what answered).
+    pub reason: String,
+    /// The CLI's version line, when it answered.
+    pub version: Option<String>,
+    /// The strongest isolation level it can give.
+    pub isolation: IsolationLevel,
+}
+
+/// Result type of every backend call.
+pub type Result<T> = std::result::Result<T, BackendError>;
+
+/// A container runtime driven through its CLI. Policy-blind: every entry point that creates a
+/// container takes a [`ContainerSpec`], whose image is a [`PinnedImage`] and whose confinement
+/// was computed from the tier by [`crate::Hardening::for_profile`].
+pub trait ContainerBackend: Send + Sync {
+    /// The backend's name (`podman`, `docker`, `lima`, ...).
+    fn name(&self) -> &str;
+    /// The CLI's version string.
+    fn version(&self) -> impl Future<Output = Result<String>> + Send;
+    /// Whether it answers (CLI present and, where it applies, daemon alive).
+    fn availability(&self) -> impl Future<Output = Availability> + Send;
+
+    /// Creates a container; the image must be present and match its verified digest.
+    fn create(&self, spec: &ContainerSpec) -> impl Future<Output = Result<String>> + Send;
+    /// Starts a created container.
+    fn start(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Creates, starts and waits for a container, returning its exit code and output; the
+    /// container is removed afterwards.
+    fn run(&self, spec: &ContainerSpec) -> impl Future<Output = Result<ExecOutput>> + Send;
+    /// Stops a container (SIGTERM, then SIGKILL after `timeout`).
+    fn stop(&self, id: &str, timeout: Duration) -> impl Future<Output = Result<()>> + Send;
+    /// Sends `signal` (e.g. `KILL`, `TERM`) to a container.
+    fn kill(&self, id: &str, signal: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Removes a container (`force`: even when running).
+    fn remove(&self, id: &str, force: bool) -> impl Future<Output = Result<()>> + Send;
+    /// Waits for a container to exit and returns its exit code.
+    fn wait(&self, id: &str) -> impl Future<Output = Result<i32>> + Send;
+    /// State, exit code, IPs per network, ports, labels, isolation level.
+    fn inspect(&self, id: &str) -> impl Future<Output = Result<ContainerInfo>> + Send;
+    /// Ids of all containers (running or not) carrying `key=value`.
+    fn list(&self, key: &str, value: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// A container's stdout and stderr, kept apart and untruncated.
+    fn logs(&self, id: &str, opts: LogOptions) -> impl Future<Output = Result<ExecOutput>> + Send;
+    /// Runs a command in a running container.
+    fn exec(&self, id: &str, spec: &ExecSpec) -> impl Future<Output = Result<ExecOutput>> + Send;
+
+    /// Pulls an image by digest from the registry it was verified at, then checks the digest.
+    fn pull(&self, image: &PinnedImage) -> impl Future<Output = Result<String>> + Send;
+    /// Whether the backend holds the image with the verified digest.
+    fn image_exists(&self, image: &PinnedImage) -> impl Future<Output = Result<bool>> + Send;
+    /// Loads an OCI archive written from our store, then checks the loaded image's digest.
+    fn load(
+        &self,
+        image: &PinnedImage,
+        archive: &Path,
+    ) -> impl Future<Output = Result<String>> + Send;
+    /// Removes an image.
+    fn remove_image(&self, image: &PinnedImage) -> impl Future<Output = Result<()>> + Send;
+
+    /// Creates a network.
+    fn network_create(&self, spec: &NetworkSpec) -> impl Future<Output = Result<String>> + Send;
+    /// Connects a container to a network with DNS aliases.
+    fn network_connect(
+        &self,
+        network: &str,
+        container: &str,
+        aliases: &[String],
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Inspects a network.
+    fn network_inspect(&self, name: &str) -> impl Future<Output = Result<NetworkInfo>> + Send;
+    /// Networks carrying `key=value`.
+    fn network_list(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// Removes a network.
+    fn network_remove(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
+
+    /// Creates a volume.
+    fn volume_create(&self, spec: &VolumeSpec) -> impl Future<Output = Result<String>> + Send;
+    /// Inspects a volume.
+    fn volume_inspect(&self, name: &str) -> impl Future<Output = Result<VolumeInfo>> + Send;
+    /// Volumes carrying `key=value`.
+    fn volume_list(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// Removes a volume.
+    fn volume_remove(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
+}

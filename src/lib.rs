@@ -44,6 +44,14 @@ pub mod verify {
     };
 }
 
+/// Container backends (podman, docker-compatible CLIs, lima), found at run time.
+pub mod backends {
+    pub use perry_backends::{
+        detect, detect_with, probe, probe_order, BackendError, DetectOptions, Detected, Mode, Probe,
+    };
+    pub use perry_policies::Code;
+}
+
 /// Tier profiles as reviewers read them (`profiles show|diff|export`).
 pub mod profiles {
     pub use perry_profiles::{explain, export_oci, Grants, Profile, ProfileError};

@@ -1,6 +1,7 @@
 //! Command-line interface: argument parsing and dispatch to one module per subcommand.
 
 mod audit;
+mod backends;
 mod cap;
 mod config_cmd;
 mod context;
@@ -54,6 +55,8 @@ enum Command {
     /// Review the tamper-evident audit log: show, tail, verify, prove, export, checkpoint, key.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Container backends this platform probes (podman, nerdctl, docker, …): which is usable and why.
+    Backends,
     /// Shell capabilities: list, describe, run (in-process or through a running service).
     #[command(subcommand)]
     Cap(cap::CapCommand),
@@ -145,6 +148,7 @@ fn run(cli: Cli) -> CliResult {
     let g = &cli.global;
     match cli.command {
         Command::Audit(cmd) => audit::run(g, cmd),
+        Command::Backends => backends::run(g),
         Command::Cap(cmd) => cap::run(g, cmd),
         Command::Config(cmd) => config_cmd::run(g, cmd),
         Command::Verify(args) => verify::run(g, args),

@@ -1,0 +1,82 @@
+//! `perry-sandbox backends [--json]`: every container backend this platform would probe, in
+//! probe order, with whether it is usable, why (not), its version, the detection mode and the
+//! strongest isolation it offers — and which one compose would use.
+
+use std::process::ExitCode;
+
+use perry_sandbox::backends::{probe, probe_order, Code, DetectOptions, Mode};
+
+use super::error::{CliError, CliResult};
+use super::GlobalArgs;
+
+/// Runs `backends`.
+pub(super) fn run(g: &GlobalArgs) -> CliResult {
+    let opts = DetectOptions::from_env();
+    let mode = match &opts.mode {
+        Some(m) => Mode::parse(m).map_err(|e| CliError::new(Code::InvalidConfig, e.to_string()))?,
+        None => Mode::LocalFirst,
+    };
+    let os = std::env::consts::OS;
+    let names: Vec<String> = match &opts.backend {
+        Some(b) => vec![b.clone()],
+        None => probe_order(os).iter().map(|s| s.to_string()).collect(),
+    };
+    let rt = super::runtime()?;
+    let probes: Vec<_> = names
+        .iter()
+        .map(|n| rt.block_on(probe(n, mode, os)))
+        .collect();
+    let chosen = probes.iter().find(|p| p.available).map(|p| p.name.clone());
+    let missing = || {
+        CliError::new(
+            Code::BackendUnavailable,
+            format!(
+                "no container backend found (probed {}); install one, e.g. `apt-get install -y podman runc`",
+                names.join(", ")
+            ),
+        )
+    };
+    if g.json {
+        // One document either way: the probes, and the error when none is usable.
+        let mut v = serde_json::json!({
+            "ok": chosen.is_some(),
+            "os": os,
+            "override": opts.backend,
+            "selected": chosen,
+            "probes": probes,
+        });
+        if chosen.is_none() {
+            v["error"] = serde_json::to_value(missing()).unwrap_or_default();
+            println!("{v}");
+            return Ok(ExitCode::from(missing().exit));
+        }
+        println!("{v}");
+    } else {
+        println!(
+            "{:<18} {:<10} {:<17} {:<28} REASON",
+            "BACKEND", "AVAILABLE", "ISOLATION", "VERSION"
+        );
+        for p in &probes {
+            let mark = if Some(&p.name) == chosen.as_ref() {
+                " (selected)"
+            } else {
+                ""
+            };
+            println!(
+                "{:<18} {:<10} {:<17} {:<28} {}{mark}",
+                p.name,
+                if p.available { "yes" } else { "no" },
+                serde_json::to_value(p.isolation)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                p.version.as_deref().unwrap_or("-"),
+                p.reason
+            );
+        }
+    }
+    match chosen {
+        Some(_) => Ok(ExitCode::SUCCESS),
+        None => Err(missing()),
+    }
+}

@@ -280,12 +280,13 @@ impl Plan {
                 reason: "empty command".into(),
             });
         }
-        let rootfs = spec
-            .rootfs
-            .canonicalize()
-            .map_err(|_| RunError::MountPointMissing {
-                path: spec.rootfs.clone(),
-            })?;
+        let rootfs =
+            spec.rootfs()
+                .path()
+                .canonicalize()
+                .map_err(|_| RunError::MountPointMissing {
+                    path: spec.rootfs().path().to_path_buf(),
+                })?;
         if !rootfs.is_dir() {
             return Err(RunError::InvalidSpec {
                 field: "rootfs",

@@ -79,7 +79,11 @@ use crate::pull::VerifiedRootfs;
 pub use cgroup::run_cgroups;
 pub use cgroup::sweep_stale as sweep_stale_cgroups;
 pub use cgroup::warm_up_migration as warm_up_cgroup_migration;
-pub use final_step::{FinalStep, FinalStepError, MinimalFinalStep, StepChannel};
+/// The runner's floor without a tier profile: test support only, never a public door.
+#[cfg(feature = "test-support")]
+#[doc(hidden)]
+pub use final_step::MinimalFinalStep;
+pub use final_step::{FinalStep, FinalStepError, StepChannel};
 pub use lease::LeaseConfig;
 
 /// Starts, in the background, the kernel work a process that runs one sandbox would otherwise

@@ -431,3 +431,24 @@ fn a_terminal_sees_pull_progress_and_a_pipe_does_not() {
         text(&out.stderr)
     );
 }
+
+/// Issue #13 (C): `run --tier T IMAGE -- true` runs for every tier, or exits 125 naming the
+/// tier — never a sandbox setup failure (`default` once died at `Rlimit (#0): EPERM`).
+#[test]
+fn every_tier_runs_or_is_refused_by_name_never_a_setup_failure() {
+    let w = World::new();
+    w.signed("demo/tiers", "tiers");
+    for tier in ["default", "isolated", "hardened", "untrusted"] {
+        let out = w.run(&["--tier", tier, &w.image("demo/tiers:v1"), "--", "true"]);
+        let err = text(&out.stderr);
+        assert!(!err.contains("sandbox setup step"), "{tier}: {err}");
+        match out.status.code() {
+            Some(0) => {}
+            Some(125) => assert!(
+                err.contains(tier),
+                "{tier}: refusal does not name it: {err}"
+            ),
+            c => panic!("{tier}: exit {c:?}: {err}"),
+        }
+    }
+}

@@ -271,7 +271,7 @@ impl Executor {
                 image: v.image.pinned_reference(),
                 source: Box::new(source),
             })?;
-        Ok(pulled.manifest_digest)
+        Ok(pulled.digest().clone())
     }
 
     /// Everything before the act: verify (the gate), pull by digest, unpack, build the tier's
@@ -339,18 +339,12 @@ impl Executor {
                 return Err(refuse(e, Some(&digest)));
             }
         };
-        tracing::debug!(fetched = pulled.fetched, "pulled");
+        tracing::debug!(fetched = pulled.fetched(), "pulled");
         let (profile, step) = match self.profile(req.tier, &req.mounts, req.network) {
             Ok(p) => p,
             Err(e) => return Err(refuse(e, Some(&digest))),
         };
-        let spec = match crate::spec::build(
-            &self.config,
-            &req,
-            &pulled.rootfs.path,
-            &pulled.config,
-            &profile,
-        ) {
+        let spec = match crate::spec::build(&self.config, &req, &pulled, &profile) {
             Ok(s) => s,
             Err(e) => return Err(refuse(e, Some(&digest))),
         };
@@ -363,7 +357,7 @@ impl Executor {
             ))
             .detail("pinned", verified.pinned_reference())
             .detail("cache_hit", verification.cache_hit)
-            .detail("blobs_fetched", pulled.fetched as u64)
+            .detail("blobs_fetched", pulled.fetched() as u64)
             .detail("uid", u64::from(spec.uid));
         Ok(Prepared {
             spec,
@@ -374,7 +368,7 @@ impl Executor {
                 digest,
                 tier: req.tier,
                 cache_hit: verification.cache_hit,
-                blobs_fetched: pulled.fetched,
+                blobs_fetched: pulled.fetched(),
                 started,
                 action: req.action,
                 capability: req.capability,

@@ -7,6 +7,7 @@ use perry_policies::Config;
 use perry_profiles::{NetworkMode, Profile};
 use perry_runtime::manifest::ImageConfig;
 use perry_runtime::native::{LeaseConfig, Limits, RunSpec};
+use perry_runtime::pull::VerifiedRootfs;
 
 use crate::{ExecError, ExecRequest};
 
@@ -15,12 +16,12 @@ use crate::{ExecError, ExecRequest};
 pub(crate) fn build(
     config: &Config,
     req: &ExecRequest,
-    rootfs: &std::path::Path,
-    image: &ImageConfig,
+    verified: &VerifiedRootfs,
     profile: &Profile,
 ) -> Result<RunSpec, ExecError> {
+    let image: &ImageConfig = verified.config();
     for m in &req.mounts {
-        perry_runtime::unpack::add_mount_point(rootfs, &m.target).map_err(|e| {
+        perry_runtime::unpack::add_mount_point(verified.path(), &m.target).map_err(|e| {
             ExecError::InvalidRequest(format!(
                 "mount target {}: cannot be created in the image: {e}",
                 m.target.display()
@@ -53,7 +54,7 @@ pub(crate) fn build(
     let output = profile.spec.limits.output.as_u64();
     let output = req.output_limit.map_or(output, |o| o.min(output)) as usize;
     let mut spec = RunSpec::new(
-        rootfs.to_path_buf(),
+        verified.clone(),
         req.argv.clone(),
         LeaseConfig {
             state_dir: config.sandbox.state_dir.clone(),

@@ -49,7 +49,7 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|| tmp.path().join("state"));
     let mut spec = RunSpec::new(
-        &rootfs,
+        perry_runtime::pull::VerifiedRootfs::unverified_for_tests(&rootfs),
         vec!["/bin/true".into()],
         LeaseConfig {
             state_dir: state,

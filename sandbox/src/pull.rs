@@ -24,7 +24,7 @@ use perry_verifier::VerifiedImage;
 
 use crate::manifest::{ImageConfig, ImageManifest, ManifestError, MAX_DOCUMENT_SIZE};
 use crate::store::{Begin, BlobStore, StoreError};
-use crate::unpack::{Limits, RootfsStore, UnpackError, Unpacked};
+use crate::unpack::{Limits, RootfsStore, UnpackError};
 
 /// Why a pull failed. Nothing runs; nothing partial is kept.
 #[derive(Debug, thiserror::Error)]
@@ -61,18 +61,72 @@ pub enum PullError {
     Unpack(#[from] UnpackError),
 }
 
-/// A pulled, unpacked image.
-#[derive(Debug)]
-pub struct Pulled {
+/// A pulled, unpacked image: the only thing [`crate::native::RunSpec`] accepts as a root
+/// filesystem. Its fields are private and only [`ImageStore::pull`] (from a
+/// [`VerifiedImage`]) makes one, so a path or a hand-made directory cannot reach the runner.
+/// The rootfs it names is never changed after unpack: mount points the image lacks are made
+/// inside the sandbox's own mount namespace.
+#[derive(Clone, Debug)]
+pub struct VerifiedRootfs {
+    digest: Digest,
+    config: ImageConfig,
+    path: std::path::PathBuf,
+    report: crate::unpack::UnpackReport,
+    fresh: bool,
+    fetched: usize,
+}
+
+impl VerifiedRootfs {
     /// The platform manifest digest the rootfs belongs to.
-    pub manifest_digest: Digest,
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
     /// The parsed image config (entrypoint, env, user, working dir).
-    pub config: ImageConfig,
-    /// The read-only root filesystem.
-    pub rootfs: Unpacked,
+    pub fn config(&self) -> &ImageConfig {
+        &self.config
+    }
+
+    /// The read-only root filesystem directory.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// What the unpack did (all zero when the rootfs already existed).
+    pub fn report(&self) -> &crate::unpack::UnpackReport {
+        &self.report
+    }
+
+    /// False when an existing rootfs was reused.
+    pub fn fresh(&self) -> bool {
+        self.fresh
+    }
+
     /// Blobs fetched from the registry or layout by this pull (0: everything was already
     /// stored).
-    pub fetched: usize,
+    pub fn fetched(&self) -> usize {
+        self.fetched
+    }
+
+    /// Test support only (the `test-support` feature, enabled only by this crate's own
+    /// dev-dependency): wraps a hand-made directory that no verifier has seen. Never part of a
+    /// normal build.
+    #[cfg(feature = "test-support")]
+    #[doc(hidden)]
+    pub fn unverified_for_tests(path: impl Into<std::path::PathBuf>) -> Self {
+        let config = ImageConfig::parse(
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
+        )
+        .expect("minimal config parses");
+        VerifiedRootfs {
+            digest: crate::store::digest_of(b"unverified test rootfs"),
+            config,
+            path: path.into(),
+            report: crate::unpack::UnpackReport::default(),
+            fresh: false,
+            fetched: 0,
+        }
+    }
 }
 
 /// Observes a pull as it happens: the CLI draws progress bars from it on a terminal.
@@ -137,7 +191,7 @@ impl ImageStore {
         &self,
         registry: &RegistryClient,
         image: &VerifiedImage,
-    ) -> Result<Pulled, PullError> {
+    ) -> Result<VerifiedRootfs, PullError> {
         match OciLayout::open_origin(image.origin()) {
             None => {
                 self.pull_from(&Source::Registry(registry, image.reference()), image)
@@ -157,7 +211,7 @@ impl ImageStore {
         &self,
         src: &Source<'_>,
         image: &VerifiedImage,
-    ) -> Result<Pulled, PullError> {
+    ) -> Result<VerifiedRootfs, PullError> {
         let manifest_digest = image.platform_digest().clone();
         let mut fetched = 0;
         fetched += self
@@ -206,10 +260,12 @@ impl ImageStore {
             &config,
             &self.limits,
         )?;
-        Ok(Pulled {
-            manifest_digest,
+        Ok(VerifiedRootfs {
+            digest: manifest_digest,
             config,
-            rootfs,
+            path: rootfs.path,
+            report: rootfs.report,
+            fresh: rootfs.fresh,
             fetched,
         })
     }

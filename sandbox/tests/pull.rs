@@ -42,9 +42,9 @@ async fn concurrent_pulls_of_one_image_fetch_each_blob_once() {
     let mut paths = Vec::new();
     for t in tasks {
         let pulled = t.await.unwrap().unwrap();
-        assert_eq!(pulled.manifest_digest.as_str(), img.digest());
-        fetched += pulled.fetched;
-        paths.push(pulled.rootfs.path);
+        assert_eq!(pulled.digest().as_str(), img.digest());
+        fetched += pulled.fetched();
+        paths.push(pulled.path().to_path_buf());
     }
     // manifest + config + one layer, each fetched by exactly one of the six pulls.
     assert_eq!(fetched, 3, "concurrent pulls were not coalesced");
@@ -53,8 +53,8 @@ async fn concurrent_pulls_of_one_image_fetch_each_blob_once() {
     assert!(paths[0].join("proc").is_dir() && paths[0].join("dev").is_dir());
     // Pulling again fetches nothing: the store is by digest.
     let again = store.pull(verifier.registry(), &v).await.unwrap();
-    assert_eq!(again.fetched, 0);
-    assert!(!again.rootfs.fresh);
+    assert_eq!(again.fetched(), 0);
+    assert!(!again.fresh());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,8 +69,8 @@ async fn a_tag_moved_after_verification_changes_nothing_pulled() {
     w.reg.move_tag("pull/moved", "v1", &other.digest);
     let store = ImageStore::open_in(&w.dir.path().join("state"), Limits::default()).unwrap();
     let pulled = store.pull(w.verifier.registry(), &v).await.unwrap();
-    assert_eq!(pulled.manifest_digest.as_str(), img.digest());
-    let marker = std::fs::read_to_string(pulled.rootfs.path.join("etc/perry-marker")).unwrap();
+    assert_eq!(pulled.digest().as_str(), img.digest());
+    let marker = std::fs::read_to_string(pulled.path().join("etc/perry-marker")).unwrap();
     assert_eq!(marker, "first\n", "the moved tag's image was pulled");
 }
 
@@ -123,7 +123,7 @@ async fn layers_stream_into_the_store_and_report_progress() {
         .unwrap()
         .with_progress(rec.clone());
     let pulled = store.pull(w.verifier.registry(), &v).await.unwrap();
-    assert!(pulled.rootfs.path.join("bin/busybox").is_file());
+    assert!(pulled.path().join("bin/busybox").is_file());
     let layer = img.digest_of_layer();
     let events = rec.events.lock().unwrap().clone();
     let of = |kind: &str| -> Vec<u64> {

@@ -93,14 +93,15 @@ async fn signed_layout_pulls_into_a_rootfs_without_the_registry() {
     assert!(matches!(v.origin(), Origin::OciLayout(_)));
     let store = f.store();
     let pulled = store.pull(f.verifier.registry(), &v).await.unwrap();
-    assert_eq!(pulled.manifest_digest.as_str(), f.image.digest());
+    assert_eq!(pulled.digest().as_str(), f.image.digest());
     assert_eq!(
-        pulled.fetched, 3,
+        pulled.fetched(),
+        3,
         "manifest, config and layer come from the layout"
     );
-    let marker = std::fs::read_to_string(pulled.rootfs.path.join("etc/perry-marker")).unwrap();
+    let marker = std::fs::read_to_string(pulled.path().join("etc/perry-marker")).unwrap();
     assert_eq!(marker, "layout-ok\n");
-    assert!(pulled.rootfs.path.join("bin/busybox").is_file());
+    assert!(pulled.path().join("bin/busybox").is_file());
     for d in [
         f.image.digest(),
         f.image.digest_of_config(),
@@ -110,7 +111,7 @@ async fn signed_layout_pulls_into_a_rootfs_without_the_registry() {
         assert!(store.blobs().contains(&d), "{d} not stored");
     }
     let again = store.pull(f.verifier.registry(), &v).await.unwrap();
-    assert_eq!(again.fetched, 0);
+    assert_eq!(again.fetched(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,8 +124,8 @@ async fn signed_archive_pulls_into_a_rootfs() {
     let v = f.verify(&format!("oci-archive:{}:v1", tar.display())).await;
     assert!(matches!(v.origin(), Origin::OciArchive(_)));
     let pulled = f.store().pull(f.verifier.registry(), &v).await.unwrap();
-    assert_eq!(pulled.fetched, 3);
-    let marker = std::fs::read_to_string(pulled.rootfs.path.join("etc/perry-marker")).unwrap();
+    assert_eq!(pulled.fetched(), 3);
+    let marker = std::fs::read_to_string(pulled.path().join("etc/perry-marker")).unwrap();
     assert_eq!(marker, "archive-ok\n");
 }
 

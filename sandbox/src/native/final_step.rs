@@ -4,6 +4,8 @@
 //! capability drop, no_new_privs, Landlock, seccomp) belongs to the `confine` module. The runner
 //! takes it as a [`FinalStep`] so the two can evolve separately, and ships [`MinimalFinalStep`]
 //! (no_new_privs + every capability dropped) as the floor every run gets when no profile is given.
+// The floor (`MinimalFinalStep`) is only reachable with `test-support`; without it, unused.
+#![cfg_attr(not(feature = "test-support"), allow(dead_code))]
 
 use std::fmt;
 
@@ -45,7 +47,10 @@ impl fmt::Display for FinalStepError {
 /// * seccomp, if installed, must still allow `write` (the runner reports a failed `execve`
 ///   through a pipe), `execve`, and `exit_group` — and, when supervised, `sendmsg` and `close`
 ///   for handing the listener over [`StepChannel::sock`].
-pub trait FinalStep: Sync {
+///
+/// Sealed: only this crate implements it ([`ProfileStep`](super::ProfileStep) in every normal
+/// build), so no caller can hand the runner a step that confines nothing.
+pub trait FinalStep: Sync + sealed::Sealed {
     /// Apply the confinement to the calling (child) process. `channel` is the way to the
     /// supervisor when [`seccomp_supervision`](FinalStep::seccomp_supervision) is `Some`.
     fn apply(&self, channel: &StepChannel) -> Result<(), FinalStepError>;
@@ -63,6 +68,14 @@ pub trait FinalStep: Sync {
         None
     }
 }
+
+/// The seal on [`FinalStep`]: a public trait in a private module.
+pub(crate) mod sealed {
+    /// Implemented only inside perry-runtime.
+    pub trait Sealed {}
+}
+
+impl sealed::Sealed for MinimalFinalStep {}
 
 /// The child's end of the seccomp supervisor handoff (an fd inherited from the runner; `-1`
 /// when the final step asked for no supervision).
@@ -86,6 +99,9 @@ impl StepChannel {
 /// (`confine`) is wired in. Uses `prctl`/`capset` directly rather than the `caps` crate: the
 /// latter's bounding-set and error paths build `HashSet`s and `String`s, which must not happen
 /// between `clone` and `execve`.
+///
+/// Not a public door: outside this crate it is reachable only with the `test-support` feature
+/// (this crate's own tests and benches, which compare the floor with the tier profile).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MinimalFinalStep;
 

@@ -74,10 +74,16 @@ use std::time::{Duration, Instant};
 
 use perry_policies::TierLimits;
 
+use crate::pull::VerifiedRootfs;
+
 pub use cgroup::run_cgroups;
 pub use cgroup::sweep_stale as sweep_stale_cgroups;
 pub use cgroup::warm_up_migration as warm_up_cgroup_migration;
-pub use final_step::{FinalStep, FinalStepError, MinimalFinalStep, StepChannel};
+/// The runner's floor without a tier profile: test support only, never a public door.
+#[cfg(feature = "test-support")]
+#[doc(hidden)]
+pub use final_step::MinimalFinalStep;
+pub use final_step::{FinalStep, FinalStepError, StepChannel};
 pub use lease::LeaseConfig;
 
 /// Starts, in the background, the kernel work a process that runs one sandbox would otherwise
@@ -374,8 +380,9 @@ impl fmt::Debug for LiveOutput {
 /// Everything needed to run one command in a sandbox. Plain data; see [`run`].
 #[derive(Clone, Debug)]
 pub struct RunSpec {
-    /// The unpacked root filesystem (read-only from now on; see the module doc for its needs).
-    pub rootfs: PathBuf,
+    /// The verified, unpacked root filesystem (read-only; see the module doc for its needs).
+    /// Private: only [`RunSpec::new`] sets it, from a [`VerifiedRootfs`] the puller minted.
+    rootfs: VerifiedRootfs,
     /// The command; `argv[0]` is looked up in `PATH` unless it contains a `/`.
     pub argv: Vec<String>,
     /// The whole environment (nothing is inherited); `PATH` defaults to [`DEFAULT_PATH`].
@@ -410,11 +417,11 @@ pub struct RunSpec {
 
 impl RunSpec {
     /// A spec with the `hardened` tier's limits, uid/gid 65534, cwd `/`, no mounts, no network.
-    pub fn new(rootfs: impl Into<PathBuf>, argv: Vec<String>, leases: LeaseConfig) -> Self {
+    pub fn new(rootfs: VerifiedRootfs, argv: Vec<String>, leases: LeaseConfig) -> Self {
         let tier = perry_policies::Tier::Hardened.spec();
         let out = tier.limits.output.as_u64() as usize;
         RunSpec {
-            rootfs: rootfs.into(),
+            rootfs,
             argv,
             env: Vec::new(),
             cwd: PathBuf::from("/"),
@@ -431,6 +438,13 @@ impl RunSpec {
             live: None,
             loopback: false,
         }
+    }
+}
+
+impl RunSpec {
+    /// The verified root filesystem this spec runs.
+    pub fn rootfs(&self) -> &VerifiedRootfs {
+        &self.rootfs
     }
 }
 

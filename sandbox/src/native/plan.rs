@@ -280,12 +280,13 @@ impl Plan {
                 reason: "empty command".into(),
             });
         }
-        let rootfs = spec
-            .rootfs
-            .canonicalize()
-            .map_err(|_| RunError::MountPointMissing {
-                path: spec.rootfs.clone(),
-            })?;
+        let rootfs =
+            spec.rootfs()
+                .path()
+                .canonicalize()
+                .map_err(|_| RunError::MountPointMissing {
+                    path: spec.rootfs().path().to_path_buf(),
+                })?;
         if !rootfs.is_dir() {
             return Err(RunError::InvalidSpec {
                 field: "rootfs",
@@ -459,12 +460,12 @@ impl Plan {
             rlimits: vec![
                 Rlimit {
                     resource: libc::RLIMIT_NOFILE as libc::c_int,
-                    value: l.nofile,
+                    value: within_host_hard_limit(libc::RLIMIT_NOFILE, l.nofile),
                 },
                 Rlimit {
                     // Per host uid; our uids are per-sandbox leases, so this is per sandbox.
                     resource: libc::RLIMIT_NPROC as libc::c_int,
-                    value: u64::from(l.pids),
+                    value: within_host_hard_limit(libc::RLIMIT_NPROC, u64::from(l.pids)),
                 },
                 Rlimit {
                     resource: libc::RLIMIT_CORE as libc::c_int,
@@ -487,4 +488,24 @@ impl Plan {
         }
         self.keep_fds.sort_unstable();
     }
+}
+
+/// `wanted`, lowered to this process's hard limit for `resource`.
+///
+/// Rlimits are not namespaced: raising a hard limit needs `CAP_SYS_RESOURCE` in the *initial*
+/// user namespace, which the sandbox's namespace root never has, so asking the kernel for more
+/// than the hard limit the workload inherits fails with `EPERM` at setup (the `default` tier's
+/// 65536 files on a host whose hard `RLIMIT_NOFILE` is lower). Lowering it only tightens the
+/// tier's limit, never loosens it, and is decided here, in the parent, before anything starts.
+fn within_host_hard_limit(resource: libc::__rlimit_resource_t, wanted: u64) -> u64 {
+    let mut cur = libc::rlimit64 {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit64 writes one rlimit64 into a stack struct we own.
+    let r = unsafe { libc::getrlimit64(resource, &mut cur) };
+    if r != 0 || cur.rlim_max == libc::RLIM64_INFINITY {
+        return wanted;
+    }
+    wanted.min(cur.rlim_max)
 }

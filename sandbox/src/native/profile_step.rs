@@ -372,6 +372,8 @@ fn fail(op: &'static str) -> FinalStepError {
     FinalStepError { op, errno: errno() }
 }
 
+impl super::final_step::sealed::Sealed for ProfileStep {}
+
 impl FinalStep for ProfileStep {
     fn apply(&self, channel: &StepChannel) -> Result<(), FinalStepError> {
         self.set_rlimits()?;

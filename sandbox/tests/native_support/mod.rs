@@ -77,7 +77,7 @@ impl TestRoot {
     /// A spec running `argv` as uid/gid 1000 with small limits.
     pub fn spec(&self, argv: Vec<String>) -> RunSpec {
         let mut s = RunSpec::new(
-            &self.rootfs,
+            perry_runtime::pull::VerifiedRootfs::unverified_for_tests(&self.rootfs),
             argv,
             LeaseConfig {
                 state_dir: self.state.clone(),

@@ -15,11 +15,13 @@
 #![warn(missing_docs)]
 
 mod error;
+mod interpolate;
 mod node;
 mod toml_load;
 mod yaml;
 
 pub use error::ParseError;
+pub use interpolate::{substitute, InterpolateError};
 pub use node::{Node, Span, Value};
 pub use toml_load::parse_toml;
 pub use yaml::{parse_yaml, MAX_FILE_BYTES};

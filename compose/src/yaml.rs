@@ -1,0 +1,151 @@
+//! YAML front-end: `serde-saphyr` with compose's options, into a [`Node`] tree.
+//!
+//! Tags and spans come from serde-saphyr's own wrappers: every child is read as
+//! `Spanned<Tagged<Raw>>`, so the visitor below sees each value's location and tag.
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_saphyr::{Spanned, Tagged};
+use std::fmt;
+
+use crate::{Node, ParseError, Span, Value};
+
+/// Largest compose file accepted (bytes).
+pub const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
+
+struct Raw(Value);
+
+type Child = Spanned<Tagged<Raw>>;
+
+fn to_node(c: Child) -> Node {
+    let Tagged(Raw(value), tag) = c.value;
+    Node {
+        value,
+        tag: tag.map(|t| t.trim_start_matches('!').to_string()),
+        span: Span {
+            line: c.referenced.line(),
+            column: c.referenced.column(),
+        },
+    }
+}
+
+impl<'de> Deserialize<'de> for Raw {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(RawVisitor)
+    }
+}
+
+struct RawVisitor;
+
+impl<'de> Visitor<'de> for RawVisitor {
+    type Value = Raw;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a YAML value")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Raw, E> {
+        Ok(Raw(Value::Null))
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Raw, E> {
+        Ok(Raw(Value::Null))
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Raw, D::Error> {
+        Raw::deserialize(d)
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Raw, E> {
+        Ok(Raw(Value::Bool(v)))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Raw, E> {
+        Ok(Raw(Value::Int(v)))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Raw, E> {
+        i64::try_from(v)
+            .map(|i| Raw(Value::Int(i)))
+            .map_err(|_| E::custom("integer out of range"))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Raw, E> {
+        Ok(Raw(Value::Float(v)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Raw, E> {
+        Ok(Raw(Value::String(v.to_string())))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Raw, E> {
+        Ok(Raw(Value::String(v)))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Raw, A::Error> {
+        let mut out = Vec::new();
+        while let Some(c) = a.next_element::<Child>()? {
+            out.push(to_node(c));
+        }
+        Ok(Raw(Value::Seq(out)))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Raw, A::Error> {
+        let mut out: Vec<(String, Span, Node)> = Vec::new();
+        while let Some(k) = a.next_key::<Child>()? {
+            let key = to_node(k);
+            let name = match key.value {
+                Value::String(s) => s,
+                Value::Int(i) => i.to_string(),
+                Value::Float(f) => f.to_string(),
+                Value::Bool(b) => b.to_string(),
+                Value::Null => "null".to_string(),
+                _ => return Err(de::Error::custom("mapping keys must be scalars")),
+            };
+            let v = to_node(a.next_value::<Child>()?);
+            if out.iter().any(|(k, _, _)| *k == name) {
+                return Err(de::Error::custom(format!("duplicate key {name:?}")));
+            }
+            out.push((name, key.span, v));
+        }
+        Ok(Raw(Value::Map(out)))
+    }
+}
+
+fn options() -> serde_saphyr::Options {
+    let mut o = serde_saphyr::Options::default();
+    o.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::Error;
+    o.legacy_octal_numbers = true;
+    o.strict_booleans = true;
+    let mut b = serde_saphyr::Budget::default();
+    b.max_reader_input_bytes = Some(MAX_FILE_BYTES);
+    b.max_events = 1_000_000;
+    b.max_aliases = 10_000;
+    b.max_anchors = 10_000;
+    o.budget = Some(b);
+    o.alias_limits.max_total_replayed_events = 200_000;
+    o.alias_limits.max_alias_expansions_per_anchor = 1_000;
+    o
+}
+
+/// Parses one YAML compose file into a [`Node`] tree (empty input is `Null`).
+pub fn parse_yaml(file: &str, text: &str) -> Result<Node, ParseError> {
+    let fail = |line, column, message: String| ParseError {
+        file: file.to_string(),
+        line,
+        column,
+        path: String::new(),
+        message,
+    };
+    if text.len() > MAX_FILE_BYTES {
+        return Err(fail(
+            0,
+            0,
+            format!("file larger than {MAX_FILE_BYTES} bytes"),
+        ));
+    }
+    if text.trim().is_empty() {
+        return Ok(Node {
+            value: Value::Null,
+            tag: None,
+            span: Span { line: 1, column: 1 },
+        });
+    }
+    match serde_saphyr::from_str_with_options::<Child>(text, options()) {
+        Ok(c) => Ok(to_node(c)),
+        Err(e) => {
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((0, 0));
+            Err(fail(line, column, e.to_string()))
+        }
+    }
+}

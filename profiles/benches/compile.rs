@@ -7,6 +7,8 @@
 //! old compiler) and `cached/<tier>` (`Profile::for_tier` with the program already compiled:
 //! caps, limits, Landlock rules, one cache lookup), then one summary line per tier with the
 //! instruction counts of both compilers and the medians, measured in the same run.
+// criterion_group! generates an undocumented public function.
+#![allow(missing_docs)]
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

@@ -12,6 +12,8 @@
 //!
 //! A summary prints the medians and the ratio compile_then_apply / apply from the same run.
 //! Run as root (the confinement drops capabilities the test user must hold).
+// criterion_group! generates an undocumented public function.
+#![allow(missing_docs)]
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

@@ -645,9 +645,9 @@ fn workload(p: &Plan, fs: &dyn FinalStep) -> Result<Never, (Step, i32, u32)> {
     // Dumpable for a moment (init is not, and the flag belongs to the memory we share with
     // it): our own /proc/self files must be ours to write oom_score_adj. Non-dumpable again
     // right after, before anything else runs; execve sets it afresh for the new image.
-    // SAFETY: prctl with integer args.
     ck(
         Step::OomScore,
+        // SAFETY: prctl with integer args.
         unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) } as libc::c_long,
     )?;
     let oom = reset_oom_score();

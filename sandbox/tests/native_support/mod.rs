@@ -11,21 +11,21 @@ use perry_policies::UidRange;
 use perry_runtime::native::{LeaseConfig, Limits, ProfileStep, RunSpec};
 
 /// A temporary busybox rootfs plus a state dir for leases.
-pub struct TestRoot {
+pub(crate) struct TestRoot {
     pub dir: tempfile::TempDir,
     pub rootfs: PathBuf,
     pub state: PathBuf,
 }
 
 /// Host uid range used by these tests.
-pub const RANGE: UidRange = UidRange {
+pub(crate) const RANGE: UidRange = UidRange {
     start: 300_000,
     count: 4096,
 };
 
 /// Build `<tmp>/rootfs` from /bin/busybox (Debian busybox-static): every applet linked in /bin,
 /// the mount points the runner needs, and a setuid copy of busybox for the privilege probe.
-pub fn rootfs() -> TestRoot {
+pub(crate) fn rootfs() -> TestRoot {
     let dir = tempfile::Builder::new()
         .prefix("perry-native-")
         .tempdir()
@@ -70,12 +70,12 @@ pub fn rootfs() -> TestRoot {
 
 impl TestRoot {
     /// A spec running `sh -c script` as uid/gid 1000 with small limits.
-    pub fn sh(&self, script: &str) -> RunSpec {
+    pub(crate) fn sh(&self, script: &str) -> RunSpec {
         self.spec(vec!["sh".into(), "-c".into(), script.into()])
     }
 
     /// A spec running `argv` as uid/gid 1000 with small limits.
-    pub fn spec(&self, argv: Vec<String>) -> RunSpec {
+    pub(crate) fn spec(&self, argv: Vec<String>) -> RunSpec {
         let mut s = RunSpec::new(
             perry_runtime::pull::VerifiedRootfs::unverified_for_tests(&self.rootfs),
             argv,
@@ -101,7 +101,7 @@ impl TestRoot {
 }
 
 /// Host pids of processes whose real uid lies in the test range: sandbox processes.
-pub fn sandbox_processes() -> Vec<(u32, String)> {
+pub(crate) fn sandbox_processes() -> Vec<(u32, String)> {
     let mut found = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
@@ -126,7 +126,7 @@ pub fn sandbox_processes() -> Vec<(u32, String)> {
 }
 
 /// Wait (bounded) until no sandbox process is left, returning what remains.
-pub fn settle_processes() -> Vec<(u32, String)> {
+pub(crate) fn settle_processes() -> Vec<(u32, String)> {
     for _ in 0..100 {
         let left = sandbox_processes();
         if left.is_empty() {
@@ -138,22 +138,22 @@ pub fn settle_processes() -> Vec<(u32, String)> {
 }
 
 /// Lossy text of captured bytes.
-pub fn text(b: &[u8]) -> String {
+pub(crate) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
 /// Path helper.
-pub fn p(s: &str) -> &Path {
+pub(crate) fn p(s: &str) -> &Path {
     Path::new(s)
 }
 
 /// The `hardened` tier's real profile as the runner's final step.
-pub fn hardened() -> ProfileStep {
+pub(crate) fn hardened() -> ProfileStep {
     hardened_with(perry_profiles::Grants::default())
 }
 
 /// The `hardened` profile with `grants`.
-pub fn hardened_with(grants: perry_profiles::Grants) -> ProfileStep {
+pub(crate) fn hardened_with(grants: perry_profiles::Grants) -> ProfileStep {
     let p = perry_profiles::Profile::for_tier(perry_policies::Tier::Hardened, None, &grants)
         .expect("hardened profile");
     ProfileStep::new(&p).expect("profile step")

@@ -11,7 +11,7 @@ use perry_runtime::unpack::{unpack_layer_into, LayerSpec, Limits, UnpackError, U
 
 /// Builds a tar stream entry by entry. Uses raw headers so hostile names (`..`, absolute paths)
 /// that `tar::Builder`'s path helpers refuse can still be written.
-pub struct Layer {
+pub(crate) struct Layer {
     b: tar::Builder<Vec<u8>>,
 }
 
@@ -56,7 +56,7 @@ fn raw_link(h: &mut tar::Header, target: &[u8]) {
 }
 
 impl Layer {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             b: tar::Builder::new(Vec::new()),
         }
@@ -69,16 +69,16 @@ impl Layer {
         self
     }
 
-    pub fn file(&mut self, name: &str, data: &[u8]) -> &mut Self {
+    pub(crate) fn file(&mut self, name: &str, data: &[u8]) -> &mut Self {
         self.file_mode(name, data, 0o644)
     }
 
-    pub fn file_mode(&mut self, name: &str, data: &[u8], mode: u32) -> &mut Self {
+    pub(crate) fn file_mode(&mut self, name: &str, data: &[u8], mode: u32) -> &mut Self {
         let h = header(tar::EntryType::Regular, mode, data.len() as u64);
         self.push(h, name, data)
     }
 
-    pub fn file_owned(&mut self, name: &str, data: &[u8], uid: u64, gid: u64) -> &mut Self {
+    pub(crate) fn file_owned(&mut self, name: &str, data: &[u8], uid: u64, gid: u64) -> &mut Self {
         let mut h = header(tar::EntryType::Regular, 0o644, data.len() as u64);
         h.set_uid(uid);
         h.set_gid(gid);
@@ -86,7 +86,7 @@ impl Layer {
     }
 
     /// A regular file whose header is edited by `edit` (raw field bytes) before the checksum.
-    pub fn file_raw(
+    pub(crate) fn file_raw(
         &mut self,
         name: &str,
         data: &[u8],
@@ -97,34 +97,34 @@ impl Layer {
         self.push(h, name, data)
     }
 
-    pub fn dir(&mut self, name: &str) -> &mut Self {
+    pub(crate) fn dir(&mut self, name: &str) -> &mut Self {
         self.dir_mode(name, 0o755)
     }
 
-    pub fn dir_mode(&mut self, name: &str, mode: u32) -> &mut Self {
+    pub(crate) fn dir_mode(&mut self, name: &str, mode: u32) -> &mut Self {
         let h = header(tar::EntryType::Directory, mode, 0);
         self.push(h, name, &[])
     }
 
-    pub fn symlink(&mut self, name: &str, target: &str) -> &mut Self {
+    pub(crate) fn symlink(&mut self, name: &str, target: &str) -> &mut Self {
         let mut h = header(tar::EntryType::Symlink, 0o777, 0);
         raw_link(&mut h, target.as_bytes());
         self.push(h, name, &[])
     }
 
-    pub fn hardlink(&mut self, name: &str, target: &str) -> &mut Self {
+    pub(crate) fn hardlink(&mut self, name: &str, target: &str) -> &mut Self {
         let mut h = header(tar::EntryType::Link, 0o644, 0);
         raw_link(&mut h, target.as_bytes());
         self.push(h, name, &[])
     }
 
-    pub fn special(&mut self, name: &str, kind: tar::EntryType) -> &mut Self {
+    pub(crate) fn special(&mut self, name: &str, kind: tar::EntryType) -> &mut Self {
         let h = header(kind, 0o666, 0);
         self.push(h, name, &[])
     }
 
     /// A regular file carrying PAX xattr records.
-    pub fn file_with_xattrs(
+    pub(crate) fn file_with_xattrs(
         &mut self,
         name: &str,
         data: &[u8],
@@ -140,24 +140,24 @@ impl Layer {
         self.file(name, data)
     }
 
-    pub fn tar(&mut self) -> Vec<u8> {
+    pub(crate) fn tar(&mut self) -> Vec<u8> {
         let b = std::mem::replace(&mut self.b, tar::Builder::new(Vec::new()));
         b.into_inner().unwrap()
     }
 }
 
-pub fn gzip(data: &[u8]) -> Vec<u8> {
+pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     e.write_all(data).unwrap();
     e.finish().unwrap()
 }
 
-pub fn zstd(data: &[u8]) -> Vec<u8> {
+pub(crate) fn zstd(data: &[u8]) -> Vec<u8> {
     zstd::encode_all(data, 1).unwrap()
 }
 
 /// A spec whose diff_id matches `tar` (so only the entry checks can refuse it).
-pub fn spec(tar: &[u8], blob: &[u8], media_type: LayerMediaType) -> LayerSpec {
+pub(crate) fn spec(tar: &[u8], blob: &[u8], media_type: LayerMediaType) -> LayerSpec {
     LayerSpec {
         digest: digest_of(blob),
         media_type,
@@ -165,7 +165,7 @@ pub fn spec(tar: &[u8], blob: &[u8], media_type: LayerMediaType) -> LayerSpec {
     }
 }
 
-pub fn limits() -> Limits {
+pub(crate) fn limits() -> Limits {
     Limits {
         max_layer_size: 64 * 1024 * 1024,
         max_layer_entries: 100_000,
@@ -173,16 +173,16 @@ pub fn limits() -> Limits {
 }
 
 /// Unpacks an uncompressed tar into `root` with a matching diff_id.
-pub fn unpack_tar(root: &Path, tar: &[u8]) -> Result<UnpackReport, UnpackError> {
+pub(crate) fn unpack_tar(root: &Path, tar: &[u8]) -> Result<UnpackReport, UnpackError> {
     unpack_layer_into(root, tar, &spec(tar, tar, LayerMediaType::Tar), &limits())
 }
 
-pub fn d(s: &str) -> Digest {
+pub(crate) fn d(s: &str) -> Digest {
     Digest::parse(s).unwrap()
 }
 
 /// Every path under `dir` (relative, sorted), not following symlinks.
-pub fn tree(dir: &Path) -> Vec<String> {
+pub(crate) fn tree(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
         let Ok(rd) = std::fs::read_dir(dir) else {
@@ -202,7 +202,7 @@ pub fn tree(dir: &Path) -> Vec<String> {
 }
 
 /// Every path under `dir` (absolute, unsorted, non-UTF-8 names intact), not following symlinks.
-pub fn tree_paths(dir: &Path) -> Vec<std::path::PathBuf> {
+pub(crate) fn tree_paths(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

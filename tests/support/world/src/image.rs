@@ -13,7 +13,7 @@ pub const BUSYBOX_APPLETS: &[&str] = &[
 ];
 
 /// Where the static busybox comes from (Debian `busybox-static`).
-pub const BUSYBOX_PATH: &str = "/bin/busybox";
+pub(crate) const BUSYBOX_PATH: &str = "/bin/busybox";
 
 /// `sha256:<hex>` of `bytes`.
 pub fn sha256_digest(bytes: &[u8]) -> String {

@@ -66,6 +66,10 @@ pub trait ContainerBackend: Send + Sync {
     fn pull(&self, image: &PinnedImage) -> impl Future<Output = Result<String>> + Send;
     /// Whether the backend holds the image with the verified digest.
     fn image_exists(&self, image: &PinnedImage) -> impl Future<Output = Result<bool>> + Send;
+    /// The backend's image id for `image` when it holds it with the verified digest, `None`
+    /// when it does not hold it; an image under that name with another digest is refused
+    /// (`verification_failed`).
+    fn image_id(&self, image: &PinnedImage) -> impl Future<Output = Result<Option<String>>> + Send;
     /// Loads an OCI archive written from our store, then checks the loaded image's digest.
     fn load(
         &self,

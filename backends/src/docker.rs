@@ -463,9 +463,13 @@ impl ContainerBackend for DockerProtocol {
     }
 
     async fn image_exists(&self, image: &PinnedImage) -> Result<bool> {
+        Ok(self.image_id(image).await?.is_some())
+    }
+
+    async fn image_id(&self, image: &PinnedImage) -> Result<Option<String>> {
         match self.verified_image_id(image, image.reference()).await {
-            Ok(_) => Ok(true),
-            Err(BackendError::NotFound { .. }) => Ok(false),
+            Ok(id) => Ok(Some(id)),
+            Err(BackendError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -473,19 +477,33 @@ impl ContainerBackend for DockerProtocol {
     async fn load(&self, image: &PinnedImage, archive: &Path) -> Result<String> {
         let p = archive.display().to_string();
         let o = self.ok("image", &p, &["load", "--input", &p]).await?;
-        // "Loaded image: <name>" / "Loaded image(s): <name>"; the id is what we check and use.
+        // "Loaded image: <name>" / "Loaded image(s): <a>, <b>": every image the archive held
+        // must be the verified one (an archive swapped under our name is refused here, even
+        // when the backend loaded it under a tag or bare id).
         let text = o.stdout_str();
-        let loaded = text
+        let loaded: Vec<String> = text
             .lines()
+            .filter(|l| l.starts_with("Loaded image"))
             .filter_map(|l| l.split_once(": ").map(|(_, n)| n.trim().to_string()))
-            .next_back()
-            .ok_or_else(|| BackendError::BadOutput {
+            .flat_map(|n| {
+                n.split(',')
+                    .map(|x| x.trim().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|n| !n.is_empty())
+            .collect();
+        if loaded.is_empty() {
+            return Err(BackendError::BadOutput {
                 program: self.program[0].clone(),
                 verb: "load".into(),
                 detail: format!("no loaded image named in {text:?}"),
-            })?;
-        let loaded = loaded.split(',').next().unwrap_or_default().to_string();
-        self.verified_image_id(image, &loaded).await
+            });
+        }
+        for name in &loaded {
+            self.verified_image_id(image, name).await?;
+        }
+        // And the name `create` looks up must now resolve to the verified digest.
+        self.verified_image_id(image, image.reference()).await
     }
 
     async fn remove_image(&self, image: &PinnedImage) -> Result<()> {

@@ -124,6 +124,9 @@ impl<B: ContainerBackend> ContainerBackend for FaultyBackend<B> {
     async fn image_exists(&self, image: &PinnedImage) -> Result<bool> {
         delegate!(self, "image_exists", self.inner.image_exists(image))
     }
+    async fn image_id(&self, image: &PinnedImage) -> Result<Option<String>> {
+        delegate!(self, "image_id", self.inner.image_id(image))
+    }
     async fn load(&self, image: &PinnedImage, archive: &Path) -> Result<String> {
         delegate!(self, "load", self.inner.load(image, archive))
     }

@@ -29,6 +29,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod archive;
 mod backend;
 mod cli;
 mod detect;
@@ -40,6 +41,7 @@ mod image;
 mod parse;
 mod spec;
 
+pub use archive::{provision_image, write_oci_archive, ArchiveInfo};
 pub use backend::{Availability, ContainerBackend, Result};
 pub use detect::{
     detect, detect_with, driver_for, probe, probe_order, DetectOptions, Detected, Mode, Probe,

@@ -2,93 +2,16 @@
 //! registry, signed by the sigstore-js stack and verified by the real verifier: the only way to
 //! get the `PinnedImage` every container is created from.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 use std::time::Duration;
 
+use common::{podman, rt, spec, status_field, unique, world};
 use perry_backends::{
-    hardening_for, BackendError, ContainerBackend, ContainerSpec, DockerProtocol, ExecSpec,
-    NetworkSpec, PinnedImage, VolumeSpec,
+    BackendError, ContainerBackend, ExecSpec, NetworkSpec, PinnedImage, VolumeSpec,
 };
-use perry_policies::{Config, ImageRef, Tier};
-use perry_profiles::{Grants, Profile};
-use perry_testworld::{ConfigBuilder, Registry, SigStack, SignOptions, TinyImage};
-use perry_verifier::{registry::Platform, VerifiedImage, Verifier};
-
-struct World {
-    reg: Registry,
-    dir: tempfile::TempDir,
-    image: VerifiedImage,
-}
-
-/// One registry, one signed busybox image, verified once for the whole binary.
-fn world() -> &'static World {
-    static W: OnceLock<World> = OnceLock::new();
-    W.get_or_init(|| {
-        let reg = Registry::start();
-        let pushed = reg.push_image(
-            "backends/busybox",
-            "v1",
-            &TinyImage::busybox_marked("amd64", "backends"),
-        );
-        SigStack::shared().sign(
-            &reg,
-            "backends/busybox",
-            &pushed.digest,
-            &SignOptions::default(),
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let path = ConfigBuilder::new(&reg, SigStack::shared()).write(dir.path());
-        let config = Config::load(&path).unwrap();
-        let verifier = Verifier::new(&config).unwrap();
-        let image = ImageRef::parse(&format!("{}/backends/busybox:v1", reg.host())).unwrap();
-        let image = rt()
-            .block_on(verifier.verify(&image, &Platform::default()))
-            .unwrap()
-            .image;
-        World { reg, dir, image }
-    })
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// podman as this host needs it (crun fails on its hybrid cgroups).
-fn podman() -> DockerProtocol {
-    DockerProtocol::podman(Some("runc"))
-        .with_extra_args(vec!["--ulimit".into(), "nproc=1024:1024".into()])
-}
-
-fn unique(prefix: &str) -> String {
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("perrytest-{prefix}-{}-{n:x}", std::process::id())
-}
-
-fn spec(name: &str, tier: Tier, cmd: &[&str]) -> ContainerSpec {
-    let w = world();
-    let profile = Profile::for_tier(tier, None, &Grants::default()).unwrap();
-    let hardening = hardening_for(&profile, w.dir.path()).unwrap();
-    let mut s = ContainerSpec::new(name, PinnedImage::from_verified(&w.image), hardening);
-    s.command = cmd.iter().map(|c| c.to_string()).collect();
-    s.labels = BTreeMap::from([("io.perry-sandbox.test".to_string(), name.to_string())]);
-    s
-}
-
-fn status_field(status: &str, key: &str) -> String {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}:")))
-        .map(|v| v.trim().to_string())
-        .unwrap_or_else(|| panic!("no {key} in {status}"))
-}
+use perry_policies::Tier;
 
 #[test]
 fn a_hardened_container_runs_confined_from_the_verified_digest() {

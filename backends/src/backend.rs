@@ -49,7 +49,8 @@ pub trait ContainerBackend: Send + Sync {
     fn stop(&self, id: &str, timeout: Duration) -> impl Future<Output = Result<()>> + Send;
     /// Sends `signal` (e.g. `KILL`, `TERM`) to a container.
     fn kill(&self, id: &str, signal: &str) -> impl Future<Output = Result<()>> + Send;
-    /// Removes a container (`force`: even when running).
+    /// Removes a container (`force`: even when running, and a container already gone is not
+    /// an error).
     fn remove(&self, id: &str, force: bool) -> impl Future<Output = Result<()>> + Send;
     /// Waits for a container to exit and returns its exit code.
     fn wait(&self, id: &str) -> impl Future<Output = Result<i32>> + Send;
@@ -76,7 +77,7 @@ pub trait ContainerBackend: Send + Sync {
         image: &PinnedImage,
         archive: &Path,
     ) -> impl Future<Output = Result<String>> + Send;
-    /// Removes an image.
+    /// Removes an image (one already gone is not an error).
     fn remove_image(&self, image: &PinnedImage) -> impl Future<Output = Result<()>> + Send;
 
     /// Creates a network.

@@ -64,42 +64,249 @@ pub(crate) async fn run(argv: &[String], timeout: Duration) -> Result<Output, Ba
     }
 }
 
-/// The subcommand words of an argv (leading words up to the first flag or two words).
+/// Global flags (before the subcommand) that take a value, in podman, docker and nerdctl.
+const VALUED_GLOBALS: [&str; 14] = [
+    "--runtime",
+    "--runtime-flag",
+    "--url",
+    "--connection",
+    "--host",
+    "-H",
+    "--context",
+    "--namespace",
+    "-n",
+    "--address",
+    "--root",
+    "--runroot",
+    "--storage-driver",
+    "--log-level",
+];
+
+/// The subcommand words of an argv without its program (`network create`): global flags and
+/// their values are skipped, and so is lima's `shell <instance> nerdctl` prefix.
 pub(crate) fn verb_of(args: &[String]) -> String {
-    args.iter()
-        .filter(|a| !a.starts_with('-'))
-        .take(2)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(" ")
+    let mut args = args;
+    if args.first().is_some_and(|a| a == "shell") && args.len() > 3 {
+        args = &args[3..];
+    }
+    let mut words = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if VALUED_GLOBALS.contains(&a.as_str()) {
+            it.next();
+        } else if !a.starts_with('-') {
+            words.push(a.clone());
+            if words.len() == 2
+                || !matches!(
+                    a.as_str(),
+                    "network" | "volume" | "image" | "container" | "system" | "machine"
+                )
+            {
+                break;
+            }
+        }
+    }
+    words.join(" ")
 }
 
-/// Maps a failed call to a typed error: `not_found` when stderr says so, else `backend_error`.
+/// What a backend's stderr says is missing, most specific first: (kind, phrases). podman,
+/// docker and nerdctl word it differently; a phrase must name the object, so that e.g.
+/// "executable file not found in $PATH" (the command, not a container) stays a `backend_error`.
+const MISSING: [(&str, &[&str]); 4] = [
+    (
+        "container",
+        &["no such container", "no container with name or id"],
+    ),
+    (
+        "image",
+        &[
+            "no such image",
+            "image not known",
+            "manifest unknown",
+            "repository does not exist",
+        ],
+    ),
+    (
+        "network",
+        &[
+            "no such network",
+            "network not found",
+            "unable to find network",
+        ],
+    ),
+    ("volume", &["no such volume", "no volume with name"]),
+];
+
+/// stderr of a CLI whose daemon (or remote service) does not answer: `backend_unavailable`.
+const DAEMON_DOWN: [&str; 6] = [
+    "cannot connect to the docker daemon",
+    "is the docker daemon running",
+    "cannot connect to podman",
+    "unable to connect to podman socket",
+    "cannot access containerd socket",
+    "failed to dial \"/run/containerd/containerd.sock\"",
+];
+
+/// The kind of object `stderr` says is missing, if it says so.
+pub(crate) fn missing_kind(stderr: &str) -> Option<&'static str> {
+    let l = stderr.to_ascii_lowercase();
+    if let Some((kind, _)) = MISSING
+        .iter()
+        .find(|(_, phrases)| phrases.iter().any(|p| l.contains(p)))
+    {
+        return Some(kind);
+    }
+    // docker: "Error response from daemon: network x not found".
+    l.lines()
+        .any(|line| line.contains("network ") && line.trim_end().ends_with(" not found"))
+        .then_some("network")
+}
+
+/// Maps a failed call to one typed error, the only place a CLI failure is classified:
+/// the daemon not answering is `backend_unavailable`; stderr naming a missing container,
+/// image, network or volume is `not_found` (with the kind stderr names, which may differ
+/// from `kind`: `network connect` to a missing container); anything else is `backend_error`
+/// carrying the CLI's exit code and stderr verbatim. Codes come from
+/// [`BackendError::code`].
 pub(crate) fn failure(argv: &[String], kind: &'static str, name: &str, o: &Output) -> BackendError {
     let stderr = o.stderr_str();
+    let program = argv.first().cloned().unwrap_or_default();
     let l = stderr.to_ascii_lowercase();
-    let missing = [
-        "no such container",
-        "no such image",
-        "no such network",
-        "no such volume",
-        "no such object",
-        "image not known",
-        "network not found",
-        "not found",
-        "unable to find",
-    ];
-    if missing.iter().any(|m| l.contains(m)) {
+    if DAEMON_DOWN.iter().any(|m| l.contains(m)) {
+        let first = stderr
+            .lines()
+            .find(|x| !x.trim().is_empty())
+            .unwrap_or_default();
+        return BackendError::Unavailable(format!(
+            "{program}: the daemon does not answer: {first}"
+        ));
+    }
+    if let Some(found) = missing_kind(&stderr) {
         return BackendError::NotFound {
-            kind,
-            name: name.to_string(),
+            kind: found,
+            // Another kind than asked about: stderr is the only name we have for it.
+            name: if found == kind {
+                name.to_string()
+            } else {
+                stderr.clone()
+            },
             stderr,
         };
     }
     BackendError::Cli {
-        program: argv.first().cloned().unwrap_or_default(),
+        program,
         verb: verb_of(argv.get(1..).unwrap_or_default()),
         exit_code: o.code,
         stderr,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{failure, Output};
+
+    fn classify(code: i32, stderr: &str) -> crate::BackendError {
+        let argv: Vec<String> = [
+            "podman",
+            "--runtime",
+            "runc",
+            "network",
+            "connect",
+            "n",
+            "c",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        failure(
+            &argv,
+            "network",
+            "n",
+            &Output {
+                code,
+                stdout: Vec::new(),
+                stderr: stderr.as_bytes().to_vec(),
+            },
+        )
+    }
+
+    #[test]
+    fn stderr_is_classified_once_into_the_error_table() {
+        // Real stderr of podman 4.3 and docker 20+/nerdctl for missing objects.
+        for (stderr, kind) in [
+            ("Error: inspecting object: no such container x", "container"),
+            (
+                "Error: no container with name or ID \"x\" found: no such container",
+                "container",
+            ),
+            ("Error: x@sha256:11: image not known", "image"),
+            ("Error response from daemon: No such image: x", "image"),
+            (
+                "reading manifest sha256:1 in r/x: manifest unknown",
+                "image",
+            ),
+            (
+                "Error: unable to find network with name or ID n: network not found",
+                "network",
+            ),
+            ("Error response from daemon: network n not found", "network"),
+            (
+                "Error: no volume with name \"v\" found: no such volume",
+                "volume",
+            ),
+        ] {
+            let e = classify(125, stderr);
+            match &e {
+                crate::BackendError::NotFound { kind: k, .. } => assert_eq!(*k, kind, "{stderr}"),
+                other => panic!("{stderr}: {other:?}"),
+            }
+            assert_eq!(e.code().as_str(), "not_found");
+            assert_eq!(e.status(), 404);
+        }
+        // A missing command, user or file is the backend failing, not a missing object.
+        for stderr in [
+            "Error: runc: exec: \"nope\": executable file not found in $PATH: OCI runtime attempted to invoke a command that was not found",
+            "Error: unable to find user nobody2: no matching entries in passwd file",
+            "Error: open /x: no such file or directory",
+        ] {
+            let e = classify(126, stderr);
+            assert_eq!(e.code().as_str(), "backend_error", "{stderr}");
+            assert_eq!(e.exit_code(), Some(126));
+            assert!(e.to_string().contains(stderr), "{e}");
+            assert!(e.to_string().contains("podman network connect failed"), "{e}");
+        }
+        let e = classify(
+            1,
+            "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?",
+        );
+        assert_eq!(e.code().as_str(), "backend_unavailable", "{e}");
+        assert_eq!(e.status(), 503);
+    }
+
+    #[test]
+    fn the_verb_skips_global_flags_and_the_lima_prefix() {
+        let v = |a: &[&str]| super::verb_of(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            v(&["--runtime", "runc", "network", "connect", "n", "c"]),
+            "network connect"
+        );
+        assert_eq!(
+            v(&[
+                "--runtime",
+                "/usr/bin/runsc",
+                "--runtime-flag",
+                "oci-seccomp",
+                "run",
+                "--rm",
+                "x"
+            ]),
+            "run"
+        );
+        assert_eq!(
+            v(&["shell", "default", "nerdctl", "volume", "rm", "v"]),
+            "volume rm"
+        );
+        assert_eq!(v(&["ps", "--all"]), "ps");
+        assert_eq!(v(&["--version"]), "");
     }
 }

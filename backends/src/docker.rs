@@ -214,8 +214,7 @@ impl DockerProtocol {
             a.push("--rm".into());
         }
         a.extend(["--name".into(), spec.name.clone()]);
-        a.extend(self.extra_args.iter().cloned());
-        a.extend(h.flags());
+        a.extend(merge_host_args(&self.extra_args, &h.flags()));
         for (k, v) in &spec.labels {
             a.extend(["--label".into(), format!("{k}={v}")]);
         }
@@ -224,6 +223,10 @@ impl DockerProtocol {
         }
         if let Some(w) = &spec.workdir {
             a.extend(["--workdir".into(), w.clone()]);
+        }
+        if h.network == ContainerNetwork::InternalOnly && spec.networks.is_empty() {
+            // No project network: loopback only, never the backend's default bridge.
+            a.extend(["--network".into(), "none".into()]);
         }
         if h.network != ContainerNetwork::None {
             for (i, n) in spec.networks.iter().enumerate() {
@@ -278,8 +281,28 @@ impl DockerProtocol {
         Ok(a)
     }
 
+    /// A tier that allows only internal networks gets only internal networks: each one the
+    /// spec joins is inspected and one with a route out is refused before anything is created.
+    async fn check_networks(&self, spec: &ContainerSpec) -> Result<()> {
+        if spec.hardening.network != ContainerNetwork::InternalOnly {
+            return Ok(());
+        }
+        for n in &spec.networks {
+            if !self.network_inspect(&n.network).await?.internal {
+                return Err(BackendError::PolicyDenied(format!(
+                    "tier {} allows only internal networks (no route out), and network {} is \
+                     not internal; create it with `internal: true`",
+                    spec.hardening.tier.name(),
+                    n.network
+                )));
+            }
+        }
+        Ok(())
+    }
+
     async fn prepare(&self, spec: &ContainerSpec, run: bool) -> Result<Vec<String>> {
         let globals = self.globals_for(spec)?;
+        self.check_networks(spec).await?;
         let image_id = self
             .verified_image_id(&spec.image, spec.image.reference())
             .await?;
@@ -287,6 +310,68 @@ impl DockerProtocol {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         Ok(self.argv_with(&globals, &refs))
     }
+}
+
+/// `(name, soft, hard)` of a `--ulimit` value `name=soft[:hard]`.
+fn ulimit(v: &str) -> Option<(&str, u64, u64)> {
+    let (name, limits) = v.split_once('=')?;
+    let (soft, hard) = limits.split_once(':').unwrap_or((limits, limits));
+    Some((name, soft.parse().ok()?, hard.parse().ok()?))
+}
+
+/// The host's extra flags merged with the tier's: a `--ulimit` both give is the lower of the
+/// two (a host whose hard limit is below the tier's, such as `nofile=1024:1024` here, can
+/// only tighten it; the tier's value can never be raised by configuration); every other
+/// host flag comes first, unchanged, and the tier's flags after it.
+fn merge_host_args(extra: &[String], tier: &[String]) -> Vec<String> {
+    let pairs = |v: &[String]| -> Vec<(usize, String)> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < v.len() {
+            if v[i] == "--ulimit" && i + 1 < v.len() {
+                out.push((i, v[i + 1].clone()));
+                i += 2;
+            } else {
+                if let Some(x) = v[i].strip_prefix("--ulimit=") {
+                    out.push((i, x.to_string()));
+                }
+                i += 1;
+            }
+        }
+        out
+    };
+    let host: Vec<(usize, String)> = pairs(extra);
+    let mut used = std::collections::BTreeSet::new();
+    let mut merged_tier = tier.to_vec();
+    for (i, v) in pairs(tier) {
+        let Some((name, soft, hard)) = ulimit(&v) else {
+            continue;
+        };
+        for (j, hv) in &host {
+            if let Some((_, hs, hh)) = ulimit(hv).filter(|(hn, _, _)| *hn == name) {
+                used.insert(*j);
+                let (s, h) = (soft.min(hs), hard.min(hh));
+                let idx = if tier[i] == "--ulimit" { i + 1 } else { i };
+                merged_tier[idx] = if tier[i] == "--ulimit" {
+                    format!("{name}={s}:{h}")
+                } else {
+                    format!("--ulimit={name}={s}:{h}")
+                };
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < extra.len() {
+        if used.contains(&i) {
+            i += if extra[i] == "--ulimit" { 2 } else { 1 };
+            continue;
+        }
+        out.push(extra[i].clone());
+        i += 1;
+    }
+    out.extend(merged_tier);
+    out
 }
 
 fn out(o: Output) -> ExecOutput {
@@ -361,7 +446,15 @@ impl ContainerBackend for DockerProtocol {
             a.push("--force");
         }
         a.push(id);
-        self.ok("container", id, &a).await.map(drop)
+        match self.ok("container", id, &a).await {
+            Ok(_) => Ok(()),
+            // Forced removal of what is already gone succeeds on every backend (podman does
+            // so itself, docker says "No such container"): rollback may retry it.
+            Err(BackendError::NotFound {
+                kind: "container", ..
+            }) if force => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     async fn wait(&self, id: &str) -> Result<i32> {
@@ -403,17 +496,21 @@ impl ContainerBackend for DockerProtocol {
         if let Some(t) = &tail {
             a.extend(["--tail", t]);
         }
-        if opts.follow {
-            a.push("--follow");
-        }
         a.push(id);
+        if opts.follow {
+            // Follow until the container exits. What a follower reads can lose the end of a
+            // line still being written (podman 4's k8s-file reader, under load), so the
+            // result is read again once the container has exited and its log is final.
+            let mut f = a.clone();
+            f.insert(1, "--follow");
+            let argv = self.argv(&f);
+            let o = cli::run(&argv, Duration::from_secs(24 * 3600)).await?;
+            if o.code != 0 {
+                return Err(failure(&argv, "container", id, &o));
+            }
+        }
         let argv = self.argv(&a);
-        let t = if opts.follow {
-            Duration::from_secs(24 * 3600)
-        } else {
-            self.timeout
-        };
-        let o = cli::run(&argv, t).await?;
+        let o = cli::run(&argv, self.timeout).await?;
         if o.code != 0 {
             return Err(failure(&argv, "container", id, &o));
         }
@@ -440,7 +537,9 @@ impl ContainerBackend for DockerProtocol {
         let refs: Vec<&str> = a.iter().map(String::as_str).collect();
         let argv = self.argv(&refs);
         let o = cli::run(&argv, self.timeout).await?;
-        if o.code == 125 {
+        // 125: the CLI failed; podman 4 answers 255 when the container is not running. Any
+        // other status is the command's own.
+        if o.code == 125 || o.code != 0 && o.stderr_str().contains("container state improper") {
             return Err(failure(&argv, "container", id, &o));
         }
         Ok(out(o))
@@ -507,13 +606,17 @@ impl ContainerBackend for DockerProtocol {
     }
 
     async fn remove_image(&self, image: &PinnedImage) -> Result<()> {
-        self.ok(
-            "image",
-            image.reference(),
-            &["rmi", "--force", image.reference()],
-        )
-        .await
-        .map(drop)
+        let r = self
+            .ok(
+                "image",
+                image.reference(),
+                &["rmi", "--force", image.reference()],
+            )
+            .await;
+        match r {
+            Ok(_) | Err(BackendError::NotFound { kind: "image", .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     async fn network_create(&self, spec: &NetworkSpec) -> Result<String> {
@@ -540,7 +643,19 @@ impl ContainerBackend for DockerProtocol {
             a.extend(["--alias", al]);
         }
         a.extend([network, container]);
-        self.ok("network", network, &a).await.map(drop)
+        match self.ok("network", network, &a).await {
+            Ok(_) => Ok(()),
+            Err(BackendError::NotFound {
+                kind: "container",
+                stderr,
+                ..
+            }) => Err(BackendError::NotFound {
+                kind: "container",
+                name: container.into(),
+                stderr,
+            }),
+            Err(e) => Err(e),
+        }
     }
 
     async fn network_inspect(&self, name: &str) -> Result<NetworkInfo> {
@@ -594,5 +709,51 @@ impl ContainerBackend for DockerProtocol {
         self.ok("volume", name, &["volume", "rm", name])
             .await
             .map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_host_args;
+
+    fn v(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn host_ulimits_only_tighten_the_tiers() {
+        let tier = v(&[
+            "--cap-drop",
+            "ALL",
+            "--ulimit",
+            "nofile=65536:65536",
+            "--ulimit",
+            "core=0:0",
+        ]);
+        let host = v(&[
+            "--ulimit",
+            "nproc=1024:1024",
+            "--ulimit=nofile=1024:1024",
+            "--ulimit",
+            "core=5:5",
+        ]);
+        assert_eq!(
+            merge_host_args(&host, &tier),
+            v(&[
+                "--ulimit",
+                "nproc=1024:1024",
+                "--cap-drop",
+                "ALL",
+                "--ulimit",
+                "nofile=1024:1024",
+                "--ulimit",
+                "core=0:0",
+            ])
+        );
+        // Nothing in common: host flags first, the tier's after (the last one wins).
+        assert_eq!(
+            merge_host_args(&v(&["--log-driver", "k8s-file"]), &tier),
+            [v(&["--log-driver", "k8s-file"]), tier.clone()].concat()
+        );
     }
 }

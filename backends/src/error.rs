@@ -52,6 +52,10 @@ pub enum BackendError {
     /// The spec asks for an isolation level this backend cannot give.
     #[error("policy violation: {0}")]
     PolicyViolation(String),
+    /// The spec asks for something the tier's confinement refuses (a network with a route out
+    /// for a tier that allows only internal networks).
+    #[error("policy denied: {0}")]
+    PolicyDenied(String),
     /// The backend's output could not be understood.
     #[error("unexpected output from {program} {verb}: {detail}")]
     BadOutput {
@@ -88,6 +92,7 @@ impl BackendError {
             BackendError::Unavailable(_) => Code::BackendUnavailable,
             BackendError::NotFound { .. } => Code::NotFound,
             BackendError::PolicyViolation(_) => Code::IsolationUnavailable,
+            BackendError::PolicyDenied(_) => Code::PolicyDenied,
             BackendError::DigestMismatch { .. } => Code::VerificationFailed,
             BackendError::InvalidConfig(_) => Code::InvalidConfig,
             BackendError::Timeout { .. } => Code::Timeout,

@@ -77,6 +77,25 @@ pub(crate) fn container(v: &Value, health: Health) -> ContainerInfo {
                 .collect()
         })
         .unwrap_or_default();
+    let aliases = net
+        .and_then(|n| n.get("Networks"))
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, n)| {
+                    let a = n
+                        .get("Aliases")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .map(String::from)
+                        .collect();
+                    (k.clone(), a)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let mut ports = Vec::new();
     if let Some(m) = net.and_then(|n| n.get("Ports")).and_then(Value::as_object) {
         for (key, binds) in m {
@@ -112,6 +131,7 @@ pub(crate) fn container(v: &Value, health: Health) -> ContainerInfo {
         health,
         image_id,
         ips,
+        aliases,
         ports,
         labels: labels(v.get("Config").and_then(|c| c.get("Labels"))),
         isolation: if runtime.contains("runsc") {

@@ -169,6 +169,8 @@ pub struct ContainerInfo {
     pub image_id: String,
     /// IP address per network.
     pub ips: BTreeMap<String, String>,
+    /// DNS aliases per network (as the backend reports them; podman adds the short id).
+    pub aliases: BTreeMap<String, Vec<String>>,
     /// Published ports.
     pub ports: Vec<PortMapping>,
     /// Labels.
@@ -206,7 +208,7 @@ pub struct ExecSpec {
 pub struct LogOptions {
     /// Only the last N lines.
     pub tail: Option<usize>,
-    /// Follow until the container exits.
+    /// Wait for the container to exit, then return everything it wrote.
     pub follow: bool,
 }
 

@@ -176,7 +176,10 @@ fn an_archive_written_from_our_store_loads_and_runs_the_verified_image() {
         .block_on(provision_image(&p, &v, &blobs, dir.path()))
         .unwrap();
     assert_eq!(again, id);
-    forget(v.reference());
+    rt.block_on(p.remove_image(&v)).unwrap();
+    assert_eq!(rt.block_on(p.image_id(&v)).unwrap(), None);
+    // Idempotent, like forced container removal.
+    rt.block_on(p.remove_image(&v)).unwrap();
 }
 
 #[test]

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use common::{podman, rt, spec, status_field, unique, world};
 use perry_backends::{
-    BackendError, ContainerBackend, ExecSpec, NetworkSpec, PinnedImage, VolumeSpec,
+    BackendError, ContainerBackend, ContainerSpec, ContainerStatus, Dialect, DockerProtocol,
+    ExecSpec, IsolationLevel, LogOptions, Mount, NetworkAttachment, NetworkSpec, PinnedImage,
+    VolumeSpec,
 };
 use perry_policies::Tier;
 
@@ -203,4 +205,359 @@ fn untrusted_is_refused_before_anything_is_created_without_a_sandboxed_kernel() 
         .block_on(p.list("io.perry-sandbox.test", &name))
         .unwrap()
         .is_empty());
+}
+
+/// Creates and starts `spec`, returning its id.
+fn started(p: &DockerProtocol, s: &ContainerSpec) -> String {
+    let rt = rt();
+    let id = rt.block_on(p.create(s)).unwrap();
+    rt.block_on(p.start(&id)).unwrap();
+    id
+}
+
+fn labelled(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([("io.perry-sandbox.test".to_string(), name.to_string())])
+}
+
+#[test]
+fn logs_are_untruncated_kept_apart_tailed_and_followed() {
+    let rt = rt();
+    let p = podman();
+    rt.block_on(p.pull(&PinnedImage::from_verified(&world().image)))
+        .unwrap();
+    let name = unique("logs");
+    // ~1.3 MB on stdout: far past any pipe buffer or line limit.
+    let s = spec(
+        &name,
+        Tier::Hardened,
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 20000 ]; do echo out-$i-abcdefghijklmnopqrstuvwxyz-abcdefghijklmnopqrstuvwxyz; i=$((i+1)); done; echo err-1 >&2; echo err-2 >&2; sleep 1; echo last",
+        ],
+    );
+    let id = started(&p, &s);
+    // Follow returns when the container exits, with everything it wrote.
+    let all = rt
+        .block_on(p.logs(
+            &id,
+            LogOptions {
+                tail: None,
+                follow: true,
+            },
+        ))
+        .unwrap();
+    let mut want = String::new();
+    for i in 0..20000 {
+        want.push_str(&format!(
+            "out-{i}-abcdefghijklmnopqrstuvwxyz-abcdefghijklmnopqrstuvwxyz\n"
+        ));
+    }
+    want.push_str("last\n");
+    if all.stdout != want.as_bytes() {
+        let at = all
+            .stdout
+            .iter()
+            .zip(want.as_bytes())
+            .position(|(a, b)| a != b)
+            .unwrap_or(all.stdout.len().min(want.len()));
+        let show = |b: &[u8]| {
+            String::from_utf8_lossy(&b[at.saturating_sub(80)..(at + 80).min(b.len())]).into_owned()
+        };
+        panic!(
+            "stdout differs at byte {at} ({} vs {} bytes):\ngot  {:?}\nwant {:?}",
+            all.stdout.len(),
+            want.len(),
+            show(&all.stdout),
+            show(want.as_bytes())
+        );
+    }
+    assert_eq!(String::from_utf8_lossy(&all.stderr), "err-1\nerr-2\n");
+    assert_eq!(rt.block_on(p.wait(&id)).unwrap(), 0);
+    let tail = rt
+        .block_on(p.logs(
+            &id,
+            LogOptions {
+                tail: Some(1),
+                follow: false,
+            },
+        ))
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&tail.stdout), "last\n");
+    rt.block_on(p.remove(&id, false)).unwrap();
+    let e = rt.block_on(p.logs(&id, LogOptions::default())).unwrap_err();
+    assert_eq!(e.code().as_str(), "not_found", "{e}");
+}
+
+#[test]
+fn exits_kills_exec_users_and_their_failure_paths() {
+    let rt = rt();
+    let p = podman();
+    rt.block_on(p.pull(&PinnedImage::from_verified(&world().image)))
+        .unwrap();
+    // A container that exits: its code through wait and inspect.
+    let name = unique("exit7");
+    let id = started(&p, &spec(&name, Tier::Hardened, &["sh", "-c", "exit 7"]));
+    assert_eq!(rt.block_on(p.wait(&id)).unwrap(), 7);
+    let info = rt.block_on(p.inspect(&id)).unwrap();
+    assert_eq!(info.status, ContainerStatus::Exited);
+    assert_eq!(info.exit_code, Some(7));
+    assert_eq!(info.isolation, IsolationLevel::Container);
+    // exec into a container that is not running: the backend's error, with its exit code.
+    let e = rt
+        .block_on(p.exec(
+            &id,
+            &ExecSpec {
+                cmd: vec!["true".into()],
+                ..ExecSpec::default()
+            },
+        ))
+        .unwrap_err();
+    assert_eq!(e.code().as_str(), "backend_error", "{e}");
+    assert!(e.exit_code().is_some_and(|c| c != 0), "{e}");
+    assert!(e.to_string().contains("state improper"), "{e}");
+    rt.block_on(p.remove(&id, false)).unwrap();
+
+    // A command that does not exist: start fails with the CLI's exit code and stderr.
+    let name = unique("nocmd");
+    let id = rt
+        .block_on(p.create(&spec(&name, Tier::Hardened, &["/no/such/program"])))
+        .unwrap();
+    let e = rt.block_on(p.start(&id)).unwrap_err();
+    match &e {
+        BackendError::Cli {
+            exit_code, stderr, ..
+        } => {
+            assert_ne!(*exit_code, 0);
+            assert!(stderr.contains("/no/such/program"), "{stderr}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(e.code().as_str(), "backend_error");
+    rt.block_on(p.remove(&id, true)).unwrap();
+
+    // kill, exec as another user, remove without force while running.
+    let name = unique("kill");
+    let id = started(&p, &spec(&name, Tier::Isolated, &["sleep", "60"]));
+    let out = rt
+        .block_on(p.exec(
+            &id,
+            &ExecSpec {
+                cmd: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "id -u; id -g; ls /sys/class/net".into(),
+                ],
+                user: Some("1234:5678".into()),
+                ..ExecSpec::default()
+            },
+        ))
+        .unwrap();
+    // No project network: loopback only, not the backend's default bridge.
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1234\n5678\nlo\n");
+    let out = rt
+        .block_on(p.exec(
+            &id,
+            &ExecSpec {
+                cmd: vec!["/no/such/program".into()],
+                ..ExecSpec::default()
+            },
+        ))
+        .unwrap();
+    assert_eq!(out.exit_code, 127, "the command's status, not an error");
+    let e = rt.block_on(p.remove(&id, false)).unwrap_err();
+    assert_eq!(e.code().as_str(), "backend_error", "{e}");
+    rt.block_on(p.kill(&id, "KILL")).unwrap();
+    assert_eq!(rt.block_on(p.wait(&id)).unwrap(), 137);
+    rt.block_on(p.remove(&id, false)).unwrap();
+    for e in [
+        rt.block_on(p.start(&id)).unwrap_err(),
+        rt.block_on(p.kill(&id, "KILL")).unwrap_err(),
+        rt.block_on(p.stop(&id, Duration::from_secs(1)))
+            .unwrap_err(),
+        rt.block_on(p.wait(&id)).map(drop).unwrap_err(),
+        rt.block_on(p.remove(&id, false)).unwrap_err(),
+    ] {
+        assert_eq!(e.code().as_str(), "not_found", "{e}");
+        assert_eq!(e.status(), 404);
+    }
+    // Forced removal is idempotent (rollback may retry it).
+    rt.block_on(p.remove(&id, true)).unwrap();
+}
+
+#[test]
+fn network_connect_with_aliases_and_only_internal_networks_for_isolated() {
+    let rt = rt();
+    let p = podman();
+    rt.block_on(p.pull(&PinnedImage::from_verified(&world().image)))
+        .unwrap();
+    let (front, back, open) = (unique("front"), unique("back"), unique("open"));
+    for (n, internal) in [(&front, true), (&back, true), (&open, false)] {
+        rt.block_on(p.network_create(&NetworkSpec {
+            name: n.clone(),
+            internal,
+            labels: labelled(&front),
+        }))
+        .unwrap();
+    }
+    let mut listed = rt
+        .block_on(p.network_list("io.perry-sandbox.test", &front))
+        .unwrap();
+    listed.sort();
+    let mut want = vec![front.clone(), back.clone(), open.clone()];
+    want.sort();
+    assert_eq!(listed, want);
+    assert!(rt
+        .block_on(p.network_list("io.perry-sandbox.test", &back))
+        .unwrap()
+        .is_empty());
+
+    // An isolated container may not join a network with a route out: refused before create.
+    let name = unique("routed");
+    let mut s = spec(&name, Tier::Isolated, &["sleep", "60"]);
+    s.networks = vec![NetworkAttachment {
+        network: open.clone(),
+        aliases: vec![],
+    }];
+    let e = rt.block_on(p.create(&s)).unwrap_err();
+    assert_eq!(e.code().as_str(), "policy_denied", "{e}");
+    assert!(rt
+        .block_on(p.list("io.perry-sandbox.test", &name))
+        .unwrap()
+        .is_empty());
+
+    let name = unique("db");
+    let mut s = spec(&name, Tier::Isolated, &["sleep", "60"]);
+    s.networks = vec![NetworkAttachment {
+        network: front.clone(),
+        aliases: vec!["db-front".into()],
+    }];
+    let db = started(&p, &s);
+    rt.block_on(p.network_connect(&back, &db, &["db".to_string()]))
+        .unwrap();
+    let info = rt.block_on(p.inspect(&db)).unwrap();
+    assert!(
+        info.aliases[&front].contains(&"db-front".to_string()),
+        "{info:?}"
+    );
+    assert!(info.aliases[&back].contains(&"db".to_string()), "{info:?}");
+    let ip = info.ips[&back].clone();
+    assert!(!ip.is_empty() && !info.ips[&front].is_empty(), "{info:?}");
+    // Another container on `back` finds it by the alias.
+    // (tier default: the isolated tier's seccomp profile is still the native one, AF_UNIX
+    // only, so a DNS query cannot leave an isolated container yet.)
+    let mut client = spec(
+        &unique("client"),
+        Tier::Default,
+        &["busybox", "nslookup", "db"],
+    );
+    client.networks = vec![NetworkAttachment {
+        network: back.clone(),
+        aliases: vec![],
+    }];
+    let out = rt.block_on(p.run(&client)).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&ip),
+        "db is {ip}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Failure paths: a missing container, a removed network.
+    let e = rt
+        .block_on(p.network_connect(&back, "perrytest-no-such-container", &[]))
+        .unwrap_err();
+    assert!(
+        matches!(&e, BackendError::NotFound { kind: "container", name, .. } if name == "perrytest-no-such-container"),
+        "{e:?}"
+    );
+    rt.block_on(p.remove(&db, true)).unwrap();
+    for n in [&front, &back, &open] {
+        rt.block_on(p.network_remove(n)).unwrap();
+    }
+    let e = rt.block_on(p.network_remove(&back)).unwrap_err();
+    assert_eq!(e.code().as_str(), "not_found", "{e}");
+    let e = rt.block_on(p.run(&client)).map(drop).unwrap_err();
+    assert_eq!(e.code().as_str(), "not_found", "{e}");
+    assert!(rt
+        .block_on(p.network_list("io.perry-sandbox.test", &front))
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn volumes_are_listed_by_label_and_stay_writable_under_a_read_only_root() {
+    let rt = rt();
+    let p = podman();
+    rt.block_on(p.pull(&PinnedImage::from_verified(&world().image)))
+        .unwrap();
+    let (a, b) = (unique("vola"), unique("volb"));
+    for v in [&a, &b] {
+        rt.block_on(p.volume_create(&VolumeSpec {
+            name: v.clone(),
+            labels: labelled(v),
+        }))
+        .unwrap();
+    }
+    assert_eq!(
+        rt.block_on(p.volume_list("io.perry-sandbox.test", &a))
+            .unwrap(),
+        vec![a.clone()]
+    );
+    let info = rt.block_on(p.volume_inspect(&b)).unwrap();
+    assert_eq!(info.labels.get("io.perry-sandbox.test"), Some(&b));
+    // A named volume is an explicit grant: writable even when the root is read-only, and
+    // what one container writes the next one reads.
+    let mount = Mount::Volume {
+        name: a.clone(),
+        target: "/data".into(),
+        read_only: false,
+    };
+    let mut w = spec(
+        &unique("writer"),
+        Tier::Hardened,
+        &["sh", "-c", "echo kept > /data/f"],
+    );
+    w.mounts = vec![mount.clone()];
+    // The volume is root-owned; the hardened user is 65534.
+    w.hardening.user = None;
+    let out = rt.block_on(p.run(&w)).unwrap();
+    assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let mut r = spec(&unique("reader"), Tier::Hardened, &["cat", "/data/f"]);
+    r.mounts = vec![mount];
+    assert_eq!(
+        String::from_utf8_lossy(&rt.block_on(p.run(&r)).unwrap().stdout),
+        "kept\n"
+    );
+    for v in [&a, &b] {
+        rt.block_on(p.volume_remove(v)).unwrap();
+    }
+    for e in [
+        rt.block_on(p.volume_remove(&a)).unwrap_err(),
+        rt.block_on(p.volume_inspect(&b)).map(drop).unwrap_err(),
+    ] {
+        assert_eq!(e.code().as_str(), "not_found", "{e}");
+    }
+}
+
+#[test]
+fn a_missing_cli_or_a_daemon_that_does_not_answer_is_backend_unavailable() {
+    let rt = rt();
+    let ghost = DockerProtocol::new("ghost", Dialect::Docker, "perry-no-such-cli");
+    let e = rt.block_on(ghost.list("a", "b")).unwrap_err();
+    assert_eq!(e.code().as_str(), "backend_unavailable", "{e}");
+    assert_eq!(e.status(), 503);
+    assert!(e.to_string().contains("perry-no-such-cli"), "{e}");
+    // The docker CLI is installed here, its daemon is not.
+    let docker = DockerProtocol::new("docker", Dialect::Docker, "docker");
+    let e = rt.block_on(docker.list("a", "b")).unwrap_err();
+    assert_eq!(e.code().as_str(), "backend_unavailable", "{e}");
+    let a = rt.block_on(docker.availability());
+    assert!(!a.available, "{a:?}");
+    assert!(!a.reason.is_empty());
+    // podman answers, with its version.
+    let p = podman();
+    let a = rt.block_on(p.availability());
+    assert!(a.available, "{a:?}");
+    assert!(rt.block_on(p.version()).unwrap().contains("podman"));
 }

@@ -62,8 +62,16 @@ pub fn rt() -> tokio::runtime::Runtime {
 
 /// podman as this host needs it (crun fails on its hybrid cgroups).
 pub fn podman() -> DockerProtocol {
-    DockerProtocol::podman(Some("runc"))
-        .with_extra_args(vec!["--ulimit".into(), "nproc=1024:1024".into()])
+    DockerProtocol::podman(Some("runc")).with_extra_args(
+        [
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
 }
 
 pub fn unique(prefix: &str) -> String {

@@ -1,16 +1,19 @@
 //! Run-time detection: probe the platform's backends in priority order, each with a 2 s
-//! timeout and a liveness check; `PERRY_CONTAINER_BACKEND` skips probing.
+//! timeout and a liveness check; `PERRY_CONTAINER_BACKEND` skips probing. Per-host settings
+//! (`[backends.podman] runtime`, extra args, the CLI's path, a preferred order) come from the
+//! `[backends]` section of `perryconfig.toml`, not from constants here.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use perry_policies::{BackendMode, BackendSettings, BackendsConfig};
 use serde::Serialize;
 use tokio::sync::OnceCell;
 
 use crate::cli;
 use crate::{
     Availability, BackendError, ContainerBackend, Dialect, DockerProtocol, IsolationLevel,
-    LimaProtocol,
+    LimaProtocol, SandboxRuntime,
 };
 
 /// Every probe has this long.
@@ -73,7 +76,16 @@ pub struct Probe {
     pub isolation: IsolationLevel,
 }
 
-/// Detection inputs (the environment, or `[backends]` configuration).
+impl From<BackendMode> for Mode {
+    fn from(m: BackendMode) -> Mode {
+        match m {
+            BackendMode::LocalFirst => Mode::LocalFirst,
+            BackendMode::ServerFirst => Mode::ServerFirst,
+        }
+    }
+}
+
+/// Detection inputs: the environment, over the `[backends]` configuration.
 #[derive(Clone, Debug, Default)]
 pub struct DetectOptions {
     /// `PERRY_CONTAINER_BACKEND`: use this one, no probing.
@@ -86,6 +98,9 @@ pub struct DetectOptions {
     pub docker_host: bool,
     /// `CONTAINER_HOST` is set.
     pub container_host: bool,
+    /// `[backends]`: the backend and mode when the environment names none, the probe
+    /// order, and each backend's settings.
+    pub config: BackendsConfig,
 }
 
 impl DetectOptions {
@@ -98,6 +113,30 @@ impl DetectOptions {
             os: None,
             docker_host: var("DOCKER_HOST").is_some(),
             container_host: var("CONTAINER_HOST").is_some(),
+            config: BackendsConfig::default(),
+        }
+    }
+
+    /// From the process environment over `config` (`[backends]`): the environment wins for
+    /// the backend and the mode.
+    pub fn from_config_and_env(config: &BackendsConfig) -> Self {
+        DetectOptions {
+            config: config.clone(),
+            ..DetectOptions::from_env()
+        }
+    }
+
+    /// The backend named by the environment, else by the configuration.
+    fn backend(&self) -> Option<String> {
+        self.backend.clone().or_else(|| self.config.backend.clone())
+    }
+
+    /// The mode from the environment (an unknown one is `invalid_config`), else the
+    /// configuration, else local-first.
+    pub fn mode(&self) -> Result<Mode, BackendError> {
+        match &self.mode {
+            Some(m) => Mode::parse(m),
+            None => Ok(self.config.mode.map(Mode::from).unwrap_or(Mode::LocalFirst)),
         }
     }
 }
@@ -111,16 +150,54 @@ pub struct Detected {
     pub probes: Vec<Probe>,
 }
 
-/// The driver for a backend name, or `backend_unavailable` naming it.
+/// The driver for a backend name with default settings, or `backend_unavailable` naming it.
 pub fn driver_for(name: &str) -> Result<DockerProtocol, BackendError> {
-    Ok(match name {
-        "podman" => DockerProtocol::podman(Some("runc")),
-        "docker" => DockerProtocol::new("docker", Dialect::Docker, "docker"),
-        "nerdctl" => DockerProtocol::new("nerdctl", Dialect::Nerdctl, "nerdctl"),
-        "orbstack" | "colima" | "rancher-desktop" => {
-            DockerProtocol::new(name, Dialect::Docker, "docker")
+    driver_with(name, &BackendSettings::default())
+}
+
+/// Whether `program` is an executable on `PATH` (or a path that exists).
+fn on_path(program: &str) -> bool {
+    if program.contains('/') {
+        return Path::new(program).is_file();
+    }
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+/// The driver for backend `name` with its `[backends.<name>]` settings: the CLI's path, the
+/// OCI runtime (podman without one configured uses `runc` when it is on `PATH`: crun fails
+/// on hybrid cgroup hosts), the extra create flags, gVisor's path, lima's instance.
+pub fn driver_with(name: &str, s: &BackendSettings) -> Result<DockerProtocol, BackendError> {
+    let program = |default: &str| {
+        s.program
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| default.to_string())
+    };
+    let d = match name {
+        "podman" => {
+            let runtime = match &s.runtime {
+                Some(r) => Some(r.clone()),
+                None => on_path("runc").then(|| "runc".to_string()),
+            };
+            let sandbox = s
+                .sandbox_runtime
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/usr/bin/runsc"));
+            DockerProtocol::podman(runtime.as_deref())
+                .with_program(&program("podman"))
+                .with_sandbox(Some(SandboxRuntime::gvisor_podman(sandbox)))
         }
-        "lima" => LimaProtocol::driver("default"),
+        "docker" => DockerProtocol::new("docker", Dialect::Docker, &program("docker")),
+        "nerdctl" => DockerProtocol::new("nerdctl", Dialect::Nerdctl, &program("nerdctl")),
+        "orbstack" | "colima" | "rancher-desktop" => {
+            DockerProtocol::new(name, Dialect::Docker, &program("docker"))
+        }
+        "lima" => LimaProtocol::driver_with(
+            &program("limactl"),
+            s.instance.as_deref().unwrap_or("default"),
+        ),
         "apple-container" => {
             return Err(BackendError::Unavailable(
                 "apple-container: the AppleContainerProtocol driver is not implemented yet".into(),
@@ -128,11 +205,21 @@ pub fn driver_for(name: &str) -> Result<DockerProtocol, BackendError> {
         }
         other => {
             return Err(BackendError::Unavailable(format!(
-                "unknown backend {other:?}; known: apple-container, orbstack, colima, \
-                 rancher-desktop, lima, podman, nerdctl, docker"
+                "unknown backend {other:?}; known: {}",
+                perry_policies::BACKEND_NAMES.join(", ")
             )))
         }
-    })
+    };
+    let d = match (&s.runtime, name) {
+        // podman takes the runtime as a global flag (above); the others per container.
+        (Some(r), n) if n != "podman" => {
+            let mut extra = vec!["--runtime".to_string(), r.clone()];
+            extra.extend(s.extra_args.iter().cloned());
+            d.with_extra_args(extra)
+        }
+        _ => d.with_extra_args(s.extra_args.clone()),
+    };
+    Ok(d)
 }
 
 async fn answer(argv: &[&str]) -> Result<String, String> {
@@ -153,8 +240,13 @@ fn home(p: &str) -> PathBuf {
     PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(p)
 }
 
-/// Probes one backend by name: `--version`, then its liveness check.
+/// Probes one backend by name with default settings: `--version`, then its liveness check.
 pub async fn probe(name: &str, mode: Mode, os: &str) -> Probe {
+    probe_with(name, mode, os, &BackendSettings::default()).await
+}
+
+/// Probes one backend with its `[backends.<name>]` settings (the CLI's path).
+pub async fn probe_with(name: &str, mode: Mode, os: &str, s: &BackendSettings) -> Probe {
     let mut p = Probe {
         name: name.into(),
         available: false,
@@ -163,13 +255,21 @@ pub async fn probe(name: &str, mode: Mode, os: &str) -> Probe {
         mode,
         isolation: IsolationLevel::Container,
     };
-    let program = match name {
-        "apple-container" => "container",
-        "orbstack" => "orb",
-        "rancher-desktop" => "rdctl",
-        "lima" => "limactl",
-        n => n,
+    let configured = s.program.as_ref().map(|x| x.display().to_string());
+    let program: String = match name {
+        // The desktops are probed by their own CLI; `program` is the docker CLI they serve.
+        "orbstack" => "orb".into(),
+        "colima" => "colima".into(),
+        "rancher-desktop" => "rdctl".into(),
+        "apple-container" => configured.unwrap_or_else(|| "container".into()),
+        "lima" => configured.unwrap_or_else(|| "limactl".into()),
+        n => configured.unwrap_or_else(|| n.into()),
     };
+    let program = program.as_str();
+    let sandbox = s
+        .sandbox_runtime
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/runsc"));
     match answer(&[program, "--version"]).await {
         Ok(v) => p.version = Some(v.lines().next().unwrap_or_default().to_string()),
         Err(e) => {
@@ -178,20 +278,20 @@ pub async fn probe(name: &str, mode: Mode, os: &str) -> Probe {
         }
     }
     let live: Result<String, String> = match name {
-        "docker" => answer(&["docker", "version", "--format", "{{.Server.Version}}"])
+        "docker" => answer(&[program, "version", "--format", "{{.Server.Version}}"])
             .await
             .map(|v| format!("daemon {v} answers"))
             .map_err(|e| format!("docker daemon does not answer: {e}")),
-        "nerdctl" => answer(&["nerdctl", "version"])
+        "nerdctl" => answer(&[program, "version"])
             .await
             .map(|_| "containerd answers".into()),
         "colima" => answer(&["colima", "status"])
             .await
             .map(|_| "colima running".into()),
-        "apple-container" => answer(&["container", "system", "status"])
+        "apple-container" => answer(&[program, "system", "status"])
             .await
             .map(|_| "running".into()),
-        "lima" => match answer(&["limactl", "list", "--json"]).await {
+        "lima" => match answer(&[program, "list", "--json"]).await {
             Ok(out) if out.contains("\"Running\"") => Ok("a lima instance is running".into()),
             Ok(_) => Err("no running lima instance (`limactl start`)".into()),
             Err(e) => Err(e),
@@ -209,7 +309,7 @@ pub async fn probe(name: &str, mode: Mode, os: &str) -> Probe {
             }
         }
         "podman" if os == "macos" => {
-            match answer(&["podman", "machine", "list", "--format", "json"]).await {
+            match answer(&[program, "machine", "list", "--format", "json"]).await {
                 Ok(out)
                     if out.contains("\"Running\": true") || out.contains("\"Running\":true") =>
                 {
@@ -225,7 +325,7 @@ pub async fn probe(name: &str, mode: Mode, os: &str) -> Probe {
         Ok(r) => {
             p.available = true;
             p.reason = r;
-            if name == "podman" && std::path::Path::new("/usr/bin/runsc").is_file() {
+            if name == "podman" && sandbox.is_file() {
                 p.isolation = IsolationLevel::SandboxedKernel;
             }
         }
@@ -246,22 +346,27 @@ pub(crate) async fn probe_driver(d: &DockerProtocol) -> Availability {
     }
 }
 
-/// Probes the platform's backends (or the one named) and picks the first available.
+/// Probes the platform's backends (or the configured order, or the one named) and picks the
+/// first available, built with its `[backends.<name>]` settings.
 pub async fn detect_with(opts: &DetectOptions) -> Result<Detected, BackendError> {
-    let mode = match &opts.mode {
-        Some(m) => Mode::parse(m)?,
-        None => Mode::LocalFirst,
-    };
+    let mode = opts.mode()?;
     let os = opts
         .os
         .clone()
         .unwrap_or_else(|| std::env::consts::OS.to_string());
-    if let Some(name) = &opts.backend {
-        let backend = driver_for(name)?;
-        let p = probe(name, mode, &os).await;
+    let settings = |n: &str| opts.config.settings(n);
+    if let Some(name) = opts.backend() {
+        let from = if opts.backend.is_some() {
+            "PERRY_CONTAINER_BACKEND"
+        } else {
+            "[backends] backend"
+        };
+        let backend = driver_with(&name, &settings(&name))
+            .map_err(|e| BackendError::Unavailable(format!("{from}={name}: {e}")))?;
+        let p = probe_with(&name, mode, &os, &settings(&name)).await;
         if !p.available {
             return Err(BackendError::Unavailable(format!(
-                "PERRY_CONTAINER_BACKEND={name}: {}",
+                "{from}={name}: {}",
                 p.reason
             )));
         }
@@ -270,26 +375,29 @@ pub async fn detect_with(opts: &DetectOptions) -> Result<Detected, BackendError>
             probes: vec![p],
         });
     }
-    let mut order: Vec<&str> = probe_order(&os).to_vec();
+    let mut order: Vec<String> = match &opts.config.order {
+        Some(o) => o.clone(),
+        None => probe_order(&os).iter().map(|s| s.to_string()).collect(),
+    };
     if mode == Mode::ServerFirst {
         let mut remote = Vec::new();
         if opts.container_host {
-            remote.push("podman");
+            remote.push("podman".to_string());
         }
         if opts.docker_host {
-            remote.push("docker");
+            remote.push("docker".to_string());
         }
         order.retain(|n| !remote.contains(n));
         remote.extend(order);
         order = remote;
     }
     let mut probes = Vec::new();
-    for name in order {
-        let p = probe(name, mode, &os).await;
+    for name in &order {
+        let p = probe_with(name, mode, &os, &settings(name)).await;
         let ok = p.available;
         probes.push(p);
         if ok {
-            if let Ok(backend) = driver_for(name) {
+            if let Ok(backend) = driver_with(name, &settings(name)) {
                 return Ok(Detected { backend, probes });
             }
         }
@@ -304,16 +412,47 @@ pub async fn detect_with(opts: &DetectOptions) -> Result<Detected, BackendError>
     )))
 }
 
-static DETECTED: OnceCell<Result<Detected, String>> = OnceCell::const_new();
+/// A once-per-process detection result: the first call probes, every later one (whatever
+/// its options) gets the same answer.
+pub struct DetectCache {
+    cell: OnceCell<Result<Detected, String>>,
+}
+
+impl DetectCache {
+    /// An empty cache.
+    pub const fn new() -> Self {
+        DetectCache {
+            cell: OnceCell::const_new(),
+        }
+    }
+
+    /// [`detect_with`] the first time, the cached answer after.
+    pub async fn get(&self, opts: &DetectOptions) -> Result<Detected, BackendError> {
+        let r = self
+            .cell
+            .get_or_init(|| async { detect_with(opts).await.map_err(|e| e.to_string()) })
+            .await;
+        r.clone().map_err(BackendError::Unavailable)
+    }
+}
+
+impl Default for DetectCache {
+    fn default() -> Self {
+        DetectCache::new()
+    }
+}
+
+static DETECTED: DetectCache = DetectCache::new();
 
 /// [`detect_with`] on the process environment, cached for the life of the process.
 pub async fn detect() -> Result<Detected, BackendError> {
-    let r = DETECTED
-        .get_or_init(|| async {
-            detect_with(&DetectOptions::from_env())
-                .await
-                .map_err(|e| e.to_string())
-        })
-        .await;
-    r.clone().map_err(BackendError::Unavailable)
+    DETECTED.get(&DetectOptions::from_env()).await
+}
+
+/// [`detect_with`] on the environment over `[backends]`, cached for the life of the process
+/// (shared with [`detect`]: the first call's inputs decide).
+pub async fn detect_configured(config: &BackendsConfig) -> Result<Detected, BackendError> {
+    DETECTED
+        .get(&DetectOptions::from_config_and_env(config))
+        .await
 }

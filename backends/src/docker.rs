@@ -73,9 +73,14 @@ pub struct LimaProtocol;
 impl LimaProtocol {
     /// `limactl shell <instance> nerdctl …`.
     pub fn driver(instance: &str) -> DockerProtocol {
-        let mut d = DockerProtocol::new("lima", Dialect::Nerdctl, "limactl");
+        LimaProtocol::driver_with("limactl", instance)
+    }
+
+    /// `<limactl> shell <instance> nerdctl …` with limactl at `limactl`.
+    pub fn driver_with(limactl: &str, instance: &str) -> DockerProtocol {
+        let mut d = DockerProtocol::new("lima", Dialect::Nerdctl, limactl);
         d.program = vec![
-            "limactl".into(),
+            limactl.into(),
             "shell".into(),
             instance.into(),
             "nerdctl".into(),
@@ -107,6 +112,12 @@ impl DockerProtocol {
         }
         d.sandbox = Some(SandboxRuntime::gvisor_podman("/usr/bin/runsc"));
         d
+    }
+
+    /// Runs `program` (a path or a name on `PATH`) instead of the default CLI.
+    pub fn with_program(mut self, program: &str) -> Self {
+        self.program[0] = program.into();
+        self
     }
 
     /// Adds flags to every `create`/`run` (`[backends.<name>] extra_args`).

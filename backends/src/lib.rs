@@ -44,14 +44,15 @@ mod spec;
 pub use archive::{provision_image, write_oci_archive, ArchiveInfo};
 pub use backend::{Availability, ContainerBackend, Result};
 pub use detect::{
-    detect, detect_with, driver_for, probe, probe_order, DetectOptions, Detected, Mode, Probe,
-    PROBE_TIMEOUT,
+    detect, detect_configured, detect_with, driver_for, driver_with, probe, probe_order,
+    probe_with, DetectCache, DetectOptions, Detected, Mode, Probe, PROBE_TIMEOUT,
 };
 pub use docker::{Dialect, DockerProtocol, LimaProtocol, SandboxRuntime};
 pub use error::BackendError;
 pub use fault::{Fault, FaultyBackend};
 pub use hardening::{hardening_for, write_seccomp, ContainerNetwork, Hardening, NON_ROOT_USER};
 pub use image::{is_loopback_registry, PinnedImage};
+pub use perry_policies::{BackendMode, BackendSettings, BackendsConfig};
 pub use spec::{
     ContainerInfo, ContainerSpec, ContainerStatus, ExecOutput, ExecSpec, Health, IsolationLevel,
     LogOptions, Mount, NetworkAttachment, NetworkInfo, NetworkSpec, PortMapping, VolumeInfo,

@@ -37,7 +37,10 @@ pub mod units;
 
 pub use capability::{ArgRules, ArgViolation, EnvSpec, MountSpec, PositionRule, ShellCapability};
 pub use code::{Code, EXIT_REFUSED};
-pub use config::{AuditConfig, Config, SandboxConfig, ServiceConfig, UidRange};
+pub use config::{
+    AuditConfig, BackendMode, BackendSettings, BackendsConfig, Config, SandboxConfig,
+    ServiceConfig, UidRange, BACKEND_NAMES, EXTRA_ARG_FLAGS,
+};
 pub use discover::{discover, load_discovered, ConfigSource};
 pub use error::{ConfigError, KeyPath, Problem};
 pub use glob::ImageGlob;

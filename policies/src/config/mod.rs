@@ -5,10 +5,12 @@
 //! plain HTTP only on loopback, …). Both passes report the key path, and the loader maps each
 //! path back to a line and column in the file.
 
+mod backends;
 mod load;
 mod model;
 #[cfg(test)]
 mod tests;
 mod validate;
 
+pub use backends::{BackendMode, BackendSettings, BackendsConfig, BACKEND_NAMES, EXTRA_ARG_FLAGS};
 pub use model::{AuditConfig, Config, SandboxConfig, ServiceConfig, UidRange};

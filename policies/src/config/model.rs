@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::backends::BackendsConfig;
 use crate::capability::ShellCapability;
 use crate::error::KeyPath;
 use crate::reference::ImageRef;
@@ -53,6 +54,9 @@ pub struct Config {
     /// `[audit]`: the tamper-evident log.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// `[backends]`: the container backend for compose services and its per-host settings.
+    #[serde(default, skip_serializing_if = "BackendsConfig::is_default")]
+    pub backends: BackendsConfig,
 }
 
 /// `[sandbox]`.

@@ -174,6 +174,7 @@ impl Config {
                 None,
             ));
         }
+        self.backends.validate(&mut out);
         out
     }
 

@@ -9,6 +9,7 @@ use perry_verifier::Verification;
 
 use super::graph::{Condition, Graph, NodeId, PlanError};
 use super::service::{check_service, service_tier, Refusal, ServiceAsk};
+use crate::orchestrate::ServiceShape;
 use crate::Executor;
 
 /// How strongly a node's kernel is separated from the host's.
@@ -52,11 +53,13 @@ pub struct DependsOn {
     pub restart: bool,
 }
 
-/// A service to plan: what it asks for and what it waits on.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// A service to plan: what it asks for, how its containers are made, and what it waits on.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ServiceInput {
     /// The policy-relevant fields.
     pub ask: ServiceAsk,
+    /// How its containers are made once the policy allows it.
+    pub shape: ServiceShape,
     /// Its dependencies.
     pub depends_on: Vec<DependsOn>,
 }
@@ -66,6 +69,8 @@ pub struct ServiceInput {
 pub struct PlannedService {
     /// What it asked for.
     pub ask: ServiceAsk,
+    /// How its containers are made.
+    pub shape: ServiceShape,
     /// Its tier.
     pub tier: Tier,
     /// The isolation its tier requires.
@@ -137,6 +142,7 @@ impl Executor {
             match service_tier(&s.ask, default_tier) {
                 Ok(t) => {
                     refusals.extend(check_service(&s.ask, t));
+                    refusals.extend(check_shape(&s.ask.name, &s.shape));
                     tiers.push(t);
                 }
                 Err(r) => {
@@ -202,6 +208,7 @@ impl Executor {
                 s.ask.name.clone(),
                 PlannedService {
                     ask: s.ask.clone(),
+                    shape: s.shape.clone(),
                     tier,
                     isolation,
                     verification: verified,
@@ -250,4 +257,21 @@ impl Executor {
             .await
             .map_err(refused)
     }
+}
+
+/// The refusals of a service's shape that no tier allows: a fixed `container_name` with more
+/// than one replica (two containers cannot share a name).
+fn check_shape(service: &str, shape: &ServiceShape) -> Vec<Refusal> {
+    let mut out = Vec::new();
+    if shape.container_name.is_some() && shape.replicas > 1 {
+        out.push(Refusal {
+            service: service.to_string(),
+            field: "container_name".into(),
+            reason: format!(
+                "a fixed container name cannot be shared by {} replicas; remove `container_name` or scale to 1",
+                shape.replicas
+            ),
+        });
+    }
+    out
 }

@@ -130,12 +130,10 @@ fn probe_network_connect_is_impossible(fs: &dyn FinalStep) {
     // With the loopback grant, lo works inside (proving the flag) — but it is the sandbox's own.
     // The client retries until the listener is up (a fixed sleep raced on a loaded CI host:
     // the client connected before `nc -l` listened), then waits for the listener to finish.
-    let mut s = r.sh(
-        "nc -l -p 7777 > /tmp/got & \
+    let mut s = r.sh("nc -l -p 7777 > /tmp/got & \
          for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do \
            echo ping | nc -w 1 127.0.0.1 7777 2>/dev/null && break; sleep 0.1; \
-         done; wait; cat /tmp/got",
-    );
+         done; wait; cat /tmp/got");
     s.loopback = true;
     let o = run(&s, fs).expect("run");
     if fs.seccomp_supervision().is_some() {

@@ -136,3 +136,64 @@ pub(crate) fn start_order(all: &ByService) -> Vec<Vec<String>> {
     l.reverse();
     l
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use perry_backends::{ContainerStatus, Health, IsolationLevel};
+
+    fn container(service: &str, depends_on: &str) -> ContainerInfo {
+        ContainerInfo {
+            id: format!("id-{service}"),
+            name: format!("p-{service}-1"),
+            status: ContainerStatus::Running,
+            exit_code: None,
+            health: Health::None,
+            image_id: String::new(),
+            ips: BTreeMap::new(),
+            ports: Vec::new(),
+            labels: [
+                (labels::SERVICE.to_string(), service.to_string()),
+                (labels::DEPENDS_ON.to_string(), depends_on.to_string()),
+            ]
+            .into_iter()
+            .collect(),
+            isolation: IsolationLevel::Container,
+        }
+    }
+
+    fn project(entries: &[(&str, &str)]) -> ByService {
+        entries
+            .iter()
+            .map(|(s, d)| (s.to_string(), vec![container(s, d)]))
+            .collect()
+    }
+
+    #[test]
+    fn teardown_goes_dependents_first_and_start_the_reverse() {
+        let p = project(&[
+            ("proxy", "app:service_healthy:false"),
+            ("app", "db:service_healthy:false,cache:service_started:true"),
+            ("db", ""),
+            ("cache", ""),
+        ]);
+        assert_eq!(
+            teardown_order(&p),
+            vec![
+                vec!["proxy".to_string()],
+                vec!["app".to_string()],
+                vec!["cache".to_string(), "db".to_string()],
+            ]
+        );
+        assert_eq!(start_order(&p)[0], vec!["cache", "db"]);
+    }
+
+    #[test]
+    fn a_damaged_label_still_tears_everything_down() {
+        // A cycle can only come from hand-edited labels; everything still goes, once.
+        let p = project(&[("a", "b:x:false"), ("b", "a:x:false"), ("c", "")]);
+        let all: Vec<String> = teardown_order(&p).into_iter().flatten().collect();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0], "c");
+    }
+}

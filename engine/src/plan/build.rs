@@ -9,7 +9,7 @@ use perry_verifier::Verification;
 
 use super::graph::{Condition, Graph, NodeId, PlanError};
 use super::service::{check_service, service_tier, Refusal, ServiceAsk};
-use crate::orchestrate::ServiceShape;
+use crate::orchestrate::{ProjectResources, ServiceShape};
 use crate::Executor;
 
 /// How strongly a node's kernel is separated from the host's.
@@ -151,17 +151,8 @@ impl Executor {
                 }
             }
         }
-        let record_refusal = |reason: String, code: Code| -> Result<(), PlanRefused> {
-            self.audit().record(
-                Event::new(Action::Plan, Decision::Deny)
-                    .actor(actor.clone())
-                    .correlation(correlation)
-                    .reason(reason)
-                    .detail("project", project)
-                    .detail("code", code.as_str())
-                    .detail("status", u64::from(code.status())),
-            )?;
-            Ok(())
+        let record_refusal = |reason: String, code: Code| {
+            self.record_plan_refusal(project, reason, code, &actor, correlation)
         };
         if !refusals.is_empty() {
             let e = PlanRefused::Policy(refusals);
@@ -234,6 +225,51 @@ impl Executor {
                 .detail("services", serde_json::Value::Array(summary)),
         )?;
         Ok(Plan { graph, levels })
+    }
+
+    /// Plans a loaded compose project: converted by [`super::from_compose`] (what cannot run as
+    /// written is refused and recorded like any other plan refusal), then [`Executor::plan`].
+    /// Returns the plan and the project's networks and volumes.
+    pub async fn plan_compose(
+        &self,
+        project: &perry_compose::Project,
+        platform: &Platform,
+        actor: Actor,
+        correlation: &Correlation,
+    ) -> Result<(Plan, ProjectResources), PlanRefused> {
+        let input = match super::from_compose(project) {
+            Ok(i) => i,
+            Err(refusals) => {
+                let e = PlanRefused::Policy(refusals);
+                self.record_plan_refusal(&project.name, e.to_string(), e.code(), &actor, correlation)?;
+                return Err(e);
+            }
+        };
+        let plan = self
+            .plan(&project.name, input.services, platform, actor, correlation)
+            .await?;
+        Ok((plan, input.resources))
+    }
+
+    /// The `plan` deny record: nothing is refused without one.
+    fn record_plan_refusal(
+        &self,
+        project: &str,
+        reason: String,
+        code: Code,
+        actor: &Actor,
+        correlation: &Correlation,
+    ) -> Result<(), PlanRefused> {
+        self.audit().record(
+            Event::new(Action::Plan, Decision::Deny)
+                .actor(actor.clone())
+                .correlation(correlation)
+                .reason(reason)
+                .detail("project", project)
+                .detail("code", code.as_str())
+                .detail("status", u64::from(code.status())),
+        )?;
+        Ok(())
     }
 
     async fn verify_service_image(

@@ -22,7 +22,11 @@ impl Lines<'_> {
             .map(|s| s.chars().count())
             .unwrap_or(0) as u64
             + 1;
-        Span { line, column }
+        Span {
+            line,
+            column,
+            file: 0,
+        }
     }
 }
 

@@ -24,6 +24,7 @@ fn to_node(c: Child) -> Node {
         span: Span {
             line: c.referenced.line(),
             column: c.referenced.column(),
+            file: 0,
         },
     }
 }
@@ -135,7 +136,11 @@ pub fn parse_yaml(file: &str, text: &str) -> Result<Node, ParseError> {
         return Ok(Node {
             value: Value::Null,
             tag: None,
-            span: Span { line: 1, column: 1 },
+            span: Span {
+                line: 1,
+                column: 1,
+                file: 0,
+            },
         });
     }
     match serde_saphyr::from_str_with_options::<Child>(text, options()) {

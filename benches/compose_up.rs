@@ -120,11 +120,15 @@ fn main() {
         SigStack::shared().sign(&reg, &repo, &p.digest, &SignOptions::default());
     }
     let dir = tempfile::tempdir().unwrap();
-    let config = ConfigBuilder::new(&reg, SigStack::shared()).write(dir.path());
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replacen("[sandbox]\n", "[sandbox]\ndefault_tier = \"default\"\n", 1);
-    std::fs::write(&config, text).unwrap();
+    let host = reg.host();
+    let config = ConfigBuilder::new(&reg, SigStack::shared())
+        .images(&[&format!("{host}/unused/*")])
+        .tiered_rule(&[&format!("{host}/stack/proxy")], "default")
+        .tiered_rule(
+            &[&format!("{host}/stack/app"), &format!("{host}/stack/db")],
+            "isolated",
+        )
+        .write(dir.path());
     let containers_conf = dir.path().join("containers.conf");
     std::fs::write(
         &containers_conf,
@@ -150,14 +154,14 @@ fn main() {
         // Warm-up: images pulled into podman, verifications cached, for both tools.
         let warm = "perrybench-warm";
         b.ours(file, warm, &["up", "--wait"]);
-        b.ours(file, warm, &["down", "-v", "-t", "2"]);
+        b.ours(file, warm, &["down", "--volumes", "-t", "2"]);
         b.peer(file, warm, &["up", "-d"]);
         b.peer(file, warm, &["down", "-v", "-t", "2"]);
         let (mut up_o, mut down_o, mut up_p, mut down_p) = (vec![], vec![], vec![], vec![]);
         for i in 0..runs {
             let p = format!("perrybench-ours-{i}");
             up_o.push(b.ours(file, &p, &["up", "--wait"]));
-            down_o.push(b.ours(file, &p, &["down", "-v", "-t", "2"]));
+            down_o.push(b.ours(file, &p, &["down", "--volumes", "-t", "2"]));
             let p = format!("perrybench-peer-{i}");
             up_p.push(b.peer(file, &p, &["up", "-d"]));
             down_p.push(b.peer(file, &p, &["down", "-v", "-t", "2"]));

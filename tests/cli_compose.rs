@@ -7,7 +7,6 @@ use std::process::Command as Std;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
 use perry_testworld::{ConfigBuilder, Registry, SigStack, SignOptions, TinyImage};
 
 /// One registry for the binary: signed `stack/{proxy,app,db}` and `other/signed` (which no
@@ -51,16 +50,21 @@ impl World {
         let reg = registry();
         let dir = tempfile::tempdir().unwrap();
         let host = reg.host();
+        // The site's tiers for the stack: the edge proxy may have a route out, the rest starts
+        // at `isolated`; `other/*` matches no rule at all.
         let config = ConfigBuilder::new(reg, SigStack::shared())
-            .images(&[&format!("{host}/stack/*")])
+            .images(&[&format!("{host}/unused/*")])
+            .tiered_rule(&[&format!("{host}/stack/proxy")], "default")
+            .tiered_rule(
+                &[
+                    &format!("{host}/stack/app"),
+                    &format!("{host}/stack/db"),
+                    &format!("{host}/stack/moved"),
+                    &format!("{host}/stack/rogue"),
+                ],
+                "isolated",
+            )
             .write(dir.path());
-        // Services choose their tier (x-perry-tier); the site's floor is `default`.
-        let text = std::fs::read_to_string(&config).unwrap().replacen(
-            "[sandbox]\n",
-            "[sandbox]\ndefault_tier = \"default\"\n",
-            1,
-        );
-        std::fs::write(&config, text).unwrap();
         let n = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -75,14 +79,16 @@ impl World {
 
     /// Copies the example `file` into the world, optionally edited, and returns its path.
     fn example(&self, file: &str, edit: impl Fn(String) -> String) -> PathBuf {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/web-stack").join(file);
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/web-stack")
+            .join(file);
         let dst = self.dir.path().join(file);
         std::fs::write(&dst, edit(std::fs::read_to_string(src).unwrap())).unwrap();
         dst
     }
 
-    fn compose(&self, file: &Path, args: &[&str]) -> Command {
-        let mut c = Command::cargo_bin("perry-sandbox").unwrap();
+    fn compose(&self, file: &Path, args: &[&str]) -> Std {
+        let mut c = Std::new(assert_cmd::cargo::cargo_bin("perry-sandbox"));
         c.arg("--config")
             .arg(&self.config)
             .arg("compose")
@@ -95,8 +101,7 @@ impl World {
             .env("PROXY_PORT", free_port().to_string())
             .env("PERRY_CONTAINER_BACKEND", "podman")
             // This host's podman cannot set RLIMIT_NPROC for a container without it.
-            .env("PERRY_BACKEND_ARGS", "--ulimit nproc=1024:1024")
-            .timeout(Duration::from_secs(240));
+            .env("PERRY_BACKEND_ARGS", "--ulimit nproc=1024:1024");
         c
     }
 
@@ -149,8 +154,17 @@ fn the_example_stack_runs_healthy_from_yaml_and_from_toml_and_down_leaves_nothin
         let w = World::new("example");
         let f = w.example(file, |s| s);
         let up = w.run(&f, &["--json", "up", "--wait"]);
-        assert!(up.status.success(), "{file}: {}", text(&up.stderr));
-        let last = text(&up.stdout).lines().last().unwrap_or_default().to_string();
+        assert!(
+            up.status.success(),
+            "{file}: {}{}",
+            text(&up.stdout),
+            text(&up.stderr)
+        );
+        let last = text(&up.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string();
         let report: serde_json::Value = serde_json::from_str(&last).unwrap();
         let services: Vec<(String, String)> = report["up"]["services"]
             .as_array()
@@ -164,16 +178,32 @@ fn the_example_stack_runs_healthy_from_yaml_and_from_toml_and_down_leaves_nothin
             })
             .collect();
         let healthy = |s: &str| (s.to_string(), "healthy".to_string());
-        assert_eq!(services, [healthy("db"), healthy("app"), healthy("proxy")], "{file}");
+        assert_eq!(
+            services,
+            [healthy("db"), healthy("app"), healthy("proxy")],
+            "{file}"
+        );
 
         // The backend network is internal (no route out); the frontend is not.
         let p = &w.project;
         assert_eq!(
-            podman(&["network", "inspect", "--format", "{{.Internal}}", &format!("{p}_backend")]),
+            podman(&[
+                "network",
+                "inspect",
+                "--format",
+                "{{.Internal}}",
+                &format!("{p}_backend")
+            ]),
             "true"
         );
         assert_eq!(
-            podman(&["network", "inspect", "--format", "{{.Internal}}", &format!("{p}_frontend")]),
+            podman(&[
+                "network",
+                "inspect",
+                "--format",
+                "{{.Internal}}",
+                &format!("{p}_frontend")
+            ]),
             "false"
         );
         let ps = w.run(&f, &["--json", "ps"]);
@@ -198,11 +228,14 @@ fn the_example_stack_runs_healthy_from_yaml_and_from_toml_and_down_leaves_nothin
                 ("proxy".to_string(), "default".to_string()),
             ]
         );
-        let exec = w.run(&f, &["exec", "app", "sh", "-c", "echo $DATABASE_HOST; id -u"]);
+        let exec = w.run(
+            &f,
+            &["exec", "app", "sh", "-c", "echo $DATABASE_HOST; id -u"],
+        );
         assert!(exec.status.success(), "{}", text(&exec.stderr));
         assert_eq!(text(&exec.stdout), "db\n65534\n");
 
-        let down = w.run(&f, &["down", "-v"]);
+        let down = w.run(&f, &["down", "--volumes"]);
         assert!(down.status.success(), "{}", text(&down.stderr));
         assert_eq!(w.left_behind(), Vec::<String>::new(), "{file}");
     }
@@ -214,9 +247,26 @@ fn the_example_stack_runs_healthy_from_yaml_and_from_toml_and_down_leaves_nothin
 fn every_refusal_refuses_the_whole_up_and_nothing_is_created() {
     let host = registry().host();
     let attacks: Vec<(&str, String, &str)> = vec![
-        ("unsigned", format!("image: {host}/stack/rogue:v1"), "verification_failed"),
-        ("moved tag", format!("image: {host}/stack/moved:v1"), "verification_failed"),
-        ("no trust rule", format!("image: {host}/other/signed:v1"), "verification_failed"),
+        (
+            "unsigned",
+            format!("image: {host}/stack/rogue:v1"),
+            "verification_failed",
+        ),
+        (
+            "moved tag",
+            format!("image: {host}/stack/moved:v1"),
+            "verification_failed",
+        ),
+        (
+            "no trust rule",
+            format!("image: {host}/other/signed:v1"),
+            "policy_denied",
+        ),
+        (
+            "a looser tier than its rule",
+            format!("image: {host}/stack/app:v1\n    x-perry-tier: default"),
+            "policy_denied",
+        ),
         (
             "privileged",
             format!("image: {host}/stack/app:v1\n    privileged: true"),
@@ -245,7 +295,10 @@ fn every_refusal_refuses_the_whole_up_and_nothing_is_created() {
             .unwrap_or_else(|e| panic!("{what}: {e}: {out} {}", text(&up.stderr)));
         assert_eq!(err["error"]["code"], code, "{what}: {err}");
         assert!(
-            err["error"]["message"].as_str().unwrap().contains("services.evil"),
+            err["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("services.evil"),
             "{what}: {err}"
         );
         assert_eq!(w.left_behind(), Vec::<String>::new(), "{what}");
@@ -265,14 +318,18 @@ fn an_up_killed_with_sigkill_is_undone_by_the_next_down() {
         )
         .replacen("retries: 5", "retries: 100000", 1)
     });
-    let mut child = std::process::Command::from(w.compose(&f, &["up", "--wait", "--wait-timeout", "600"]))
+    let mut child = w
+        .compose(&f, &["up", "--wait", "--wait-timeout", "600"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let t = Instant::now();
     while !w.left_behind().iter().any(|l| l.starts_with("container ")) {
-        assert!(t.elapsed() < Duration::from_secs(120), "no container appeared");
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "no container appeared"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_millis(500));

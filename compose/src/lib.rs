@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 mod dotenv;
+mod emit;
 mod error;
 mod extends;
 mod files;
@@ -46,6 +47,7 @@ mod units;
 mod yaml;
 
 pub use dotenv::{parse_dotenv, parse_dotenv_with_lookup};
+pub use emit::to_yaml;
 pub use error::{LoadError, ParseError};
 pub use files::{find_compose_files, normalize_project_name, DEFAULT_FILES, OVERRIDE_FILES};
 pub use interpolate::{substitute, InterpolateError};

@@ -122,8 +122,9 @@ pub(crate) struct UpArgs {
 /// `compose down`.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct DownArgs {
-    /// Remove the project's named volumes too.
-    #[arg(short = 'v', long)]
+    /// Remove the project's named volumes too. (`-v` is perry-sandbox's global verbosity flag,
+    /// so only the long form: a `down -v` keeps the volumes, the safe direction.)
+    #[arg(long)]
     pub volumes: bool,
     /// Seconds between SIGTERM and SIGKILL.
     #[arg(short = 't', long, default_value_t = 10)]
@@ -235,8 +236,9 @@ fn config(g: &GlobalArgs, args: &ComposeArgs, c: &ConfigArgs) -> CliResult {
         return Ok(ExitCode::SUCCESS);
     }
     let text = match c.format.as_str() {
-        "json" => serde_json::to_string_pretty(&project)
-            .map_err(|e| CliError::internal(e.to_string()))?,
+        "json" => {
+            serde_json::to_string_pretty(&project).map_err(|e| CliError::internal(e.to_string()))?
+        }
         "yaml" => compose::to_yaml(&project).map_err(CliError::internal)?,
         other => {
             return Err(CliError::invalid_argument(format!(
@@ -292,7 +294,10 @@ fn verify(g: &GlobalArgs, args: &ComposeArgs) -> CliResult {
             serde_json::json!({"ok": true, "project": project.name, "services": rows})
         );
     } else {
-        println!("project {}: every image verified, nothing created", project.name);
+        println!(
+            "project {}: every image verified, nothing created",
+            project.name
+        );
         for r in &rows {
             println!(
                 "  {:<16} {:<10} {:<17} {}\n  {:<16} signed by {}",
@@ -322,7 +327,11 @@ fn progress(json: bool) -> impl Fn(&Progress) + Send + Sync {
                 let _ = writeln!(std::io::stdout(), "{line}");
             }
         } else {
-            let detail = p.detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default();
+            let detail = p
+                .detail
+                .as_deref()
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default();
             eprintln!(" {:<12} {}{detail}", p.status, p.resource);
         }
     }
@@ -335,7 +344,12 @@ fn up(g: &GlobalArgs, args: &ComposeArgs, u: &UpArgs) -> CliResult {
     let rt = super::runtime()?;
     let correlation = compose::Correlation::new();
     let (plan, resources) = rt
-        .block_on(x.plan_compose(&project, &Platform::default(), ctx.audit_actor(), &correlation))
+        .block_on(x.plan_compose(
+            &project,
+            &Platform::default(),
+            ctx.audit_actor(),
+            &correlation,
+        ))
         .map_err(|e| plan_error(&e))?;
     let backend = backend(&ctx, &rt)?;
     let orch = Orchestrator::new(&x, &backend, &project.name, ctx.audit_actor(), correlation)
@@ -366,7 +380,10 @@ fn up(g: &GlobalArgs, args: &ComposeArgs, u: &UpArgs) -> CliResult {
                         s.service,
                         s.state,
                         s.containers.join(","),
-                        s.health.as_deref().map(|h| format!(" ({h})")).unwrap_or_default()
+                        s.health
+                            .as_deref()
+                            .map(|h| format!(" ({h})"))
+                            .unwrap_or_default()
                     );
                 }
             }
@@ -378,7 +395,10 @@ fn up(g: &GlobalArgs, args: &ComposeArgs, u: &UpArgs) -> CliResult {
             let rollback = rt.block_on(orch.recover());
             let how = match rollback {
                 Ok(Some(r)) if r.is_clean() => {
-                    format!("rolled back: {} resource(s) removed, nothing left", r.removed.len())
+                    format!(
+                        "rolled back: {} resource(s) removed, nothing left",
+                        r.removed.len()
+                    )
                 }
                 Ok(_) => "rollback incomplete; `compose down` finishes it".to_string(),
                 Err(e) => format!("rollback failed ({e}); `compose down` finishes it"),
@@ -408,8 +428,14 @@ fn from_labels(g: &GlobalArgs, args: &ComposeArgs) -> CliResult {
     let x = executor(&ctx)?;
     let rt = super::runtime()?;
     let backend = backend(&ctx, &rt)?;
-    let orch = Orchestrator::new(&x, &backend, &name, ctx.audit_actor(), compose::Correlation::new())
-        .on_progress(progress(g.json));
+    let orch = Orchestrator::new(
+        &x,
+        &backend,
+        &name,
+        ctx.audit_actor(),
+        compose::Correlation::new(),
+    )
+    .on_progress(progress(g.json));
     let fail = |e: compose::OrchestrateError| CliError::new(e.code(), e.to_string());
     match &args.command {
         ComposeCommand::Down(d) => {
@@ -420,7 +446,10 @@ fn from_labels(g: &GlobalArgs, args: &ComposeArgs) -> CliResult {
                 }))
                 .map_err(fail)?;
             if g.json {
-                println!("{}", serde_json::json!({"ok": report.leftovers.is_empty(), "down": report}));
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": report.leftovers.is_empty(), "down": report})
+                );
             }
             if !report.leftovers.is_empty() {
                 return Err(CliError::new(
@@ -504,7 +533,9 @@ fn from_labels(g: &GlobalArgs, args: &ComposeArgs) -> CliResult {
                 .map_err(fail)?;
         }
         ComposeCommand::Config(_) | ComposeCommand::Verify | ComposeCommand::Up(_) => {
-            return Err(CliError::internal("compose: a file command reached the label commands"));
+            return Err(CliError::internal(
+                "compose: a file command reached the label commands",
+            ));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -265,8 +265,16 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
             };
             let profile = Profile::for_tier(s.tier, config.tiers.get(&s.tier), &Grants::default())
                 .map_err(|e| confinement(e.to_string()))?;
-            let h = hardening_for(&profile, &self.state_dir())
+            let mut h = hardening_for(&profile, &self.state_dir())
                 .map_err(|e| confinement(e.to_string()))?;
+            // Tighten only: a limit past our own hard limit cannot be set by the runtime.
+            if let Some(hard) = crate::host::nofile_hard_limit() {
+                for (name, limit) in &mut h.ulimits {
+                    if name == "nofile" {
+                        *limit = (*limit).min(hard);
+                    }
+                }
+            }
             out.insert(id, h);
         }
         Ok(out)

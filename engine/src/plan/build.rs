@@ -8,7 +8,7 @@ use perry_verifier::registry::Platform;
 use perry_verifier::Verification;
 
 use super::graph::{Condition, Graph, NodeId, PlanError};
-use super::service::{check_service, service_tier, Refusal, ServiceAsk};
+use super::service::{check_service, image_tier, service_tier, Refusal, ServiceAsk};
 use crate::orchestrate::{ProjectResources, ServiceShape};
 use crate::Executor;
 
@@ -139,7 +139,12 @@ impl Executor {
         let mut refusals = Vec::new();
         let mut tiers = Vec::new();
         for s in &services {
-            match service_tier(&s.ask, default_tier) {
+            let base = s
+                .ask
+                .image
+                .as_deref()
+                .map_or(default_tier, |i| image_tier(self.config(), i));
+            match service_tier(&s.ask, base) {
                 Ok(t) => {
                     refusals.extend(check_service(&s.ask, t));
                     refusals.extend(check_shape(&s.ask.name, &s.shape));
@@ -241,7 +246,13 @@ impl Executor {
             Ok(i) => i,
             Err(refusals) => {
                 let e = PlanRefused::Policy(refusals);
-                self.record_plan_refusal(&project.name, e.to_string(), e.code(), &actor, correlation)?;
+                self.record_plan_refusal(
+                    &project.name,
+                    e.to_string(),
+                    e.code(),
+                    &actor,
+                    correlation,
+                )?;
                 return Err(e);
             }
         };

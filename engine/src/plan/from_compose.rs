@@ -119,7 +119,9 @@ fn ask_of(name: &str, s: &Service, refuse: &mut impl FnMut(&str, String)) -> Ser
         Some(other) => {
             refuse(
                 "x-perry-tier",
-                format!("must be a tier name (default, isolated, hardened, untrusted), not {other}"),
+                format!(
+                    "must be a tier name (default, isolated, hardened, untrusted), not {other}"
+                ),
             );
             None
         }
@@ -200,7 +202,10 @@ fn shape_of(s: &Service, refuse: &mut impl FnMut(&str, String)) -> ServiceShape 
             }),
             _ => refuse(
                 &format!("ports[{i}]"),
-                format!("`{published}:{}` is not a single host port and container port", p.target),
+                format!(
+                    "`{published}:{}` is not a single host port and container port",
+                    p.target
+                ),
             ),
         }
     }

@@ -17,4 +17,4 @@ pub use build::{DependsOn, Isolation, Plan, PlanRefused, PlannedService, Service
 pub use from_compose::{from_compose, ComposeInput};
 pub use graph::{Condition, Edge, Graph, NodeId, PlanError};
 pub use journal::{Journal, JournalError, Resource, ResourceKind};
-pub use service::{check_service, service_tier, Refusal, ServiceAsk};
+pub use service::{check_service, image_tier, service_tier, Refusal, ServiceAsk};

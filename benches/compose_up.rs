@@ -38,6 +38,8 @@ impl Bench {
             .env("REGISTRY", &self.registry)
             .env("CONTAINERS_CONF", &self.containers_conf)
             .env("PERRY_CONTAINER_BACKEND", "podman")
+            // Our `--ulimit` flags replace containers.conf's default ulimits: this host's nproc.
+            .env("PERRY_BACKEND_ARGS", "--ulimit nproc=1024:1024")
             .output()
             .expect("perry-sandbox");
         let took = t.elapsed();
@@ -121,6 +123,14 @@ fn main() {
     }
     let dir = tempfile::tempdir().unwrap();
     let host = reg.host();
+    // The peer pulls by tag over plain HTTP, which podman refuses by default: pull for it once.
+    for name in ["proxy", "app", "db"] {
+        let o = Command::new("podman")
+            .args(["pull", "-q", "--tls-verify=false", &format!("{host}/stack/{name}:v1")])
+            .output()
+            .expect("podman pull");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
     let config = ConfigBuilder::new(&reg, SigStack::shared())
         .images(&[&format!("{host}/unused/*")])
         .tiered_rule(&[&format!("{host}/stack/proxy")], "default")
@@ -136,9 +146,18 @@ fn main() {
          [engine]\nruntime = \"runc\"\n",
     )
     .unwrap();
-    let three = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/web-stack/compose.yaml");
+    // podman 4.3 (Debian 12) knows no `start_interval`: both tools get the files without it.
+    let same_for_both = |yaml: String| -> String {
+        yaml.lines()
+            .filter(|l| !l.trim_start().starts_with("start_interval:"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/web-stack/compose.yaml");
+    let three = dir.path().join("three.yaml");
+    std::fs::write(&three, same_for_both(std::fs::read_to_string(example).unwrap())).unwrap();
     let ten = dir.path().join("ten.yaml");
-    std::fs::write(&ten, ten_services(&reg.host())).unwrap();
+    std::fs::write(&ten, same_for_both(ten_services(&reg.host()))).unwrap();
     let b = Bench {
         dir,
         config,

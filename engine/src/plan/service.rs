@@ -250,6 +250,33 @@ mod tests {
         }
     }
 
+    fn config(rules: &str) -> perry_policies::Config {
+        let text = format!(
+            "[sandbox]\ndefault_tier = \"hardened\"\n[trust]\ntrusted_root = \"public-good\"\n{rules}"
+        );
+        perry_policies::Config::from_bytes(text.as_bytes(), "test.toml".as_ref()).unwrap()
+    }
+
+    #[test]
+    fn an_image_starts_from_its_strictest_matching_rule_tier_else_the_default() {
+        let id = "keyless = [{ issuer = \"https://i\", subject = \"s\" }]";
+        let c = config(&format!(
+            "[[trust.policy]]\nimages = [\"r.io/edge/**\"]\n{id}\ntier = \"default\"\n\
+             [[trust.policy]]\nimages = [\"r.io/**\"]\n{id}\n\
+             [[trust.policy]]\nimages = [\"q.io/**\"]\n{id}\ntier = \"isolated\"\n\
+             [[trust.policy]]\nimages = [\"q.io/lab/**\"]\n{id}\ntier = \"untrusted\"\n"
+        ));
+        // r.io/edge matches a `default` rule and a rule without a tier (= hardened): hardened.
+        assert_eq!(image_tier(&c, "r.io/edge/proxy:1"), Tier::Hardened);
+        assert_eq!(image_tier(&c, "q.io/app:1"), Tier::Isolated);
+        assert_eq!(image_tier(&c, "q.io/lab/x:1"), Tier::Untrusted);
+        assert_eq!(image_tier(&c, "z.io/none:1"), Tier::Hardened);
+        let only_edge = config(&format!(
+            "[[trust.policy]]\nimages = [\"r.io/edge/**\"]\n{id}\ntier = \"default\"\n"
+        ));
+        assert_eq!(image_tier(&only_edge, "r.io/edge/proxy:1"), Tier::Default);
+    }
+
     #[test]
     fn x_perry_tier_only_tightens() {
         let mut a = ask("db");

@@ -126,7 +126,12 @@ fn main() {
     // The peer pulls by tag over plain HTTP, which podman refuses by default: pull for it once.
     for name in ["proxy", "app", "db"] {
         let o = Command::new("podman")
-            .args(["pull", "-q", "--tls-verify=false", &format!("{host}/stack/{name}:v1")])
+            .args([
+                "pull",
+                "-q",
+                "--tls-verify=false",
+                &format!("{host}/stack/{name}:v1"),
+            ])
             .output()
             .expect("podman pull");
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -155,7 +160,11 @@ fn main() {
     };
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/web-stack/compose.yaml");
     let three = dir.path().join("three.yaml");
-    std::fs::write(&three, same_for_both(std::fs::read_to_string(example).unwrap())).unwrap();
+    std::fs::write(
+        &three,
+        same_for_both(std::fs::read_to_string(example).unwrap()),
+    )
+    .unwrap();
     let ten = dir.path().join("ten.yaml");
     std::fs::write(&ten, same_for_both(ten_services(&reg.host()))).unwrap();
     let b = Bench {

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use perry_audit::{Action, Decision};
 use perry_backends::{
-    hardening_for, BackendError, ContainerBackend, ContainerNetwork, ContainerStatus, ExecSpec,
-    Hardening, IsolationLevel, NetworkSpec, PinnedImage, VolumeSpec,
+    hardening_for, BackendError, ContainerBackend, ContainerInfo, ContainerNetwork,
+    ContainerStatus, ExecSpec, Hardening, IsolationLevel, NetworkSpec, PinnedImage, VolumeSpec,
 };
 use perry_profiles::{Grants, Profile};
 use serde::Serialize;
@@ -142,6 +142,9 @@ struct Run<'p> {
     healthy: HashMap<NodeId, OnceCell<Met>>,
     completed: HashMap<NodeId, OnceCell<Met>>,
     warnings: Mutex<Vec<String>>,
+    /// The project's containers of planned services, by name, listed once before any create
+    /// (one listing instead of an inspect per replica).
+    existing: Mutex<BTreeMap<String, ContainerInfo>>,
 }
 
 impl Run<'_> {
@@ -199,6 +202,7 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
                 .map(|(id, ..)| (id, OnceCell::new()))
                 .collect(),
             warnings: Mutex::new(Vec::new()),
+            existing: Mutex::new(BTreeMap::new()),
         };
         let result = self.bring_up(&run, opts).await;
         let Run {
@@ -525,6 +529,8 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
                 .cloned()
                 .unwrap_or_default();
             if run.plan.graph.id(&service).is_some() {
+                let mut existing = run.existing.lock().unwrap_or_else(|e| e.into_inner());
+                existing.insert(info.name.clone(), info);
                 continue;
             }
             if remove {
@@ -627,7 +633,21 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
     ) -> Result<&'static str, OrchestrateError> {
         let b = self.backend;
         let name = replica.name.as_str();
-        match b.inspect(name).await {
+        let known = run
+            .existing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned();
+        // Not among the project's containers: create it. A container of that name outside the
+        // project makes the create fail (name in use); the journalled name is then not this
+        // run's, so the rollback leaves it alone.
+        let found = known.ok_or_else(|| BackendError::NotFound {
+            kind: "container",
+            name: name.to_string(),
+            stderr: String::new(),
+        });
+        match found {
             Ok(info) if info.labels.get(labels::PROJECT) != Some(&self.project) => {
                 Err(OrchestrateError::Resource(format!(
                     "services.{service}: a container named `{name}` exists and is not this project's"

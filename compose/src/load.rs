@@ -72,6 +72,8 @@ pub(crate) struct Loader<'o> {
     /// Display names of the files, indexed by `Span::file`.
     table: Vec<String>,
     home: Option<String>,
+    /// The main project directory (absolute); relative paths in trees are relative to it.
+    root: PathBuf,
 }
 
 fn io_err(file: &Path, e: impl std::fmt::Display) -> LoadError {
@@ -124,6 +126,20 @@ impl<'o> Loader<'o> {
             opts,
             table: Vec::new(),
             home,
+            root: PathBuf::new(),
+        }
+    }
+
+    /// `p` (relative to the project directory, or absolute) as an absolute path.
+    pub(crate) fn abs(&self, p: &Path) -> PathBuf {
+        clean(&self.root.join(p))
+    }
+
+    /// `dir` relative to the project directory when inside it, else absolute.
+    fn rel(&self, dir: &Path) -> PathBuf {
+        match relative_to(dir, &self.root) {
+            Some(r) if !r.starts_with("..") => r,
+            _ => dir.to_path_buf(),
         }
     }
 
@@ -247,6 +263,7 @@ impl<'o> Loader<'o> {
                 .map(Path::to_path_buf)
                 .unwrap_or_else(|| PathBuf::from("/")),
         };
+        self.root = project_dir.clone();
         let mut env = self.environment(&project_dir)?;
         let mut trees = Vec::with_capacity(files.len());
         for f in &files {
@@ -439,11 +456,7 @@ impl<'o> Loader<'o> {
                 "must be a list",
             )));
         };
-        let file_dir = chain
-            .last()
-            .and_then(|f| f.parent())
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        let file_dir = self.abs(base);
         for (i, e) in entries.into_iter().enumerate() {
             let p = format!("include.{i}");
             let spec: crate::model::Include = from_node(&e, &p).map_err(|e| self.de_err(e))?;
@@ -475,7 +488,7 @@ impl<'o> Loader<'o> {
             };
             // Relative paths of the included model are rebased onto its project
             // directory, expressed relative to our base when that is relative.
-            let rel_base = rebase_dir(base, &proj_dir);
+            let rel_base = self.rel(&proj_dir);
             let env_files: Vec<PathBuf> = if spec.env_file.is_empty() {
                 let f = proj_dir.join(".env");
                 if f.is_file() {
@@ -499,7 +512,10 @@ impl<'o> Loader<'o> {
                 trees.push(self.read_tree(f)?);
             }
             let mut imported = self.load_model(trees, &paths, &rel_base, &sub_env, chain)?;
-            self.post_model(&mut imported, &rel_base, &sub_env, true)?;
+            self.post_model(&mut imported, &proj_dir, &sub_env, true)?;
+            if !self.opts.resolve_paths {
+                crate::paths::relativize(&mut imported, &self.root);
+            }
             import_resources(tree, imported);
         }
         Ok(())
@@ -520,7 +536,9 @@ impl<'o> Loader<'o> {
             return Ok(());
         };
         for (name, _, svc) in services.iter_mut() {
-            self.resolve_env_files(svc, name, base, env)?;
+            // resolved paths are relative to the project directory, others to `base`
+            let from = if resolve { Path::new("") } else { base };
+            self.resolve_env_files(svc, name, from, env)?;
         }
         Ok(())
     }
@@ -544,7 +562,7 @@ impl<'o> Loader<'o> {
                     it.get("required").map(|r| &r.value),
                     Some(Value::Bool(false))
                 );
-                let path = base.join(&p);
+                let path = self.abs(&base.join(&p));
                 if !path.exists() {
                     if required {
                         return Err(LoadError::Invalid(self.located(
@@ -598,7 +616,7 @@ impl<'o> Loader<'o> {
         if let Some(Value::Seq(items)) = svc.get("label_file").map(|n| &n.value) {
             for (i, it) in items.iter().enumerate() {
                 let Some(p) = it.scalar_text() else { continue };
-                let path = base.join(&p);
+                let path = self.abs(&base.join(&p));
                 let vars = read_env_files(std::slice::from_ref(&path), &Env::new()).map_err(
                     |e| match e {
                         LoadError::Io { message, .. } => LoadError::Invalid(self.located(
@@ -686,18 +704,6 @@ fn push_path(path: &mut String, seg: &str) {
         path.push('.');
     }
     path.push_str(seg);
-}
-
-/// `target` expressed from `base`: absolute when `base` is absolute, else relative.
-pub(crate) fn rebase_dir(base: &Path, target: &Path) -> PathBuf {
-    if base.is_absolute() {
-        return target.to_path_buf();
-    }
-    let cwd = std::env::current_dir().unwrap_or_default();
-    let abs_base = clean(&cwd.join(base));
-    relative_to(target, &abs_base)
-        .map(|r| clean(&base.join(r)))
-        .unwrap_or_else(|| target.to_path_buf())
 }
 
 /// `path` relative to `from` (both absolute, clean).

@@ -91,8 +91,11 @@ impl<'de> Visitor<'de> for RawVisitor {
                 _ => return Err(de::Error::custom("mapping keys must be scalars")),
             };
             let v = to_node(a.next_value::<Child>()?);
-            if out.iter().any(|(k, _, _)| *k == name) {
-                return Err(de::Error::custom(format!("duplicate key {name:?}")));
+            if let Some((_, first, _)) = out.iter().find(|(k, _, _)| *k == name) {
+                return Err(de::Error::custom(format!(
+                    "line {}: mapping key {name:?} already defined at line {} (duplicate key)",
+                    key.span.line, first.line
+                )));
             }
             out.push((name, key.span, v));
         }
@@ -102,7 +105,8 @@ impl<'de> Visitor<'de> for RawVisitor {
 
 fn options() -> serde_saphyr::Options {
     let mut o = serde_saphyr::Options::default();
-    o.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::Error;
+    // Duplicates reach the visitor, which refuses them naming both lines.
+    o.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::PassThrough;
     o.legacy_octal_numbers = true;
     o.strict_booleans = true;
     let mut b = serde_saphyr::Budget::default();
@@ -150,7 +154,35 @@ pub fn parse_yaml(file: &str, text: &str) -> Result<Node, ParseError> {
                 .location()
                 .map(|l| (l.line(), l.column()))
                 .unwrap_or((0, 0));
-            Err(fail(line, column, e.to_string()))
+            Err(fail(
+                line,
+                column,
+                message(&e.without_snippet().to_string()),
+            ))
         }
+    }
+}
+
+/// serde-saphyr's message without its rendered snippet and location prefix, worded
+/// like compose-go where the cases expect it.
+fn message(raw: &str) -> String {
+    let first = raw.lines().next().unwrap_or_default();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    // drop "line N column M: "
+    let msg = match first.strip_prefix("line ") {
+        Some(rest) => match rest.split_once(": ") {
+            Some((loc, m)) if loc.contains("column") => m,
+            _ => first,
+        },
+        None => first,
+    };
+    if msg.contains("alias") && (msg.contains("limit") || msg.contains("budget")) {
+        format!("excessive aliasing: {msg}")
+    } else if msg.contains("merge value must be mapping") {
+        format!("map merge requires map or sequence of maps as the value ({msg})")
+    } else if msg.contains("recursive references") {
+        format!("cycle detected: an alias refers to a node that contains it ({msg})")
+    } else {
+        msg.to_string()
     }
 }

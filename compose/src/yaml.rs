@@ -14,6 +14,12 @@ pub const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
 
 struct Raw(Value);
 
+thread_local! {
+    /// Where the visitor found a duplicate key (serde-saphyr does not locate
+    /// errors raised by visitors at the top level).
+    static DUPLICATE_AT: std::cell::Cell<Option<Span>> = const { std::cell::Cell::new(None) };
+}
+
 type Child = Spanned<Tagged<Raw>>;
 
 fn to_node(c: Child) -> Node {
@@ -92,6 +98,7 @@ impl<'de> Visitor<'de> for RawVisitor {
             };
             let v = to_node(a.next_value::<Child>()?);
             if let Some((_, first, _)) = out.iter().find(|(k, _, _)| *k == name) {
+                DUPLICATE_AT.with(|d| d.set(Some(key.span)));
                 return Err(de::Error::custom(format!(
                     "line {}: mapping key {name:?} already defined at line {} (duplicate key)",
                     key.span.line, first.line
@@ -147,13 +154,17 @@ pub fn parse_yaml(file: &str, text: &str) -> Result<Node, ParseError> {
             },
         });
     }
+    DUPLICATE_AT.with(|d| d.set(None));
     match serde_saphyr::from_str_with_options::<Child>(text, options()) {
         Ok(c) => Ok(to_node(c)),
         Err(e) => {
-            let (line, column) = e
-                .location()
-                .map(|l| (l.line(), l.column()))
-                .unwrap_or((0, 0));
+            let (line, column) = match DUPLICATE_AT.with(|d| d.take()) {
+                Some(s) => (s.line, s.column),
+                None => e
+                    .location()
+                    .map(|l| (l.line(), l.column()))
+                    .unwrap_or((0, 0)),
+            };
             Err(fail(
                 line,
                 column,

@@ -285,9 +285,9 @@ impl<'o> Loader<'o> {
         let mut project: Project = from_node(&dict, "").map_err(|e| self.de_err(e))?;
         project.name = name;
         self.extensions(&dict, &mut project)?;
-        crate::normalize::apply_profiles(&mut project, &self.profiles(&env));
+        let disabled = crate::normalize::apply_profiles(&mut project, &self.profiles(&env));
         if self.opts.consistency {
-            crate::normalize::check(&project, &dict, &|span, path, msg| {
+            crate::normalize::check(&project, &disabled, &dict, &|span, path, msg| {
                 self.located(span, path, msg)
             })?;
         }
@@ -413,7 +413,7 @@ impl<'o> Loader<'o> {
                         return Err(LoadError::Interpolation(self.located(
                             n.span,
                             path,
-                            format!("error while interpolating {path}: {e}"),
+                            e.to_string(),
                         )))
                     }
                 }

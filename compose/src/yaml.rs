@@ -122,7 +122,7 @@ fn options() -> serde_saphyr::Options {
     b.max_aliases = 10_000;
     b.max_anchors = 10_000;
     o.budget = Some(b);
-    o.alias_limits.max_total_replayed_events = 200_000;
+    o.alias_limits.max_total_replayed_events = 50_000;
     o.alias_limits.max_alias_expansions_per_anchor = 1_000;
     o
 }

@@ -397,3 +397,56 @@ fn canonical_forms() {
         serde_json::json!({"nofile": {"soft": 1, "hard": 2}, "nproc": 3})
     );
 }
+
+fn testdata(f: &str) -> perry_compose::Project {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/loader/testdata");
+    load(&LoadOptions {
+        files: vec![data.join(f)],
+        project_name: Some("t".into()),
+        consistency: false,
+        ..LoadOptions::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn extends_reset_removes_the_inherited_value() {
+    let p = testdata("extends/reset.yaml");
+    assert_eq!(
+        p.services["init"].command.as_deref().unwrap(),
+        ["sleep", "infinity"]
+    );
+    assert_eq!(p.services["base"].command, None);
+    assert_eq!(p.services["base"].image.as_deref(), Some("alpine:latest"));
+}
+
+#[test]
+fn extends_chains_across_directories() {
+    let p = testdata("extends/withdir/compose.yaml");
+    assert_eq!(p.services["test"].image.as_deref(), Some("hello-world"));
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/loader/testdata");
+    let p = testdata("extends/nested.yaml");
+    let ctx = p.services["with-build"]
+        .build
+        .as_ref()
+        .unwrap()
+        .context
+        .clone();
+    assert_eq!(ctx.as_deref(), Some(data.join("extends").to_str().unwrap()));
+}
+
+#[test]
+fn include_then_extends_resolves_paths_from_the_included_file() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/loader/testdata");
+    let p = testdata("combined/compose.yaml");
+    let ctx = p.services["service"]
+        .build
+        .as_ref()
+        .unwrap()
+        .context
+        .clone();
+    assert_eq!(
+        ctx.as_deref(),
+        Some(data.join("combined/dir").to_str().unwrap())
+    );
+}

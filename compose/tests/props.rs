@@ -1,6 +1,7 @@
 //! Property tests: the parsers and the loader never panic, whatever the input (bytes,
 //! or compose-shaped trees full of wrong types), and a loaded project printed as
-//! JSON loads back to the same project.
+//! JSON or YAML (serde-saphyr, as `config --format yaml` prints it) loads back to
+//! the same project.
 
 use perry_compose::{load, parse_toml, parse_yaml, LoadOptions};
 use proptest::prelude::*;
@@ -317,6 +318,10 @@ proptest! {
         let printed = serde_json::to_string(&p).unwrap();
         let again = reload(printed.as_bytes());
         prop_assert_eq!(again.as_ref().ok(), Some(&p), "{}\n{:?}", printed, again);
+        // `config --format yaml`: printed with serde-saphyr, loads back the same
+        let printed = serde_saphyr::to_string(&p).unwrap();
+        let again = reload(printed.as_bytes());
+        prop_assert_eq!(again.as_ref().ok(), Some(&p), "{}\n{:?}", printed, again);
     }
 
     #[test]
@@ -349,7 +354,7 @@ fn strip_nulls(v: Value) -> Value {
 }
 
 #[test]
-fn full_example_round_trips_through_json() {
+fn full_example_round_trips_through_json_and_yaml() {
     let dir = std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/full-example"
@@ -365,13 +370,18 @@ fn full_example_round_trips_through_json() {
     };
     let p = load(&opts).unwrap();
     let d = tempfile::tempdir().unwrap();
-    let out = d.path().join("printed.yaml");
-    std::fs::write(&out, serde_json::to_string_pretty(&p).unwrap()).unwrap();
-    let again = load(&LoadOptions {
-        files: vec![out],
-        project_directory: Some(dir.to_path_buf()),
-        ..opts
-    })
-    .unwrap();
-    assert_eq!(again, p);
+    for (name, text) in [
+        ("printed.json", serde_json::to_string_pretty(&p).unwrap()),
+        ("printed.yaml", serde_saphyr::to_string(&p).unwrap()),
+    ] {
+        let out = d.path().join(name);
+        std::fs::write(&out, text).unwrap();
+        let again = load(&LoadOptions {
+            files: vec![out],
+            project_directory: Some(dir.to_path_buf()),
+            ..opts.clone()
+        })
+        .unwrap();
+        assert_eq!(again, p, "{name}");
+    }
 }

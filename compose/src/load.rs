@@ -275,6 +275,15 @@ impl<'o> Loader<'o> {
 
         let base = project_dir.clone();
         let mut dict = self.load_model(trees, &files, &base, &env, &[])?;
+        if matches!(&dict.value, Value::Map(e) if e.is_empty()) {
+            return Err(LoadError::Invalid(ParseError {
+                file: first.display().to_string(),
+                line: 0,
+                column: 0,
+                path: String::new(),
+                message: "empty compose file".into(),
+            }));
+        }
         self.post_model(&mut dict, &base, &env, self.opts.resolve_paths)?;
         if self.opts.normalize {
             crate::normalize::normalize_tree(&mut dict, &name);

@@ -9,6 +9,11 @@ use std::fmt;
 
 use crate::{Node, ParseError, Span, Value};
 
+/// Deepest nesting accepted (YAML and TOML). Compose files need about ten levels;
+/// the limit keeps parsing within a 2 MiB thread stack (tokio's default) even in
+/// debug builds, where serde-saphyr overflows such a stack near 50 levels.
+pub const MAX_DEPTH: usize = 32;
+
 /// Largest compose file accepted (bytes).
 pub const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
 
@@ -119,6 +124,7 @@ fn options() -> serde_saphyr::Options {
     let mut b = serde_saphyr::Budget::default();
     b.max_reader_input_bytes = Some(MAX_FILE_BYTES);
     b.max_events = 1_000_000;
+    b.max_depth = MAX_DEPTH;
     b.max_aliases = 10_000;
     b.max_anchors = 10_000;
     o.budget = Some(b);

@@ -402,3 +402,17 @@ fn missing_file_and_missing_env_file() {
     let e = d.load(&["absent.yaml"], &[]).unwrap_err();
     assert!(matches!(e, LoadError::Io { .. }), "{e}");
 }
+
+#[test]
+fn empty_compose_file_is_refused() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/loader/testdata");
+    let e = load(&LoadOptions {
+        files: vec![data.join("empty.yaml")],
+        ..LoadOptions::default()
+    })
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("{}: empty compose file", data.join("empty.yaml").display())
+    );
+}

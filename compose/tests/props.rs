@@ -385,3 +385,40 @@ fn full_example_round_trips_through_json_and_yaml() {
         assert_eq!(again, p, "{name}");
     }
 }
+
+/// Deep nesting is refused with an error, on a 2 MiB stack (tokio's default), in
+/// YAML flow and block style, TOML arrays and TOML dotted keys.
+#[test]
+fn deep_nesting_is_refused_not_a_stack_overflow() {
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(|| {
+            for depth in [20usize, 33, 60, 5_000, 100_000] {
+                let flow = format!("x-a: {}{}\n", "[".repeat(depth), "]".repeat(depth));
+                let block: String = (0..depth.min(2_000))
+                    .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+                    .collect();
+                let toml = format!("a = {}{}\n", "[".repeat(depth), "]".repeat(depth));
+                let dotted = format!(
+                    "{} = 1\n",
+                    (0..depth.min(2_000))
+                        .map(|i| format!("k{i}"))
+                        .collect::<Vec<_>>()
+                        .join(".")
+                );
+                for y in [&flow, &block] {
+                    let r = parse_yaml("deep.yaml", y);
+                    assert_eq!(r.is_ok(), depth < 30, "yaml depth {depth}");
+                    let _ = load_text("compose.yaml", format!("services: {{}}\n{y}").as_bytes());
+                }
+                for t in [&toml, &dotted] {
+                    let r = parse_toml("deep.toml", t);
+                    assert_eq!(r.is_ok(), depth < 30, "toml depth {depth}");
+                    let _ = load_text("compose.toml", t.as_bytes());
+                }
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}

@@ -165,31 +165,49 @@ impl<'o> Loader<'o> {
         LoadError::Invalid(self.located(span, &e.path.unwrap_or_default(), e.message))
     }
 
-    fn read_tree(&mut self, path: &Path) -> Result<Node, LoadError> {
+    /// Reads and parses one file: one tree per YAML document (TOML: one).
+    fn read_trees(&mut self, path: &Path) -> Result<Vec<Node>, LoadError> {
         let text = std::fs::read_to_string(path).map_err(|e| io_err(path, e))?;
         let name = path.display().to_string();
         let is_toml = path.extension().is_some_and(|e| e == "toml");
-        let mut tree = if is_toml {
-            parse_toml(&name, &text)
+        let trees = if is_toml {
+            parse_toml(&name, &text).map(|t| vec![t])
         } else {
-            parse_yaml(&name, &text)
+            crate::yaml::parse_yaml_documents(&name, &text)
         }
         .map_err(LoadError::Syntax)?;
         let idx = u32::try_from(self.table.len()).unwrap_or(u32::MAX);
         self.table.push(name);
-        tree.set_file(idx);
-        match tree.value {
-            Value::Map(_) => {}
-            Value::Null => tree.value = Value::Map(Vec::new()),
-            _ => {
-                return Err(LoadError::Invalid(self.located(
-                    tree.span,
-                    "",
-                    "top-level object must be a mapping",
-                )))
+        let mut out = Vec::with_capacity(trees.len());
+        for mut tree in trees {
+            tree.set_file(idx);
+            match tree.value {
+                Value::Map(_) => {}
+                Value::Null => tree.value = Value::Map(Vec::new()),
+                _ => {
+                    return Err(LoadError::Invalid(self.located(
+                        tree.span,
+                        "",
+                        "top-level object must be a mapping",
+                    )))
+                }
+            }
+            out.push(tree);
+        }
+        Ok(out)
+    }
+
+    /// Every document of every file, each paired with its file.
+    fn read_all(&mut self, files: &[PathBuf]) -> Result<(Vec<Node>, Vec<PathBuf>), LoadError> {
+        let mut trees = Vec::with_capacity(files.len());
+        let mut names = Vec::with_capacity(files.len());
+        for f in files {
+            for t in self.read_trees(f)? {
+                trees.push(t);
+                names.push(f.clone());
             }
         }
-        Ok(tree)
+        Ok((trees, names))
     }
 
     fn compose_files(&self) -> Result<Vec<PathBuf>, LoadError> {
@@ -265,16 +283,13 @@ impl<'o> Loader<'o> {
         };
         self.root = project_dir.clone();
         let mut env = self.environment(&project_dir)?;
-        let mut trees = Vec::with_capacity(files.len());
-        for f in &files {
-            trees.push(self.read_tree(f)?);
-        }
+        let (trees, doc_files) = self.read_all(&files)?;
         let name = self.project_name(&trees, &env, &project_dir)?;
         env.entry("COMPOSE_PROJECT_NAME".into())
             .or_insert_with(|| name.clone());
 
         let base = project_dir.clone();
-        let mut dict = self.load_model(trees, &files, &base, &env, &[])?;
+        let mut dict = self.load_model(trees, &doc_files, &base, &env, &[])?;
         if matches!(&dict.value, Value::Map(e) if e.is_empty()) {
             return Err(LoadError::Invalid(ParseError {
                 file: first.display().to_string(),
@@ -407,9 +422,12 @@ impl<'o> Loader<'o> {
     }
 
     pub(crate) fn read_prepared(&mut self, path: &Path, env: &Env) -> Result<Node, LoadError> {
-        let mut t = self.read_tree(path)?;
-        self.prepare(&mut t, env)?;
-        Ok(t)
+        let mut acc = Node::new(Value::Map(Vec::new()), Span::default());
+        for mut t in self.read_trees(path)? {
+            self.prepare(&mut t, env)?;
+            merge(&mut acc, t, "");
+        }
+        Ok(strip_tags(acc))
     }
 
     fn interpolate(&self, n: &mut Node, path: &mut String, env: &Env) -> Result<(), LoadError> {
@@ -516,11 +534,8 @@ impl<'o> Loader<'o> {
             for (k, v) in env {
                 sub_env.insert(k.clone(), v.clone());
             }
-            let mut trees = Vec::new();
-            for f in &paths {
-                trees.push(self.read_tree(f)?);
-            }
-            let mut imported = self.load_model(trees, &paths, &rel_base, &sub_env, chain)?;
+            let (trees, doc_files) = self.read_all(&paths)?;
+            let mut imported = self.load_model(trees, &doc_files, &rel_base, &sub_env, chain)?;
             self.post_model(&mut imported, &proj_dir, &sub_env, true)?;
             if !self.opts.resolve_paths {
                 crate::paths::relativize(&mut imported, &self.root);

@@ -203,3 +203,20 @@ fn message(raw: &str) -> String {
         msg.to_string()
     }
 }
+
+/// Parses every document of a YAML stream (`---` separated; empty documents are
+/// skipped, and an empty stream is one empty document), as compose-go loads them.
+pub(crate) fn parse_yaml_documents(file: &str, text: &str) -> Result<Vec<Node>, ParseError> {
+    if text.len() > MAX_FILE_BYTES || text.trim().is_empty() || !text.contains("---") {
+        return parse_yaml(file, text).map(|n| vec![n]);
+    }
+    DUPLICATE_AT.with(|d| d.set(None));
+    match serde_saphyr::from_multiple_with_options::<Child>(text, options()) {
+        Ok(docs) if docs.is_empty() => parse_yaml(file, "").map(|n| vec![n]),
+        Ok(docs) => Ok(docs.into_iter().map(to_node).collect()),
+        Err(_) => {
+            // Same error, located and worded as for a single document.
+            parse_yaml(file, text).map(|n| vec![n])
+        }
+    }
+}

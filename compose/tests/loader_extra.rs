@@ -450,3 +450,35 @@ fn include_then_extends_resolves_paths_from_the_included_file() {
         Some(data.join("combined/dir").to_str().unwrap())
     );
 }
+
+#[test]
+fn multi_document_yaml_merges_documents_in_order() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        &[(
+            "compose.yaml",
+            "services:\n  web:\n    image: a\n    ports: [\"80:80\"]\n---\n---\nservices:\n  web:\n    image: b\n    ports: !reset []\n",
+        )],
+    );
+    let p = load(&LoadOptions {
+        files: vec![d.path().join("compose.yaml")],
+        ..LoadOptions::default()
+    })
+    .unwrap();
+    assert_eq!(p.services["web"].image.as_deref(), Some("b"));
+    assert!(p.services["web"].ports.is_empty());
+    write(
+        d.path(),
+        &[(
+            "bad.yaml",
+            "services: {}\n---\nservices:\n  web:\n    imgae: x\n",
+        )],
+    );
+    let e = load(&LoadOptions {
+        files: vec![d.path().join("bad.yaml")],
+        ..LoadOptions::default()
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains(":5:5: services.web.imgae:"), "{e}");
+}

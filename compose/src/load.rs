@@ -10,7 +10,7 @@ use crate::merge::{enforce_unicity, merge, strip_tags};
 use crate::model::{Project, Service};
 use crate::node_de::{did_you_mean, from_node, DeError};
 use crate::transform::canonical;
-use crate::{dotenv, parse_toml, parse_yaml, substitute, LoadError, Node, ParseError, Span, Value};
+use crate::{dotenv, parse_toml, substitute, LoadError, Node, ParseError, Span, Value};
 
 /// What to load and how; [`Default`] turns every stage on.
 #[derive(Debug, Clone, PartialEq, Eq)]

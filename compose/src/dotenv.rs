@@ -101,7 +101,7 @@ pub(crate) fn parse_into(
                         .collect();
                     return Err(err(
                         line,
-                        format!("unexpected character {c:?} in variable name {first_line:?}"),
+                        format!("unexpected character \"{c}\" in variable name {first_line:?}"),
                     ));
                 }
             }

@@ -29,7 +29,7 @@ pub(crate) fn apply_extends(
     let Value::Map(entries) = &services.value else {
         return Ok(());
     };
-    let ctx_dir = absolute_dir(base);
+    let ctx_dir = l.abs(base);
     let mut resolved = Vec::new();
     for (name, _, svc) in entries {
         if svc.get("extends").is_none() {

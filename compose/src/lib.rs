@@ -62,4 +62,4 @@ pub use model::{
 pub use node::{Node, Span, Value};
 pub use toml_load::parse_toml;
 pub use units::{format_duration, parse_bytes, parse_duration, ByteSize, FileMode};
-pub use yaml::{parse_yaml, MAX_FILE_BYTES};
+pub use yaml::{parse_yaml, MAX_DEPTH, MAX_FILE_BYTES};

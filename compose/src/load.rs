@@ -10,7 +10,7 @@ use crate::merge::{enforce_unicity, merge, strip_tags};
 use crate::model::{Project, Service};
 use crate::node_de::{did_you_mean, from_node, DeError};
 use crate::transform::canonical;
-use crate::{dotenv, parse_toml, parse_yaml, substitute, LoadError, Node, ParseError, Span, Value};
+use crate::{dotenv, parse_toml, substitute, LoadError, Node, ParseError, Span, Value};
 
 /// What to load and how; [`Default`] turns every stage on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +72,8 @@ pub(crate) struct Loader<'o> {
     /// Display names of the files, indexed by `Span::file`.
     table: Vec<String>,
     home: Option<String>,
+    /// The main project directory (absolute); relative paths in trees are relative to it.
+    root: PathBuf,
 }
 
 fn io_err(file: &Path, e: impl std::fmt::Display) -> LoadError {
@@ -124,6 +126,20 @@ impl<'o> Loader<'o> {
             opts,
             table: Vec::new(),
             home,
+            root: PathBuf::new(),
+        }
+    }
+
+    /// `p` (relative to the project directory, or absolute) as an absolute path.
+    pub(crate) fn abs(&self, p: &Path) -> PathBuf {
+        clean(&self.root.join(p))
+    }
+
+    /// `dir` relative to the project directory when inside it, else absolute.
+    fn rel(&self, dir: &Path) -> PathBuf {
+        match relative_to(dir, &self.root) {
+            Some(r) if !r.starts_with("..") => r,
+            _ => dir.to_path_buf(),
         }
     }
 
@@ -149,31 +165,49 @@ impl<'o> Loader<'o> {
         LoadError::Invalid(self.located(span, &e.path.unwrap_or_default(), e.message))
     }
 
-    fn read_tree(&mut self, path: &Path) -> Result<Node, LoadError> {
+    /// Reads and parses one file: one tree per YAML document (TOML: one).
+    fn read_trees(&mut self, path: &Path) -> Result<Vec<Node>, LoadError> {
         let text = std::fs::read_to_string(path).map_err(|e| io_err(path, e))?;
         let name = path.display().to_string();
         let is_toml = path.extension().is_some_and(|e| e == "toml");
-        let mut tree = if is_toml {
-            parse_toml(&name, &text)
+        let trees = if is_toml {
+            parse_toml(&name, &text).map(|t| vec![t])
         } else {
-            parse_yaml(&name, &text)
+            crate::yaml::parse_yaml_documents(&name, &text)
         }
         .map_err(LoadError::Syntax)?;
         let idx = u32::try_from(self.table.len()).unwrap_or(u32::MAX);
         self.table.push(name);
-        tree.set_file(idx);
-        match tree.value {
-            Value::Map(_) => {}
-            Value::Null => tree.value = Value::Map(Vec::new()),
-            _ => {
-                return Err(LoadError::Invalid(self.located(
-                    tree.span,
-                    "",
-                    "top-level object must be a mapping",
-                )))
+        let mut out = Vec::with_capacity(trees.len());
+        for mut tree in trees {
+            tree.set_file(idx);
+            match tree.value {
+                Value::Map(_) => {}
+                Value::Null => tree.value = Value::Map(Vec::new()),
+                _ => {
+                    return Err(LoadError::Invalid(self.located(
+                        tree.span,
+                        "",
+                        "top-level object must be a mapping",
+                    )))
+                }
+            }
+            out.push(tree);
+        }
+        Ok(out)
+    }
+
+    /// Every document of every file, each paired with its file.
+    fn read_all(&mut self, files: &[PathBuf]) -> Result<(Vec<Node>, Vec<PathBuf>), LoadError> {
+        let mut trees = Vec::with_capacity(files.len());
+        let mut names = Vec::with_capacity(files.len());
+        for f in files {
+            for t in self.read_trees(f)? {
+                trees.push(t);
+                names.push(f.clone());
             }
         }
-        Ok(tree)
+        Ok((trees, names))
     }
 
     fn compose_files(&self) -> Result<Vec<PathBuf>, LoadError> {
@@ -247,17 +281,24 @@ impl<'o> Loader<'o> {
                 .map(Path::to_path_buf)
                 .unwrap_or_else(|| PathBuf::from("/")),
         };
+        self.root = project_dir.clone();
         let mut env = self.environment(&project_dir)?;
-        let mut trees = Vec::with_capacity(files.len());
-        for f in &files {
-            trees.push(self.read_tree(f)?);
-        }
+        let (trees, doc_files) = self.read_all(&files)?;
         let name = self.project_name(&trees, &env, &project_dir)?;
         env.entry("COMPOSE_PROJECT_NAME".into())
             .or_insert_with(|| name.clone());
 
         let base = project_dir.clone();
-        let mut dict = self.load_model(trees, &files, &base, &env, &[])?;
+        let mut dict = self.load_model(trees, &doc_files, &base, &env, &[])?;
+        if matches!(&dict.value, Value::Map(e) if e.is_empty()) {
+            return Err(LoadError::Invalid(ParseError {
+                file: first.display().to_string(),
+                line: 0,
+                column: 0,
+                path: String::new(),
+                message: "empty compose file".into(),
+            }));
+        }
         self.post_model(&mut dict, &base, &env, self.opts.resolve_paths)?;
         if self.opts.normalize {
             crate::normalize::normalize_tree(&mut dict, &name);
@@ -268,9 +309,9 @@ impl<'o> Loader<'o> {
         let mut project: Project = from_node(&dict, "").map_err(|e| self.de_err(e))?;
         project.name = name;
         self.extensions(&dict, &mut project)?;
-        crate::normalize::apply_profiles(&mut project, &self.profiles(&env));
+        let disabled = crate::normalize::apply_profiles(&mut project, &self.profiles(&env));
         if self.opts.consistency {
-            crate::normalize::check(&project, &dict, &|span, path, msg| {
+            crate::normalize::check(&project, &disabled, &dict, &|span, path, msg| {
                 self.located(span, path, msg)
             })?;
         }
@@ -381,9 +422,12 @@ impl<'o> Loader<'o> {
     }
 
     pub(crate) fn read_prepared(&mut self, path: &Path, env: &Env) -> Result<Node, LoadError> {
-        let mut t = self.read_tree(path)?;
-        self.prepare(&mut t, env)?;
-        Ok(t)
+        let mut acc = Node::new(Value::Map(Vec::new()), Span::default());
+        for mut t in self.read_trees(path)? {
+            self.prepare(&mut t, env)?;
+            merge(&mut acc, t, "");
+        }
+        Ok(strip_tags(acc))
     }
 
     fn interpolate(&self, n: &mut Node, path: &mut String, env: &Env) -> Result<(), LoadError> {
@@ -396,7 +440,7 @@ impl<'o> Loader<'o> {
                         return Err(LoadError::Interpolation(self.located(
                             n.span,
                             path,
-                            format!("error while interpolating {path}: {e}"),
+                            e.to_string(),
                         )))
                     }
                 }
@@ -439,11 +483,7 @@ impl<'o> Loader<'o> {
                 "must be a list",
             )));
         };
-        let file_dir = chain
-            .last()
-            .and_then(|f| f.parent())
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        let file_dir = self.abs(base);
         for (i, e) in entries.into_iter().enumerate() {
             let p = format!("include.{i}");
             let spec: crate::model::Include = from_node(&e, &p).map_err(|e| self.de_err(e))?;
@@ -475,7 +515,7 @@ impl<'o> Loader<'o> {
             };
             // Relative paths of the included model are rebased onto its project
             // directory, expressed relative to our base when that is relative.
-            let rel_base = rebase_dir(base, &proj_dir);
+            let rel_base = self.rel(&proj_dir);
             let env_files: Vec<PathBuf> = if spec.env_file.is_empty() {
                 let f = proj_dir.join(".env");
                 if f.is_file() {
@@ -494,12 +534,12 @@ impl<'o> Loader<'o> {
             for (k, v) in env {
                 sub_env.insert(k.clone(), v.clone());
             }
-            let mut trees = Vec::new();
-            for f in &paths {
-                trees.push(self.read_tree(f)?);
+            let (trees, doc_files) = self.read_all(&paths)?;
+            let mut imported = self.load_model(trees, &doc_files, &rel_base, &sub_env, chain)?;
+            self.post_model(&mut imported, &proj_dir, &sub_env, true)?;
+            if !self.opts.resolve_paths {
+                crate::paths::relativize(&mut imported, &self.root);
             }
-            let mut imported = self.load_model(trees, &paths, &rel_base, &sub_env, chain)?;
-            self.post_model(&mut imported, &rel_base, &sub_env, true)?;
             import_resources(tree, imported);
         }
         Ok(())
@@ -520,7 +560,9 @@ impl<'o> Loader<'o> {
             return Ok(());
         };
         for (name, _, svc) in services.iter_mut() {
-            self.resolve_env_files(svc, name, base, env)?;
+            // resolved paths are relative to the project directory, others to `base`
+            let from = if resolve { Path::new("") } else { base };
+            self.resolve_env_files(svc, name, from, env)?;
         }
         Ok(())
     }
@@ -544,7 +586,7 @@ impl<'o> Loader<'o> {
                     it.get("required").map(|r| &r.value),
                     Some(Value::Bool(false))
                 );
-                let path = base.join(&p);
+                let path = self.abs(&base.join(&p));
                 if !path.exists() {
                     if required {
                         return Err(LoadError::Invalid(self.located(
@@ -598,7 +640,7 @@ impl<'o> Loader<'o> {
         if let Some(Value::Seq(items)) = svc.get("label_file").map(|n| &n.value) {
             for (i, it) in items.iter().enumerate() {
                 let Some(p) = it.scalar_text() else { continue };
-                let path = base.join(&p);
+                let path = self.abs(&base.join(&p));
                 let vars = read_env_files(std::slice::from_ref(&path), &Env::new()).map_err(
                     |e| match e {
                         LoadError::Io { message, .. } => LoadError::Invalid(self.located(
@@ -686,18 +728,6 @@ fn push_path(path: &mut String, seg: &str) {
         path.push('.');
     }
     path.push_str(seg);
-}
-
-/// `target` expressed from `base`: absolute when `base` is absolute, else relative.
-pub(crate) fn rebase_dir(base: &Path, target: &Path) -> PathBuf {
-    if base.is_absolute() {
-        return target.to_path_buf();
-    }
-    let cwd = std::env::current_dir().unwrap_or_default();
-    let abs_base = clean(&cwd.join(base));
-    relative_to(target, &abs_base)
-        .map(|r| clean(&base.join(r)))
-        .unwrap_or_else(|| target.to_path_buf())
 }
 
 /// `path` relative to `from` (both absolute, clean).

@@ -40,6 +40,10 @@ pub(crate) fn merge(base: &mut Node, over: Node, path: &str) {
             return;
         }
     }
+    if matches!(segs(path).as_slice(), ["networks", _, "ipam", "config"]) {
+        merge_ipam_config(base, over);
+        return;
+    }
     if is_extra_hosts(path) {
         merge_hosts(base, over);
         return;
@@ -92,6 +96,7 @@ fn replaces_whole(path: &str) -> bool {
             | ["services", _, "healthcheck", "test"]
             | ["services", _, "ulimits", _]
             | ["services", _, "build", "ulimits", _]
+            | ["models", _, "runtime_flags"]
     )
 }
 
@@ -125,6 +130,23 @@ fn merge_hosts(base: &mut Node, over: Node) {
                 }
             }
             _ => base.insert(&k, Node::new(Value::Seq(ips), ks)),
+        }
+    }
+}
+
+/// `ipam.config` pools merge by `subnet`; new subnets are appended.
+fn merge_ipam_config(base: &mut Node, over: Node) {
+    let (Value::Seq(b), Value::Seq(o)) = (&mut base.value, over.value) else {
+        return;
+    };
+    for pool in o {
+        let subnet = pool.get("subnet").and_then(Node::scalar_text);
+        match b
+            .iter_mut()
+            .find(|p| p.get("subnet").and_then(Node::scalar_text) == subnet)
+        {
+            Some(existing) => merge(existing, pool, "networks.*.ipam.config.*"),
+            None => b.push(strip_tags(pool)),
         }
     }
 }
@@ -181,11 +203,13 @@ fn unicity_key(path: &[&str], item: &Node) -> Option<String> {
                 .unwrap_or_else(|| format!("/{}", text("source"))),
         ),
         ["services", _, "env_file"] => Some(text("path")),
-        ["services", _, "cap_add" | "cap_drop" | "dns" | "dns_opt" | "dns_search" | "expose"]
-        | ["services", _, "links" | "profiles" | "tmpfs" | "label_file" | "external_links"]
-        | ["services", _, "volumes_from" | "security_opt" | "group_add"]
-        | ["services", _, "build", "tags" | "platforms" | "cache_from" | "cache_to"]
-        | ["services", _, "networks", _, "aliases" | "link_local_ips"] => item.scalar_text(),
+        ["services", _, "expose"] => item.scalar_text(),
+        ["services", _, "cap_add" | "cap_drop" | "dns" | "dns_opt" | "dns_search"]
+        | ["services", _, "links" | "profiles" | "tmpfs"]
+        | ["services", _, "build", "tags"]
+        | ["services", _, "networks", _, "aliases" | "link_local_ips"] => item
+            .scalar_text()
+            .map(|s| s.split('=').next().unwrap_or_default().to_string()),
         _ => None,
     }
 }

@@ -963,12 +963,14 @@ pub struct VolumeImage {
 pub enum Ulimit {
     /// Soft and hard limit the same.
     Single(i64),
-    /// Separate soft and hard limits.
+    /// Separate soft and hard limits (either may be left out in an override).
     Pair {
         /// `soft`.
-        soft: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        soft: Option<i64>,
         /// `hard`.
-        hard: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hard: Option<i64>,
     },
 }
 

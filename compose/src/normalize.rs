@@ -141,13 +141,23 @@ pub(crate) fn normalize_tree(dict: &mut Node, project: &str) {
 
 /// Keeps the services enabled by `profiles` (`*` enables all; services without
 /// profiles are always enabled).
-pub(crate) fn apply_profiles(project: &mut Project, profiles: &[String]) {
+/// Returns the disabled services with their profiles.
+pub(crate) fn apply_profiles(
+    project: &mut Project,
+    profiles: &[String],
+) -> BTreeMap<String, Vec<String>> {
+    let mut disabled = BTreeMap::new();
     if profiles.iter().any(|p| p == "*") {
-        return;
+        return disabled;
     }
-    project
-        .services
-        .retain(|_, s| s.profiles.is_empty() || s.profiles.iter().any(|p| profiles.contains(p)));
+    project.services.retain(|name, s| {
+        let on = s.profiles.is_empty() || s.profiles.iter().any(|p| profiles.contains(p));
+        if !on {
+            disabled.insert(name.clone(), s.profiles.clone());
+        }
+        on
+    });
+    disabled
 }
 
 /// The span of the deepest node found along `path` (keys' own spans for map keys).
@@ -180,6 +190,7 @@ fn span_at(dict: &Node, path: &[&str]) -> Span {
 /// configs; `depends_on` cycles; `container_name` with more than one replica.
 pub(crate) fn check(
     project: &Project,
+    disabled: &BTreeMap<String, Vec<String>>,
     dict: &Node,
     locate: &dyn Fn(Span, &str, String) -> ParseError,
 ) -> Result<(), LoadError> {
@@ -188,8 +199,53 @@ pub(crate) fn check(
     };
     let services = &project.services;
     for (name, s) in services {
+        if s.image.is_none() && s.build.is_none() && s.provider.is_none() {
+            return Err(fail(
+                &["services", name],
+                format!("service {name:?} has neither an image nor a build context specified"),
+            ));
+        }
+        if s.network_mode.is_some() && !s.networks.is_empty() {
+            return Err(fail(
+                &["services", name, "network_mode"],
+                format!("service {name} declares mutually exclusive `network_mode` and `networks`"),
+            ));
+        }
+        if let (Some(scale), Some(replicas)) = (s.scale, s.deploy.as_ref().and_then(|d| d.replicas))
+        {
+            if scale != replicas {
+                return Err(fail(
+                    &["services", name, "scale"],
+                    format!("services.{name}: can't set distinct values on 'scale' and 'deploy.replicas'"),
+                ));
+            }
+        }
+        let mut targets: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, v) in s.volumes.iter().enumerate() {
+            if let Some(first) = targets.insert(v.target.as_str(), i) {
+                return Err(fail(
+                    &["services", name, "volumes", &i.to_string()],
+                    format!(
+                        "services.{name}.volumes.{i}: target {} already mounted as services.{name}.volumes.{first}",
+                        v.target
+                    ),
+                ));
+            }
+        }
         for (d, spec) in &s.depends_on {
-            if !services.contains_key(d) && spec.required {
+            if let (false, Some(profiles)) = (services.contains_key(d), disabled.get(d)) {
+                if spec.required {
+                    return Err(fail(
+                        &["services", name, "depends_on", d],
+                        format!(
+                            "service {name:?} depends on service {d:?}, which is disabled (enable one of its profiles: {})",
+                            profiles.join(", ")
+                        ),
+                    ));
+                }
+                continue;
+            }
+            if !services.contains_key(d) {
                 return Err(fail(
                     &["services", name, "depends_on", d],
                     format!(
@@ -266,6 +322,14 @@ pub(crate) fn check(
                     "services.{name}: can't set container_name and scale > 1 ({}) as container name must be unique",
                     s.replicas()
                 ),
+            ));
+        }
+    }
+    for (name, sec) in &project.secrets {
+        if !sec.external && sec.file.is_none() && sec.environment.is_none() {
+            return Err(fail(
+                &["secrets", name],
+                format!("secret {name:?} must declare either `file` or `environment`"),
             ));
         }
     }

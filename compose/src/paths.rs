@@ -40,15 +40,34 @@ fn set_str(n: &mut Node, f: impl FnOnce(&str) -> String) {
 
 /// Resolves the relative paths of one canonical service against `base`.
 pub(crate) fn resolve_service(svc: &mut Node, base: &Path, home: Option<&str>) {
+    map_service_paths(svc, &|s| join(base, s), home);
+}
+
+/// Rewrites absolute paths under `root` as relative ones (`.` for `root` itself):
+/// included models are resolved absolutely, then shown relative when path
+/// resolution is off.
+pub(crate) fn relativize(dict: &mut Node, root: &Path) {
+    let f = |s: &str| -> String {
+        let p = Path::new(s);
+        if !p.is_absolute() {
+            return s.to_string();
+        }
+        match crate::load::relative_to(p, root) {
+            Some(r) if !r.starts_with("..") => r.display().to_string(),
+            _ => s.to_string(),
+        }
+    };
+    if let Some(Value::Map(services)) = dict.get_mut("services").map(|n| &mut n.value) {
+        for (_, _, svc) in services.iter_mut() {
+            map_service_paths(svc, &f, None);
+        }
+    }
+}
+
+fn map_service_paths(svc: &mut Node, map: &dyn Fn(&str) -> String, home: Option<&str>) {
     if let Some(b) = svc.get_mut("build") {
         if let Some(c) = b.get_mut("context") {
-            set_str(c, |s| {
-                if is_remote(s) {
-                    s.to_string()
-                } else {
-                    join(base, s)
-                }
-            });
+            set_str(c, |s| if is_remote(s) { s.to_string() } else { map(s) });
         }
         if let Some(Value::Map(ac)) = b.get_mut("additional_contexts").map(|n| &mut n.value) {
             for (_, _, v) in ac.iter_mut() {
@@ -56,7 +75,7 @@ pub(crate) fn resolve_service(svc: &mut Node, base: &Path, home: Option<&str>) {
                     if is_remote(s) || s.contains(':') {
                         s.to_string()
                     } else {
-                        join(base, s)
+                        map(s)
                     }
                 });
             }
@@ -65,17 +84,17 @@ pub(crate) fn resolve_service(svc: &mut Node, base: &Path, home: Option<&str>) {
     if let Some(Value::Seq(items)) = svc.get_mut("env_file").map(|n| &mut n.value) {
         for it in items.iter_mut() {
             if let Some(p) = it.get_mut("path") {
-                set_str(p, |s| join(base, s));
+                set_str(p, |s| map(s));
             }
         }
     }
     if let Some(Value::Seq(items)) = svc.get_mut("label_file").map(|n| &mut n.value) {
         for it in items.iter_mut() {
-            set_str(it, |s| join(base, s));
+            set_str(it, |s| map(s));
         }
     }
     if let Some(f) = svc.get_mut("extends").and_then(|e| e.get_mut("file")) {
-        set_str(f, |s| join(base, s));
+        set_str(f, |s| map(s));
     }
     if let Some(Value::Seq(items)) = svc.get_mut("volumes").map(|n| &mut n.value) {
         for it in items.iter_mut() {
@@ -88,7 +107,7 @@ pub(crate) fn resolve_service(svc: &mut Node, base: &Path, home: Option<&str>) {
                     if s.starts_with('~') {
                         s
                     } else {
-                        join(base, &s)
+                        map(&s)
                     }
                 });
             }

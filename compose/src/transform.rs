@@ -513,7 +513,7 @@ fn build(v: &mut Node, path: &str) -> R<()> {
             if key == "args" {
                 key_values_nullable(a, &format!("{path}.{key}"))?;
             } else {
-                key_values(a, &format!("{path}.{key}"), '=', false)?;
+                key_values(a, &format!("{path}.{key}"), '=', key == "labels")?;
             }
         }
     }

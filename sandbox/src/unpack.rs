@@ -1150,7 +1150,6 @@ fn remove_all_at(dir: BorrowedFd<'_>, name: &[u8], depth: usize) -> io::Result<(
     Ok(())
 }
 
-/// Clears the write bits of every file and directory under `dir` (symlinks have no mode).
 /// The directories the native runner mounts over (`/proc`, `/dev`, `/tmp`), created when the
 /// image lacks them, and the root made searchable by other users (the runner sets the sandbox
 /// up as an unprivileged host uid). An image that has one of them as a non-directory keeps it;
@@ -1206,46 +1205,7 @@ pub fn sweep_staging(state_dir: &Path) -> Vec<PathBuf> {
     removed
 }
 
-/// Creates `target` (absolute, inside the sandbox) as an empty directory in an unpacked rootfs
-/// when it is missing, so a bind mount has somewhere to go (`/work` for a workspace, say).
-///
-/// The rootfs is read-only to everyone else; only this function adds to it, and only empty
-/// directories (mode 0755, searchable by the unprivileged setup uid). Each component is opened
-/// with `O_NOFOLLOW`, so a symlink in the image cannot redirect the creation outside the root;
-/// an existing non-directory is an error. `..` components are refused.
-pub fn add_mount_point(rootfs: &Path, target: &Path) -> io::Result<()> {
-    use std::path::Component;
-    if !target.is_absolute() {
-        return Err(io::Error::other("not an absolute path"));
-    }
-    let mut dir = open_dir(rootfs)?;
-    for c in target.components() {
-        let name = match c {
-            Component::RootDir => continue,
-            Component::Normal(n) => n,
-            _ => return Err(io::Error::other("`.` and `..` are not allowed")),
-        };
-        match rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o755)) {
-            Ok(()) | Err(Errno::EXIST) => {}
-            Err(e) => return Err(e.into()),
-        }
-        dir = rustix::fs::openat(
-            &dir,
-            name,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| match e {
-            Errno::LOOP | Errno::NOTDIR => io::Error::other(format!(
-                "{} is a symlink or not a directory in the image",
-                Path::new(name).display()
-            )),
-            e => e.into(),
-        })?;
-    }
-    Ok(())
-}
-
+/// Clears the write bits of every file and directory under `dir` (symlinks have no mode).
 fn make_read_only(dir: BorrowedFd<'_>, depth: usize) -> io::Result<()> {
     if depth > MAX_WALK_DEPTH {
         return Err(io::Error::other("directory tree too deep"));

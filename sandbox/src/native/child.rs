@@ -207,6 +207,7 @@ fn init_setup(p: &Plan) -> R {
     set_hostname(p)?;
     private_propagation()?;
     bind_rootfs_read_only(p)?;
+    provide_missing_mount_points(p)?;
     mount_proc(p)?;
     limit_nested_user_namespaces(p)?;
     mask_proc(p)?;
@@ -347,6 +348,49 @@ fn bind_rootfs_read_only(p: &Plan) -> R {
         0,
         &p.rootfs,
         libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+    )
+}
+
+/// Mount points the image lacks, without writing to the rootfs: a tmpfs layer holding their
+/// directories under a read-only overlay of the whole rootfs (see `plan::MountPoints`).
+fn provide_missing_mount_points(p: &Plan) -> R {
+    let Some(m) = &p.mount_points else {
+        return Ok(());
+    };
+    ck_i(
+        Step::MountPointLayer,
+        0,
+        mount(
+            p.tmpfs.as_ptr(),
+            p.tmp_dir.as_ptr(),
+            p.tmpfs.as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            m.layer_data.as_ptr(),
+        ),
+    )?;
+    // The layer's paths and the overlay's options are relative to the rootfs.
+    // SAFETY: chdir to a plan-owned path.
+    ck_i(Step::MountPointLayer, 1, unsafe {
+        libc::chdir(p.rootfs.as_ptr())
+    })?;
+    for (i, (dir, mode)) in m.dirs.iter().enumerate() {
+        // SAFETY: mkdir and chmod (the umask must not decide the mode) of plan-owned paths
+        // inside the layer, which holds nothing but these directories.
+        unsafe {
+            ck_i(Step::MountPointDir, i, libc::mkdir(dir.as_ptr(), 0o700))?;
+            ck_i(Step::MountPointDir, i, libc::chmod(dir.as_ptr(), *mode))?;
+        }
+    }
+    ck_i(
+        Step::MountPointOverlay,
+        0,
+        mount(
+            m.overlay.as_ptr(),
+            p.rootfs.as_ptr(),
+            m.overlay.as_ptr(),
+            libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+            m.overlay_data.as_ptr(),
+        ),
     )
 }
 

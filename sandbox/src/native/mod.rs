@@ -19,7 +19,8 @@
 //!    child into the run's cgroups, then release it with one byte.
 //! 4. **Init**, as explicit named [`Step`]s: become namespace root and drop supplementary groups,
 //!    new cgroup namespace (now rooted at the run's cgroup), hostname, private propagation,
-//!    read-only bind of the rootfs (repeating locked flags), `/proc` with masked paths and
+//!    read-only bind of the rootfs (repeating locked flags), missing mount points (a read-only
+//!    overlay, only when a bind target is missing), `/proc` with masked paths and
 //!    read-only `/proc/sys`, nested user namespaces capped at 0, minimal `/dev`, size-limited
 //!    `/tmp`, configured bind mounts, `pivot_root`, optional `lo` up, stdio, close every other
 //!    fd, non-dumpable. Then it starts the **workload** (`CLONE_VM | CLONE_VFORK` on a stack
@@ -53,9 +54,13 @@
 //!
 //! # What the caller prepares
 //!
-//! A rootfs directory (read-only from then on) containing `/proc`, `/dev` and `/tmp` directories
-//! and every bind mount target, none of them symlinks; the rootfs and all its ancestors must be
-//! searchable by "other" (mode `o+x`), because setup runs as an unprivileged host uid.
+//! A rootfs directory (read-only from then on, and never written to by a run) containing `/proc`,
+//! `/dev` and `/tmp` directories; no component of those or of a bind mount target may be a
+//! symlink. A bind target the image lacks is provided inside the sandbox's own mount namespace
+//! (a small tmpfs layer under a read-only overlay of the rootfs, see `plan::MountPoints`), so the
+//! content-addressed tree under a digest stays exactly what unpack produced. The rootfs and all
+//! its ancestors must be searchable by "other" (mode `o+x`), because setup runs as an
+//! unprivileged host uid.
 
 mod cgroup;
 mod child;
@@ -159,6 +164,12 @@ pub enum Step {
     BindRootfs,
     /// Remount the rootfs read-only (repeating locked flags).
     RemountRootfs,
+    /// Mount the tmpfs layer that holds mount points the image lacks.
+    MountPointLayer,
+    /// Create a missing mount point's directory in that layer (index: which directory).
+    MountPointDir,
+    /// Mount the read-only overlay of that layer over the rootfs.
+    MountPointOverlay,
     /// Mount a fresh procfs.
     MountProc,
     /// Set `user.max_user_namespaces` to 0 inside the sandbox.
@@ -217,7 +228,7 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 36] = [
+    const ALL: [Step; 39] = [
         Step::ParentDeathSignal,
         Step::WaitForParent,
         Step::SetIds,
@@ -227,6 +238,9 @@ impl Step {
         Step::PrivatePropagation,
         Step::BindRootfs,
         Step::RemountRootfs,
+        Step::MountPointLayer,
+        Step::MountPointDir,
+        Step::MountPointOverlay,
         Step::MountProc,
         Step::LimitUserNamespaces,
         Step::MaskProc,
@@ -274,7 +288,8 @@ pub struct BindMount {
     /// pinned file resolved to when it was opened (for checks and messages; the mount uses the
     /// file itself).
     pub source: PathBuf,
-    /// Absolute path inside the sandbox; created as an empty directory when the image lacks it.
+    /// Absolute path inside the sandbox. When the image lacks it, the sandbox provides it as an
+    /// empty directory in its own mount namespace; the rootfs itself is never written to.
     pub target: PathBuf,
     /// Read-only unless a grant says otherwise.
     pub read_only: bool,
@@ -505,7 +520,7 @@ pub enum RunError {
         reason: String,
     },
     /// A path the sandbox needs does not exist.
-    #[error("{path}: does not exist (the rootfs must contain every mount point)")]
+    #[error("{path}: does not exist (the rootfs must contain /proc, /dev and /tmp)")]
     MountPointMissing {
         /// The path.
         path: PathBuf,

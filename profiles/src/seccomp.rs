@@ -22,8 +22,12 @@ use perry_policies::Tier;
 use seccompiler::{sock_filter, BpfProgram};
 use serde::Serialize;
 
-use crate::bpf::{self, jump, stmt, Actions, JEQ_K, JGE_K, LD_W_ABS, RET_K};
-use crate::{syscalls, ProfileError};
+pub(crate) use crate::bpf::check_size;
+use crate::bpf::{
+    self, jump, stmt, Actions, JEQ_K, JGE_K, LD_W_ABS, RET_K, SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO,
+    SECCOMP_RET_KILL_PROCESS,
+};
+use crate::{notify, syscalls, ProfileError};
 
 /// `ENOSYS`: returned for calls outside the allowlist.
 pub const ENOSYS: u32 = 38;
@@ -59,7 +63,7 @@ const CLONE_NEW_FLAGS: [(u64, &str); 7] = [
     (0x2000_0000, "CLONE_NEWPID"),
     (0x4000_0000, "CLONE_NEWNET"),
 ];
-const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+pub(crate) const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
 /// Width of an argument comparison. `ioctl` commands and socket families are C `int`s: the kernel
@@ -459,6 +463,11 @@ pub struct SeccompProgram {
     pub allowlist: BpfProgram,
     /// The EPERM program (default allow). Install second, so its EPERM wins over ENOSYS.
     pub eperm: BpfProgram,
+    /// Both programs merged into the one the native runner installs: every `ERRNO` return
+    /// becomes `USER_NOTIF`, answered by the run's supervisor with the errno the stacked pair
+    /// would give ([`notify::merge_for_notification`]). Computed with the programs, so once per
+    /// tier and configuration.
+    pub notify: BpfProgram,
 }
 
 /// The kernel's verdict on one syscall, as computed by [`SeccompProgram::evaluate`].
@@ -482,15 +491,6 @@ impl Verdict {
         }
     }
 }
-
-/// `SECCOMP_RET_KILL_PROCESS`.
-const SECCOMP_RET_KILL_PROCESS: u32 = 0x8000_0000;
-/// `SECCOMP_RET_ALLOW`.
-const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
-/// `SECCOMP_RET_ERRNO`; the errno goes in the low 16 bits.
-const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
-/// The kernel's limit on the length of one program (`BPF_MAXINSNS`).
-const MAX_INSNS: usize = 4096;
 
 /// `map`'s names resolved to their x86_64 numbers, the form [`bpf::compile_filter`] takes.
 fn numbered(
@@ -551,24 +551,7 @@ pub fn compile(rules: SyscallRules) -> Result<SeccompProgram, ProfileError> {
             mismatch: SECCOMP_RET_ALLOW,
         },
     )?;
-    check_size(&allowlist)?;
-    check_size(&eperm)?;
-    Ok(SeccompProgram {
-        rules,
-        allowlist,
-        eperm,
-    })
-}
-
-/// Refuses a program longer than the kernel accepts: nothing runs rather than a failed install.
-pub(crate) fn check_size(p: &[sock_filter]) -> Result<(), ProfileError> {
-    if p.len() > MAX_INSNS {
-        return Err(ProfileError::Compile(format!(
-            "BPF program has {} instructions; the kernel's limit is {MAX_INSNS}",
-            p.len()
-        )));
-    }
-    Ok(())
+    SeccompProgram::from_parts(rules, allowlist, eperm)
 }
 
 /// The compiled program for `key`, compiled on first use and shared afterwards: every run of a
@@ -649,6 +632,24 @@ fn verdict(ret: u32) -> Verdict {
 }
 
 impl SeccompProgram {
+    /// The compiled pair with its merged notification program; refuses a program longer than
+    /// the kernel accepts.
+    pub(crate) fn from_parts(
+        rules: SyscallRules,
+        allowlist: BpfProgram,
+        eperm: BpfProgram,
+    ) -> Result<Self, ProfileError> {
+        check_size(&allowlist)?;
+        check_size(&eperm)?;
+        let notify = notify::merge_for_notification(&allowlist, &eperm)?;
+        Ok(SeccompProgram {
+            rules,
+            allowlist,
+            eperm,
+            notify,
+        })
+    }
+
     /// What the kernel would do with syscall `nr` and `args` from an x86_64 process under both
     /// filters (strictest action wins; between two errnos the later filter, EPERM, wins).
     pub fn evaluate(&self, arch: u32, nr: i32, args: &[u64; 6]) -> Verdict {

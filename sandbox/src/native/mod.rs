@@ -102,7 +102,7 @@ pub fn prepare_for_one_run() {
 pub use netns::{
     prepare_network_namespaces, prepare_one_network_namespace, prepared_network_namespaces,
 };
-pub use profile_step::{landlock_abi, ProfileStep, ProfileStepError};
+pub use profile_step::{landlock_abi, LandlockOutcome, ProfileStep, ProfileStepError};
 
 use cgroup::{CgLimits, RunCgroups};
 use plan::{ChildFds, Plan};

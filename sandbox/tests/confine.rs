@@ -33,9 +33,12 @@ const SIGSYS: i32 = 31;
 /// A root with the probe at `/probe`, `bin`, `lib`, `lib64` and `sbin` linked into `/usr` (as
 /// on the host), mount points for the host's `/usr` and two scratch directories.
 fn matrix_root() -> TestRoot {
+    // Beside the probe binary (same filesystem), so it can be hard-linked in: a copy leaves a
+    // write fd that a sandbox forked meanwhile by a parallel test inherits, and exec of the
+    // probe then fails with ETXTBSY.
     let dir = tempfile::Builder::new()
         .prefix("perry-confine-")
-        .tempdir()
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let rootfs = dir.path().join("rootfs");
@@ -45,7 +48,9 @@ fn matrix_root() -> TestRoot {
     for l in ["bin", "lib", "lib64", "sbin"] {
         symlink(format!("usr/{l}"), rootfs.join(l)).unwrap();
     }
-    std::fs::copy(PROBE, rootfs.join("probe")).unwrap();
+    if std::fs::hard_link(PROBE, rootfs.join("probe")).is_err() {
+        std::fs::copy(PROBE, rootfs.join("probe")).unwrap();
+    }
     std::fs::write(rootfs.join("etc/hostname"), "sandbox\n").unwrap();
     let state = dir.path().join("state");
     TestRoot { dir, rootfs, state }

@@ -65,7 +65,7 @@ pub mod compose {
         DownOptions, DownReport, OrchestrateError, Orchestrator, Progress, PsEntry, UpFailed,
         UpOptions, UpReport,
     };
-    pub use perry_engine::plan::PlanRefused;
+    pub use perry_engine::plan::{Plan, PlanRefused};
 
     /// The backend compose drives (the docker-compatible CLI protocol: podman, docker, …).
     pub type Backend = perry_backends::DockerProtocol;

@@ -213,16 +213,7 @@ fn load(args: &ComposeArgs, c: Option<&ConfigArgs>) -> Result<Project, CliError>
 fn config(g: &GlobalArgs, args: &ComposeArgs, c: &ConfigArgs) -> CliResult {
     let mut project = load(args, Some(c))?;
     if c.resolve_image_digests {
-        let ctx = Context::load(g)?;
-        let x = executor(&ctx)?;
-        let (plan, _) = super::runtime()?
-            .block_on(x.plan_compose(
-                &project,
-                &Platform::default(),
-                ctx.audit_actor(),
-                &compose::Correlation::new(),
-            ))
-            .map_err(|e| plan_error(&e))?;
+        let plan = plan_only(g, &project)?;
         for (_, name, s) in plan.graph.nodes() {
             if let Some(svc) = project.services.get_mut(name) {
                 svc.image = Some(s.verification.image.pinned_reference());
@@ -260,18 +251,25 @@ fn plan_error(e: &compose::PlanRefused) -> CliError {
     CliError::new(e.code(), e.to_string())
 }
 
-fn verify(g: &GlobalArgs, args: &ComposeArgs) -> CliResult {
-    let project = load(args, None)?;
+/// The plan of `project` (every image verified, every tier decided, on the record), for the
+/// commands that create nothing.
+fn plan_only(g: &GlobalArgs, project: &Project) -> Result<compose::Plan, CliError> {
     let ctx = Context::load(g)?;
     let x = executor(&ctx)?;
     let (plan, _) = super::runtime()?
         .block_on(x.plan_compose(
-            &project,
+            project,
             &Platform::default(),
             ctx.audit_actor(),
             &compose::Correlation::new(),
         ))
         .map_err(|e| plan_error(&e))?;
+    Ok(plan)
+}
+
+fn verify(g: &GlobalArgs, args: &ComposeArgs) -> CliResult {
+    let project = load(args, None)?;
+    let plan = plan_only(g, &project)?;
     let rows: Vec<serde_json::Value> = plan
         .levels
         .iter()

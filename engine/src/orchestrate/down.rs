@@ -114,7 +114,9 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
                 report.removed.push(format!("volume {v}"));
             }
         }
-        report.leftovers = self.project_leftovers(opts.volumes).await?;
+        report.leftovers = self
+            .labelled(labels::PROJECT, &self.project, opts.volumes)
+            .await?;
         let _ =
             std::fs::remove_dir_all(self.state_dir().join("compose-health").join(&self.project));
         Ok(report)
@@ -143,33 +145,40 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
         }
     }
 
-    /// Everything still labelled with the project (volumes only when they were to go).
-    pub async fn project_leftovers(&self, volumes: bool) -> Result<Vec<String>, OrchestrateError> {
+    /// Every container, network and (with `volumes`) volume labelled `key=value`, as
+    /// `kind name` — what a rollback (by run) or a `down` (by project) proves is gone.
+    pub(crate) async fn labelled(
+        &self,
+        key: &str,
+        value: &str,
+        volumes: bool,
+    ) -> Result<Vec<String>, OrchestrateError> {
         let b = self.backend;
-        let p = self.project.as_str();
+        let listing =
+            || OrchestrateError::backend(format!("listing what is labelled {key}={value}"));
         let mut left: Vec<String> = Vec::new();
-        let listing = || OrchestrateError::backend("listing the project's resources");
+        let tagged = |kind: &'static str| move |n: String| format!("{kind} {n}");
         left.extend(
-            b.list(labels::PROJECT, p)
+            b.list(key, value)
                 .await
                 .map_err(listing())?
                 .into_iter()
-                .map(|c| format!("container {c}")),
+                .map(tagged("container")),
         );
         left.extend(
-            b.network_list(labels::PROJECT, p)
+            b.network_list(key, value)
                 .await
                 .map_err(listing())?
                 .into_iter()
-                .map(|n| format!("network {n}")),
+                .map(tagged("network")),
         );
         if volumes {
             left.extend(
-                b.volume_list(labels::PROJECT, p)
+                b.volume_list(key, value)
                     .await
                     .map_err(listing())?
                     .into_iter()
-                    .map(|v| format!("volume {v}")),
+                    .map(tagged("volume")),
             );
         }
         Ok(left)

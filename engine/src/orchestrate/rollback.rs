@@ -90,42 +90,11 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
                 }
             }
         }
-        report.leftovers = self.leftovers_of(&run_id).await?;
+        report.leftovers = self.labelled(labels::RUN, &run_id, true).await?;
         if report.leftovers.is_empty() {
             journal.finish()?;
         }
         Ok(report)
-    }
-
-    /// Every container, network and volume still labelled with `run_id`.
-    pub(crate) async fn leftovers_of(&self, run_id: &str) -> Result<Vec<String>, OrchestrateError> {
-        let b = self.backend;
-        let listing = OrchestrateError::backend(format!("listing what run {run_id} left"));
-        let mut left = Vec::new();
-        let containers = b.list(labels::RUN, run_id).await;
-        left.extend(
-            containers
-                .map_err(listing)?
-                .into_iter()
-                .map(|c| format!("container {c}")),
-        );
-        let listing = OrchestrateError::backend(format!("listing what run {run_id} left"));
-        let networks = b.network_list(labels::RUN, run_id).await;
-        left.extend(
-            networks
-                .map_err(listing)?
-                .into_iter()
-                .map(|n| format!("network {n}")),
-        );
-        let listing = OrchestrateError::backend(format!("listing what run {run_id} left"));
-        let volumes = b.volume_list(labels::RUN, run_id).await;
-        left.extend(
-            volumes
-                .map_err(listing)?
-                .into_iter()
-                .map(|v| format!("volume {v}")),
-        );
-        Ok(left)
     }
 
     async fn remove_if_ours(&self, r: &Resource, run_id: &str) -> Result<Removal, BackendError> {

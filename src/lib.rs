@@ -52,6 +52,44 @@ pub mod backends {
     pub use perry_policies::Code;
 }
 
+/// Compose projects: loading files as docker compose does, planning them through the one gated
+/// door (every image verified and pinned, every service tiered), and orchestrating them on a
+/// container backend with rollback to nothing.
+pub mod compose {
+    pub use perry_audit::Correlation;
+    pub use perry_backends::{ExecSpec, LogOptions};
+    pub use perry_compose::{
+        find_compose_files, load, normalize_project_name, to_yaml, LoadError, LoadOptions, Project,
+    };
+    pub use perry_engine::orchestrate::{
+        DownOptions, DownReport, OrchestrateError, Orchestrator, Progress, PsEntry, UpFailed,
+        UpOptions, UpReport,
+    };
+    pub use perry_engine::plan::{Plan, PlanRefused};
+
+    /// The backend compose drives (the docker-compatible CLI protocol: podman, docker, …).
+    pub type Backend = perry_backends::DockerProtocol;
+
+    /// The backend to use: `PERRY_CONTAINER_BACKEND` or the first one detected, with this host's extra
+    /// arguments from `PERRY_BACKEND_ARGS` (space-separated; on hosts whose podman cannot set
+    /// rlimits, `--ulimit nproc=1024:1024`).
+    pub async fn backend_for(
+        _config: &perry_policies::Config,
+    ) -> Result<Backend, perry_backends::BackendError> {
+        let detected = perry_backends::detect().await?;
+        let extra: Vec<String> = std::env::var("PERRY_BACKEND_ARGS")
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        Ok(if extra.is_empty() {
+            detected.backend
+        } else {
+            detected.backend.with_extra_args(extra)
+        })
+    }
+}
+
 /// Tier profiles as reviewers read them (`profiles show|diff|export`).
 pub mod profiles {
     pub use perry_profiles::{explain, export_oci, Grants, Profile, ProfileError};

@@ -46,6 +46,18 @@ actions! {
     Plan = "plan",
     /// The executor (verifier, trusted root, image store) could not be set up.
     Setup = "setup",
+    /// A compose or workload resource (container, network, volume) is about to be created,
+    /// reused, or was replaced: written before the act.
+    Create = "create",
+    /// A healthcheck or completion verdict on a service, as our own runner measured it.
+    Health = "health",
+    /// One step of undoing a failed `up`: a resource removed, or the final listing proving
+    /// that nothing is left.
+    Rollback = "rollback",
+    /// `compose up` finished: everything started (allow) or it failed and was rolled back (deny).
+    Up = "up",
+    /// `compose down`, `stop` or `restart`: what was stopped and removed.
+    Down = "down",
     /// A test or tool record (benchmarks, fixtures).
     Test = "test",
 }

@@ -19,10 +19,76 @@ pub struct ParseError {
 
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        match (self.file.is_empty(), self.line) {
+            (true, 0) => {}
+            (true, _) => write!(f, "{}:{}: ", self.line, self.column)?,
+            (false, 0) => write!(f, "{}: ", self.file)?,
+            (false, _) => write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?,
+        }
         if !self.path.is_empty() {
             write!(f, "{}: ", self.path)?;
         }
         f.write_str(&self.message)
+    }
+}
+
+/// Why a compose project could not be loaded.
+///
+/// Every variant that has a location displays as `file:line:col: path.to.key: message`.
+/// Values of environment variables never appear in messages.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    /// A file could not be read.
+    #[error("{file}: {message}")]
+    Io {
+        /// The file.
+        file: String,
+        /// What failed.
+        message: String,
+    },
+    /// No compose file was given and none was found.
+    #[error("no configuration file provided: not found (looked for {} in {} and its parents)", crate::files::DEFAULT_FILES.join(", "), .0.display())]
+    NotFound(std::path::PathBuf),
+    /// The YAML or TOML is malformed (or over a budget).
+    #[error("{0}")]
+    Syntax(ParseError),
+    /// A variable could not be substituted.
+    #[error("{0}")]
+    Interpolation(ParseError),
+    /// A `.env` / `env_file` file is malformed.
+    #[error("{file}:{line}: {message}")]
+    Dotenv {
+        /// The file.
+        file: String,
+        /// 1-based line.
+        line: u64,
+        /// What is wrong.
+        message: String,
+    },
+    /// A key or value is not valid compose (unknown key, wrong type, bad syntax).
+    #[error("{0}")]
+    Invalid(ParseError),
+    /// `extends` or `include` went wrong (missing service, cycle).
+    #[error("{0}")]
+    Extends(ParseError),
+    /// A cross-reference is broken (undefined service, network, volume, secret, config).
+    #[error("{0}")]
+    Consistency(ParseError),
+    /// `depends_on` forms a cycle; the services in it, in order, first repeated last.
+    #[error("dependency cycle detected: {}", .0.join(" -> "))]
+    DependencyCycle(Vec<String>),
+}
+
+impl LoadError {
+    /// The located detail, when there is one.
+    pub fn location(&self) -> Option<&ParseError> {
+        match self {
+            LoadError::Syntax(e)
+            | LoadError::Interpolation(e)
+            | LoadError::Invalid(e)
+            | LoadError::Extends(e)
+            | LoadError::Consistency(e) => Some(e),
+            _ => None,
+        }
     }
 }

@@ -7,6 +7,8 @@ pub struct Span {
     pub line: u64,
     /// 1-based column.
     pub column: u64,
+    /// Index of the source file in the loader's file table (0 when unknown or single file).
+    pub file: u32,
 }
 
 /// One value of the tree with its tag (e.g. `!reset`) and span.
@@ -66,6 +68,88 @@ impl Node {
                     })
             }
             (a, b) => a == b,
+        }
+    }
+}
+
+impl Node {
+    /// A node with no tag at `span`.
+    pub fn new(value: Value, span: Span) -> Node {
+        Node {
+            value,
+            tag: None,
+            span,
+        }
+    }
+
+    /// A string node.
+    pub fn string(s: impl Into<String>, span: Span) -> Node {
+        Node::new(Value::String(s.into()), span)
+    }
+
+    /// Mutable lookup of `key` when this node is a mapping.
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut Node> {
+        match &mut self.value {
+            Value::Map(entries) => entries
+                .iter_mut()
+                .find(|(k, _, _)| k == key)
+                .map(|(_, _, n)| n),
+            _ => None,
+        }
+    }
+
+    /// Removes `key` from a mapping, returning its node.
+    pub fn remove(&mut self, key: &str) -> Option<Node> {
+        match &mut self.value {
+            Value::Map(entries) => {
+                let i = entries.iter().position(|(k, _, _)| k == key)?;
+                Some(entries.remove(i).2)
+            }
+            _ => None,
+        }
+    }
+
+    /// Sets `key` in a mapping (replacing, or appending at `self`'s span).
+    pub fn insert(&mut self, key: &str, node: Node) {
+        let span = node.span;
+        if let Value::Map(entries) = &mut self.value {
+            if let Some(e) = entries.iter_mut().find(|(k, _, _)| k == key) {
+                e.2 = node;
+            } else {
+                entries.push((key.to_string(), span, node));
+            }
+        }
+    }
+
+    /// The string value, if this is a string.
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.value {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The scalar as text (strings, numbers, booleans); `None` for null and collections.
+    pub fn scalar_text(&self) -> Option<String> {
+        match &self.value {
+            Value::String(s) => Some(s.clone()),
+            Value::Int(i) => Some(i.to_string()),
+            Value::Float(f) => Some(f.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    }
+
+    /// Sets the file index of every span in the tree.
+    pub fn set_file(&mut self, file: u32) {
+        self.span.file = file;
+        match &mut self.value {
+            Value::Seq(items) => items.iter_mut().for_each(|n| n.set_file(file)),
+            Value::Map(entries) => entries.iter_mut().for_each(|(_, s, n)| {
+                s.file = file;
+                n.set_file(file)
+            }),
+            _ => {}
         }
     }
 }

@@ -8,7 +8,7 @@
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use crate::{Node, ParseError, Span, Value, MAX_FILE_BYTES};
+use crate::{Node, ParseError, Span, Value, MAX_DEPTH, MAX_FILE_BYTES};
 
 struct Lines<'a>(&'a str);
 
@@ -22,7 +22,11 @@ impl Lines<'_> {
             .map(|s| s.chars().count())
             .unwrap_or(0) as u64
             + 1;
-        Span { line, column }
+        Span {
+            line,
+            column,
+            file: 0,
+        }
     }
 }
 
@@ -34,7 +38,12 @@ fn tag_of(key: &str) -> Option<&'static str> {
     }
 }
 
-fn convert(v: &Spanned<DeValue<'_>>, lines: &Lines<'_>, file: &str) -> Result<Node, ParseError> {
+fn convert(
+    v: &Spanned<DeValue<'_>>,
+    lines: &Lines<'_>,
+    file: &str,
+    depth: usize,
+) -> Result<Node, ParseError> {
     let span = lines.at(v.span().start);
     let bad = |message: String| ParseError {
         file: file.to_string(),
@@ -43,6 +52,9 @@ fn convert(v: &Spanned<DeValue<'_>>, lines: &Lines<'_>, file: &str) -> Result<No
         path: String::new(),
         message,
     };
+    if depth > MAX_DEPTH {
+        return Err(bad(format!("nesting deeper than {MAX_DEPTH} levels")));
+    }
     let value = match v.get_ref() {
         DeValue::String(s) => Value::String(s.to_string()),
         DeValue::Integer(i) => Value::Int(
@@ -59,14 +71,14 @@ fn convert(v: &Spanned<DeValue<'_>>, lines: &Lines<'_>, file: &str) -> Result<No
         DeValue::Datetime(d) => Value::String(d.to_string()),
         DeValue::Array(a) => Value::Seq(
             a.iter()
-                .map(|x| convert(x, lines, file))
+                .map(|x| convert(x, lines, file, depth + 1))
                 .collect::<Result<_, _>>()?,
         ),
         DeValue::Table(t) => {
             if t.len() == 1 {
                 if let Some((k, inner)) = t.iter().next() {
                     if let Some(tag) = tag_of(k.get_ref()) {
-                        let mut n = convert(inner, lines, file)?;
+                        let mut n = convert(inner, lines, file, depth + 1)?;
                         n.tag = Some(tag.to_string());
                         n.span = span;
                         return Ok(n);
@@ -78,7 +90,7 @@ fn convert(v: &Spanned<DeValue<'_>>, lines: &Lines<'_>, file: &str) -> Result<No
                 out.push((
                     k.get_ref().to_string(),
                     lines.at(k.span().start),
-                    convert(val, lines, file)?,
+                    convert(val, lines, file, depth + 1)?,
                 ));
             }
             Value::Map(out)
@@ -115,5 +127,5 @@ pub fn parse_toml(file: &str, text: &str) -> Result<Node, ParseError> {
     })?;
     let span = doc.span();
     let as_value = Spanned::new(span, DeValue::Table(doc.into_inner()));
-    convert(&as_value, &lines, file)
+    convert(&as_value, &lines, file, 0)
 }

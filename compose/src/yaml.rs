@@ -9,10 +9,21 @@ use std::fmt;
 
 use crate::{Node, ParseError, Span, Value};
 
+/// Deepest nesting accepted (YAML and TOML). Compose files need about ten levels;
+/// the limit keeps parsing within a 2 MiB thread stack (tokio's default) even in
+/// debug builds, where serde-saphyr overflows such a stack near 50 levels.
+pub const MAX_DEPTH: usize = 32;
+
 /// Largest compose file accepted (bytes).
 pub const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
 
 struct Raw(Value);
+
+thread_local! {
+    /// Where the visitor found a duplicate key (serde-saphyr does not locate
+    /// errors raised by visitors at the top level).
+    static DUPLICATE_AT: std::cell::Cell<Option<Span>> = const { std::cell::Cell::new(None) };
+}
 
 type Child = Spanned<Tagged<Raw>>;
 
@@ -24,6 +35,7 @@ fn to_node(c: Child) -> Node {
         span: Span {
             line: c.referenced.line(),
             column: c.referenced.column(),
+            file: 0,
         },
     }
 }
@@ -90,8 +102,12 @@ impl<'de> Visitor<'de> for RawVisitor {
                 _ => return Err(de::Error::custom("mapping keys must be scalars")),
             };
             let v = to_node(a.next_value::<Child>()?);
-            if out.iter().any(|(k, _, _)| *k == name) {
-                return Err(de::Error::custom(format!("duplicate key {name:?}")));
+            if let Some((_, first, _)) = out.iter().find(|(k, _, _)| *k == name) {
+                DUPLICATE_AT.with(|d| d.set(Some(key.span)));
+                return Err(de::Error::custom(format!(
+                    "line {}: mapping key {name:?} already defined at line {} (duplicate key)",
+                    key.span.line, first.line
+                )));
             }
             out.push((name, key.span, v));
         }
@@ -101,16 +117,18 @@ impl<'de> Visitor<'de> for RawVisitor {
 
 fn options() -> serde_saphyr::Options {
     let mut o = serde_saphyr::Options::default();
-    o.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::Error;
+    // Duplicates reach the visitor, which refuses them naming both lines.
+    o.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::PassThrough;
     o.legacy_octal_numbers = true;
     o.strict_booleans = true;
     let mut b = serde_saphyr::Budget::default();
     b.max_reader_input_bytes = Some(MAX_FILE_BYTES);
     b.max_events = 1_000_000;
+    b.max_depth = MAX_DEPTH;
     b.max_aliases = 10_000;
     b.max_anchors = 10_000;
     o.budget = Some(b);
-    o.alias_limits.max_total_replayed_events = 200_000;
+    o.alias_limits.max_total_replayed_events = 50_000;
     o.alias_limits.max_alias_expansions_per_anchor = 1_000;
     o
 }
@@ -135,17 +153,70 @@ pub fn parse_yaml(file: &str, text: &str) -> Result<Node, ParseError> {
         return Ok(Node {
             value: Value::Null,
             tag: None,
-            span: Span { line: 1, column: 1 },
+            span: Span {
+                line: 1,
+                column: 1,
+                file: 0,
+            },
         });
     }
+    DUPLICATE_AT.with(|d| d.set(None));
     match serde_saphyr::from_str_with_options::<Child>(text, options()) {
         Ok(c) => Ok(to_node(c)),
         Err(e) => {
-            let (line, column) = e
-                .location()
-                .map(|l| (l.line(), l.column()))
-                .unwrap_or((0, 0));
-            Err(fail(line, column, e.to_string()))
+            let (line, column) = match DUPLICATE_AT.with(|d| d.take()) {
+                Some(s) => (s.line, s.column),
+                None => e
+                    .location()
+                    .map(|l| (l.line(), l.column()))
+                    .unwrap_or((0, 0)),
+            };
+            Err(fail(
+                line,
+                column,
+                message(&e.without_snippet().to_string()),
+            ))
+        }
+    }
+}
+
+/// serde-saphyr's message without its rendered snippet and location prefix, worded
+/// like compose-go where the cases expect it.
+fn message(raw: &str) -> String {
+    let first = raw.lines().next().unwrap_or_default();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    // drop "line N column M: "
+    let msg = match first.strip_prefix("line ") {
+        Some(rest) => match rest.split_once(": ") {
+            Some((loc, m)) if loc.contains("column") => m,
+            _ => first,
+        },
+        None => first,
+    };
+    if msg.contains("alias") && (msg.contains("limit") || msg.contains("budget")) {
+        format!("excessive aliasing: {msg}")
+    } else if msg.contains("merge value must be mapping") {
+        format!("map merge requires map or sequence of maps as the value ({msg})")
+    } else if msg.contains("recursive references") {
+        format!("cycle detected: an alias refers to a node that contains it ({msg})")
+    } else {
+        msg.to_string()
+    }
+}
+
+/// Parses every document of a YAML stream (`---` separated; empty documents are
+/// skipped, and an empty stream is one empty document), as compose-go loads them.
+pub(crate) fn parse_yaml_documents(file: &str, text: &str) -> Result<Vec<Node>, ParseError> {
+    if text.len() > MAX_FILE_BYTES || text.trim().is_empty() || !text.contains("---") {
+        return parse_yaml(file, text).map(|n| vec![n]);
+    }
+    DUPLICATE_AT.with(|d| d.set(None));
+    match serde_saphyr::from_multiple_with_options::<Child>(text, options()) {
+        Ok(docs) if docs.is_empty() => parse_yaml(file, "").map(|n| vec![n]),
+        Ok(docs) => Ok(docs.into_iter().map(to_node).collect()),
+        Err(_) => {
+            // Same error, located and worded as for a single document.
+            parse_yaml(file, text).map(|n| vec![n])
         }
     }
 }

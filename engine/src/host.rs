@@ -42,3 +42,27 @@ pub(crate) fn sweep_stale(state_dir: &Path) -> Vec<PathBuf> {
     removed.extend(perry_runtime::unpack::sweep_staging(state_dir));
     removed
 }
+
+/// This process's hard limit on open files (`/proc/self/limits`), which a container's
+/// `--ulimit nofile` may not exceed: the backend's runtime inherits it, and raising past it
+/// fails the start with EPERM. `None` when it cannot be read or is unlimited.
+pub(crate) fn nofile_hard_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    // "Max open files            1024                 20000                files"
+    let hard = line
+        .trim_start_matches("Max open files")
+        .split_whitespace()
+        .nth(1)?;
+    hard.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_hard_nofile_limit_is_read_and_bounds_the_soft_one() {
+        let hard = super::nofile_hard_limit().expect("Linux has /proc/self/limits");
+        let soft = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
+        assert!(hard >= soft, "{hard} < {soft}");
+    }
+}

@@ -20,14 +20,8 @@ pub(crate) fn build(
     profile: &Profile,
 ) -> Result<RunSpec, ExecError> {
     let image: &ImageConfig = verified.config();
-    for m in &req.mounts {
-        perry_runtime::unpack::add_mount_point(verified.path(), &m.target).map_err(|e| {
-            ExecError::InvalidRequest(format!(
-                "mount target {}: cannot be created in the image: {e}",
-                m.target.display()
-            ))
-        })?;
-    }
+    // A mount target the image lacks is provided by the runner inside the sandbox's own mount
+    // namespace; the verified rootfs is never written to.
     let exec = image.config.clone().unwrap_or_default();
     let (uid, gid) = identity(image, profile.non_root);
     let mut limits = Limits::from_tier(&profile.spec.limits);

@@ -47,6 +47,7 @@ fn service(name: &str, repo: &str, deps: &[(&str, Condition)]) -> ServiceInput {
             image: Some(format!("{}/{repo}:v1", registry().host())),
             ..Default::default()
         },
+        shape: Default::default(),
         depends_on: deps
             .iter()
             .map(|(d, c)| DependsOn {

@@ -89,6 +89,9 @@ codes! {
     CannotExecute = ("cannot_execute", 500, 126),
     /// Pulling or unpacking a verified image failed.
     PullFailed = ("pull_failed", 502, EXIT_REFUSED),
+    /// A compose service failed to start, exited, or never became healthy; the `up` was
+    /// rolled back.
+    ServiceFailed = ("service_failed", 424, 1),
     /// A container backend answered with an error.
     BackendError = ("backend_error", 502, EXIT_REFUSED),
     /// The registry could not be reached or answered wrongly.

@@ -113,6 +113,12 @@ pub struct TrustRule {
     /// PEM public-key files for key-based signatures, any one of which suffices.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<PathBuf>,
+    /// The tier compose services and workload nodes running these images start from (instead
+    /// of `[sandbox] default_tier`): the site's decision for images it trusts more or less
+    /// than the rest. A service may only tighten it (`x-perry-tier`). Where several rules
+    /// match an image, the strictest tier applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<crate::Tier>,
 }
 
 impl TrustRule {
@@ -177,6 +183,7 @@ mod tests {
                 subject_regex: None,
             }],
             keys: vec![],
+            tier: None,
         }
     }
 

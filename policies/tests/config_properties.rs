@@ -85,6 +85,7 @@ fn arb_rule() -> impl Strategy<Value = TrustRule> {
                 })
                 .collect(),
             keys: vec![],
+            tier: None,
         })
 }
 

@@ -42,6 +42,33 @@ pub(crate) const JGT_K: u16 = 0x25;
 /// `BPF_JMP | BPF_JGE | BPF_K`.
 pub(crate) const JGE_K: u16 = 0x35;
 
+/// `BPF_JMP | BPF_JSET | BPF_K`: never emitted here, but seccompiler (the test oracle) does.
+pub(crate) const JSET_K: u16 = 0x45;
+
+/// `SECCOMP_RET_KILL_PROCESS`.
+pub(crate) const SECCOMP_RET_KILL_PROCESS: u32 = 0x8000_0000;
+/// `SECCOMP_RET_ALLOW`.
+pub(crate) const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+/// `SECCOMP_RET_ERRNO`; the errno goes in the low 16 bits.
+pub(crate) const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+/// `SECCOMP_RET_USER_NOTIF`: the call waits for the listener's answer.
+pub(crate) const SECCOMP_RET_USER_NOTIF: u32 = 0x7fc0_0000;
+/// `SECCOMP_RET_ACTION_FULL`: the action part of a return value.
+pub(crate) const SECCOMP_RET_ACTION_FULL: u32 = 0xffff_0000;
+/// The kernel's limit on the length of one program (`BPF_MAXINSNS`).
+const MAX_INSNS: usize = 4096;
+
+/// Refuses a program longer than the kernel accepts: nothing runs rather than a failed install.
+pub(crate) fn check_size(p: &[sock_filter]) -> Result<(), ProfileError> {
+    if p.len() > MAX_INSNS {
+        return Err(ProfileError::Compile(format!(
+            "BPF program has {} instructions; the kernel's limit is {MAX_INSNS}",
+            p.len()
+        )));
+    }
+    Ok(())
+}
+
 /// `seccomp_data.args[0]`, low half on little-endian x86_64; the high half is 4 bytes further.
 const ARGS_OFFSET: u32 = 16;
 /// seccomp passes six arguments.

@@ -3,7 +3,7 @@
 //! Landlock is the second wall behind the read-only mount: even if a mount were writable by
 //! mistake, or a path was bind-mounted in, the kernel still refuses writes outside the granted
 //! paths, and TCP `bind`/`connect` outside the granted ports. The rules here are plain data; the
-//! runtime (`perry_runtime::confine`) turns them into a ruleset with the `landlock` crate.
+//! runtime (`perry_runtime::native::ProfileStep`) turns them into a ruleset for the kernel's ABI.
 
 use std::path::PathBuf;
 

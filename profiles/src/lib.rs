@@ -3,8 +3,8 @@
 //! A tier name ("hardened") is a promise to users; this crate is where the promise becomes
 //! enforceable data: seccomp programs precompiled to BPF, exact capability sets and securebits,
 //! Landlock rules, rlimits and cgroup values, the network mode and the root filesystem flags.
-//! It never touches the running process (it is `#![forbid(unsafe_code)]`); `perry_runtime::confine`
-//! applies a [`Profile`], and `perry-sandbox profiles export` hands the same seccomp rules to
+//! It never touches the running process (it is `#![forbid(unsafe_code)]`); the native runner's
+//! `perry_runtime::native::ProfileStep` applies a [`Profile`], and `perry-sandbox profiles export` hands the same seccomp rules to
 //! podman or docker as OCI JSON.
 //!
 //! Two properties are kept by construction and checked by tests: a stricter tier never allows
@@ -33,6 +33,7 @@ pub mod caps;
 pub mod explain;
 pub mod landlock;
 pub mod limits;
+pub mod notify;
 #[cfg(any(test, feature = "oracle"))]
 #[doc(hidden)]
 pub mod oracle;

@@ -14,8 +14,7 @@ use seccompiler::{
 };
 
 use crate::seccomp::{
-    arch_guard, check_size, ArgCheck, ArgRule, Op, SeccompProgram, SyscallRules, Width, ENOSYS,
-    EPERM,
+    arch_guard, ArgCheck, ArgRule, Op, SeccompProgram, SyscallRules, Width, ENOSYS, EPERM,
 };
 use crate::{syscalls, ProfileError};
 
@@ -35,13 +34,7 @@ pub fn compile_with_seccompiler(rules: SyscallRules) -> Result<SeccompProgram, P
         SeccompAction::Allow,
         SeccompAction::Errno(EPERM),
     )?;
-    check_size(&allowlist)?;
-    check_size(&eperm)?;
-    Ok(SeccompProgram {
-        rules,
-        allowlist,
-        eperm,
-    })
+    SeccompProgram::from_parts(rules, allowlist, eperm)
 }
 
 fn condition(c: &ArgCheck) -> Result<SeccompCondition, ProfileError> {

@@ -1,16 +1,18 @@
-//! Per-run cost of confining a process with a precompiled tier profile, measured inside forked
-//! children (the only place `confine::apply` may run: it is irreversible).
+//! Per-run cost of a tier's confinement, the production [`ProfileStep`]: preparing it in the
+//! parent, and applying it inside forked children (it is irreversible).
 //!
-//! `cargo bench -p perry-runtime --bench confine`. Each sample forks a child that times only its
-//! own work with a monotonic clock and reports the nanoseconds through a pipe, so fork/wait are
-//! not counted. Groups:
-//! * `apply/<tier>`: `confine::apply` with the tier's cached profile (rlimits, securebits, caps,
-//!   no_new_privs, Landlock, both seccomp filters) — what every run pays;
-//! * `compile_then_apply/<tier>`: building the seccomp programs from the rules and then applying
-//!   — what every run would pay without the per-tier cache (the peer);
-//! * `seccomp_only/<tier>`: installing the two precompiled filters alone.
+//! `cargo bench -p perry-runtime --bench confine`. Each child sample forks a child that times
+//! only its own work with a monotonic clock and reports the nanoseconds through a pipe, so
+//! fork/wait are not counted. Groups:
+//! * `new/<tier>`: `ProfileStep::new` from the tier's cached profile — what the parent pays per
+//!   run (the merged notification program is precompiled with the tier's programs);
+//! * `compile_then_new/<tier>`: compiling the seccomp programs (and their merge) from the rules,
+//!   then `ProfileStep::new` — what every run would pay without the per-tier cache (the peer);
+//! * `apply/<tier>`: `FinalStep::apply` in a child (rlimits, securebits, caps, no_new_privs,
+//!   Landlock, the merged filter with its listener handed over a socket) — what the workload
+//!   pays before `execve`.
 //!
-//! A summary prints the medians and the ratio compile_then_apply / apply from the same run.
+//! A summary prints the medians and the ratio compile_then_new / new from the same run.
 //! Run as root (the confinement drops capabilities the test user must hold).
 // criterion_group! generates an undocumented public function.
 #![allow(missing_docs)]
@@ -21,7 +23,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, Criterion};
 use perry_policies::Tier;
 use perry_profiles::{Grants, Profile};
-use perry_runtime::confine;
+use perry_runtime::native::{FinalStep, ProfileStep, StepChannel};
 
 /// Forks; the child runs `f`, timing it, and writes the nanoseconds to a pipe; the parent
 /// returns them. A child whose `f` fails exits 2 without writing, and the parent panics.
@@ -62,38 +64,57 @@ fn profile(tier: Tier) -> Profile {
     Profile::for_tier(tier, None, &Grants::default()).unwrap()
 }
 
-fn apply(p: &Profile) -> bool {
-    confine::apply(black_box(p)).is_ok()
+fn new(p: &Profile) -> Duration {
+    let t = Instant::now();
+    let step = ProfileStep::new(black_box(p)).unwrap();
+    let d = t.elapsed();
+    drop(black_box(step));
+    d
 }
 
-fn compile_then_apply(p: &Profile) -> bool {
+fn compile_then_new(p: &Profile) -> Duration {
+    let t = Instant::now();
     let fresh = perry_profiles::seccomp::compile(p.seccomp.rules.clone()).unwrap();
     let mut q = p.clone();
     q.seccomp = std::sync::Arc::new(fresh);
-    confine::apply(&q).is_ok()
+    let step = ProfileStep::new(&q).unwrap();
+    let d = t.elapsed();
+    drop(black_box(step));
+    d
 }
 
-fn seccomp_only(p: &Profile) -> bool {
-    confine::install_seccomp(black_box(p)).is_ok()
-}
-
-fn sampled(b: &mut criterion::Bencher, f: &dyn Fn() -> bool) {
-    b.iter_custom(|iters| (0..iters).map(|_| in_child(f)).sum());
+/// Applies `step` in the calling (forked) child, handing the listener over a fresh socket.
+fn apply(step: &ProfileStep) -> bool {
+    let mut sv = [0i32; 2];
+    // SAFETY: socketpair writes two fds into the array.
+    let r = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET, 0, sv.as_mut_ptr()) };
+    r == 0 && step.apply(&StepChannel { sock: sv[1] }).is_ok()
 }
 
 fn benches(c: &mut Criterion) {
     let profiles: Vec<Profile> = Tier::ALL.into_iter().map(profile).collect();
     for (name, f) in [
-        ("apply", apply as fn(&Profile) -> bool),
-        ("compile_then_apply", compile_then_apply),
-        ("seccomp_only", seccomp_only),
+        ("new", new as fn(&Profile) -> Duration),
+        ("compile_then_new", compile_then_new),
     ] {
         let mut g = c.benchmark_group(name);
         for p in &profiles {
-            g.bench_function(p.tier.name(), |b| sampled(b, &|| f(p)));
+            g.bench_function(p.tier.name(), |b| {
+                b.iter_custom(|iters| (0..iters).map(|_| f(p)).sum())
+            });
         }
         g.finish();
     }
+    let mut g = c.benchmark_group("apply");
+    for p in &profiles {
+        let Ok(step) = ProfileStep::new(p) else {
+            continue; // refused up front on this host (untrusted without Landlock)
+        };
+        g.bench_function(p.tier.name(), |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| in_child(&|| apply(&step))).sum())
+        });
+    }
+    g.finish();
 }
 
 criterion_group! {
@@ -102,29 +123,33 @@ criterion_group! {
     targets = benches
 }
 
-fn median(f: &dyn Fn() -> bool, n: usize) -> Duration {
-    let mut v: Vec<Duration> = (0..n).map(|_| in_child(f)).collect();
+fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
-    v[n / 2]
+    v[v.len() / 2]
 }
 
 fn main() {
     group();
     Criterion::default().configure_from_args().final_summary();
-    println!("\nsummary (medians of 100 forked children in this run):");
-    println!("tier        apply       compile+apply  seccomp only  (compile+apply)/apply");
+    println!("\nsummary (medians of 100 samples in this run; apply in forked children):");
+    println!("tier        new         compile+new   apply        (compile+new)/new");
     for tier in Tier::ALL {
         let p = profile(tier);
-        let a = median(&|| apply(&p), 100);
-        let c = median(&|| compile_then_apply(&p), 100);
-        let s = median(&|| seccomp_only(&p), 100);
+        let n = median((0..100).map(|_| new(&p)).collect());
+        let c = median((0..100).map(|_| compile_then_new(&p)).collect());
+        let a = match ProfileStep::new(&p) {
+            Ok(step) => format!(
+                "{:>10.1?}",
+                median((0..100).map(|_| in_child(&|| apply(&step))).collect())
+            ),
+            Err(e) => format!("refused: {e}"),
+        };
         println!(
-            "{:<10} {:>10.1?}  {:>12.1?}  {:>11.1?}  {:>8.1}x",
+            "{:<10} {:>10.1?}  {:>12.1?}  {a}  {:>8.1}x",
             tier.name(),
-            a,
+            n,
             c,
-            s,
-            c.as_secs_f64() / a.as_secs_f64()
+            c.as_secs_f64() / n.as_secs_f64()
         );
     }
 }

@@ -14,8 +14,9 @@
 //!    every hostile entry (path traversal, symlink and hardlink escapes, device nodes, setuid
 //!    bits, file capabilities, decompression bombs), and leaving nothing behind on failure.
 //!
-//! Confinement (seccomp, capabilities, Landlock) and the native namespace runner build on the
-//! rootfs produced here.
+//! The native namespace runner ([`native`]) runs a command from the rootfs produced here, under
+//! its tier's confinement ([`native::ProfileStep`]: rlimits, securebits, capabilities,
+//! no_new_privs, Landlock, seccomp).
 //!
 //! # Example
 //!
@@ -45,7 +46,6 @@
 //! # Ok(()) }
 //! ```
 
-pub mod confine;
 pub mod inventory;
 pub mod manifest;
 pub mod native;

@@ -1,5 +1,5 @@
 //! The committed OCI exports (`profiles/generated/<tier>.json`) under real podman + runc: the
-//! same promises as the native profiles, checked by `perry-confine-probe --tier none` (no
+//! same promises as the native profiles, checked by `perry-confine-probe` (no
 //! confinement of its own) inside a container built from busybox-static, no registry involved.
 //!
 //! On these machines podman needs `--runtime runc --ulimit nofile=1024:1024 --ulimit
@@ -92,7 +92,7 @@ fn podman(tier: &str) -> BTreeMap<String, String> {
         cmd.args(["--security-opt", "no-new-privileges", "--read-only"]);
     }
     cmd.arg("--rootfs").arg(root.path());
-    cmd.args(["/bin/probe", "--tier", "none"]).args(PROBES);
+    cmd.arg("/bin/probe").args(PROBES);
     let out = cmd.output().expect("podman installed");
     assert!(
         out.status.success(),

@@ -128,7 +128,12 @@ fn probe_network_connect_is_impossible(fs: &dyn FinalStep) {
         }
     }
     // With the loopback grant, lo works inside (proving the flag) — but it is the sandbox's own.
-    let mut s = r.sh("nc -l -p 7777 > /tmp/got & sleep 0.2; echo ping | nc -w 1 127.0.0.1 7777; sleep 0.2; cat /tmp/got");
+    // The client retries until the listener is up (a fixed sleep raced on a loaded CI host:
+    // the client connected before `nc -l` listened), then waits for the listener to finish.
+    let mut s = r.sh("nc -l -p 7777 > /tmp/got & \
+         for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do \
+           echo ping | nc -w 1 127.0.0.1 7777 2>/dev/null && break; sleep 0.1; \
+         done; wait; cat /tmp/got");
     s.loopback = true;
     let o = run(&s, fs).expect("run");
     if fs.seccomp_supervision().is_some() {
@@ -538,10 +543,10 @@ fn live_output_arrives_while_the_command_runs(fs: &dyn FinalStep) {
     );
 }
 
-/// A bind target missing from the image is created as an empty directory, safely: a symlink in
-/// the image cannot redirect it outside the root.
-fn missing_mount_targets_are_created_inside_the_root_only(fs: &dyn FinalStep) {
-    use perry_runtime::unpack::add_mount_point;
+/// A bind target missing from the image is provided inside the sandbox, never in the rootfs,
+/// and safely: a symlink in the image on the way to a target is refused before anything runs,
+/// so it cannot redirect a mount outside the root.
+fn missing_mount_targets_are_provided_inside_the_sandbox_only(fs: &dyn FinalStep) {
     let r = rootfs();
     let host = tempfile::tempdir().unwrap();
     std::fs::write(host.path().join("f"), "mounted\n").unwrap();
@@ -550,22 +555,40 @@ fn missing_mount_targets_are_created_inside_the_root_only(fs: &dyn FinalStep) {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    add_mount_point(&r.rootfs, std::path::Path::new("/work/deep")).expect("created");
     let mut s = r.sh("cat /work/deep/f");
     s.mounts = vec![BindMount::read_only(host.path(), "/work/deep")];
     let o = run(&s, fs).expect("run");
     assert_eq!(text(&o.stdout), "mounted\n");
+    assert!(
+        !r.rootfs.join("work/deep").exists(),
+        "the mount point was created in the rootfs"
+    );
     // An image symlink pointing out of the root is not followed.
     let outside = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(outside.path(), r.rootfs.join("escape")).unwrap();
-    let e = add_mount_point(&r.rootfs, std::path::Path::new("/escape/x")).unwrap_err();
+    let mut s = r.sh("true");
+    s.mounts = vec![BindMount::read_only(host.path(), "/escape/x")];
+    let e = run(&s, fs).unwrap_err();
+    assert!(matches!(e, RunError::MountPointSymlink { .. }), "{e}");
     assert!(e.to_string().contains("symlink"), "{e}");
     assert!(
         !outside.path().join("x").exists(),
         "created outside the root"
     );
-    assert!(add_mount_point(&r.rootfs, std::path::Path::new("/a/../b")).is_err());
-    assert!(add_mount_point(&r.rootfs, std::path::Path::new("relative")).is_err());
+    for bad in ["/a/../b", "relative"] {
+        s.mounts = vec![BindMount::read_only(host.path(), bad)];
+        let e = run(&s, fs).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                RunError::InvalidSpec {
+                    field: "mounts.target",
+                    ..
+                }
+            ),
+            "{bad}: {e}"
+        );
+    }
 }
 
 /// A pinned mount is the directory that was opened and checked, never whatever its path points
@@ -653,6 +676,6 @@ both!(
     failures_before_exec_are_typed_and_run_nothing,
     uid_range_containing_root_is_refused,
     live_output_arrives_while_the_command_runs,
-    missing_mount_targets_are_created_inside_the_root_only,
+    missing_mount_targets_are_provided_inside_the_sandbox_only,
     pinned_mounts_refuse_a_path_swapped_after_the_check
 );

@@ -1,5 +1,5 @@
-//! The tier profile inside a real sandbox: H3's probe binary (`perry-confine-probe --tier none`,
-//! which applies nothing itself) runs under the runner with the `hardened` [`ProfileStep`], tries
+//! The tier profile inside a real sandbox: the probe binary (`perry-confine-probe`, which
+//! applies nothing itself) runs under the runner with the `hardened` [`ProfileStep`], tries
 //! ptrace, keyctl, bpf, mount, unshare, inet sockets and io_uring, and each must be refused —
 //! and each refusal must appear in the run's `denied_syscalls`, which bubblewrap cannot report.
 
@@ -45,7 +45,7 @@ const PROBES: [&str; 12] = [
 ];
 
 fn probe_argv() -> Vec<String> {
-    let mut argv: Vec<String> = ["/bin/probe", "--tier", "none"].map(String::from).to_vec();
+    let mut argv: Vec<String> = vec!["/bin/probe".to_string()];
     argv.extend(PROBES.iter().map(|s| s.to_string()));
     argv
 }
@@ -140,7 +140,7 @@ fn every_refusal_is_answered_and_counted() {
     // hang nor be lost.
     let r = rootfs();
     install_probe(&r.rootfs);
-    let mut argv: Vec<String> = ["/bin/probe", "--tier", "none"].map(String::from).to_vec();
+    let mut argv: Vec<String> = vec!["/bin/probe".to_string()];
     argv.extend(std::iter::repeat_n("keyctl".to_string(), 500));
     let o = run(&r.spec(argv), &hardened()).expect("run");
     assert_eq!(o.exit_code, Some(0), "{}", text(&o.stderr));

@@ -3,6 +3,7 @@
 mod audit;
 mod backends;
 mod cap;
+mod compose;
 mod config_cmd;
 mod context;
 mod error;
@@ -60,6 +61,9 @@ enum Command {
     /// Shell capabilities: list, describe, run (in-process or through a running service).
     #[command(subcommand)]
     Cap(cap::CapCommand),
+    /// Compose projects: config, verify, up, down, ps, logs, exec, start, stop, restart — every
+    /// image verified and pinned, every service confined by its tier, rollback to nothing.
+    Compose(compose::ComposeArgs),
     /// Check and explain configuration.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
@@ -150,6 +154,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Audit(cmd) => audit::run(g, cmd),
         Command::Backends => backends::run(g),
         Command::Cap(cmd) => cap::run(g, cmd),
+        Command::Compose(args) => compose::run(g, args),
         Command::Config(cmd) => config_cmd::run(g, cmd),
         Command::Verify(args) => verify::run(g, args),
         Command::VerifyBundle(args) => verify::run_bundle(g, args),

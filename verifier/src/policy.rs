@@ -89,6 +89,7 @@ mod tests {
                 subject_regex: re.map(|r| Pattern::new(r).unwrap()),
             }],
             keys: vec![],
+            tier: None,
         }
     }
 

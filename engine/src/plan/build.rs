@@ -8,7 +8,8 @@ use perry_verifier::registry::Platform;
 use perry_verifier::Verification;
 
 use super::graph::{Condition, Graph, NodeId, PlanError};
-use super::service::{check_service, service_tier, Refusal, ServiceAsk};
+use super::service::{check_service, image_tier, service_tier, Refusal, ServiceAsk};
+use crate::orchestrate::{ProjectResources, ServiceShape};
 use crate::Executor;
 
 /// How strongly a node's kernel is separated from the host's.
@@ -52,11 +53,13 @@ pub struct DependsOn {
     pub restart: bool,
 }
 
-/// A service to plan: what it asks for and what it waits on.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// A service to plan: what it asks for, how its containers are made, and what it waits on.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ServiceInput {
     /// The policy-relevant fields.
     pub ask: ServiceAsk,
+    /// How its containers are made once the policy allows it.
+    pub shape: ServiceShape,
     /// Its dependencies.
     pub depends_on: Vec<DependsOn>,
 }
@@ -66,6 +69,8 @@ pub struct ServiceInput {
 pub struct PlannedService {
     /// What it asked for.
     pub ask: ServiceAsk,
+    /// How its containers are made.
+    pub shape: ServiceShape,
     /// Its tier.
     pub tier: Tier,
     /// The isolation its tier requires.
@@ -134,9 +139,15 @@ impl Executor {
         let mut refusals = Vec::new();
         let mut tiers = Vec::new();
         for s in &services {
-            match service_tier(&s.ask, default_tier) {
+            let base = s
+                .ask
+                .image
+                .as_deref()
+                .map_or(default_tier, |i| image_tier(self.config(), i));
+            match service_tier(&s.ask, base) {
                 Ok(t) => {
                     refusals.extend(check_service(&s.ask, t));
+                    refusals.extend(check_shape(&s.ask.name, &s.shape));
                     tiers.push(t);
                 }
                 Err(r) => {
@@ -145,17 +156,8 @@ impl Executor {
                 }
             }
         }
-        let record_refusal = |reason: String, code: Code| -> Result<(), PlanRefused> {
-            self.audit().record(
-                Event::new(Action::Plan, Decision::Deny)
-                    .actor(actor.clone())
-                    .correlation(correlation)
-                    .reason(reason)
-                    .detail("project", project)
-                    .detail("code", code.as_str())
-                    .detail("status", u64::from(code.status())),
-            )?;
-            Ok(())
+        let record_refusal = |reason: String, code: Code| {
+            self.record_plan_refusal(project, reason, code, &actor, correlation)
         };
         if !refusals.is_empty() {
             let e = PlanRefused::Policy(refusals);
@@ -202,6 +204,7 @@ impl Executor {
                 s.ask.name.clone(),
                 PlannedService {
                     ask: s.ask.clone(),
+                    shape: s.shape.clone(),
                     tier,
                     isolation,
                     verification: verified,
@@ -229,6 +232,57 @@ impl Executor {
         Ok(Plan { graph, levels })
     }
 
+    /// Plans a loaded compose project: converted by [`super::from_compose`] (what cannot run as
+    /// written is refused and recorded like any other plan refusal), then [`Executor::plan`].
+    /// Returns the plan and the project's networks and volumes.
+    pub async fn plan_compose(
+        &self,
+        project: &perry_compose::Project,
+        platform: &Platform,
+        actor: Actor,
+        correlation: &Correlation,
+    ) -> Result<(Plan, ProjectResources), PlanRefused> {
+        let input = match super::from_compose(project) {
+            Ok(i) => i,
+            Err(refusals) => {
+                let e = PlanRefused::Policy(refusals);
+                self.record_plan_refusal(
+                    &project.name,
+                    e.to_string(),
+                    e.code(),
+                    &actor,
+                    correlation,
+                )?;
+                return Err(e);
+            }
+        };
+        let plan = self
+            .plan(&project.name, input.services, platform, actor, correlation)
+            .await?;
+        Ok((plan, input.resources))
+    }
+
+    /// The `plan` deny record: nothing is refused without one.
+    fn record_plan_refusal(
+        &self,
+        project: &str,
+        reason: String,
+        code: Code,
+        actor: &Actor,
+        correlation: &Correlation,
+    ) -> Result<(), PlanRefused> {
+        self.audit().record(
+            Event::new(Action::Plan, Decision::Deny)
+                .actor(actor.clone())
+                .correlation(correlation)
+                .reason(reason)
+                .detail("project", project)
+                .detail("code", code.as_str())
+                .detail("status", u64::from(code.status())),
+        )?;
+        Ok(())
+    }
+
     async fn verify_service_image(
         &self,
         ask: &ServiceAsk,
@@ -250,4 +304,21 @@ impl Executor {
             .await
             .map_err(refused)
     }
+}
+
+/// The refusals of a service's shape that no tier allows: a fixed `container_name` with more
+/// than one replica (two containers cannot share a name).
+fn check_shape(service: &str, shape: &ServiceShape) -> Vec<Refusal> {
+    let mut out = Vec::new();
+    if shape.container_name.is_some() && shape.replicas > 1 {
+        out.push(Refusal {
+            service: service.to_string(),
+            field: "container_name".into(),
+            reason: format!(
+                "a fixed container name cannot be shared by {} replicas; remove `container_name` or scale to 1",
+                shape.replicas
+            ),
+        });
+    }
+    out
 }

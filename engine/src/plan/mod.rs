@@ -8,11 +8,13 @@
 //! ([`Code::DependencyCycle`](perry_policies::Code::DependencyCycle), 422).
 
 mod build;
+mod from_compose;
 mod graph;
 mod journal;
 mod service;
 
 pub use build::{DependsOn, Isolation, Plan, PlanRefused, PlannedService, ServiceInput};
+pub use from_compose::{from_compose, ComposeInput};
 pub use graph::{Condition, Edge, Graph, NodeId, PlanError};
 pub use journal::{Journal, JournalError, Resource, ResourceKind};
-pub use service::{check_service, service_tier, Refusal, ServiceAsk};
+pub use service::{check_service, image_tier, service_tier, Refusal, ServiceAsk};

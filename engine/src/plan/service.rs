@@ -93,20 +93,38 @@ const DEFAULT_TIER_CAPS: [&str; 14] = [
     "AUDIT_WRITE",
 ];
 
-/// The service's tier: `default_tier` tightened by `x-perry-tier`, or the refusal of an
-/// `x-perry-tier` that would loosen it.
-pub fn service_tier(ask: &ServiceAsk, default_tier: Tier) -> Result<Tier, Refusal> {
+/// The service's tier: `base` (its image's trust-rule tier, else `[sandbox] default_tier`)
+/// tightened by `x-perry-tier`, or the refusal of an `x-perry-tier` that would loosen it.
+pub fn service_tier(ask: &ServiceAsk, base: Tier) -> Result<Tier, Refusal> {
     match ask.tier {
-        None => Ok(default_tier),
-        Some(t) if t.at_least(default_tier) => Ok(t),
+        None => Ok(base),
+        Some(t) if t.at_least(base) => Ok(t),
         Some(t) => Err(Refusal {
             service: ask.name.clone(),
             field: "x-perry-tier".into(),
             reason: format!(
-                "`{t}` is looser than the configured `{default_tier}` ([sandbox] default_tier); a service may only tighten its tier"
+                "`{t}` is looser than `{base}`, the tier its image's trust rule (or [sandbox] default_tier) sets; a service may only tighten its tier"
             ),
         }),
     }
+}
+
+/// The tier an image starts from: the strictest `tier` of the trust rules matching it (a rule
+/// without one counts as `default_tier`), else `default_tier`.
+pub fn image_tier(config: &perry_policies::Config, image: &str) -> Tier {
+    let default_tier = config.sandbox.default_tier;
+    let Ok(image) = perry_policies::ImageRef::parse(image) else {
+        return default_tier; // refused when it is verified
+    };
+    let rules = config.trust.rules_for(&image);
+    if !rules.iter().any(|r| r.tier.is_some()) {
+        return default_tier;
+    }
+    rules
+        .iter()
+        .map(|r| r.tier.unwrap_or(default_tier))
+        .max()
+        .unwrap_or(default_tier)
 }
 
 /// Every refusal for `ask` running at `tier`; empty when the service may run.
@@ -230,6 +248,33 @@ mod tests {
         ] {
             assert_eq!(check_service(&ask("web"), t), vec![], "{t}");
         }
+    }
+
+    fn config(rules: &str) -> perry_policies::Config {
+        let text = format!(
+            "[sandbox]\ndefault_tier = \"hardened\"\n[trust]\ntrusted_root = \"public-good\"\n{rules}"
+        );
+        perry_policies::Config::from_bytes(text.as_bytes(), "test.toml".as_ref()).unwrap()
+    }
+
+    #[test]
+    fn an_image_starts_from_its_strictest_matching_rule_tier_else_the_default() {
+        let id = "keyless = [{ issuer = \"https://i\", subject = \"s\" }]";
+        let c = config(&format!(
+            "[[trust.policy]]\nimages = [\"r.io/edge/**\"]\n{id}\ntier = \"default\"\n\
+             [[trust.policy]]\nimages = [\"r.io/**\"]\n{id}\n\
+             [[trust.policy]]\nimages = [\"q.io/**\"]\n{id}\ntier = \"isolated\"\n\
+             [[trust.policy]]\nimages = [\"q.io/lab/**\"]\n{id}\ntier = \"untrusted\"\n"
+        ));
+        // r.io/edge matches a `default` rule and a rule without a tier (= hardened): hardened.
+        assert_eq!(image_tier(&c, "r.io/edge/proxy:1"), Tier::Hardened);
+        assert_eq!(image_tier(&c, "q.io/app:1"), Tier::Isolated);
+        assert_eq!(image_tier(&c, "q.io/lab/x:1"), Tier::Untrusted);
+        assert_eq!(image_tier(&c, "z.io/none:1"), Tier::Hardened);
+        let only_edge = config(&format!(
+            "[[trust.policy]]\nimages = [\"r.io/edge/**\"]\n{id}\ntier = \"default\"\n"
+        ));
+        assert_eq!(image_tier(&only_edge, "r.io/edge/proxy:1"), Tier::Default);
     }
 
     #[test]

@@ -1,5 +1,10 @@
 //! The compiler against the seccompiler oracle ([`crate::oracle`]), its size and depth, its
-//! trampolines, and the shape the runtime's notification merge relies on.
+//! trampolines, and the shape the notification merge ([`crate::notify`]) relies on.
+//!
+//! Longer than ~700 lines on purpose: it is one test module whose fixtures (the oracle pairs,
+//! compiled once for every key, and the boundary argument vectors) every section below uses;
+//! the `// ----` sections (fixtures, equivalence, size and depth, segments, trampolines) are
+//! its outline.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;

@@ -1,12 +1,12 @@
-//! perry-confine-probe: applies a tier's profile to itself, then tries things and reports what
-//! happened, as one JSON object on stdout (`{"probe": "ok" | "errno:N" | ..., ...}`).
+//! perry-confine-probe: tries things and reports what happened, as one JSON object on stdout
+//! (`{"probe": "ok" | "errno:N" | ..., ...}`). It applies no confinement itself.
 //!
-//! It exists so the enforcement tests exercise the real kernel with the real `confine::apply`
-//! (and, with `--tier none`, the same probes inside a podman container running the exported OCI
-//! profile). It must stay single-threaded until `apply` has returned.
+//! It exists so the enforcement tests exercise the real kernel: it is the workload of
+//! `native::run` under a tier's production `ProfileStep` (`tests/confine.rs`,
+//! `tests/native_profile.rs`), and of a podman container running the exported OCI profile
+//! (`tests/confine_podman.rs`).
 //!
-//! Usage: `perry-confine-probe --tier TIER|none [--write DIR]... [--connect PORT]...
-//!         [--deny SYSCALL]... [--require-landlock] [--no-landlock-kernel] PROBE...`
+//! Usage: `perry-confine-probe PROBE...`
 //!
 //! Probes: socket_inet socket_inet6 socket_unix socketpair_unix unshare mount ptrace keyctl bpf
 //! io_uring_setup personality_set personality_query clone_newns clone_newuser clone3 tiocsti
@@ -16,9 +16,6 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::process::Command;
-
-use perry_policies::{Tier, TierOverride};
-use perry_profiles::{Grants, NetworkGrant, Profile};
 
 fn errno_result(rc: i64) -> String {
     if rc < 0 {
@@ -202,29 +199,6 @@ fn probe(name: &str) -> String {
     }
 }
 
-/// Fault injection: makes the `landlock_*` calls return ENOSYS, as on a kernel without
-/// Landlock, by installing a small seccomp filter before the profile is applied.
-fn hide_landlock() {
-    use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
-    let rules = [
-        libc::SYS_landlock_create_ruleset,
-        libc::SYS_landlock_add_rule,
-        libc::SYS_landlock_restrict_self,
-    ]
-    .into_iter()
-    .map(|nr| (nr, vec![]))
-    .collect();
-    let filter = SeccompFilter::new(
-        rules,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
-        TargetArch::x86_64,
-    )
-    .expect("filter");
-    let prog: BpfProgram = filter.try_into().expect("compile");
-    seccompiler::apply_filter(&prog).expect("install the landlock-hiding filter");
-}
-
 trait Pipe: Sized {
     fn pipe<R>(self, f: impl FnOnce(Self) -> R) -> R {
         f(self)
@@ -233,50 +207,8 @@ trait Pipe: Sized {
 impl<T> Pipe for T {}
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let mut tier = None;
-    let mut grants = Grants::default();
-    let mut ov = TierOverride::default();
-    let mut probes = Vec::new();
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--tier" => tier = Some(args.next().expect("--tier VALUE")),
-            "--write" => grants
-                .writable
-                .push(args.next().expect("--write DIR").into()),
-            "--connect" => grants
-                .network
-                .get_or_insert_with(NetworkGrant::default)
-                .tcp_connect
-                .push(args.next().expect("--connect PORT").parse().expect("port")),
-            "--deny" => ov.deny_syscalls.push(args.next().expect("--deny SYSCALL")),
-            "--require-landlock" => ov.require_landlock = Some(true),
-            "--no-landlock-kernel" => hide_landlock(),
-            _ => probes.push(a),
-        }
-    }
-    let tier = tier.expect("--tier TIER|none");
     let mut out = BTreeMap::new();
-    if tier != "none" {
-        let t: Tier = tier.parse().unwrap_or_else(|e| panic!("{e}"));
-        let profile = match Profile::for_tier(t, Some(&ov), &grants) {
-            Ok(p) => p,
-            Err(e) => {
-                println!("{}", serde_json::json!({"profile_error": e.to_string()}));
-                std::process::exit(3);
-            }
-        };
-        match perry_runtime::confine::apply(&profile) {
-            Ok(applied) => {
-                out.insert("landlock".to_string(), format!("{:?}", applied.landlock));
-            }
-            Err(e) => {
-                println!("{}", serde_json::json!({"apply_error": e.to_string()}));
-                std::process::exit(2);
-            }
-        }
-    }
-    for p in probes {
+    for p in std::env::args().skip(1) {
         let r = probe(&p);
         out.insert(p, r);
     }

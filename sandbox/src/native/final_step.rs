@@ -103,6 +103,7 @@ impl StepChannel {
 /// Not a public door: outside this crate it is reachable only with the `test-support` feature
 /// (this crate's own tests and benches, which compare the floor with the tier profile).
 #[derive(Clone, Copy, Debug, Default)]
+#[cfg_attr(not(feature = "test-support"), allow(unreachable_pub))]
 pub struct MinimalFinalStep;
 
 /// `SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP | …_LOCKED | SECBIT_KEEP_CAPS_LOCKED

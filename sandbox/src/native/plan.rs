@@ -50,6 +50,37 @@ pub(crate) struct PlannedBind {
     pub expect: Option<(u64, u64)>,
 }
 
+/// Mount points the image lacks, provided without changing the verified rootfs (it is shared
+/// by every run of its digest and must stay what unpack produced).
+///
+/// Inside the sandbox's own mount namespace, after the rootfs is bound read-only, init mounts a
+/// tiny tmpfs (the *layer*) on the rootfs's `/tmp` (which the sandbox's own `/tmp` covers later),
+/// creates in it every directory on the way to each missing target, and mounts a read-only,
+/// upper-less overlay over the whole rootfs: `lowerdir=tmp:.` with init's working directory at
+/// the rootfs, i.e. the layer above the image. Directories merge, so the image's own entries
+/// all stay visible and the new ones appear beside them; nothing is ever written through the
+/// overlay (it has no upper layer), so there is no copy-up, which in a user namespace would fail
+/// for the image's files (their owners are not mapped). A merged directory shows the layer's
+/// owner (the namespace root) with the image's mode; the overlay is read-only, nosuid, nodev
+/// like the rootfs bind. Both mounts go with the old root at `pivot_root`'s detach, except the
+/// overlay, which is the new root.
+///
+/// Chosen over a tmpfs on the nearest existing parent (which hides the image's entries there)
+/// and over a writable overlay per parent (copy-up of an existing parent fails with EOVERFLOW
+/// in a user namespace, and nested parents stack overlays past the kernel's depth limit).
+/// Runs whose targets all exist mount neither.
+pub(crate) struct MountPoints {
+    /// tmpfs options of the layer (its root carries the rootfs root's mode).
+    pub layer_data: CString,
+    /// Directories to create in the layer, parent first, relative to the rootfs (`tmp/...`),
+    /// with their modes.
+    pub dirs: Vec<(CString, u32)>,
+    /// `"overlay"`.
+    pub overlay: CString,
+    /// The overlay's options, relative to init's working directory (the rootfs).
+    pub overlay_data: CString,
+}
+
 /// A null-terminated `char *[]` plus the `CString`s it points into.
 pub(crate) struct CVec {
     _owned: Vec<CString>,
@@ -117,6 +148,8 @@ pub(crate) struct Plan {
     pub tmp_dir: CString,
     pub tmp_data: CString,
     pub binds: Vec<PlannedBind>,
+    /// Mount points the image lacks (`None`: every target exists).
+    pub mount_points: Option<MountPoints>,
     pub host_dev_null: CString,
     pub dot: CString,
     pub slash: CString,
@@ -237,20 +270,118 @@ fn under(rootfs: &Path, target: &Path, field: &'static str) -> Result<PathBuf, R
 /// A mount point inside the rootfs must exist, and no component may be a symlink: the child
 /// mounts before `pivot_root`, where a symlink would resolve against the host's root.
 fn check_mount_point(rootfs: &Path, inside: &Path) -> Result<(), RunError> {
+    match existing_prefix(rootfs, inside)? {
+        None => Ok(()),
+        Some(missing) => Err(RunError::MountPointMissing {
+            path: rootfs.join(missing),
+        }),
+    }
+}
+
+/// Walks `inside` (relative to `rootfs`) component by component without following symlinks.
+/// Returns `None` when the whole path exists, else the first missing prefix. Every existing
+/// component must not be a symlink (the child mounts before `pivot_root`, where a symlink would
+/// resolve against the host's root), and the last existing one before a missing component
+/// must be a directory.
+fn existing_prefix(rootfs: &Path, inside: &Path) -> Result<Option<PathBuf>, RunError> {
     let mut cur = rootfs.to_path_buf();
+    let mut rel = PathBuf::new();
     for c in inside.components() {
         if let Component::Normal(n) = c {
             cur.push(n);
+            rel.push(n);
             match std::fs::symlink_metadata(&cur) {
                 Ok(m) if m.file_type().is_symlink() => {
                     return Err(RunError::MountPointSymlink { path: cur })
                 }
                 Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let parent = cur.parent().unwrap_or(rootfs);
+                    if !parent.is_dir() {
+                        return Err(RunError::InvalidSpec {
+                            field: "mounts.target",
+                            reason: format!("{} is not a directory in the image", parent.display()),
+                        });
+                    }
+                    return Ok(Some(rel));
+                }
                 Err(_) => return Err(RunError::MountPointMissing { path: cur }),
             }
         }
     }
-    Ok(())
+    Ok(None)
+}
+
+/// Mount points the image lacks, provided without writing to the rootfs (see
+/// [`MountPoints`]): every directory on the way to each missing target, parent first, with the
+/// mode it shows inside the sandbox (the image's own mode for directories the image has, 0755
+/// for new ones).
+fn missing_mount_points(
+    rootfs: &Path,
+    targets: &[PathBuf],
+) -> Result<Option<MountPoints>, RunError> {
+    let mut dirs: std::collections::BTreeMap<PathBuf, u32> = std::collections::BTreeMap::new();
+    for target in targets {
+        let inside = target.strip_prefix("/").unwrap_or(target);
+        let Some(missing) = existing_prefix(rootfs, inside)? else {
+            continue;
+        };
+        // The filesystems the sandbox mounts itself would hide a directory made here.
+        if let Some(Component::Normal(top)) = inside.components().next() {
+            if ["proc", "dev", "tmp"].iter().any(|d| top == *d) {
+                return Err(RunError::InvalidSpec {
+                    field: "mounts.target",
+                    reason: format!(
+                        "{}: missing from the image under /{}, which the sandbox mounts itself",
+                        target.display(),
+                        top.to_string_lossy()
+                    ),
+                });
+            }
+        }
+        let mut rel = PathBuf::new();
+        for c in inside.components() {
+            let Component::Normal(n) = c else { continue };
+            rel.push(n);
+            let mode = if rel.starts_with(&missing) {
+                0o755
+            } else {
+                let m = std::fs::symlink_metadata(rootfs.join(&rel)).map_err(|_| {
+                    RunError::MountPointMissing {
+                        path: rootfs.join(&rel),
+                    }
+                })?;
+                m.permissions().mode() & 0o7777
+            };
+            dirs.entry(rel.clone()).or_insert(mode);
+        }
+    }
+    if dirs.is_empty() {
+        return Ok(None);
+    }
+    let root_mode = std::fs::metadata(rootfs)
+        .map_err(|_| RunError::MountPointMissing {
+            path: rootfs.to_path_buf(),
+        })?
+        .permissions()
+        .mode()
+        & 0o7777;
+    // Directories take no data pages on tmpfs, only inodes: one per directory and the root.
+    let layer_data = format!("mode={root_mode:o},size=4k,nr_inodes={}", dirs.len() + 2);
+    let dirs = dirs
+        .into_iter()
+        .map(|(rel, mode)| {
+            let mut p = b"tmp/".to_vec();
+            p.extend_from_slice(rel.as_os_str().as_bytes());
+            Ok((cstr("mounts.target", &p)?, mode))
+        })
+        .collect::<Result<_, RunError>>()?;
+    Ok(Some(MountPoints {
+        layer_data: cstr("mounts.target", layer_data.as_bytes())?,
+        dirs,
+        overlay: cstr("", b"overlay")?,
+        overlay_data: cstr("", b"lowerdir=tmp:.")?,
+    }))
 }
 
 /// The child switches to unprivileged host ids before touching the rootfs, so the rootfs and
@@ -298,9 +429,13 @@ impl Plan {
             check_mount_point(&rootfs, Path::new(d))?;
         }
         let mut binds = Vec::new();
+        for b in &spec.mounts {
+            under(&rootfs, &b.target, "mounts.target")?;
+        }
+        let targets: Vec<PathBuf> = spec.mounts.iter().map(|b| b.target.clone()).collect();
+        let mount_points = missing_mount_points(&rootfs, &targets)?;
         for (i, b) in spec.mounts.iter().enumerate() {
             let target = under(&rootfs, &b.target, "mounts.target")?;
-            check_mount_point(&rootfs, b.target.strip_prefix("/").unwrap_or(&b.target))?;
             let source = b.source.canonicalize().map_err(|_| RunError::InvalidSpec {
                 field: "mounts.source",
                 reason: format!("mount {i}: {} does not exist", b.source.display()),
@@ -446,6 +581,7 @@ impl Plan {
                 format!("mode=1777,size={}", spec.tmpfs_size).as_bytes(),
             )?,
             binds,
+            mount_points,
             host_dev_null: cstr("dev", b"/dev/null")?,
             dot: cstr("", b".")?,
             slash: cstr("", b"/")?,

@@ -1,29 +1,31 @@
 //! A tier's [`Profile`] as the runner's [`FinalStep`], with a seccomp supervisor that reports
 //! every denied system call.
 //!
-//! `perry_runtime::confine::apply` applies a profile to the calling process in the documented
-//! order (rlimits, securebits, capabilities, no_new_privs, Landlock, seccomp). It is written for
-//! a single-threaded process: it builds `HashSet`s (the `caps` crate), opens Landlock path fds
-//! through the `landlock` crate and formats error strings. The native runner cannot call it:
-//! its child is a raw `clone` of a possibly multi-threaded parent, where any allocation may
-//! deadlock on a malloc lock held by a thread that does not exist in the child.
-//!
-//! [`ProfileStep`] therefore splits the same work in two:
+//! This is the one implementation of a tier's confinement: every sandboxed command runs under it
+//! (the four-tier attack matrix in `tests/confine.rs` attacks it through `native::run`). The
+//! runner's child is a raw `clone` of a possibly multi-threaded parent, where any allocation may
+//! deadlock on a malloc lock held by a thread that does not exist in the child, so the work is
+//! split in two:
 //! * **[`ProfileStep::new`], in the parent**, turns the profile into plain numbers and C strings:
 //!   capability bitmasks, rlimit pairs, the Landlock handled-access masks and one
-//!   `(path, access)` pair per rule (computed with the `landlock` crate for the kernel's ABI,
-//!   exactly as `confine` does), and one merged seccomp program (below).
-//! * **[`FinalStep::apply`], in the child**, issues raw syscalls only, in `confine`'s order.
+//!   `(path, access)` pair per rule (computed with the `landlock` crate for the kernel's ABI),
+//!   and takes the tier's precompiled notification program (below).
+//! * **[`FinalStep::apply`], in the child**, issues raw syscalls only, in this fixed order (as in
+//!   Firecracker's jailer): rlimits (lowered while we still may); securebits (set and locked
+//!   while `CAP_SETPCAP` is held, so uid 0 means nothing); capabilities (bounding set first,
+//!   then ambient, then the capset sets); no_new_privs (setuid binaries and file capabilities
+//!   can no longer raise privilege); Landlock (needs the `landlock_*` syscalls, so before
+//!   seccomp); seccomp last, because it may forbid the calls the earlier steps use.
 //!   The Landlock ruleset is created and its path rules are added *in the child after
 //!   `pivot_root`*, because Landlock binds rules to inodes: a rule on the host's `<rootfs>/tmp`
 //!   would not cover the tmpfs mounted over it.
 //!
 //! # Which syscalls seccomp denied
 //!
-//! `confine` installs the tier's two programs (allowlist, default `ENOSYS`; then the `EPERM`
-//! argument filter). Here they are merged into one program whose every `ERRNO` return becomes
-//! `SECCOMP_RET_USER_NOTIF` (an `ALLOW` of the first part jumps to the second part, so the
-//! result is the same as stacking). The filter is installed with
+//! A tier has two programs (allowlist, default `ENOSYS`; then the `EPERM` argument filter).
+//! `perry-profiles` merges them, once per compiled tier, into one program whose every `ERRNO`
+//! return becomes `SECCOMP_RET_USER_NOTIF` ([`SeccompProgram::notify`]; an `ALLOW` of the first
+//! part jumps to the second part, so the result is the same as stacking). It is installed with
 //! `SECCOMP_FILTER_FLAG_NEW_LISTENER`; the workload sends the listener to the supervisor over a
 //! socket (`SCM_RIGHTS`) and goes on to `execve` (a refused call made before the supervisor has
 //! taken it waits in the kernel). From then on each refused call reaches
@@ -61,9 +63,6 @@ pub enum ProfileStepError {
     /// A Landlock path contains a NUL byte.
     #[error("landlock path {0:?} contains a NUL byte")]
     Path(std::path::PathBuf),
-    /// The merged seccomp program exceeds the kernel's 4096 instructions.
-    #[error("merged seccomp program has {0} instructions; the kernel's limit is 4096")]
-    ProgramTooLarge(usize),
     /// The tier's seccomp program refuses a call the workload makes between installing it and
     /// `execve`, to hand its listener to the supervisor (e.g. `deny_syscalls = ["sendmsg"]`).
     #[error(
@@ -71,34 +70,25 @@ pub enum ProfileStepError {
          listener to the supervisor before execve; remove it from deny_syscalls"
     )]
     HandoffDenied(&'static str),
-    /// The compiled program contains an instruction the merge does not understand.
-    #[error("seccomp program instruction {index} has unexpected opcode {code:#x}")]
-    UnexpectedInstruction {
-        /// Position in the program.
-        index: usize,
-        /// The opcode.
-        code: u16,
-    },
 }
 
-/// The Landlock ABI asked for: the same as `confine::LANDLOCK_ABI`.
+/// The Landlock ABI asked for: V6 (filesystem incl. ioctl on devices, TCP bind/connect,
+/// abstract-socket and signal scoping). V7 only adds audit-log flags.
 const WANTED_ABI: i32 = 6;
 
-/// `struct sock_filter`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct SockFilter {
-    pub code: u16,
-    pub jt: u8,
-    pub jf: u8,
-    pub k: u32,
-}
-
-/// `struct sock_fprog`.
-#[repr(C)]
-struct SockFprog {
-    len: u16,
-    filter: *const SockFilter,
+/// How much of a tier's Landlock ruleset this kernel enforces (for the run's record), decided
+/// by [`ProfileStep::new`] from the kernel's ABI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LandlockOutcome {
+    /// The tier does not use Landlock.
+    NotUsed,
+    /// Every requested restriction is enforced.
+    FullyEnforced,
+    /// Some restrictions are not supported by this kernel (an ABI older than the one asked for).
+    PartiallyEnforced,
+    /// Landlock is unavailable; the tier does not require it, so the run goes on without.
+    NotEnforced,
 }
 
 /// `struct landlock_ruleset_attr` (ABI 6 layout; the size passed tells the kernel how much).
@@ -128,13 +118,6 @@ const LANDLOCK_RULE_PATH_BENEATH: libc::c_long = 1;
 const LANDLOCK_RULE_NET_PORT: libc::c_long = 2;
 const LANDLOCK_CREATE_RULESET_VERSION: libc::c_long = 1;
 
-const RET_K: u16 = 0x06;
-const JA: u16 = 0x05;
-const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
-const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
-const SECCOMP_RET_USER_NOTIF: u32 = 0x7fc0_0000;
-const SECCOMP_RET_ACTION_FULL: u32 = 0xffff_0000;
-
 /// Landlock work prepared for the child.
 #[derive(Debug)]
 struct LandlockPlan {
@@ -157,7 +140,8 @@ pub struct ProfileStep {
     inheritable: u64,
     ambient: u64,
     landlock: Option<LandlockPlan>,
-    filter: Vec<SockFilter>,
+    landlock_outcome: LandlockOutcome,
+    /// The tier's programs; the child installs `program.notify`.
     program: Arc<SeccompProgram>,
 }
 
@@ -189,7 +173,8 @@ fn abi_enum(v: i32) -> ABI {
 
 impl ProfileStep {
     /// Prepares `profile` for the runner. Fails (nothing may run) when the tier requires
-    /// Landlock the kernel cannot enforce, or the merged seccomp program is too large.
+    /// Landlock the kernel cannot enforce, or its seccomp program refuses a call the handoff
+    /// needs.
     pub fn new(profile: &Profile) -> Result<Self, ProfileStepError> {
         let rlimits = profile
             .rlimits
@@ -203,10 +188,16 @@ impl ProfileStep {
                 (res as libc::c_int, r.limit)
             })
             .collect();
+        let mut landlock_outcome = LandlockOutcome::NotUsed;
         let landlock = match &profile.landlock {
             None => None,
             Some(rules) => {
                 let kernel = landlock_abi();
+                landlock_outcome = match kernel {
+                    k if k <= 0 => LandlockOutcome::NotEnforced,
+                    k if k < WANTED_ABI => LandlockOutcome::PartiallyEnforced,
+                    _ => LandlockOutcome::FullyEnforced,
+                };
                 if rules.required && kernel < WANTED_ABI {
                     return Err(ProfileStepError::LandlockRequired {
                         wanted: WANTED_ABI,
@@ -276,7 +267,6 @@ impl ProfileStep {
                 return Err(ProfileStepError::HandoffDenied(call));
             }
         }
-        let filter = merge_for_notification(&profile.seccomp)?;
         Ok(ProfileStep {
             rlimits,
             securebits: libc::c_ulong::from(profile.securebits),
@@ -286,80 +276,14 @@ impl ProfileStep {
             inheritable: mask(&profile.caps.inheritable),
             ambient: mask(&profile.caps.ambient),
             landlock,
-            filter,
+            landlock_outcome,
             program: Arc::clone(&profile.seccomp),
         })
     }
 
-    /// The merged program (for tests and `profiles show`-style inspection).
-    #[cfg(test)]
-    pub(crate) fn filter(&self) -> &[SockFilter] {
-        &self.filter
-    }
-}
-
-/// One program equivalent to stacking the allowlist and the EPERM program, with every `ERRNO`
-/// turned into `USER_NOTIF` (see the module docs).
-pub(crate) fn merge_for_notification(
-    p: &SeccompProgram,
-) -> Result<Vec<SockFilter>, ProfileStepError> {
-    let convert = |f: &seccompiler::sock_filter| SockFilter {
-        code: f.code,
-        jt: f.jt,
-        jf: f.jf,
-        k: f.k,
-    };
-    let first: Vec<SockFilter> = p.allowlist.iter().map(convert).collect();
-    let second: Vec<SockFilter> = p.eperm.iter().map(convert).collect();
-    let total = first.len() + second.len();
-    if total > 4096 {
-        return Err(ProfileStepError::ProgramTooLarge(total));
-    }
-    let mut out = Vec::with_capacity(total);
-    for (i, f) in first.iter().enumerate() {
-        out.push(if f.code == RET_K {
-            match f.k & SECCOMP_RET_ACTION_FULL {
-                SECCOMP_RET_ALLOW => SockFilter {
-                    code: JA,
-                    jt: 0,
-                    jf: 0,
-                    k: (first.len() - i - 1) as u32,
-                },
-                SECCOMP_RET_ERRNO => notify(),
-                _ => *f,
-            }
-        } else {
-            check_opcode(i, f)?;
-            *f
-        });
-    }
-    for (i, f) in second.iter().enumerate() {
-        out.push(
-            if f.code == RET_K && f.k & SECCOMP_RET_ACTION_FULL == SECCOMP_RET_ERRNO {
-                notify()
-            } else {
-                check_opcode(first.len() + i, f)?;
-                *f
-            },
-        );
-    }
-    Ok(out)
-}
-
-fn notify() -> SockFilter {
-    SockFilter {
-        code: RET_K,
-        jt: 0,
-        jf: 0,
-        k: SECCOMP_RET_USER_NOTIF,
-    }
-}
-
-/// Only loads, ALU-and, jumps and `RET K` may appear: a `RET A` would escape the rewrite.
-fn check_opcode(index: usize, f: &SockFilter) -> Result<(), ProfileStepError> {
-    match f.code {
-        0x20 | 0x54 | 0x05 | 0x06 | 0x15 | 0x25 | 0x35 | 0x45 => Ok(()),
-        code => Err(ProfileStepError::UnexpectedInstruction { index, code }),
+    /// How much of the tier's Landlock ruleset this kernel enforces.
+    pub fn landlock(&self) -> LandlockOutcome {
+        self.landlock_outcome
     }
 }
 
@@ -517,11 +441,14 @@ impl ProfileStep {
         Ok(())
     }
 
-    /// Install the merged filter with a listener and hand the listener to the supervisor.
+    /// Install the tier's notification program with a listener and hand the listener to the
+    /// supervisor.
     fn install_seccomp(&self, ch: &StepChannel) -> Result<(), FinalStepError> {
-        let prog = SockFprog {
-            len: self.filter.len() as u16,
-            filter: self.filter.as_ptr(),
+        let notify = &self.program.notify;
+        // `seccompiler::sock_filter` is `#[repr(C)]` with the kernel's layout, like libc's.
+        let prog = libc::sock_fprog {
+            len: notify.len() as u16,
+            filter: notify.as_ptr().cast::<libc::sock_filter>().cast_mut(),
         };
         let supervised = ch.sock >= 0;
         let flags = if supervised {
@@ -529,14 +456,14 @@ impl ProfileStep {
         } else {
             0
         };
-        // SAFETY: seccomp(2) copies the program from a struct pointing at our Vec's buffer,
-        // which outlives the call.
+        // SAFETY: seccomp(2) only reads the program, from a struct pointing at the profile's
+        // buffer (held by our Arc), which outlives the call.
         let listener = unsafe {
             libc::syscall(
                 libc::SYS_seccomp,
                 libc::SECCOMP_SET_MODE_FILTER,
                 flags,
-                &prog as *const SockFprog,
+                &prog as *const libc::sock_fprog,
             )
         };
         if listener < 0 {
@@ -684,80 +611,7 @@ fn add_rules(fd: i32, ll: &LandlockPlan) -> Result<(), FinalStepError> {
 mod tests {
     use super::*;
     use perry_policies::Tier;
-    use perry_profiles::{Grants, Verdict};
-
-    /// The kernel's classic-BPF semantics for the opcodes our programs use.
-    fn run(prog: &[SockFilter], nr: i32, args: &[u64; 6]) -> u32 {
-        let (mut a, mut pc) = (0u32, 0usize);
-        loop {
-            let ins = prog[pc];
-            pc += 1;
-            match ins.code {
-                0x20 => {
-                    a = match ins.k {
-                        0 => nr as u32,
-                        4 => 0xc000_003e,
-                        o => {
-                            let v = args[((o - 16) / 8) as usize];
-                            if (o - 16) % 8 == 0 {
-                                v as u32
-                            } else {
-                                (v >> 32) as u32
-                            }
-                        }
-                    }
-                }
-                0x54 => a &= ins.k,
-                0x05 => pc += ins.k as usize,
-                0x06 => return ins.k,
-                code => {
-                    let t = match code {
-                        0x15 => a == ins.k,
-                        0x25 => a > ins.k,
-                        0x35 => a >= ins.k,
-                        _ => a & ins.k != 0,
-                    };
-                    pc += if t { ins.jt } else { ins.jf } as usize;
-                }
-            }
-        }
-    }
-
-    /// For every syscall number and a spread of argument values, the merged program notifies
-    /// exactly when the stacked programs return an errno, allows when they allow, kills when
-    /// they kill.
-    #[test]
-    fn merged_program_matches_the_stacked_filters() {
-        for tier in [
-            Tier::Default,
-            Tier::Isolated,
-            Tier::Hardened,
-            Tier::Untrusted,
-        ] {
-            let p = Profile::for_tier(tier, None, &Grants::default()).unwrap();
-            let step = ProfileStep::new(&p).unwrap();
-            let arg_sets: [[u64; 6]; 5] = [
-                [0; 6],
-                [1, 1, 0, 0, 0, 0],
-                [2, 1, 0, 0, 0, 0],
-                [0x1000_0000 | 0x11, 0, 0, 0, 0, 0],
-                [u64::MAX; 6],
-            ];
-            for nr in 0..460 {
-                for args in &arg_sets {
-                    let want = p.seccomp.evaluate(0xc000_003e, nr, args);
-                    let got = run(step.filter(), nr, args);
-                    match want {
-                        Verdict::Allow => assert_eq!(got, SECCOMP_RET_ALLOW, "{tier:?} nr {nr}"),
-                        Verdict::Errno(_) => {
-                            assert_eq!(got, SECCOMP_RET_USER_NOTIF, "{tier:?} nr {nr} {args:?}")
-                        }
-                        Verdict::Kill => assert_eq!(got & 0xffff_0000, 0x8000_0000),
-                    }
-                }
-            }
-        }
-    }
+    use perry_profiles::Grants;
 
     #[test]
     fn hardened_has_no_capabilities_and_landlock_paths() {

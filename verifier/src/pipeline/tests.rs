@@ -37,6 +37,7 @@ fn config(subject: &str, issuer: &str) -> Config {
             subject_regex: None,
         }],
         keys: vec![],
+        tier: None,
     }];
     c
 }

@@ -15,6 +15,7 @@ pub struct ConfigBuilder {
     images: Vec<String>,
     keyless: Vec<(String, String)>,
     tag_ttl: Option<String>,
+    tiered: Vec<(Vec<String>, String)>,
     extra: String,
 }
 
@@ -32,6 +33,7 @@ impl ConfigBuilder {
             images: vec![format!("{}/**", reg.host())],
             keyless: vec![(DEFAULT_ISSUER.into(), DEFAULT_IDENTITY.into())],
             tag_ttl: None,
+            tiered: Vec::new(),
             extra: String::new(),
         }
     }
@@ -51,6 +53,16 @@ impl ConfigBuilder {
     /// Replace the rule's keyless authorities with exactly this `(issuer, subject)`.
     pub fn identity(mut self, issuer: &str, subject: &str) -> Self {
         self.keyless = vec![(issuer.into(), subject.into())];
+        self
+    }
+
+    /// Adds a rule for `globs`, signed like the main rule, whose images start at `tier`
+    /// (compose services; `[[trust.policy]] tier = …`).
+    pub fn tiered_rule(mut self, globs: &[&str], tier: &str) -> Self {
+        self.tiered.push((
+            globs.iter().map(|s| s.to_string()).collect(),
+            tier.to_string(),
+        ));
         self
     }
 
@@ -86,6 +98,7 @@ impl ConfigBuilder {
              [sandbox]\nstate_dir = {state}\n\n\
              [trust]\ntrusted_root = {root}\n{tag_ttl}\n\
              [[trust.policy]]\nname = \"testworld\"\nimages = [{images}]\nkeyless = [{keyless}]\n\n\
+             {tiered}\
              [registries.{host}]\ninsecure = true\n\n{extra}",
             state = toml_str(&state_dir.display().to_string()),
             root = toml_str(&self.trusted_root.display().to_string()),
@@ -95,6 +108,19 @@ impl ConfigBuilder {
                 .map(|t| format!("tag_ttl = {}\n", toml_str(t)))
                 .unwrap_or_default(),
             host = toml_str(&self.registry_host),
+            tiered = self
+                .tiered
+                .iter()
+                .enumerate()
+                .map(|(i, (globs, tier))| {
+                    let globs: Vec<String> = globs.iter().map(|g| toml_str(g)).collect();
+                    format!(
+                        "[[trust.policy]]\nname = \"tiered-{i}\"\nimages = [{}]\nkeyless = [{keyless}]\ntier = {}\n\n",
+                        globs.join(", "),
+                        toml_str(tier)
+                    )
+                })
+                .collect::<String>(),
             extra = self.extra,
         )
     }

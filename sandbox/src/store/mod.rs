@@ -24,7 +24,7 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +33,13 @@ use std::time::{Duration, SystemTime};
 
 use perry_policies::Digest;
 use sha2::{Digest as _, Sha256};
+
+mod reader;
+mod writer;
+
+pub use reader::{into_store_error, BlobReader};
+pub use writer::BlobWriter;
+use writer::InflightGuard;
 
 /// Temp files older than this are considered abandoned by a crashed writer and removed by `gc`.
 const STALE_TEMP_AGE: Duration = Duration::from_secs(60 * 60);
@@ -128,9 +135,9 @@ pub struct GcReport {
 }
 
 #[derive(Default)]
-struct Inflight {
-    digests: Mutex<HashSet<Digest>>,
-    done: Condvar,
+pub(super) struct Inflight {
+    pub(super) digests: Mutex<HashSet<Digest>>,
+    pub(super) done: Condvar,
 }
 
 /// The content-addressed blob store. Cheap to clone; clones share the in-process coalescing
@@ -452,260 +459,6 @@ impl BlobStore {
             source,
         })?;
         Ok(rd.filter_map(Result::ok).collect())
-    }
-}
-
-struct InflightGuard {
-    inflight: Arc<Inflight>,
-    digest: Digest,
-}
-
-impl Drop for InflightGuard {
-    fn drop(&mut self) {
-        let mut set = self
-            .inflight
-            .digests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        set.remove(&self.digest);
-        drop(set);
-        self.inflight.done.notify_all();
-    }
-}
-
-/// The single in-process writer for one blob: push bytes (or use it as an [`io::Write`]), then
-/// [`commit`](Self::commit). Dropping it without committing deletes the temp file and lets a
-/// waiting ingest of the same digest take over. Exists so an async puller can feed chunks from a
-/// network stream without this crate depending on an async runtime.
-pub struct BlobWriter {
-    store_dir: PathBuf,
-    expected: Digest,
-    expected_size: Option<u64>,
-    temp_path: PathBuf,
-    file: Option<File>,
-    hasher: Sha256,
-    written: u64,
-    _guard: InflightGuard,
-}
-
-impl std::fmt::Debug for BlobWriter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlobWriter")
-            .field("expected", &self.expected)
-            .field("written", &self.written)
-            .finish()
-    }
-}
-
-impl BlobWriter {
-    /// Appends a chunk. Fails early (and discards the temp file) once more bytes arrived than the
-    /// expected size.
-    pub fn push(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
-        self.written += chunk.len() as u64;
-        if let Some(expected) = self.expected_size {
-            if self.written > expected {
-                self.discard();
-                return Err(StoreError::SizeMismatch {
-                    digest: self.expected.clone(),
-                    expected,
-                    actual: self.written,
-                });
-            }
-        }
-        self.hasher.update(chunk);
-        let Some(file) = self.file.as_mut() else {
-            return Err(self.io_err("write after failure to", io::ErrorKind::Other.into()));
-        };
-        if let Err(e) = file.write_all(chunk) {
-            self.discard();
-            return Err(self.io_err("cannot write temp file", e));
-        }
-        Ok(())
-    }
-
-    /// How many bytes were pushed so far (for progress reporting).
-    pub fn written(&self) -> u64 {
-        self.written
-    }
-
-    /// Verifies size and digest, fsyncs, renames into place, fsyncs the directory. On mismatch the
-    /// temp file is removed and nothing is kept.
-    pub fn commit(mut self) -> Result<BlobInfo, StoreError> {
-        let actual = Digest::from_sha256(&std::mem::take(&mut self.hasher).finalize().into());
-        if let Some(expected) = self.expected_size {
-            if self.written != expected {
-                self.discard();
-                return Err(StoreError::SizeMismatch {
-                    digest: self.expected.clone(),
-                    expected,
-                    actual: self.written,
-                });
-            }
-        }
-        if actual != self.expected {
-            self.discard();
-            return Err(StoreError::DigestMismatch {
-                expected: self.expected.clone(),
-                actual,
-            });
-        }
-        let Some(file) = self.file.take() else {
-            return Err(self.io_err("write after failure to", io::ErrorKind::Other.into()));
-        };
-        let finish = |file: &File| -> io::Result<()> {
-            file.set_permissions(fs::Permissions::from_mode(0o444))?;
-            file.sync_all()
-        };
-        if let Err(e) = finish(&file) {
-            drop(file);
-            self.discard();
-            return Err(self.io_err("cannot fsync temp file", e));
-        }
-        drop(file);
-        let dest = self.store_dir.join(self.expected.hex());
-        if let Err(e) = fs::rename(&self.temp_path, &dest) {
-            self.discard();
-            return Err(self.io_err("cannot rename temp file", e));
-        }
-        sync_dir(&self.store_dir);
-        let meta = fs::metadata(&dest).map_err(|e| self.io_err("cannot stat committed blob", e))?;
-        Ok(BlobInfo {
-            digest: self.expected.clone(),
-            size: meta.len(),
-            modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-        })
-    }
-
-    fn discard(&mut self) {
-        self.file = None;
-        let _ = fs::remove_file(&self.temp_path);
-    }
-
-    fn io_err(&self, what: &'static str, source: io::Error) -> StoreError {
-        StoreError::Io {
-            digest: self.expected.clone(),
-            what,
-            path: self.temp_path.clone(),
-            source,
-        }
-    }
-}
-
-impl Write for BlobWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.push(buf).map_err(io::Error::other)?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Drop for BlobWriter {
-    fn drop(&mut self) {
-        if self.file.is_some() {
-            self.discard();
-        }
-    }
-}
-
-/// A verifying reader over one stored blob (see [`BlobStore::open`]).
-pub struct BlobReader {
-    file: File,
-    path: PathBuf,
-    digest: Digest,
-    hasher: Option<Sha256>,
-    verified: bool,
-}
-
-impl std::fmt::Debug for BlobReader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlobReader")
-            .field("digest", &self.digest)
-            .finish()
-    }
-}
-
-impl BlobReader {
-    /// The blob being read.
-    pub fn digest(&self) -> &Digest {
-        &self.digest
-    }
-
-    /// Reads whatever is left and verifies the digest. Consumers that may stop early (a tar
-    /// reader stops at the end-of-archive marker) call this so trailing bytes are covered too.
-    pub fn finish(mut self) -> Result<(), StoreError> {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match self.read(&mut buf) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(self.io_error(e)),
-            }
-        }
-        if self.verified {
-            Ok(())
-        } else {
-            Err(StoreError::Io {
-                digest: self.digest.clone(),
-                what: "verification did not complete for",
-                path: self.path.clone(),
-                source: io::ErrorKind::UnexpectedEof.into(),
-            })
-        }
-    }
-
-    /// Turns an error from `read` back into a [`StoreError`] (recovering `Corrupt`).
-    pub fn io_error(&self, e: io::Error) -> StoreError {
-        into_store_error(e, &self.digest, &self.path)
-    }
-}
-
-/// Recovers the [`StoreError`] carried by an `io::Error` from a [`BlobReader`], or wraps it.
-pub fn into_store_error(e: io::Error, digest: &Digest, path: &Path) -> StoreError {
-    let source = if e.get_ref().is_some_and(|inner| inner.is::<StoreError>()) {
-        match e.into_inner().map(|inner| inner.downcast::<StoreError>()) {
-            Some(Ok(inner)) => return *inner,
-            _ => io::ErrorKind::InvalidData.into(),
-        }
-    } else {
-        e
-    };
-    StoreError::Io {
-        digest: digest.clone(),
-        what: "cannot read",
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-impl Read for BlobReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.file.read(buf)?;
-        if n > 0 {
-            if let Some(h) = self.hasher.as_mut() {
-                h.update(&buf[..n]);
-            }
-            return Ok(n);
-        }
-        if let Some(h) = self.hasher.take() {
-            let actual = Digest::from_sha256(&h.finalize().into());
-            if actual != self.digest {
-                let _ = fs::remove_file(&self.path);
-                sync_dir(self.path.parent().unwrap_or(Path::new(".")));
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    StoreError::Corrupt {
-                        digest: self.digest.clone(),
-                        actual,
-                    },
-                ));
-            }
-            self.verified = true;
-        }
-        Ok(0)
     }
 }
 

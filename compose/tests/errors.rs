@@ -1,0 +1,418 @@
+//! Every error path of the loader names the file, line, column and key:
+//! `file:line:col: path.to.key: message`.
+
+use perry_compose::{load, LoadError, LoadOptions};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+struct Dir(tempfile::TempDir);
+
+impl Dir {
+    fn new(files: &[(&str, &str)]) -> Dir {
+        let d = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            let p = d.path().join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        Dir(d)
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.path().join(name)
+    }
+    fn load(
+        &self,
+        files: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<perry_compose::Project, LoadError> {
+        load(&LoadOptions {
+            files: files.iter().map(|f| self.path(f)).collect(),
+            environment: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+            ..LoadOptions::default()
+        })
+    }
+}
+
+/// Asserts `e` displays as `<file>:<line>:<col>: <key>: ...` containing `text`.
+fn assert_at(e: &LoadError, file: &Path, line: u64, col: u64, key: &str, text: &str) {
+    let msg = e.to_string();
+    let prefix = format!("{}:{line}:{col}: {key}: ", file.display());
+    assert!(
+        msg.starts_with(&prefix),
+        "{msg:?} should start with {prefix:?}"
+    );
+    assert!(msg.contains(text), "{msg:?} should contain {text:?}");
+    let loc = e.location().expect("located");
+    assert_eq!((loc.line, loc.column, loc.path.as_str()), (line, col, key));
+}
+
+const WEB: &str = "services:\n  web:\n    image: nginx\n";
+
+#[test]
+fn unknown_key_with_did_you_mean() {
+    let d = Dir::new(&[(
+        "compose.yaml",
+        "services:\n  web:\n    image: nginx\n    prots: []\n",
+    )]);
+    let e = d.load(&["compose.yaml"], &[]).unwrap_err();
+    assert_at(
+        &e,
+        &d.path("compose.yaml"),
+        4,
+        5,
+        "services.web.prots",
+        "did you mean \"ports\"?",
+    );
+    assert!(matches!(e, LoadError::Invalid(_)));
+}
+
+#[test]
+fn unknown_nested_and_top_level_keys() {
+    let d = Dir::new(&[(
+        "compose.yaml",
+        "services:\n  web:\n    image: nginx\n    healthcheck:\n      intervall: 5s\n",
+    )]);
+    let e = d.load(&["compose.yaml"], &[]).unwrap_err();
+    assert_at(
+        &e,
+        &d.path("compose.yaml"),
+        5,
+        7,
+        "services.web.healthcheck.intervall",
+        "did you mean \"interval\"?",
+    );
+    let d = Dir::new(&[("compose.yaml", "servics:\n  web:\n    image: nginx\n")]);
+    let e = d.load(&["compose.yaml"], &[]).unwrap_err();
+    assert_at(
+        &e,
+        &d.path("compose.yaml"),
+        1,
+        1,
+        "servics",
+        "did you mean \"services\"?",
+    );
+}
+
+#[test]
+fn wrong_type_after_interpolation() {
+    let d = Dir::new(&[(
+        "compose.yaml",
+        "services:\n  web:\n    image: nginx\n    read_only: ${RO}\n",
+    )]);
+    assert!(
+        d.load(&["compose.yaml"], &[("RO", "true")])
+            .unwrap()
+            .services["web"]
+            .read_only
+    );
+    let e = d.load(&["compose.yaml"], &[("RO", "maybe")]).unwrap_err();
+    assert_at(
+        &e,
+        &d.path("compose.yaml"),
+        4,
+        16,
+        "services.web.read_only",
+        "not a boolean",
+    );
+}
+
+#[test]
+fn bad_duration_and_port() {
+    let d = Dir::new(&[(
+        "compose.yaml",
+        "services:\n  web:\n    image: nginx\n    stop_grace_period: 10 parsecs\n",
+    )]);
+    let e = d.load(&["compose.yaml"], &[]).unwrap_err();
+    assert_at(
+        &e,
+        &d.path("compose.yaml"),
+        4,
+        24,
+        "services.web.stop_grace_period",
+        "invalid duration",
+    );
+    let d = Dir::new(&[(
+        "compose.yaml",
+        "services:\n  web:\n    image: nginx\n    ports:\n      - \"80:http\"\n",
+    )]);
+    let e = d.load(&["compose.yaml"], &[]).unwrap_err();
+    assert_at(
+        &e,
+        &d.path("compose.yaml"),
+        5,
+        9,
+        "services.web.ports.0",
+        "invalid port",
+    );
+}
+
+#[test]
+fn missing_required_variable_names_it_but_not_values() {
+    let d = Dir::new(&[(
+        "compose.yaml",
+        "services:\n  web:\n    image: nginx\n    environment:\n      TOKEN: ${TOKEN:?set the token}\n      OTHER: ${SECRET}\n",
+    )]);
+    let e = d
+        .load(&["compose.yaml"], &[("SECRET", "hunter2")])
+        .unwrap_err();
+    assert_at(
+        &e,
+        &d.path("compose.yaml"),
+        5,
+        14,
+        "services.web.environment.TOKEN",
+        "required variable TOKEN is missing a value: set the token",
+    );
+    assert!(matches!(e, LoadError::Interpolation(_)));
+    assert!(!e.to_string().contains("hunter2"));
+}
+
+#[test]
+fn invalid_template() {
+    let d = Dir::new(&[(
+        "compose.yaml",
+        "services:\n  web:\n    image: \"nginx:${TAG\"\n",
+    )]);
+    let e = d.load(&["compose.yaml"], &[]).unwrap_err();
+    assert_at(
+        &e,
+        &d.path("compose.yaml"),
+        3,
+        12,
+        "services.web.image",
+        "Invalid template",
+    );
+}
+
+#[test]
+fn dotenv_errors_name_file_and_line() {
+    let d = Dir::new(&[
+        ("compose.yaml", WEB),
+        (".env", "OK=1\nSECRET=\"hunter2\nlol$wut\n"),
+    ]);
+    let e = d.load(&["compose.yaml"], &[]).unwrap_err();
+    let msg = e.to_string();
+    let prefix = format!("{}:2: ", d.path(".env").display());
+    assert!(msg.starts_with(&prefix), "{msg}");
+    assert!(msg.contains("unterminated quoted value"), "{msg}");
+    assert!(!msg.contains("hunter2"), "{msg}");
+}
+
+#[test]
+fn yaml_syntax_and_duplicates() {
+    let d = Dir::new(&[("compose.yaml", "services:\n  web:\n    image: [nginx\n")]);
+    let e = d.load(&["compose.yaml"], &[]).unwrap_err();
+    assert!(matches!(e, LoadError::Syntax(_)), "{e}");
+    assert!(e
+        .to_string()
+        .starts_with(&format!("{}:", d.path("compose.yaml").display())));
+    let d = Dir::new(&[(
+        "compose.yaml",
+        "services:\n  web:\n    image: a\n    image: b\n",
+    )]);
+    let e = d.load(&["compose.yaml"], &[]).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with(&format!("{}:4:5: ", d.path("compose.yaml").display())),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("mapping key \"image\" already defined at line 3"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn undefined_references() {
+    let cases: [(&str, u64, u64, &str, &str); 6] = [
+        (
+            "services:\n  web:\n    image: nginx\n    depends_on: [dbb]\n  db:\n    image: pg\n",
+            4,
+            18,
+            "services.web.depends_on.dbb",
+            "service \"web\" depends on undefined service \"dbb\" (did you mean \"db\"?)",
+        ),
+        (
+            "services:\n  web:\n    image: nginx\n    networks: [front]\n",
+            4,
+            16,
+            "services.web.networks.front",
+            "service \"web\" refers to undefined network front",
+        ),
+        (
+            "services:\n  web:\n    image: nginx\n    volumes:\n      - data:/data\n",
+            5,
+            9,
+            "services.web.volumes.0",
+            "service \"web\" refers to undefined volume data",
+        ),
+        (
+            "services:\n  web:\n    image: nginx\n    secrets:\n      - token\n",
+            5,
+            9,
+            "services.web.secrets.0",
+            "service \"web\" refers to undefined secret token",
+        ),
+        (
+            "services:\n  web:\n    image: nginx\n    configs:\n      - conf\n",
+            5,
+            9,
+            "services.web.configs.0",
+            "service \"web\" refers to undefined config conf",
+        ),
+        (
+            "services:\n  web:\n    image: nginx\n    container_name: web\n    scale: 2\n",
+            4,
+            5,
+            "services.web.container_name",
+            "can't set container_name and scale > 1",
+        ),
+    ];
+    for (yaml, line, col, key, text) in cases {
+        let d = Dir::new(&[("compose.yaml", yaml)]);
+        let e = d.load(&["compose.yaml"], &[]).unwrap_err();
+        assert!(matches!(e, LoadError::Consistency(_)), "{e}");
+        assert_at(&e, &d.path("compose.yaml"), line, col, key, text);
+    }
+}
+
+#[test]
+fn consistency_checks_can_be_skipped() {
+    let d = Dir::new(&[(
+        "compose.yaml",
+        "services:\n  web:\n    image: nginx\n    depends_on: [nope]\n",
+    )]);
+    let p = load(&LoadOptions {
+        files: vec![d.path("compose.yaml")],
+        consistency: false,
+        ..LoadOptions::default()
+    })
+    .unwrap();
+    assert!(p.services["web"].depends_on.contains_key("nope"));
+}
+
+#[test]
+fn depends_on_cycles_name_the_services() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/loader/testdata");
+    let run = |f: &str| {
+        load(&LoadOptions {
+            files: vec![data.join(f)],
+            ..LoadOptions::default()
+        })
+        .unwrap_err()
+        .to_string()
+    };
+    assert_eq!(
+        run("compose-depends-on-cycle.yaml"),
+        "dependency cycle detected: service1 -> service2 -> service3 -> service1"
+    );
+    assert_eq!(
+        run("compose-depends-on-self.yaml"),
+        "dependency cycle detected: service1 -> service1"
+    );
+}
+
+#[test]
+fn extends_errors_are_located() {
+    let d = Dir::new(&[(
+        "compose.yaml",
+        "services:\n  web:\n    extends: bsae\n  base:\n    image: nginx\n",
+    )]);
+    let e = d.load(&["compose.yaml"], &[]).unwrap_err();
+    assert!(matches!(e, LoadError::Extends(_)), "{e}");
+    assert_at(
+        &e,
+        &d.path("compose.yaml"),
+        3,
+        14,
+        "services.web.extends.service",
+        "service \"web\" extends undefined service \"bsae\" (did you mean \"base\"?)",
+    );
+    let d = Dir::new(&[(
+        "compose.yaml",
+        "services:\n  a:\n    extends: b\n  b:\n    extends: a\n",
+    )]);
+    let e = d.load(&["compose.yaml"], &[]).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("circular reference with extends: a -> b -> a"),
+        "{e}"
+    );
+}
+
+#[test]
+fn include_cycle_is_refused() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/loader/testdata");
+    let e = load(&LoadOptions {
+        files: vec![data.join("compose-include-cycle.yaml")],
+        ..LoadOptions::default()
+    })
+    .unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("include cycle detected"), "{msg}");
+    assert!(
+        msg.starts_with(&format!(
+            "{}:2:",
+            data.join("compose-include-cycle.yaml").display()
+        )),
+        "{msg}"
+    );
+}
+
+#[test]
+fn errors_in_override_files_name_that_file() {
+    let d = Dir::new(&[
+        ("compose.yaml", WEB),
+        (
+            "compose.override.yaml",
+            "services:\n  web:\n    privileged: sometimes\n",
+        ),
+    ]);
+    let e = d
+        .load(&["compose.yaml", "compose.override.yaml"], &[])
+        .unwrap_err();
+    assert_at(
+        &e,
+        &d.path("compose.override.yaml"),
+        3,
+        17,
+        "services.web.privileged",
+        "not a boolean",
+    );
+}
+
+#[test]
+fn missing_file_and_missing_env_file() {
+    let d = Dir::new(&[(
+        "compose.yaml",
+        "services:\n  web:\n    image: nginx\n    env_file: ./nope.env\n",
+    )]);
+    let e = d.load(&["compose.yaml"], &[]).unwrap_err();
+    assert_at(
+        &e,
+        &d.path("compose.yaml"),
+        4,
+        15,
+        "services.web.env_file.0",
+        "not found",
+    );
+    let e = d.load(&["absent.yaml"], &[]).unwrap_err();
+    assert!(matches!(e, LoadError::Io { .. }), "{e}");
+}
+
+#[test]
+fn empty_compose_file_is_refused() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/loader/testdata");
+    let e = load(&LoadOptions {
+        files: vec![data.join("empty.yaml")],
+        ..LoadOptions::default()
+    })
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("{}: empty compose file", data.join("empty.yaml").display())
+    );
+}

@@ -1,0 +1,186 @@
+//! `down`: the project's containers stopped and removed in reverse dependency order, then its
+//! networks, then (with `-v`) its named volumes — all found by label, so it works without the
+//! compose file; an unfinished `up` is rolled back first. Every removal is on the record before
+//! it happens, and a listing by label afterwards says what, if anything, is left.
+
+use std::time::Duration;
+
+use perry_audit::{Action, Decision};
+use perry_backends::{BackendError, ContainerBackend};
+use serde::Serialize;
+
+use super::labels;
+use super::orchestrator::{OrchestrateError, Orchestrator};
+use super::project_state::teardown_order;
+use super::rollback::RollbackReport;
+
+/// How `down` behaves.
+#[derive(Clone, Debug)]
+pub struct DownOptions {
+    /// `-v`: remove the project's named volumes too (never external ones: they carry no
+    /// project label).
+    pub volumes: bool,
+    /// Time between SIGTERM and SIGKILL.
+    pub timeout: Duration,
+}
+
+impl Default for DownOptions {
+    fn default() -> Self {
+        Self {
+            volumes: false,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What `down` did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DownReport {
+    /// The rollback of an unfinished `up` done first, if there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<RollbackReport>,
+    /// Removed, in order (`container shop-web-1`, `network shop_default`).
+    pub removed: Vec<String>,
+    /// What a listing by the project label still found.
+    pub leftovers: Vec<String>,
+}
+
+impl<B: ContainerBackend> Orchestrator<'_, B> {
+    /// Takes the project down.
+    pub async fn down(&self, opts: &DownOptions) -> Result<DownReport, OrchestrateError> {
+        let mut report = DownReport {
+            recovered: self.recover().await?,
+            ..Default::default()
+        };
+        let all = self.by_service().await?;
+        for level in teardown_order(&all) {
+            let removals = level
+                .iter()
+                .flat_map(|s| all[s].iter())
+                .map(|c| async move {
+                    self.record(
+                        Self::event(Action::Down, Decision::Allow)
+                            .reason(format!("removing container {}", c.name))
+                            .detail("container", c.name.as_str())
+                            .detail(
+                                "service",
+                                c.labels.get(labels::SERVICE).cloned().unwrap_or_default(),
+                            ),
+                    )?;
+                    self.report(
+                        &c.name,
+                        c.labels.get(labels::SERVICE).map(String::as_str),
+                        "stopping",
+                        None,
+                    );
+                    // A stop that fails (already gone, already stopped) is finished by the forced
+                    // removal below.
+                    let _ = self.backend.stop(&c.id, opts.timeout).await;
+                    match self.backend.remove(&c.id, true).await {
+                        Ok(()) | Err(BackendError::NotFound { .. }) => {}
+                        Err(e) => {
+                            return Err(OrchestrateError::Backend {
+                                what: format!("removing container {}", c.name),
+                                source: e,
+                            })
+                        }
+                    }
+                    self.report(&c.name, None, "removed", None);
+                    Ok(format!("container {}", c.name))
+                });
+            report
+                .removed
+                .extend(futures_util::future::try_join_all(removals).await?);
+        }
+        let networks = self
+            .backend
+            .network_list(labels::PROJECT, &self.project)
+            .await
+            .map_err(OrchestrateError::backend("listing the project's networks"))?;
+        for n in networks {
+            self.remove_labelled("network", &n, self.backend.network_remove(&n))
+                .await?;
+            report.removed.push(format!("network {n}"));
+        }
+        if opts.volumes {
+            let volumes = self
+                .backend
+                .volume_list(labels::PROJECT, &self.project)
+                .await
+                .map_err(OrchestrateError::backend("listing the project's volumes"))?;
+            for v in volumes {
+                self.remove_labelled("volume", &v, self.backend.volume_remove(&v))
+                    .await?;
+                report.removed.push(format!("volume {v}"));
+            }
+        }
+        report.leftovers = self
+            .labelled(labels::PROJECT, &self.project, opts.volumes)
+            .await?;
+        let _ =
+            std::fs::remove_dir_all(self.state_dir().join("compose-health").join(&self.project));
+        Ok(report)
+    }
+
+    async fn remove_labelled(
+        &self,
+        kind: &str,
+        name: &str,
+        removal: impl std::future::Future<Output = Result<(), BackendError>>,
+    ) -> Result<(), OrchestrateError> {
+        self.record(
+            Self::event(Action::Down, Decision::Allow)
+                .reason(format!("removing {kind} {name}"))
+                .detail(kind, name),
+        )?;
+        match removal.await {
+            Ok(()) | Err(BackendError::NotFound { .. }) => {
+                self.report(name, None, "removed", None);
+                Ok(())
+            }
+            Err(e) => Err(OrchestrateError::Backend {
+                what: format!("removing {kind} {name}"),
+                source: e,
+            }),
+        }
+    }
+
+    /// Every container, network and (with `volumes`) volume labelled `key=value`, as
+    /// `kind name` — what a rollback (by run) or a `down` (by project) proves is gone.
+    pub(crate) async fn labelled(
+        &self,
+        key: &str,
+        value: &str,
+        volumes: bool,
+    ) -> Result<Vec<String>, OrchestrateError> {
+        let b = self.backend;
+        let listing =
+            || OrchestrateError::backend(format!("listing what is labelled {key}={value}"));
+        let mut left: Vec<String> = Vec::new();
+        let tagged = |kind: &'static str| move |n: String| format!("{kind} {n}");
+        left.extend(
+            b.list(key, value)
+                .await
+                .map_err(listing())?
+                .into_iter()
+                .map(tagged("container")),
+        );
+        left.extend(
+            b.network_list(key, value)
+                .await
+                .map_err(listing())?
+                .into_iter()
+                .map(tagged("network")),
+        );
+        if volumes {
+            left.extend(
+                b.volume_list(key, value)
+                    .await
+                    .map_err(listing())?
+                    .into_iter()
+                    .map(tagged("volume")),
+            );
+        }
+        Ok(left)
+    }
+}

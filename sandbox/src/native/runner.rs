@@ -1,0 +1,325 @@
+//! [`run`]: prepare, clone init into its namespaces and cgroups, release it, supervise, collect
+//! the [`Outcome`].
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::cgroup::{CgLimits, RunCgroups};
+use super::fds::pipe;
+use super::plan::{ChildFds, Plan};
+use super::seccomp_notify::{Handoff, Supervisor};
+use super::supervise::supervise;
+use super::{child, last, netns, sys, FinalStep, Outcome, RunError, RunSpec, Step};
+
+/// Run `spec` in a fresh sandbox, applying `final_step` right before `execve`.
+///
+/// Blocks the calling thread until the command and every process it started are gone (call it
+/// from `spawn_blocking` in async code). The calling thread must not exit during the run: the
+/// sandbox is bound to it with `PR_SET_PDEATHSIG`.
+///
+/// Returns `Err` when the command did not start (setup or `execve` failed — nothing ran) or when
+/// supervision itself failed; otherwise an [`Outcome`], whatever the command's own status.
+pub fn run(spec: &RunSpec, final_step: &dyn FinalStep) -> Result<Outcome, RunError> {
+    let mut plan = Plan::build(spec, final_step.keep_fds())?;
+    let lease = spec.leases.acquire()?;
+    let mut cgroups = RunCgroups::create(CgLimits {
+        memory: spec.limits.memory,
+        pids: spec.limits.pids,
+        cpus: spec.limits.cpus,
+    })?;
+    let program = final_step.seccomp_supervision();
+    let handoff = match program {
+        Some(_) => Some(Handoff::new()?),
+        None => None,
+    };
+    let (sync_r, sync_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (status_r, status_w) = pipe()?;
+    let (stdin_r, stdin_w) = pipe()?;
+    let (stdout_r, stdout_w) = pipe()?;
+    let (stderr_r, stderr_w) = pipe()?;
+    plan.set_fds(ChildFds {
+        sync_r: sync_r.as_raw_fd(),
+        sync_w: sync_w.as_raw_fd(),
+        err_w: err_w.as_raw_fd(),
+        status_w: status_w.as_raw_fd(),
+        stdin_r: stdin_r.as_raw_fd(),
+        stdout_w: stdout_w.as_raw_fd(),
+        stderr_w: stderr_w.as_raw_fd(),
+        seccomp_sock: handoff.as_ref().map_or(-1, |h| h.sock_child.as_raw_fd()),
+    });
+    let mut flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS
+        | libc::SIGCHLD;
+    // A prepared empty network namespace if one is ready (see `netns`), else a new one. Runs
+    // granted loopback need their own: init brings `lo` up with its capabilities there.
+    let prepared = if spec.loopback { None } else { netns::take() };
+    let entered = match &prepared {
+        Some(ns) => Some(netns::Entered::enter(ns).map_err(sys("setns (prepared netns)"))?),
+        None => {
+            flags |= libc::CLONE_NEWNET;
+            None
+        }
+    };
+    let leaf = cgroups.unified_leaf_fd()?;
+    let started = Instant::now();
+    let (mut child, born_in_unified) = clone_init(flags, leaf.as_ref(), &plan, final_step)?;
+    drop(leaf);
+    // Back to our own network namespace before anything else; the sandbox now holds its own.
+    if let Some(e) = entered {
+        e.leave().map_err(sys("setns (back from prepared netns)"))?;
+    }
+    drop(prepared);
+    drop((sync_r, err_w, status_w, stdin_r, stdout_w, stderr_w));
+    let handoff = handoff.map(|h| Supervisor {
+        sock: Some(h.sock_parent),
+        listener: None,
+        program: program.expect("handoff exists only with a program"),
+        denied: std::collections::BTreeMap::new(),
+        error: None,
+    });
+    if child.pidfd.is_none() {
+        // SAFETY: pidfd_open on our unreaped child.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.pid, 0) };
+        if pidfd < 0 {
+            return Err(last("pidfd_open"));
+        }
+        // SAFETY: a fresh fd.
+        child.pidfd = Some(unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) });
+    }
+
+    // Host ids: inside 0 -> base, inside uid/gid -> base + 1.
+    let base = lease.host_base;
+    let map = |inside: u32| {
+        let mut m = format!("0 {base} 1\n");
+        if inside != 0 {
+            m.push_str(&format!("{inside} {} 1\n", base + 1));
+        }
+        m
+    };
+    for (file, content) in [("uid_map", map(spec.uid)), ("gid_map", map(spec.gid))] {
+        let path = PathBuf::from(format!("/proc/{}/{file}", child.pid));
+        std::fs::write(&path, content).map_err(|source| RunError::IdMap { file: path, source })?;
+    }
+    // init is a copy of this (possibly large) process, so its RSS could make it the memory
+    // cgroup's OOM victim, and killing init ends the whole sandbox. Exempt it where we hold
+    // CAP_SYS_RESOURCE (a root service does; some CI containers drop it). The workload sets its
+    // own score to +1000 in any case, so it is always the preferred victim.
+    let _ = std::fs::write(format!("/proc/{}/oom_score_adj", child.pid), "-1000");
+    cgroups.attach(child.pid, born_in_unified)?;
+    // SAFETY: write one byte to the sync pipe; the child proceeds. `sync_w` stays open until the
+    // run ends: init checks for its hang-up to learn whether we are still alive.
+    if unsafe { libc::write(sync_w.as_raw_fd(), b"g".as_ptr().cast(), 1) } != 1 {
+        return Err(last("release child"));
+    }
+
+    let mut seccomp = handoff;
+    let supervised = supervise(
+        spec,
+        &mut child,
+        err_r,
+        stdin_w,
+        stdout_r,
+        stderr_r,
+        &cgroups,
+        seccomp.as_mut(),
+    )?;
+    let (status, ru) = child.wait()?;
+    drop(sync_w);
+    let wall_time = started.elapsed();
+
+    if let Some(e) = seccomp.as_mut().and_then(|s| s.error.take()) {
+        cgroups.remove()?;
+        return Err(e);
+    }
+    if let Some((step, errno, index)) = supervised.error {
+        cgroups.remove()?;
+        return Err(match step {
+            Step::Exec => RunError::Exec {
+                program: spec.argv[0].clone(),
+                errno,
+            },
+            Step::FinalStep => RunError::FinalStep { errno },
+            step => RunError::Setup { step, index, errno },
+        });
+    }
+    // The workload's own status, as init reported it; absent when init itself was killed.
+    let mut sb = [0u8; 4];
+    // SAFETY: read into a stack buffer; init has exited so this cannot block.
+    let n = unsafe { libc::read(status_r.as_raw_fd(), sb.as_mut_ptr().cast(), 4) };
+    let wstatus = if n == 4 {
+        i32::from_ne_bytes(sb)
+    } else {
+        status
+    };
+    let (exit_code, signal) = if libc::WIFEXITED(wstatus) {
+        (Some(libc::WEXITSTATUS(wstatus)), None)
+    } else if libc::WIFSIGNALED(wstatus) {
+        (None, Some(libc::WTERMSIG(wstatus)))
+    } else {
+        (None, Some(libc::SIGKILL))
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    let outcome = Outcome {
+        exit_code,
+        signal,
+        stdout: supervised.stdout.buf,
+        stderr: supervised.stderr.buf,
+        stdout_truncated: supervised.stdout.truncated,
+        stderr_truncated: supervised.stderr.truncated,
+        timed_out: supervised.timed_out,
+        oom_killed: cgroups.oom_killed(),
+        max_rss: (ru.ru_maxrss as u64) * 1024,
+        memory_peak: cgroups.memory_peak(),
+        cpu_time: tv(ru.ru_utime) + tv(ru.ru_stime),
+        wall_time,
+        denied_syscalls: seccomp.map(Supervisor::report).unwrap_or_default(),
+    };
+    cgroups.remove()?;
+    drop(lease);
+    Ok(outcome)
+}
+
+/// `CLONE_INTO_CGROUP` (linux/sched.h); `libc`'s constant is an `i32` that overflows.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `clone3`'s argument (`struct clone_args`, up to `cgroup`, Linux 5.7).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Clones init with `flags` (namespaces and `SIGCHLD`; fork semantics, no `CLONE_VM`). With the
+/// run's unified-hierarchy leaf, `clone3(CLONE_INTO_CGROUP | CLONE_PIDFD)` starts init inside it
+/// and returns its pidfd in the same call; a kernel that refuses (before 5.7, or a cgroup it
+/// will not clone into) gets the plain `clone`, and the caller attaches and opens the pidfd.
+/// Returns the child and whether it was born in the unified leaf.
+fn clone_init(
+    flags: libc::c_int,
+    leaf: Option<&OwnedFd>,
+    plan: &Plan,
+    final_step: &dyn FinalStep,
+) -> Result<(Child, bool), RunError> {
+    if let Some(leaf) = leaf {
+        let mut pidfd: libc::c_int = -1;
+        let args = CloneArgs {
+            flags: ((flags & !libc::CSIGNAL) as u64) | libc::CLONE_PIDFD as u64 | CLONE_INTO_CGROUP,
+            pidfd: &mut pidfd as *mut libc::c_int as u64,
+            exit_signal: (flags & libc::CSIGNAL) as u64,
+            cgroup: leaf.as_raw_fd() as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: clone3 without CLONE_VM = fork semantics with new namespaces; `args` and
+        // `pidfd` outlive the call. The child only runs `child::init_main`, which reads the
+        // prepared plan and never allocates or returns.
+        let pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &args as *const CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        if pid == 0 {
+            child::init_main(plan, final_step);
+        }
+        if pid > 0 {
+            // SAFETY: the kernel stored a fresh pidfd for the child.
+            let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+            let child = Child {
+                pid: pid as libc::pid_t,
+                pidfd: Some(pidfd),
+                reaped: false,
+            };
+            return Ok((child, true));
+        }
+    }
+    // SAFETY: raw clone without CLONE_VM = fork semantics with new namespaces. The child only
+    // runs `child::init_main`, which reads the prepared plan and never allocates or returns.
+    let pid = unsafe { libc::syscall(libc::SYS_clone, flags as libc::c_long, 0, 0, 0, 0) };
+    if pid < 0 {
+        return Err(last("clone"));
+    }
+    if pid == 0 {
+        child::init_main(plan, final_step);
+    }
+    let child = Child {
+        pid: pid as libc::pid_t,
+        pidfd: None,
+        reaped: false,
+    };
+    Ok((child, false))
+}
+
+/// The cloned init: killed and reaped on drop unless already reaped.
+pub(crate) struct Child {
+    pub(crate) pid: libc::pid_t,
+    pub(crate) pidfd: Option<OwnedFd>,
+    reaped: bool,
+}
+
+impl Child {
+    pub(crate) fn kill(&self) {
+        match &self.pidfd {
+            // SAFETY: pidfd_send_signal on our own pidfd: cannot hit a recycled pid.
+            Some(fd) => unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd.as_raw_fd(),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                );
+            },
+            // SAFETY: the child is unreaped, so its pid cannot have been recycled.
+            None => unsafe {
+                libc::kill(self.pid, libc::SIGKILL);
+            },
+        }
+    }
+
+    fn wait(&mut self) -> Result<(i32, libc::rusage), RunError> {
+        let mut status = 0;
+        // SAFETY: zeroed rusage is a valid out-parameter.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        loop {
+            // SAFETY: wait4 for our own child with valid out-pointers.
+            let r = unsafe { libc::wait4(self.pid, &mut status, libc::__WALL, &mut ru) };
+            if r == self.pid {
+                self.reaped = true;
+                return Ok((status, ru));
+            }
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINTR) {
+                return Err(RunError::Sys {
+                    op: "wait4",
+                    source: e,
+                });
+            }
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if !self.reaped {
+            self.kill();
+            let _ = self.wait();
+        }
+    }
+}

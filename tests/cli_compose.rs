@@ -1,0 +1,346 @@
+//! `perry-sandbox compose` end to end on real podman: the example web stack (YAML and TOML)
+//! from `examples/web-stack`, its images pushed to the loopback registry and signed by the
+//! sigstore-js stack. Whatever a refused or killed `up` leaves is asked of podman itself.
+
+use std::path::{Path, PathBuf};
+use std::process::Command as Std;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use perry_testworld::{ConfigBuilder, Registry, SigStack, SignOptions, TinyImage};
+
+/// One registry for the binary: signed `stack/{proxy,app,db}` and `other/signed` (which no
+/// trust rule names), unsigned `stack/rogue`, and `stack/moved`, whose signed tag was moved to
+/// an unsigned image.
+fn registry() -> &'static Registry {
+    static REG: OnceLock<Registry> = OnceLock::new();
+    REG.get_or_init(|| {
+        let reg = Registry::start();
+        let sign = |repo: &str, marker: &str| {
+            let p = reg.push_image(repo, "v1", &TinyImage::busybox_marked("amd64", marker));
+            SigStack::shared().sign(&reg, repo, &p.digest, &SignOptions::default());
+        };
+        for name in ["proxy", "app", "db"] {
+            sign(&format!("stack/{name}"), name);
+        }
+        sign("other/signed", "other");
+        sign("stack/moved", "moved-signed");
+        reg.push_image(
+            "stack/moved",
+            "v1",
+            &TinyImage::busybox_marked("amd64", "moved-unsigned"),
+        );
+        reg.push_image(
+            "stack/rogue",
+            "v1",
+            &TinyImage::busybox_marked("amd64", "rogue"),
+        );
+        reg
+    })
+}
+
+struct World {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    project: String,
+}
+
+impl World {
+    fn new(prefix: &str) -> Self {
+        let reg = registry();
+        let dir = tempfile::tempdir().unwrap();
+        let host = reg.host();
+        // The site's tiers for the stack: the edge proxy may have a route out, the rest starts
+        // at `isolated`; `other/*` matches no rule at all.
+        let config = ConfigBuilder::new(reg, SigStack::shared())
+            .images(&[&format!("{host}/unused/*")])
+            .tiered_rule(&[&format!("{host}/stack/proxy")], "default")
+            .tiered_rule(
+                &[
+                    &format!("{host}/stack/app"),
+                    &format!("{host}/stack/db"),
+                    &format!("{host}/stack/moved"),
+                    &format!("{host}/stack/rogue"),
+                ],
+                "isolated",
+            )
+            .write(dir.path());
+        let n = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let project = format!("perrytest-{prefix}-{}-{n:x}", std::process::id());
+        Self {
+            dir,
+            config,
+            project,
+        }
+    }
+
+    /// Copies the example `file` into the world, optionally edited, and returns its path.
+    fn example(&self, file: &str, edit: impl Fn(String) -> String) -> PathBuf {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/web-stack")
+            .join(file);
+        let dst = self.dir.path().join(file);
+        std::fs::write(&dst, edit(std::fs::read_to_string(src).unwrap())).unwrap();
+        dst
+    }
+
+    fn compose(&self, file: &Path, args: &[&str]) -> Std {
+        let mut c = Std::new(assert_cmd::cargo::cargo_bin("perry-sandbox"));
+        c.arg("--config")
+            .arg(&self.config)
+            .arg("compose")
+            .arg("-f")
+            .arg(file)
+            .args(["-p", &self.project])
+            .args(args)
+            .env_remove("PERRY_CONFIG")
+            .env("REGISTRY", registry().host())
+            .env("PROXY_PORT", free_port().to_string())
+            .env("PERRY_CONTAINER_BACKEND", "podman")
+            // This host's podman cannot set RLIMIT_NPROC for a container without it.
+            .env("PERRY_BACKEND_ARGS", "--ulimit nproc=1024:1024");
+        c
+    }
+
+    fn run(&self, file: &Path, args: &[&str]) -> std::process::Output {
+        self.compose(file, args).output().unwrap()
+    }
+
+    /// Everything podman holds with the project's label, asked of podman itself.
+    fn left_behind(&self) -> Vec<String> {
+        let filter = format!("label=com.docker.compose.project={}", self.project);
+        let mut out = Vec::new();
+        for (kind, args) in [
+            ("container", vec!["ps", "-a", "-q", "--filter", &filter]),
+            ("network", vec!["network", "ls", "-q", "--filter", &filter]),
+            ("volume", vec!["volume", "ls", "-q", "--filter", &filter]),
+        ] {
+            let o = Std::new("podman").args(&args).output().unwrap();
+            out.extend(
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(|l| format!("{kind} {l}")),
+            );
+        }
+        out
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn podman(args: &[&str]) -> String {
+    text(&Std::new("podman").args(args).output().unwrap().stdout)
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn the_example_stack_runs_healthy_from_yaml_and_from_toml_and_down_leaves_nothing() {
+    for file in ["compose.yaml", "compose.toml"] {
+        let w = World::new("example");
+        let f = w.example(file, |s| s);
+        let up = w.run(&f, &["--json", "up", "--wait"]);
+        assert!(
+            up.status.success(),
+            "{file}: {}{}",
+            text(&up.stdout),
+            text(&up.stderr)
+        );
+        let last = text(&up.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string();
+        let report: serde_json::Value = serde_json::from_str(&last).unwrap();
+        let services: Vec<(String, String)> = report["up"]["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["service"].as_str().unwrap().to_string(),
+                    s["health"].as_str().unwrap_or("-").to_string(),
+                )
+            })
+            .collect();
+        let healthy = |s: &str| (s.to_string(), "healthy".to_string());
+        assert_eq!(
+            services,
+            [healthy("db"), healthy("app"), healthy("proxy")],
+            "{file}"
+        );
+
+        // The backend network is internal (no route out); the frontend is not.
+        let p = &w.project;
+        assert_eq!(
+            podman(&[
+                "network",
+                "inspect",
+                "--format",
+                "{{.Internal}}",
+                &format!("{p}_backend")
+            ]),
+            "true"
+        );
+        assert_eq!(
+            podman(&[
+                "network",
+                "inspect",
+                "--format",
+                "{{.Internal}}",
+                &format!("{p}_frontend")
+            ]),
+            "false"
+        );
+        let ps = w.run(&f, &["--json", "ps"]);
+        assert!(ps.status.success(), "{}", text(&ps.stderr));
+        let ps: serde_json::Value = serde_json::from_slice(&ps.stdout).unwrap();
+        let tiers: Vec<(String, String)> = ps["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["service"].as_str().unwrap().to_string(),
+                    c["tier"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            tiers,
+            [
+                ("app".to_string(), "isolated".to_string()),
+                ("db".to_string(), "isolated".to_string()),
+                ("proxy".to_string(), "default".to_string()),
+            ]
+        );
+        let exec = w.run(
+            &f,
+            &["exec", "app", "sh", "-c", "echo $DATABASE_HOST; id -u"],
+        );
+        assert!(exec.status.success(), "{}", text(&exec.stderr));
+        assert_eq!(text(&exec.stdout), "db\n65534\n");
+
+        let down = w.run(&f, &["down", "--volumes"]);
+        assert!(down.status.success(), "{}", text(&down.stderr));
+        assert_eq!(w.left_behind(), Vec::<String>::new(), "{file}");
+    }
+}
+
+/// Each attack on the gate, added to the stack as one more service, refuses the whole `up`:
+/// nothing of the project exists afterwards.
+#[test]
+fn every_refusal_refuses_the_whole_up_and_nothing_is_created() {
+    let host = registry().host();
+    let attacks: Vec<(&str, String, &str)> = vec![
+        (
+            "unsigned",
+            format!("image: {host}/stack/rogue:v1"),
+            "verification_failed",
+        ),
+        (
+            "moved tag",
+            format!("image: {host}/stack/moved:v1"),
+            "verification_failed",
+        ),
+        (
+            "no trust rule",
+            format!("image: {host}/other/signed:v1"),
+            "policy_denied",
+        ),
+        (
+            "a looser tier than its rule",
+            format!("image: {host}/stack/app:v1\n    x-perry-tier: default"),
+            "policy_denied",
+        ),
+        (
+            "privileged",
+            format!("image: {host}/stack/app:v1\n    privileged: true"),
+            "policy_denied",
+        ),
+        ("build", "build: .".to_string(), "policy_denied"),
+        (
+            "host network",
+            format!("image: {host}/stack/app:v1\n    network_mode: host"),
+            "policy_denied",
+        ),
+    ];
+    for (what, service, code) in attacks {
+        let w = World::new("refused");
+        let f = w.example("compose.yaml", |s| {
+            s.replacen(
+                "\nnetworks:\n",
+                &format!("\n  evil:\n    {service}\n\nnetworks:\n"),
+                1,
+            )
+        });
+        let up = w.run(&f, &["--json", "up", "--wait"]);
+        assert!(!up.status.success(), "{what}: the up succeeded");
+        let out = text(&up.stdout);
+        let err: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or("{}"))
+            .unwrap_or_else(|e| panic!("{what}: {e}: {out} {}", text(&up.stderr)));
+        assert_eq!(err["error"]["code"], code, "{what}: {err}");
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("services.evil"),
+            "{what}: {err}"
+        );
+        assert_eq!(w.left_behind(), Vec::<String>::new(), "{what}");
+    }
+}
+
+/// `kill -9` of `up` while it waits on a healthcheck that never passes; the next `down` finds
+/// the journal and leaves nothing.
+#[test]
+fn an_up_killed_with_sigkill_is_undone_by_the_next_down() {
+    let w = World::new("sigkill");
+    let f = w.example("compose.yaml", |s| {
+        s.replacen(
+            "test: [\"CMD-SHELL\", \"test -f /tmp/ready\"]",
+            "test: [\"CMD-SHELL\", \"false\"]",
+            1,
+        )
+        .replacen("retries: 5", "retries: 100000", 1)
+    });
+    let mut child = w
+        .compose(&f, &["up", "--wait", "--wait-timeout", "600"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !w.left_behind().iter().any(|l| l.starts_with("container ")) {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "no container appeared"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(!w.left_behind().is_empty());
+
+    let down = w.run(&f, &["--json", "down"]);
+    assert!(down.status.success(), "{}", text(&down.stderr));
+    let report: serde_json::Value =
+        serde_json::from_str(text(&down.stdout).lines().last().unwrap()).unwrap();
+    assert!(report["down"]["recovered"].is_object(), "{report}");
+    assert_eq!(w.left_behind(), Vec::<String>::new());
+}

@@ -37,9 +37,6 @@ impl Bench {
             .args(args)
             .env("REGISTRY", &self.registry)
             .env("CONTAINERS_CONF", &self.containers_conf)
-            .env("PERRY_CONTAINER_BACKEND", "podman")
-            // Our `--ulimit` flags replace containers.conf's default ulimits: this host's nproc.
-            .env("PERRY_BACKEND_ARGS", "--ulimit nproc=1024:1024")
             .output()
             .expect("perry-sandbox");
         let took = t.elapsed();
@@ -143,6 +140,7 @@ fn main() {
             &[&format!("{host}/stack/app"), &format!("{host}/stack/db")],
             "isolated",
         )
+        .host_podman()
         .write(dir.path());
     let containers_conf = dir.path().join("containers.conf");
     std::fs::write(

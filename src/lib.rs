@@ -47,7 +47,8 @@ pub mod verify {
 /// Container backends (podman, docker-compatible CLIs, lima), found at run time.
 pub mod backends {
     pub use perry_backends::{
-        detect, detect_with, probe, probe_order, BackendError, DetectOptions, Detected, Mode, Probe,
+        detect, detect_configured, detect_with, probe, probe_order, probe_with, BackendError,
+        DetectOptions, Detected, Mode, Probe,
     };
     pub use perry_policies::Code;
 }
@@ -70,23 +71,15 @@ pub mod compose {
     /// The backend compose drives (the docker-compatible CLI protocol: podman, docker, …).
     pub type Backend = perry_backends::DockerProtocol;
 
-    /// The backend to use: `PERRY_CONTAINER_BACKEND` or the first one detected, with this host's extra
-    /// arguments from `PERRY_BACKEND_ARGS` (space-separated; on hosts whose podman cannot set
-    /// rlimits, `--ulimit nproc=1024:1024`).
+    /// The backend to use: `PERRY_CONTAINER_BACKEND`, else `[backends] backend`, else the
+    /// first one detected (in `[backends] order` when set), built with its
+    /// `[backends.<name>]` settings (runtime, extra flags such as this host's `--ulimit`).
     pub async fn backend_for(
-        _config: &perry_policies::Config,
+        config: &perry_policies::Config,
     ) -> Result<Backend, perry_backends::BackendError> {
-        let detected = perry_backends::detect().await?;
-        let extra: Vec<String> = std::env::var("PERRY_BACKEND_ARGS")
-            .unwrap_or_default()
-            .split_whitespace()
-            .map(String::from)
-            .collect();
-        Ok(if extra.is_empty() {
-            detected.backend
-        } else {
-            detected.backend.with_extra_args(extra)
-        })
+        Ok(perry_backends::detect_configured(&config.backends)
+            .await?
+            .backend)
     }
 }
 

@@ -64,6 +64,7 @@ impl World {
                 ],
                 "isolated",
             )
+            .host_podman()
             .write(dir.path());
         let n = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -98,10 +99,7 @@ impl World {
             .args(args)
             .env_remove("PERRY_CONFIG")
             .env("REGISTRY", registry().host())
-            .env("PROXY_PORT", free_port().to_string())
-            .env("PERRY_CONTAINER_BACKEND", "podman")
-            // This host's podman cannot set RLIMIT_NPROC for a container without it.
-            .env("PERRY_BACKEND_ARGS", "--ulimit nproc=1024:1024");
+            .env("PROXY_PORT", free_port().to_string());
         c
     }
 

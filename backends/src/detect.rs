@@ -126,8 +126,34 @@ impl DetectOptions {
         }
     }
 
+    /// The backends to probe, in order, on `os`: the one named (environment, then
+    /// configuration), else `[backends] order` or the platform's order, with the remote
+    /// daemons the environment points at first in server-first mode.
+    pub fn probe_names(&self, os: &str, mode: Mode) -> Vec<String> {
+        if let Some(name) = self.backend() {
+            return vec![name];
+        }
+        let mut order: Vec<String> = match &self.config.order {
+            Some(o) => o.clone(),
+            None => probe_order(os).iter().map(|s| s.to_string()).collect(),
+        };
+        if mode == Mode::ServerFirst {
+            let mut remote = Vec::new();
+            if self.container_host {
+                remote.push("podman".to_string());
+            }
+            if self.docker_host {
+                remote.push("docker".to_string());
+            }
+            order.retain(|n| !remote.contains(n));
+            remote.extend(order);
+            order = remote;
+        }
+        order
+    }
+
     /// The backend named by the environment, else by the configuration.
-    fn backend(&self) -> Option<String> {
+    pub fn backend(&self) -> Option<String> {
         self.backend.clone().or_else(|| self.config.backend.clone())
     }
 
@@ -375,22 +401,7 @@ pub async fn detect_with(opts: &DetectOptions) -> Result<Detected, BackendError>
             probes: vec![p],
         });
     }
-    let mut order: Vec<String> = match &opts.config.order {
-        Some(o) => o.clone(),
-        None => probe_order(&os).iter().map(|s| s.to_string()).collect(),
-    };
-    if mode == Mode::ServerFirst {
-        let mut remote = Vec::new();
-        if opts.container_host {
-            remote.push("podman".to_string());
-        }
-        if opts.docker_host {
-            remote.push("docker".to_string());
-        }
-        order.retain(|n| !remote.contains(n));
-        remote.extend(order);
-        order = remote;
-    }
+    let order = opts.probe_names(&os, mode);
     let mut probes = Vec::new();
     for name in &order {
         let p = probe_with(name, mode, &os, &settings(name)).await;

@@ -4,27 +4,25 @@
 
 use std::process::ExitCode;
 
-use perry_sandbox::backends::{probe, probe_order, Code, DetectOptions, Mode};
+use perry_sandbox::backends::{probe_with, Code, DetectOptions};
 
 use super::error::{CliError, CliResult};
 use super::GlobalArgs;
 
-/// Runs `backends`.
+/// Runs `backends`: the environment over the configuration's `[backends]` (when a
+/// configuration is found; without one, the platform's defaults).
 pub(super) fn run(g: &GlobalArgs) -> CliResult {
-    let opts = DetectOptions::from_env();
-    let mode = match &opts.mode {
-        Some(m) => Mode::parse(m).map_err(|e| CliError::new(Code::InvalidConfig, e.to_string()))?,
-        None => Mode::LocalFirst,
-    };
+    let (config, _) = perry_policies::load_discovered(g.config.as_deref())?;
+    let opts = DetectOptions::from_config_and_env(&config.backends);
+    let mode = opts
+        .mode()
+        .map_err(|e| CliError::new(Code::InvalidConfig, e.to_string()))?;
     let os = std::env::consts::OS;
-    let names: Vec<String> = match &opts.backend {
-        Some(b) => vec![b.clone()],
-        None => probe_order(os).iter().map(|s| s.to_string()).collect(),
-    };
+    let names = opts.probe_names(os, mode);
     let rt = super::runtime()?;
     let probes: Vec<_> = names
         .iter()
-        .map(|n| rt.block_on(probe(n, mode, os)))
+        .map(|n| rt.block_on(probe_with(n, mode, os, &config.backends.settings(n))))
         .collect();
     let chosen = probes.iter().find(|p| p.available).map(|p| p.name.clone());
     let missing = || {
@@ -41,7 +39,7 @@ pub(super) fn run(g: &GlobalArgs) -> CliResult {
         let mut v = serde_json::json!({
             "ok": chosen.is_some(),
             "os": os,
-            "override": opts.backend,
+            "override": opts.backend(),
             "selected": chosen,
             "probes": probes,
         });

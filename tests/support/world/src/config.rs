@@ -72,6 +72,13 @@ impl ConfigBuilder {
         self
     }
 
+    /// `[backends.podman]` for the test hosts: podman as the compose backend, with the
+    /// `--ulimit nproc` this host's podman needs (it cannot set `RLIMIT_NPROC` for a container
+    /// otherwise) — host plumbing as configuration, the way a site would write it.
+    pub fn host_podman(self) -> Self {
+        self.extra("[backends]\nbackend = \"podman\"\n\n[backends.podman]\nextra_args = [\"--ulimit\", \"nproc=1024:1024\"]")
+    }
+
     /// Append raw TOML (capabilities, tiers, …) after the generated sections.
     pub fn extra(mut self, toml: &str) -> Self {
         self.extra.push_str(toml);

@@ -225,9 +225,11 @@ pub fn driver_with(name: &str, s: &BackendSettings) -> Result<DockerProtocol, Ba
             s.instance.as_deref().unwrap_or("default"),
         ),
         "apple-container" => {
-            return Err(BackendError::Unavailable(
-                "apple-container: the AppleContainerProtocol driver is not implemented yet".into(),
-            ))
+            return Err(BackendError::Unavailable(format!(
+                "apple-container: its CLI cannot apply {} (see AppleContainerProtocol); \
+                 perry-sandbox does not run a tier weaker than it promises",
+                crate::apple::ALWAYS_UNENFORCEABLE.join(" or ")
+            )));
         }
         other => {
             return Err(BackendError::Unavailable(format!(
@@ -314,9 +316,14 @@ pub async fn probe_with(name: &str, mode: Mode, os: &str, s: &BackendSettings) -
         "colima" => answer(&["colima", "status"])
             .await
             .map(|_| "colima running".into()),
-        "apple-container" => answer(&[program, "system", "status"])
-            .await
-            .map(|_| "running".into()),
+        "apple-container" => match answer(&[program, "system", "status"]).await {
+            // Live, but no tier can be applied through it (crate::apple): not usable.
+            Ok(_) => Err(format!(
+                "running, but its CLI cannot apply {}, so no tier can run on it",
+                crate::apple::ALWAYS_UNENFORCEABLE.join(" or ")
+            )),
+            Err(e) => Err(e),
+        },
         "lima" => match answer(&[program, "list", "--json"]).await {
             Ok(out) if out.contains("\"Running\"") => Ok("a lima instance is running".into()),
             Ok(_) => Err("no running lima instance (`limactl start`)".into()),

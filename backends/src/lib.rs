@@ -29,6 +29,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod apple;
 mod archive;
 mod backend;
 mod cli;
@@ -41,6 +42,7 @@ mod image;
 mod parse;
 mod spec;
 
+pub use apple::{unenforceable, AppleContainerProtocol, ALWAYS_UNENFORCEABLE};
 pub use archive::{provision_image, write_oci_archive, ArchiveInfo};
 pub use backend::{Availability, ContainerBackend, Result};
 pub use detect::{

@@ -192,3 +192,33 @@ async fn the_cache_probes_once() {
     }
     assert_eq!(calls(dir.path(), "podman").len(), probed, "probed again");
 }
+
+#[tokio::test]
+async fn a_live_apple_container_is_passed_over_because_it_cannot_apply_any_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let container = fake(
+        dir.path(),
+        "container",
+        r#"case "$1" in --version) echo 'container CLI version 0.10.0';; system) echo 'apiserver is running';; esac"#,
+    );
+    let c = config(&format!(
+        "order = [\"apple-container\", \"podman\"]\n[apple-container]\nprogram = {container:?}\n"
+    ));
+    // (The order is the configured one; podman is this Linux host's real podman.)
+    let d = detect_with(&opts(c)).await.expect("podman after apple/container");
+    assert_eq!(d.backend.name(), "podman");
+    let apple = &d.probes[0];
+    assert_eq!(apple.name, "apple-container");
+    assert!(!apple.available);
+    assert_eq!(
+        apple.version.as_deref(),
+        Some("container CLI version 0.10.0")
+    );
+    assert!(
+        apple.reason.contains("running") && apple.reason.contains("seccomp"),
+        "{apple:?}"
+    );
+    assert!(calls(dir.path(), "container")
+        .iter()
+        .any(|c| c == "system status"));
+}

@@ -47,8 +47,8 @@ pub mod verify {
 /// Container backends (podman, docker-compatible CLIs, lima), found at run time.
 pub mod backends {
     pub use perry_backends::{
-        detect, detect_configured, detect_with, probe, probe_order, probe_with, BackendError,
-        DetectOptions, Detected, Mode, Probe,
+        detect, detect_configured, detect_with, install_choices, probe, probe_order, probe_with,
+        recommended, BackendError, DetectOptions, Detected, InstallChoice, Mode, Probe,
     };
     pub use perry_policies::Code;
 }
@@ -58,7 +58,7 @@ pub mod backends {
 /// container backend with rollback to nothing.
 pub mod compose {
     pub use perry_audit::Correlation;
-    pub use perry_backends::{ExecSpec, LogOptions};
+    pub use perry_backends::{install_choices, BackendError, ExecSpec, InstallChoice, LogOptions};
     pub use perry_compose::{
         find_compose_files, load, normalize_project_name, to_yaml, LoadError, LoadOptions, Project,
     };
@@ -80,6 +80,14 @@ pub mod compose {
         Ok(perry_backends::detect_configured(&config.backends)
             .await?
             .backend)
+    }
+
+    /// Detects again, past the per-process cache (after installing a backend).
+    pub async fn backend_redetect(
+        config: &perry_policies::Config,
+    ) -> Result<Backend, perry_backends::BackendError> {
+        let opts = perry_backends::DetectOptions::from_config_and_env(&config.backends);
+        Ok(perry_backends::detect_with(&opts).await?.backend)
     }
 }
 

@@ -424,16 +424,34 @@ pub async fn detect_with(opts: &DetectOptions) -> Result<Detected, BackendError>
         .iter()
         .map(|p| format!("{}: {}", p.name, p.reason))
         .collect();
-    Err(BackendError::Unavailable(format!(
-        "no container backend found (probed {}); install one, e.g. `apt-get install -y podman runc`",
-        listed.join("; ")
-    )))
+    let choices = crate::install::install_choices(&os, &opts.config);
+    let advice = match crate::install::recommended(&choices) {
+        Some(c) => format!(
+            "install one, e.g. {}: `{}` ({})",
+            c.backend,
+            c.command.join(" "),
+            c.docs
+        ),
+        None => "install podman, docker or nerdctl (https://podman.io/docs/installation)".into(),
+    };
+    Err(BackendError::NoneFound {
+        probed: listed.join("; "),
+        advice,
+    })
 }
 
 /// A once-per-process detection result: the first call probes, every later one (whatever
 /// its options) gets the same answer.
 pub struct DetectCache {
-    cell: OnceCell<Result<Detected, String>>,
+    cell: OnceCell<Result<Detected, CachedFailure>>,
+}
+
+/// A detection failure as the cache keeps it (`BackendError` holds an `io::Error`, which
+/// cannot be cloned): `no_backend_found` stays itself, anything else is its message.
+#[derive(Clone)]
+enum CachedFailure {
+    NoneFound { probed: String, advice: String },
+    Other(String),
 }
 
 impl DetectCache {
@@ -448,9 +466,21 @@ impl DetectCache {
     pub async fn get(&self, opts: &DetectOptions) -> Result<Detected, BackendError> {
         let r = self
             .cell
-            .get_or_init(|| async { detect_with(opts).await.map_err(|e| e.to_string()) })
+            .get_or_init(|| async {
+                detect_with(opts).await.map_err(|e| match e {
+                    BackendError::NoneFound { probed, advice } => {
+                        CachedFailure::NoneFound { probed, advice }
+                    }
+                    e => CachedFailure::Other(e.to_string()),
+                })
+            })
             .await;
-        r.clone().map_err(BackendError::Unavailable)
+        r.clone().map_err(|f| match f {
+            CachedFailure::NoneFound { probed, advice } => {
+                BackendError::NoneFound { probed, advice }
+            }
+            CachedFailure::Other(m) => BackendError::Unavailable(m),
+        })
     }
 }
 

@@ -49,6 +49,14 @@ pub enum BackendError {
         /// What the backend reported.
         actual: String,
     },
+    /// No backend answered: every probe with its reason, and what to install.
+    #[error("no container backend found (probed {probed}); {advice}")]
+    NoneFound {
+        /// `name: reason` for every probe, `; `-separated.
+        probed: String,
+        /// The recommended install command, or where to look.
+        advice: String,
+    },
     /// The spec asks for an isolation level this backend cannot give.
     #[error("policy violation: {0}")]
     PolicyViolation(String),
@@ -90,6 +98,7 @@ impl BackendError {
     pub fn code(&self) -> Code {
         match self {
             BackendError::Unavailable(_) => Code::BackendUnavailable,
+            BackendError::NoneFound { .. } => Code::NoBackendFound,
             BackendError::NotFound { .. } => Code::NotFound,
             BackendError::PolicyViolation(_) => Code::IsolationUnavailable,
             BackendError::PolicyDenied(_) => Code::PolicyDenied,

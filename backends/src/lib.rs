@@ -39,6 +39,7 @@ mod error;
 mod fault;
 mod hardening;
 mod image;
+mod install;
 mod parse;
 mod spec;
 
@@ -54,6 +55,7 @@ pub use error::BackendError;
 pub use fault::{Fault, FaultyBackend};
 pub use hardening::{hardening_for, write_seccomp, ContainerNetwork, Hardening, NON_ROOT_USER};
 pub use image::{is_loopback_registry, PinnedImage};
+pub use install::{install_choices, recommended, InstallChoice};
 pub use perry_policies::{BackendMode, BackendSettings, BackendsConfig};
 pub use spec::{
     ContainerInfo, ContainerSpec, ContainerStatus, ExecOutput, ExecSpec, Health, IsolationLevel,

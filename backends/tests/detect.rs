@@ -126,10 +126,9 @@ async fn a_named_backend_skips_probing_and_the_environment_wins_over_the_configu
         "backend = \"docker\"\n[docker]\nprogram = {docker:?}\n[nerdctl]\nprogram = {nerdctl:?}\n"
     ));
     // The configuration names docker: only docker is probed, and its dead daemon is the error.
-    let err = detect_with(&opts(c.clone()))
-        .await
-        .err()
-        .expect("docker has no daemon");
+    let Err(err) = detect_with(&opts(c.clone())).await else {
+        panic!("docker has no daemon, yet it was picked");
+    };
     let msg = err.to_string();
     assert!(msg.contains("[backends] backend=docker"), "{msg}");
     assert!(msg.contains("daemon does not answer"), "{msg}");
@@ -205,7 +204,9 @@ async fn a_live_apple_container_is_passed_over_because_it_cannot_apply_any_tier(
         "order = [\"apple-container\", \"podman\"]\n[apple-container]\nprogram = {container:?}\n"
     ));
     // (The order is the configured one; podman is this Linux host's real podman.)
-    let d = detect_with(&opts(c)).await.expect("podman after apple/container");
+    let d = detect_with(&opts(c))
+        .await
+        .expect("podman after apple/container");
     assert_eq!(d.backend.name(), "podman");
     let apple = &d.probes[0];
     assert_eq!(apple.name, "apple-container");

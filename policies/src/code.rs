@@ -104,6 +104,9 @@ codes! {
     ServiceUnavailable = ("service_unavailable", 503, EXIT_REFUSED),
     /// No usable container backend, or the one asked for is not available.
     BackendUnavailable = ("backend_unavailable", 503, EXIT_REFUSED),
+    /// No container backend is installed and running (every probe failed); the message lists
+    /// each probe's reason and the recommended install command.
+    NoBackendFound = ("no_backend_found", 503, EXIT_REFUSED),
     /// A deadline passed (`request_timeout`, a wait for a healthy dependency).
     Timeout = ("timeout", 504, EXIT_REFUSED),
 }

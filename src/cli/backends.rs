@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use perry_sandbox::backends::{probe_with, Code, DetectOptions};
+use perry_sandbox::backends::{install_choices, probe_with, recommended, Code, DetectOptions};
 
 use super::error::{CliError, CliResult};
 use super::GlobalArgs;
@@ -26,10 +26,25 @@ pub(super) fn run(g: &GlobalArgs) -> CliResult {
         .collect();
     let chosen = probes.iter().find(|p| p.available).map(|p| p.name.clone());
     let missing = || {
+        let choices = install_choices(os, &config.backends);
+        let advice = match recommended(&choices) {
+            Some(c) => format!(
+                "install one, e.g. {}: `{}` ({})",
+                c.backend,
+                c.command.join(" "),
+                c.docs
+            ),
+            None => "install podman, docker or nerdctl".into(),
+        };
+        let code = if opts.backend().is_some() {
+            Code::BackendUnavailable
+        } else {
+            Code::NoBackendFound
+        };
         CliError::new(
-            Code::BackendUnavailable,
+            code,
             format!(
-                "no container backend found (probed {}); install one, e.g. `apt-get install -y podman runc`",
+                "no container backend found (probed {}); {advice}",
                 names.join(", ")
             ),
         )

@@ -21,6 +21,7 @@ use perry_sandbox::exec::{Code, Executor, Platform};
 
 use super::context::Context;
 use super::error::{CliError, CliResult};
+use super::install_prompt;
 use super::GlobalArgs;
 
 /// Options shared by every compose subcommand (docker compose's names).
@@ -311,10 +312,27 @@ fn verify(g: &GlobalArgs, args: &ComposeArgs) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The backend compose runs on: `PERRY_CONTAINER_BACKEND` or the first one detected.
+/// The backend compose runs on: `PERRY_CONTAINER_BACKEND`, `[backends]`, or the first one
+/// detected. When none is found and a person is at the terminal, offer to install one
+/// (`install_prompt`), then detect again.
 fn backend(ctx: &Context, rt: &tokio::runtime::Runtime) -> Result<compose::Backend, CliError> {
-    rt.block_on(compose::backend_for(&ctx.config))
-        .map_err(|e| CliError::new(e.code(), e.to_string()))
+    let fail = |e: compose::BackendError| CliError::new(e.code(), e.to_string());
+    let err = match rt.block_on(compose::backend_for(&ctx.config)) {
+        Ok(b) => return Ok(b),
+        Err(e @ compose::BackendError::NoneFound { .. }) if install_prompt::allowed() => e,
+        Err(e) => return Err(fail(e)),
+    };
+    let choices = compose::install_choices(std::env::consts::OS, &ctx.config.backends);
+    let io_fail = |e: std::io::Error| CliError::new(err.code(), format!("{err} (prompt: {e})"));
+    match install_prompt::ask(&err.to_string(), &choices).map_err(io_fail)? {
+        install_prompt::Decision::Declined => Err(fail(err)),
+        install_prompt::Decision::Install(i) => {
+            install_prompt::install(&choices[i])
+                .map_err(|why| CliError::new(err.code(), format!("{err}; {why}")))?;
+            rt.block_on(compose::backend_redetect(&ctx.config))
+                .map_err(fail)
+        }
+    }
 }
 
 /// Progress lines on stderr (`--json`: one JSON event per line on stdout).

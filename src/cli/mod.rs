@@ -7,6 +7,7 @@ mod compose;
 mod config_cmd;
 mod context;
 mod error;
+mod install_prompt;
 mod profiles;
 mod progress;
 mod run;

@@ -104,6 +104,10 @@ pub struct BackendSettings {
     /// Flags added to every container create (only [`EXTRA_ARG_FLAGS`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extra_args: Vec<String>,
+    /// The command that installs this backend, as argv (default: the platform's package
+    /// manager or brew), offered when no backend is found.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub install: Vec<String>,
     /// podman only: the sandboxed-kernel runtime for `untrusted` (default `/usr/bin/runsc`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox_runtime: Option<PathBuf>,
@@ -213,6 +217,13 @@ impl BackendsConfig {
                 out.push((sp.key("instance"), "only lima has instances".into(), None));
             }
             check_extra_args(&s.extra_args, &sp.key("extra_args"), out);
+            if s.install.first().is_some_and(|p| p.is_empty()) {
+                out.push((
+                    sp.key("install"),
+                    "the install command is empty".into(),
+                    None,
+                ));
+            }
         }
     }
 }

@@ -71,9 +71,13 @@ async fn when_nothing_answers_every_probe_is_listed_with_its_reason() {
         Err(e) => e,
         Ok(d) => panic!("picked {} though nothing answers", d.backend.name()),
     };
-    let BackendError::Unavailable(msg) = &err else {
+    let BackendError::NoneFound { probed, advice } = &err else {
         panic!("{err:?}")
     };
+    assert_eq!(err.code().as_str(), "no_backend_found");
+    // This Debian host's recommended install: podman with runc through apt-get.
+    assert!(advice.contains("apt-get install -y podman runc"), "{advice}");
+    let msg = probed;
     for (name, why) in [
         ("podman", "cannot connect to podman"),
         ("nerdctl", "containerd socket missing"),

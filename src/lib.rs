@@ -48,7 +48,8 @@ pub mod verify {
 pub mod backends {
     pub use perry_backends::{
         detect, detect_configured, detect_with, install_choices, probe, probe_order, probe_with,
-        recommended, BackendError, DetectOptions, Detected, InstallChoice, Mode, Probe,
+        recommended, BackendError, ContainerBackend, DetectOptions, Detected, InstallChoice, Mode,
+        Probe,
     };
     pub use perry_policies::Code;
 }
@@ -58,13 +59,16 @@ pub mod backends {
 /// container backend with rollback to nothing.
 pub mod compose {
     pub use perry_audit::Correlation;
-    pub use perry_backends::{install_choices, BackendError, ExecSpec, InstallChoice, LogOptions};
+    pub use perry_backends::{
+        install_choices, BackendError, ContainerBackend, ExecSpec, InstallChoice, LogLine,
+        LogOptions, LogStream,
+    };
     pub use perry_compose::{
         find_compose_files, load, normalize_project_name, to_yaml, LoadError, LoadOptions, Project,
     };
     pub use perry_engine::orchestrate::{
-        DownOptions, DownReport, OrchestrateError, Orchestrator, Progress, PsEntry, UpFailed,
-        UpOptions, UpReport,
+        DownOptions, DownReport, Followed, OrchestrateError, Orchestrator, Progress, PsEntry,
+        UpFailed, UpOptions, UpReport,
     };
     pub use perry_engine::plan::{Plan, PlanRefused};
 

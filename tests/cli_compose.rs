@@ -342,3 +342,85 @@ fn an_up_killed_with_sigkill_is_undone_by_the_next_down() {
     assert!(report["down"]["recovered"].is_object(), "{report}");
     assert_eq!(w.left_behind(), Vec::<String>::new());
 }
+
+/// A file of its own: `w.dir/name` with `text`.
+fn write_file(w: &World, name: &str, text: &str) -> PathBuf {
+    let p = w.dir.path().join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn attached_up_streams_prefixed_logs_and_abort_on_container_exit_stops_the_rest_with_its_code() {
+    let host = registry().host();
+    let w = World::new("attached");
+    // `job` talks on both streams and exits 3; `server` would run for ten minutes.
+    let f = write_file(
+        &w,
+        "compose.yaml",
+        &format!(
+            "services:\n  \
+               job:\n    image: {host}/stack/app:v1\n    \
+                 command: [\"sh\", \"-c\", \"echo job-says-hello; echo job-warns >&2; sleep 2; echo job-done; exit 3\"]\n  \
+               server:\n    image: {host}/stack/db:v1\n    \
+                 command: [\"sh\", \"-c\", \"trap 'exit 0' TERM; echo server-up; while true; do sleep 1; done\"]\n"
+        ),
+    );
+    let started = Instant::now();
+    let up = w.run(&f, &["up", "--abort-on-container-exit"]);
+    let out = text(&up.stdout);
+    assert_eq!(
+        up.status.code(),
+        Some(3),
+        "job's code: {out}\n{}",
+        text(&up.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "did not abort"
+    );
+    assert!(out.contains("Attaching to"), "{out}");
+    // Prefixed like compose (no colours: not a terminal), both streams, as they came.
+    for line in [
+        "job-1    | job-says-hello",
+        "job-1    | job-warns",
+        "job-1    | job-done",
+        "server-1 | server-up",
+    ] {
+        assert!(out.contains(line), "{line:?} missing from:\n{out}");
+    }
+    assert!(out.contains("job-1 exited with code 3"), "{out}");
+    assert!(!out.contains("\x1b["), "colours off a terminal: {out:?}");
+    assert!(text(&up.stderr).contains("Aborting on container exit"));
+    // The rest was stopped, not removed (like compose); down removes it.
+    let server = format!("{}-server-1", w.project);
+    assert_eq!(
+        podman(&["inspect", "-f", "{{.State.Status}}", &server]),
+        "exited"
+    );
+
+    // Attached without abort: the command returns when every container has exited, 0.
+    let w2 = World::new("attached-all");
+    let f2 = write_file(
+        &w2,
+        "compose2.yaml",
+        &format!(
+            "services:\n  \
+               one:\n    image: {host}/stack/app:v1\n    command: [\"sh\", \"-c\", \"echo one-ran\"]\n  \
+               two:\n    image: {host}/stack/db:v1\n    command: [\"sh\", \"-c\", \"sleep 1; echo two-ran; exit 5\"]\n"
+        ),
+    );
+    let up2 = w2.run(&f2, &["up"]);
+    let out2 = text(&up2.stdout);
+    assert_eq!(up2.status.code(), Some(0), "{out2}\n{}", text(&up2.stderr));
+    assert!(
+        out2.contains("one-ran") && out2.contains("two-ran"),
+        "{out2}"
+    );
+    assert!(out2.contains("two-1 exited with code 5"), "{out2}");
+    for (w, file) in [(&w, &f), (&w2, &f2)] {
+        let down = w.run(file, &["down"]);
+        assert!(down.status.success(), "{}", text(&down.stderr));
+        assert_eq!(w.left_behind(), Vec::<String>::new());
+    }
+}

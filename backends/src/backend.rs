@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::{
-    BackendError, ContainerInfo, ContainerSpec, ExecOutput, ExecSpec, IsolationLevel, LogOptions,
-    NetworkInfo, NetworkSpec, PinnedImage, VolumeInfo, VolumeSpec,
+    BackendError, ContainerInfo, ContainerSpec, ExecOutput, ExecSpec, IsolationLevel, LogFollower,
+    LogOptions, NetworkInfo, NetworkSpec, PinnedImage, VolumeInfo, VolumeSpec,
 };
 
 /// Whether a backend can be used, and why not.
@@ -60,6 +60,13 @@ pub trait ContainerBackend: Send + Sync {
     fn list(&self, key: &str, value: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// A container's stdout and stderr, kept apart and untruncated.
     fn logs(&self, id: &str, opts: LogOptions) -> impl Future<Output = Result<ExecOutput>> + Send;
+    /// Follows a container's output from the last `tail` lines (all when `None`) until it
+    /// exits: lines from both streams as they are written.
+    fn follow(
+        &self,
+        id: &str,
+        tail: Option<usize>,
+    ) -> impl Future<Output = Result<LogFollower>> + Send;
     /// Runs a command in a running container.
     fn exec(&self, id: &str, spec: &ExecSpec) -> impl Future<Output = Result<ExecOutput>> + Send;
 

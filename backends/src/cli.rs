@@ -24,19 +24,19 @@ impl Output {
     }
 }
 
-/// Runs `argv` (program first) with `timeout`; the child is killed when the timeout expires.
-pub(crate) async fn run(argv: &[String], timeout: Duration) -> Result<Output, BackendError> {
-    let (program, args) = argv
-        .split_first()
-        .ok_or_else(|| BackendError::InvalidConfig("empty backend command".into()))?;
-    let verb = verb_of(args);
+/// Starts `program args` with stdout and stderr piped, stdin closed, killed when dropped; a
+/// program that is not there is `backend_unavailable`.
+pub(crate) fn spawn_piped(
+    program: &str,
+    args: &[String],
+) -> Result<tokio::process::Child, BackendError> {
     let mut cmd = Command::new(program);
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let child = cmd.spawn().map_err(|e| {
+    cmd.spawn().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             BackendError::Unavailable(format!("{program}: not found on PATH"))
         } else {
@@ -45,7 +45,16 @@ pub(crate) async fn run(argv: &[String], timeout: Duration) -> Result<Output, Ba
                 source: e,
             }
         }
-    })?;
+    })
+}
+
+/// Runs `argv` (program first) with `timeout`; the child is killed when the timeout expires.
+pub(crate) async fn run(argv: &[String], timeout: Duration) -> Result<Output, BackendError> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| BackendError::InvalidConfig("empty backend command".into()))?;
+    let verb = verb_of(args);
+    let child = spawn_piped(program, args)?;
     match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Ok(Ok(o)) => Ok(Output {
             code: o.status.code().unwrap_or(-1),

@@ -9,8 +9,8 @@ use crate::cli::{self, failure, Output};
 use crate::hardening::ContainerNetwork;
 use crate::{
     parse, Availability, BackendError, ContainerBackend, ContainerInfo, ContainerSpec, ExecOutput,
-    ExecSpec, Health, IsolationLevel, LogOptions, Mount, NetworkInfo, NetworkSpec, PinnedImage,
-    VolumeInfo, VolumeSpec,
+    ExecSpec, Health, IsolationLevel, LogFollower, LogOptions, Mount, NetworkInfo, NetworkSpec,
+    PinnedImage, VolumeInfo, VolumeSpec,
 };
 
 /// Which CLI dialect a docker-compatible backend speaks (flags differ in a few places).
@@ -530,6 +530,16 @@ impl ContainerBackend for DockerProtocol {
             stdout: o.stdout,
             stderr: o.stderr,
         })
+    }
+
+    async fn follow(&self, id: &str, tail: Option<usize>) -> Result<LogFollower> {
+        let tail = tail.map(|t| t.to_string());
+        let mut a = vec!["logs", "--follow"];
+        if let Some(t) = &tail {
+            a.extend(["--tail", t]);
+        }
+        a.push(id);
+        LogFollower::spawn(&self.argv(&a))
     }
 
     async fn exec(&self, id: &str, spec: &ExecSpec) -> Result<ExecOutput> {

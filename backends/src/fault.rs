@@ -8,7 +8,8 @@ use std::time::Duration;
 use crate::backend::Result;
 use crate::{
     Availability, BackendError, ContainerBackend, ContainerInfo, ContainerSpec, ExecOutput,
-    ExecSpec, LogOptions, NetworkInfo, NetworkSpec, PinnedImage, VolumeInfo, VolumeSpec,
+    ExecSpec, LogFollower, LogOptions, NetworkInfo, NetworkSpec, PinnedImage, VolumeInfo,
+    VolumeSpec,
 };
 
 /// What to do on the chosen call.
@@ -114,6 +115,9 @@ impl<B: ContainerBackend> ContainerBackend for FaultyBackend<B> {
     }
     async fn logs(&self, id: &str, opts: LogOptions) -> Result<ExecOutput> {
         delegate!(self, "logs", self.inner.logs(id, opts))
+    }
+    async fn follow(&self, id: &str, tail: Option<usize>) -> Result<LogFollower> {
+        delegate!(self, "follow", self.inner.follow(id, tail))
     }
     async fn exec(&self, id: &str, spec: &ExecSpec) -> Result<ExecOutput> {
         delegate!(self, "exec", self.inner.exec(id, spec))

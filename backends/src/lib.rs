@@ -40,6 +40,7 @@ mod fault;
 mod hardening;
 mod image;
 mod install;
+mod logs;
 mod parse;
 mod spec;
 
@@ -56,6 +57,7 @@ pub use fault::{Fault, FaultyBackend};
 pub use hardening::{hardening_for, write_seccomp, ContainerNetwork, Hardening, NON_ROOT_USER};
 pub use image::{is_loopback_registry, PinnedImage};
 pub use install::{install_choices, recommended, InstallChoice};
+pub use logs::{LogFollower, LogLine, LogStream};
 pub use perry_policies::{BackendMode, BackendSettings, BackendsConfig};
 pub use spec::{
     ContainerInfo, ContainerSpec, ContainerStatus, ExecOutput, ExecSpec, Health, IsolationLevel,

@@ -76,7 +76,10 @@ async fn when_nothing_answers_every_probe_is_listed_with_its_reason() {
     };
     assert_eq!(err.code().as_str(), "no_backend_found");
     // This Debian host's recommended install: podman with runc through apt-get.
-    assert!(advice.contains("apt-get install -y podman runc"), "{advice}");
+    assert!(
+        advice.contains("apt-get install -y podman runc"),
+        "{advice}"
+    );
     let msg = probed;
     for (name, why) in [
         ("podman", "cannot connect to podman"),

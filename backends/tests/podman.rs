@@ -10,8 +10,8 @@ use std::time::Duration;
 use common::{podman, rt, spec, status_field, unique, world};
 use perry_backends::{
     BackendError, ContainerBackend, ContainerSpec, ContainerStatus, Dialect, DockerProtocol,
-    ExecSpec, IsolationLevel, LogOptions, Mount, NetworkAttachment, NetworkSpec, PinnedImage,
-    VolumeSpec,
+    ExecSpec, IsolationLevel, LogOptions, LogStream, Mount, NetworkAttachment, NetworkSpec,
+    PinnedImage, VolumeSpec,
 };
 use perry_policies::Tier;
 
@@ -217,6 +217,51 @@ fn started(p: &DockerProtocol, s: &ContainerSpec) -> String {
 
 fn labelled(name: &str) -> BTreeMap<String, String> {
     BTreeMap::from([("io.perry-sandbox.test".to_string(), name.to_string())])
+}
+
+#[test]
+fn a_follower_streams_both_streams_while_the_container_runs_and_ends_when_it_exits() {
+    let rt = rt();
+    let p = podman();
+    rt.block_on(p.pull(&PinnedImage::from_verified(&world().image)))
+        .unwrap();
+    let name = unique("follow");
+    let s = spec(
+        &name,
+        Tier::Hardened,
+        &[
+            "sh",
+            "-c",
+            "echo first; echo warn >&2; sleep 3; echo second",
+        ],
+    );
+    let id = started(&p, &s);
+    rt.block_on(async {
+        let mut f = p.follow(&id, None).await.unwrap();
+        let mut seen = Vec::new();
+        // The first line comes while the container still runs (streamed, not collected).
+        let first = tokio::time::timeout(Duration::from_secs(20), f.next_line())
+            .await
+            .expect("a line within 20 s")
+            .expect("a line before the end");
+        assert_eq!(
+            p.inspect(&id).await.unwrap().status,
+            ContainerStatus::Running,
+            "the first line ({first:?}) came only after the container exited"
+        );
+        seen.push(first);
+        while let Some(l) = tokio::time::timeout(Duration::from_secs(30), f.next_line())
+            .await
+            .expect("the follower ends when the container exits")
+        {
+            seen.push(l);
+        }
+        let has = |stream, text: &str| seen.iter().any(|l| l.stream == stream && l.text == text);
+        assert!(has(LogStream::Stdout, "first"), "{seen:?}");
+        assert!(has(LogStream::Stderr, "warn"), "{seen:?}");
+        assert!(has(LogStream::Stdout, "second"), "{seen:?}");
+    });
+    rt.block_on(p.remove(&id, true)).unwrap();
 }
 
 #[test]

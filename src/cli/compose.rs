@@ -19,6 +19,7 @@ use perry_sandbox::compose::{
 };
 use perry_sandbox::exec::{Code, Executor, Platform};
 
+use super::attach;
 use super::context::Context;
 use super::error::{CliError, CliResult};
 use super::install_prompt;
@@ -118,6 +119,15 @@ pub(crate) struct UpArgs {
     /// Remove containers of services no longer in the file.
     #[arg(long)]
     pub remove_orphans: bool,
+    /// Attached: stop every container when the first one exits, and exit with its code.
+    #[arg(long, conflicts_with_all = ["detach", "wait"])]
+    pub abort_on_container_exit: bool,
+    /// Attached: exit with this service's exit code (implies --abort-on-container-exit).
+    #[arg(long, value_name = "SERVICE", conflicts_with_all = ["detach", "wait"])]
+    pub exit_code_from: Option<String>,
+    /// Attached: no colours in the log prefixes.
+    #[arg(long)]
+    pub no_color: bool,
 }
 
 /// `compose down`.
@@ -144,6 +154,9 @@ pub(crate) struct LogsArgs {
     /// Only the last N lines of each container.
     #[arg(long, value_name = "N")]
     pub tail: Option<usize>,
+    /// No colours in the prefixes.
+    #[arg(long)]
+    pub no_color: bool,
     /// Only these services.
     pub services: Vec<String>,
 }
@@ -353,6 +366,65 @@ fn progress(json: bool) -> impl Fn(&Progress) + Send + Sync {
     }
 }
 
+/// Attached `up`: follow every container like compose until they all exit, the first exits
+/// (`--abort-on-container-exit`, `--exit-code-from`) or Ctrl-C; then stop the project's
+/// containers (they stay, like compose's) and exit with compose's code.
+fn attached<B: compose::ContainerBackend>(
+    g: &GlobalArgs,
+    u: &UpArgs,
+    rt: &tokio::runtime::Runtime,
+    orch: &Orchestrator<'_, B>,
+    report: &compose::UpReport,
+) -> CliResult {
+    let fail = |e: compose::OrchestrateError| CliError::new(e.code(), e.to_string());
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    let followed = rt.block_on(orch.follow(&[], None)).map_err(fail)?;
+    if !g.json {
+        let names: Vec<&str> = followed.iter().map(|f| f.container.as_str()).collect();
+        println!("Attaching to {}", names.join(", "));
+    }
+    let opts = attach::AttachOptions {
+        abort_on_exit: u.abort_on_container_exit || u.exit_code_from.is_some(),
+        color: attach::AttachOptions::color_allowed(u.no_color),
+        json: g.json,
+        split_streams: false,
+    };
+    let ended = rt
+        .block_on(attach::attach(orch, followed, &opts))
+        .map_err(fail)?;
+    let stop = |why: &str| -> Result<(), CliError> {
+        eprintln!("{why}");
+        rt.block_on(orch.stop(&[], Duration::from_secs(10)))
+            .map(|_| ())
+            .map_err(fail)
+    };
+    // The code of --exit-code-from's service (its first replica), once it has stopped.
+    let code_of = |service: &str| -> Result<i32, CliError> {
+        let ps = rt.block_on(orch.ps(&[service.to_string()])).map_err(fail)?;
+        Ok(ps.iter().find_map(|p| p.exit_code).unwrap_or(0))
+    };
+    let code = match ended {
+        attach::Ended::Interrupted => {
+            stop("Gracefully stopping...")?;
+            130
+        }
+        attach::Ended::Exited { service, code, .. } => {
+            stop("Aborting on container exit...")?;
+            match &u.exit_code_from {
+                Some(s) if *s != service => code_of(s)?,
+                _ => code,
+            }
+        }
+        attach::Ended::AllExited => match &u.exit_code_from {
+            Some(s) => code_of(s)?,
+            None => 0,
+        },
+    };
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
 fn up(g: &GlobalArgs, args: &ComposeArgs, u: &UpArgs) -> CliResult {
     let project = load(args, None)?;
     let ctx = Context::load(g)?;
@@ -375,7 +447,14 @@ fn up(g: &GlobalArgs, args: &ComposeArgs, u: &UpArgs) -> CliResult {
         wait_timeout: Duration::from_secs(u.wait_timeout),
         remove_orphans: u.remove_orphans,
     };
-    let _ = u.detach; // `up` always returns once started: attached log streaming is not built yet
+    if let Some(svc) = &u.exit_code_from {
+        if !project.services.contains_key(svc) {
+            return Err(CliError::invalid_argument(format!(
+                "--exit-code-from {svc}: no such service in the project"
+            ))
+            .with_exit(2));
+        }
+    }
     let outcome = rt.block_on(async {
         tokio::select! {
             r = orch.up(&plan, &resources, &opts) => Some(r),
@@ -383,6 +462,7 @@ fn up(g: &GlobalArgs, args: &ComposeArgs, u: &UpArgs) -> CliResult {
         }
     });
     match outcome {
+        Some(Ok(report)) if !u.detach && !u.wait => attached(g, u, &rt, &orch, &report),
         Some(Ok(report)) => {
             if g.json {
                 println!("{}", serde_json::json!({"ok": true, "up": report}));
@@ -497,6 +577,23 @@ fn from_labels(g: &GlobalArgs, args: &ComposeArgs) -> CliResult {
                         r.image
                     );
                 }
+            }
+        }
+        ComposeCommand::Logs(l) if l.follow => {
+            let followed = rt
+                .block_on(orch.follow(&l.services, l.tail))
+                .map_err(fail)?;
+            let opts = attach::AttachOptions {
+                abort_on_exit: false,
+                color: attach::AttachOptions::color_allowed(l.no_color),
+                json: g.json,
+                split_streams: true,
+            };
+            let ended = rt
+                .block_on(attach::attach(&orch, followed, &opts))
+                .map_err(fail)?;
+            if let attach::Ended::Interrupted = ended {
+                return Ok(ExitCode::from(130));
             }
         }
         ComposeCommand::Logs(l) => {

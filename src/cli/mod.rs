@@ -1,5 +1,6 @@
 //! Command-line interface: argument parsing and dispatch to one module per subcommand.
 
+mod attach;
 mod audit;
 mod backends;
 mod cap;

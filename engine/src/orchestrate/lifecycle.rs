@@ -4,13 +4,27 @@
 use std::time::Duration;
 
 use perry_backends::{
-    ContainerBackend, ContainerStatus, ExecOutput, ExecSpec, LogOptions, PortMapping,
+    ContainerBackend, ContainerStatus, ExecOutput, ExecSpec, LogFollower, LogOptions, PortMapping,
 };
 use serde::Serialize;
 
 use super::labels;
 use super::orchestrator::{OrchestrateError, Orchestrator};
 use super::project_state::{start_order, teardown_order};
+
+/// One container being followed (attached `up`, `logs -f`).
+pub struct Followed {
+    /// Container name (`project-service-N`).
+    pub container: String,
+    /// Its service.
+    pub service: String,
+    /// Replica number (1-based), from its label.
+    pub replica: u32,
+    /// Backend id, to ask for its exit code once the follower ends.
+    pub id: String,
+    /// Its output, line by line.
+    pub follower: LogFollower,
+}
 
 /// One container as `ps` shows it.
 #[derive(Clone, Debug, Serialize)]
@@ -87,6 +101,49 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
             }
         }
         Ok(out)
+    }
+
+    /// Follows every container of the project (of `services`, when given) from its last
+    /// `tail` lines, all at once.
+    pub async fn follow(
+        &self,
+        services: &[String],
+        tail: Option<usize>,
+    ) -> Result<Vec<Followed>, OrchestrateError> {
+        let all = self.by_service().await?;
+        let mut out = Vec::new();
+        for (service, containers) in self.select(&all, services)? {
+            for c in containers {
+                let follower =
+                    self.backend
+                        .follow(&c.id, tail)
+                        .await
+                        .map_err(OrchestrateError::backend(format!(
+                            "following the logs of {}",
+                            c.name
+                        )))?;
+                out.push(Followed {
+                    container: c.name.clone(),
+                    service: service.to_string(),
+                    replica: c
+                        .labels
+                        .get(labels::NUMBER)
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(1),
+                    id: c.id.clone(),
+                    follower,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// A container's exit code once it has exited (after its follower ended).
+    pub async fn exit_code(&self, id: &str) -> Result<i32, OrchestrateError> {
+        self.backend
+            .wait(id)
+            .await
+            .map_err(OrchestrateError::backend(format!("waiting for {id}")))
     }
 
     /// Runs `spec` in replica `index` (1-based) of `service`.

@@ -21,7 +21,7 @@ mod up;
 
 pub use down::{DownOptions, DownReport};
 pub use health::{wait_healthy, HealthSpec, HealthTest, HealthVerdict, Probe};
-pub use lifecycle::PsEntry;
+pub use lifecycle::{Followed, PsEntry};
 pub use orchestrator::{OrchestrateError, Orchestrator, Progress};
 pub use rollback::RollbackReport;
 pub use shape::{

@@ -151,6 +151,7 @@ mod tests {
             health: Health::None,
             image_id: String::new(),
             ips: BTreeMap::new(),
+            aliases: BTreeMap::new(),
             ports: Vec::new(),
             labels: [
                 (labels::SERVICE.to_string(), service.to_string()),

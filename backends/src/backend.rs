@@ -52,10 +52,41 @@ pub trait ContainerBackend: Send + Sync {
     /// Removes a container (`force`: even when running, and a container already gone is not
     /// an error).
     fn remove(&self, id: &str, force: bool) -> impl Future<Output = Result<()>> + Send;
+    /// Stops a container (SIGTERM, then SIGKILL after `timeout`) and removes it, in one step
+    /// where the backend can (podman `rm --force --time`); one already gone is not an error.
+    fn stop_and_remove(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            // A stop that fails (already stopped, already gone) is finished by the removal.
+            let _ = self.stop(id, timeout).await;
+            self.remove(id, true).await
+        }
+    }
     /// Waits for a container to exit and returns its exit code.
     fn wait(&self, id: &str) -> impl Future<Output = Result<i32>> + Send;
     /// State, exit code, IPs per network, ports, labels, isolation level.
     fn inspect(&self, id: &str) -> impl Future<Output = Result<ContainerInfo>> + Send;
+    /// [`inspect`](Self::inspect) of many containers, in one call where the backend can;
+    /// those removed meanwhile are left out.
+    fn inspect_many(
+        &self,
+        ids: &[String],
+    ) -> impl Future<Output = Result<Vec<ContainerInfo>>> + Send {
+        async move {
+            let mut out = Vec::new();
+            for id in ids {
+                match self.inspect(id).await {
+                    Ok(i) => out.push(i),
+                    Err(BackendError::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(out)
+        }
+    }
     /// Ids of all containers (running or not) carrying `key=value`.
     fn list(&self, key: &str, value: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// A container's stdout and stderr, kept apart and untruncated.

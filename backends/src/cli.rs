@@ -54,13 +54,24 @@ pub(crate) async fn run(argv: &[String], timeout: Duration) -> Result<Output, Ba
         .split_first()
         .ok_or_else(|| BackendError::InvalidConfig("empty backend command".into()))?;
     let verb = verb_of(args);
+    let started = std::time::Instant::now();
     let child = spawn_piped(program, args)?;
     match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Ok(Ok(o)) => Ok(Output {
-            code: o.status.code().unwrap_or(-1),
-            stdout: o.stdout,
-            stderr: o.stderr,
-        }),
+        Ok(Ok(o)) => {
+            // `PERRY_LOG=debug` shows every backend command and what it cost.
+            tracing::debug!(
+                target: "perry::backend",
+                ms = started.elapsed().as_millis() as u64,
+                code = o.status.code().unwrap_or(-1),
+                "{}",
+                argv.join(" ")
+            );
+            Ok(Output {
+                code: o.status.code().unwrap_or(-1),
+                stdout: o.stdout,
+                stderr: o.stderr,
+            })
+        }
         Ok(Err(e)) => Err(BackendError::Io {
             what: format!("waiting for {program} {verb}"),
             source: e,

@@ -487,6 +487,47 @@ impl ContainerBackend for DockerProtocol {
             })
     }
 
+    async fn stop_and_remove(&self, id: &str, timeout: Duration) -> Result<()> {
+        if self.dialect != Dialect::Podman {
+            // docker's and nerdctl's `rm --force` kill at once: stop gracefully first.
+            let _ = self.stop(id, timeout).await;
+            return self.remove(id, true).await;
+        }
+        let t = timeout.as_secs().to_string();
+        match self
+            .ok("container", id, &["rm", "--force", "--time", &t, id])
+            .await
+        {
+            Ok(_) | Err(BackendError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+    async fn inspect_many(&self, ids: &[String]) -> Result<Vec<ContainerInfo>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut a = vec!["container", "inspect"];
+        a.extend(ids.iter().map(String::as_str));
+        match self.ok("container", &ids[0], &a).await {
+            Ok(o) => Ok(parse::objects("container inspect", &o.stdout)?
+                .iter()
+                .map(|v| parse::container(v, Health::None))
+                .collect()),
+            // One was removed meanwhile: ask one by one and leave it out.
+            Err(BackendError::NotFound { .. }) => {
+                let mut out = Vec::new();
+                for id in ids {
+                    match self.inspect(id).await {
+                        Ok(i) => out.push(i),
+                        Err(BackendError::NotFound { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(out)
+            }
+            Err(e) => Err(e),
+        }
+    }
     async fn inspect(&self, id: &str) -> Result<ContainerInfo> {
         let o = self
             .ok("container", id, &["container", "inspect", id])

@@ -119,6 +119,16 @@ impl<B: ContainerBackend> ContainerBackend for FaultyBackend<B> {
     async fn follow(&self, id: &str, tail: Option<usize>) -> Result<LogFollower> {
         delegate!(self, "follow", self.inner.follow(id, tail))
     }
+    async fn stop_and_remove(&self, id: &str, timeout: Duration) -> Result<()> {
+        delegate!(
+            self,
+            "stop_and_remove",
+            self.inner.stop_and_remove(id, timeout)
+        )
+    }
+    async fn inspect_many(&self, ids: &[String]) -> Result<Vec<ContainerInfo>> {
+        delegate!(self, "inspect_many", self.inner.inspect_many(ids))
+    }
     async fn exec(&self, id: &str, spec: &ExecSpec) -> Result<ExecOutput> {
         delegate!(self, "exec", self.inner.exec(id, spec))
     }

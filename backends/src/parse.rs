@@ -17,6 +17,21 @@ fn bad(verb: &str, detail: impl Into<String>) -> BackendError {
     }
 }
 
+/// Every object of an `inspect` array (an object alone is an array of one).
+pub(crate) fn objects(verb: &str, bytes: &[u8]) -> Result<Vec<Value>, BackendError> {
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| bad(verb, e.to_string()))?;
+    let all = match v {
+        Value::Array(a) => a,
+        o @ Value::Object(_) => vec![o],
+        _ => return Err(bad(verb, "expected a JSON array of objects")),
+    };
+    if all.iter().all(Value::is_object) {
+        Ok(all)
+    } else {
+        Err(bad(verb, "expected a JSON array of objects"))
+    }
+}
+
 /// The first object of an `inspect` array (or the object itself).
 pub(crate) fn first_object(verb: &str, bytes: &[u8]) -> Result<Value, BackendError> {
     let v: Value = serde_json::from_slice(bytes).map_err(|e| bad(verb, e.to_string()))?;

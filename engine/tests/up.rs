@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use perry_audit::{Actor, AuditLog, Correlation, LogOptions};
 use perry_backends::{DockerProtocol, Fault, FaultyBackend};
 use perry_engine::orchestrate::{
-    DownOptions, HealthSpec, HealthTest, OrchestrateError, Orchestrator, ProjectResources,
-    ServiceShape, UpOptions, VolumeUse,
+    DownOptions, HealthSpec, HealthTest, NetworkDecl, NetworkUse, OrchestrateError, Orchestrator,
+    ProjectResources, ServiceShape, UpOptions, VolumeDecl, VolumeUse,
 };
 use perry_engine::plan::{Condition, DependsOn, Plan, ServiceAsk, ServiceInput};
 use perry_engine::{Executor, Platform};
@@ -407,28 +407,21 @@ fn an_up_killed_mid_way_is_rolled_back_by_the_next_down() {
         .exists());
 }
 
-/// The backend fails at every call of an `up` in turn; and a real container crash. Whatever
-/// happens, nothing is left: a failed `up` rolled itself back, a finished one is taken down.
-#[test]
-fn faults_at_every_backend_call_and_a_crashing_service_leave_nothing() {
-    let (_dir, x) = executor();
-    let base = unique("fault");
-    let services = || {
-        let mut s = stack("test -f /tmp/ready", 50);
-        s.remove(0); // app <- db: the fewest calls that still cover every kind of resource
-        s
-    };
-    // Count the calls of a clean up (a fault at call 0 never fires).
+/// Fails every backend call of an `up` of `services` in turn (a clean `up` first, to count
+/// them). Whatever happens, nothing is left: a failed `up` rolled itself back, a finished one
+/// is taken down. Returns (ups run with a fault, ups the fault failed).
+fn sweep(
+    x: &Executor,
+    base: &str,
+    services: impl Fn() -> Vec<ServiceInput> + Sync,
+    resources: impl Fn(&str) -> ProjectResources + Sync,
+) -> (usize, usize) {
     let counted = FaultyBackend::new(podman(), 0, Fault::Fail);
     let project = format!("{base}-0");
-    let p = plan(&x, &project, services());
-    let o = Orchestrator::new(&x, &counted, &project, Actor::current(), Correlation::new());
-    rt().block_on(o.up(
-        &p,
-        &ProjectResources::default(),
-        &opts(Duration::from_secs(60)),
-    ))
-    .unwrap_or_else(|e| panic!("{e}"));
+    let p = plan(x, &project, services());
+    let o = Orchestrator::new(x, &counted, &project, Actor::current(), Correlation::new());
+    rt().block_on(o.up(&p, &resources(&project), &opts(Duration::from_secs(60))))
+        .unwrap_or_else(|e| panic!("{e}"));
     let calls = counted.calls();
     rt().block_on(o.down(&DownOptions {
         volumes: true,
@@ -436,28 +429,30 @@ fn faults_at_every_backend_call_and_a_crashing_service_leave_nothing() {
     }))
     .unwrap();
     assert!(calls >= 8, "{calls}");
-
-    let mut failed = 0;
-    for k in 1..=calls {
+    // Three faulted ups at a time, each its own project: the sweep stays within minutes, and
+    // concurrent projects must not disturb each other's rollback either.
+    let next = std::sync::atomic::AtomicUsize::new(1);
+    let failed = std::sync::atomic::AtomicUsize::new(0);
+    let one = |k: usize| {
         let project = format!("{base}-{k}");
-        let p = plan(&x, &project, services());
+        let p = plan(x, &project, services());
         let faulty = FaultyBackend::new(podman(), k, Fault::Fail);
-        let o = Orchestrator::new(&x, &faulty, &project, Actor::current(), Correlation::new());
-        match rt().block_on(o.up(
-            &p,
-            &ProjectResources::default(),
-            &opts(Duration::from_secs(60)),
-        )) {
+        let o = Orchestrator::new(x, &faulty, &project, Actor::current(), Correlation::new());
+        match rt().block_on(o.up(&p, &resources(&project), &opts(Duration::from_secs(60)))) {
             Err(e) => {
-                failed += 1;
+                failed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let rb = e
                     .rollback
                     .as_ref()
-                    .unwrap_or_else(|| panic!("fault {k}: {e}"));
-                assert!(rb.is_clean(), "fault {k}: {rb:?}");
+                    .unwrap_or_else(|| panic!("{base}: fault {k}: {e}"));
+                assert!(rb.is_clean(), "{base}: fault {k}: {rb:?}");
             }
             Ok(_) => {
-                // The fault hit a health probe, which a later probe made up for.
+                // The fault hit a health probe, which a later probe made up for, or this up
+                // needed fewer probes than the counted one: take it down on a clean backend.
+                let clean = podman();
+                let o =
+                    Orchestrator::new(x, &clean, &project, Actor::current(), Correlation::new());
                 rt().block_on(o.down(&DownOptions {
                     volumes: true,
                     timeout: Duration::from_secs(1),
@@ -468,16 +463,103 @@ fn faults_at_every_backend_call_and_a_crashing_service_leave_nothing() {
         assert_eq!(
             left_behind(&project),
             Vec::<String>::new(),
-            "fault at call {k}"
+            "{base}: fault at call {k}"
         );
-    }
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..3 {
+            scope.spawn(|| loop {
+                let k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if k > calls {
+                    return;
+                }
+                one(k);
+            });
+        }
+    });
+    let failed = failed.into_inner();
     assert!(
         failed * 2 >= calls,
-        "only {failed} of {calls} faults failed the up"
+        "{base}: only {failed} of {calls} faults failed the up"
     );
+    (calls, failed)
+}
+
+/// 100+ fault-injected `up`s: the backend fails at every call of an `up` in turn, over four
+/// shapes (app <- db; the whole stack on an internal project network with a declared volume;
+/// app ×3 <- db ×2 on that network; proxy ×2 <- app ×5 <- db ×3), three at a time, plus real
+/// container crashes. Nothing is ever left behind.
+#[test]
+fn faults_at_every_backend_call_and_a_crashing_service_leave_nothing() {
+    let (_dir, x) = executor();
+    let small = || {
+        let mut s = stack("test -f /tmp/ready", 50);
+        s.remove(0); // app <- db: the fewest calls that still cover every kind of resource
+        s
+    };
+    let (small_ups, _) = sweep(&x, &unique("fault"), small, |_| ProjectResources::default());
+    let networked = || {
+        let mut s = stack("test -f /tmp/ready", 50);
+        for svc in &mut s {
+            svc.shape.networks.push(NetworkUse {
+                network: "backend".into(),
+                aliases: Vec::new(),
+            });
+        }
+        s
+    };
+    let declared = |project: &str| ProjectResources {
+        networks: [(
+            "backend".to_string(),
+            NetworkDecl {
+                name: format!("{project}_backend"),
+                internal: true,
+                external: false,
+                labels: Default::default(),
+            },
+        )]
+        .into_iter()
+        .collect(),
+        volumes: [(
+            "pgdata".to_string(),
+            VolumeDecl {
+                name: format!("{project}_pgdata"),
+                external: false,
+                labels: Default::default(),
+            },
+        )]
+        .into_iter()
+        .collect(),
+    };
+    let (stack_ups, _) = sweep(&x, &unique("faultnet"), networked, declared);
+    // Replicas: three app and two db containers, each created, started and probed.
+    let replicated = || {
+        let mut s = networked();
+        s.remove(0);
+        for svc in &mut s {
+            svc.shape.replicas = if svc.ask.name == "app" { 3 } else { 2 };
+        }
+        s
+    };
+    let (replica_ups, _) = sweep(&x, &unique("faultrep"), replicated, declared);
+    // Wider: five app, three db and two proxy containers.
+    let wide = || {
+        let mut s = networked();
+        for svc in &mut s {
+            svc.shape.replicas = match svc.ask.name.as_str() {
+                "app" => 5,
+                "db" => 3,
+                _ => 2,
+            };
+        }
+        s
+    };
+    let (wide_ups, _) = sweep(&x, &unique("faultwide"), wide, declared);
+    let total = small_ups + stack_ups + replica_ups + wide_ups;
+    assert!(total >= 100, "only {total} fault-injected ups");
 
     // A one-shot that crashes fails its dependent's `service_completed_successfully`.
-    let project = format!("{base}-crash");
+    let project = unique("crash");
     let services = vec![
         service("db", "echo migrating; exit 3", None, &[]),
         service(

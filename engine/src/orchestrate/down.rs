@@ -73,10 +73,7 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
                         "stopping",
                         None,
                     );
-                    // A stop that fails (already gone, already stopped) is finished by the forced
-                    // removal below.
-                    let _ = self.backend.stop(&c.id, opts.timeout).await;
-                    match self.backend.remove(&c.id, true).await {
+                    match self.backend.stop_and_remove(&c.id, opts.timeout).await {
                         Ok(()) | Err(BackendError::NotFound { .. }) => {}
                         Err(e) => {
                             return Err(OrchestrateError::Backend {

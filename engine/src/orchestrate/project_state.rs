@@ -17,18 +17,15 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
     /// Every container of the project, by service.
     pub(crate) async fn by_service(&self) -> Result<ByService, OrchestrateError> {
         let mut out: ByService = BTreeMap::new();
-        for id in self.project_containers().await? {
-            let info = match self.backend.inspect(&id).await {
-                Ok(i) => i,
-                // Removed between the listing and now.
-                Err(perry_backends::BackendError::NotFound { .. }) => continue,
-                Err(e) => {
-                    return Err(OrchestrateError::Backend {
-                        what: format!("inspecting container {id}"),
-                        source: e,
-                    })
-                }
-            };
+        let ids = self.project_containers().await?;
+        let infos = self
+            .backend
+            .inspect_many(&ids)
+            .await
+            .map_err(OrchestrateError::backend(
+                "inspecting the project's containers",
+            ))?;
+        for info in infos {
             let service = info
                 .labels
                 .get(labels::SERVICE)

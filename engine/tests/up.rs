@@ -45,11 +45,18 @@ fn podman() -> DockerProtocol {
         .with_extra_args(vec!["--ulimit".into(), "nproc=1024:1024".into()])
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+/// One runtime for the whole test binary: the executor's registry client keeps pooled
+/// connections whose tasks live on the runtime that opened them, so a runtime per call would
+/// leave them dangling (and the fault sweep plans from several threads at once).
+fn rt() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
 }
 
 fn unique(prefix: &str) -> String {
@@ -487,7 +494,7 @@ fn sweep(
 
 /// 100+ fault-injected `up`s: the backend fails at every call of an `up` in turn, over four
 /// shapes (app <- db; the whole stack on an internal project network with a declared volume;
-/// app ×3 <- db ×2 on that network; proxy ×2 <- app ×5 <- db ×3), three at a time, plus real
+/// app ×3 <- db ×2 on that network; proxy ×2 <- app ×9 <- db ×4), three at a time, plus real
 /// container crashes. Nothing is ever left behind.
 #[test]
 fn faults_at_every_backend_call_and_a_crashing_service_leave_nothing() {
@@ -542,13 +549,13 @@ fn faults_at_every_backend_call_and_a_crashing_service_leave_nothing() {
         s
     };
     let (replica_ups, _) = sweep(&x, &unique("faultrep"), replicated, declared);
-    // Wider: five app, three db and two proxy containers.
+    // Wider: nine app, four db and two proxy containers.
     let wide = || {
         let mut s = networked();
         for svc in &mut s {
             svc.shape.replicas = match svc.ask.name.as_str() {
-                "app" => 5,
-                "db" => 3,
+                "app" => 9,
+                "db" => 4,
                 _ => 2,
             };
         }

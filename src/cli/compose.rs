@@ -14,12 +14,13 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use perry_sandbox::compose::{
-    self as compose, DownOptions, ExecSpec, LoadOptions, LogOptions, Orchestrator, Progress,
-    Project, UpOptions,
+    self as compose, DownOptions, ExecSpec, LoadOptions, LogOptions, Orchestrator, Project,
+    UpOptions,
 };
 use perry_sandbox::exec::{Code, Executor, Platform};
 
 use super::attach;
+use super::compose_display::progress;
 use super::context::Context;
 use super::error::{CliError, CliResult};
 use super::install_prompt;
@@ -344,24 +345,6 @@ fn backend(ctx: &Context, rt: &tokio::runtime::Runtime) -> Result<compose::Backe
                 .map_err(|why| CliError::new(err.code(), format!("{err}; {why}")))?;
             rt.block_on(compose::backend_redetect(&ctx.config))
                 .map_err(fail)
-        }
-    }
-}
-
-/// Progress lines on stderr (`--json`: one JSON event per line on stdout).
-fn progress(json: bool) -> impl Fn(&Progress) + Send + Sync {
-    move |p: &Progress| {
-        if json {
-            if let Ok(line) = serde_json::to_string(&serde_json::json!({"event": p})) {
-                let _ = writeln!(std::io::stdout(), "{line}");
-            }
-        } else {
-            let detail = p
-                .detail
-                .as_deref()
-                .map(|d| format!(" ({d})"))
-                .unwrap_or_default();
-            eprintln!(" {:<12} {}{detail}", p.status, p.resource);
         }
     }
 }

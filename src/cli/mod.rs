@@ -5,6 +5,7 @@ mod audit;
 mod backends;
 mod cap;
 mod compose;
+mod compose_display;
 mod config_cmd;
 mod context;
 mod error;

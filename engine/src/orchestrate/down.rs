@@ -121,7 +121,7 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
 
     async fn remove_labelled(
         &self,
-        kind: &str,
+        kind: &'static str,
         name: &str,
         removal: impl std::future::Future<Output = Result<(), BackendError>>,
     ) -> Result<(), OrchestrateError> {
@@ -132,7 +132,7 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
         )?;
         match removal.await {
             Ok(()) | Err(BackendError::NotFound { .. }) => {
-                self.report(name, None, "removed", None);
+                self.report_as(kind, name, None, "removed", None);
                 Ok(())
             }
             Err(e) => Err(OrchestrateError::Backend {

@@ -27,6 +27,8 @@ pub struct Progress {
     /// More, in words.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// `container`, `network`, `volume` or `image`.
+    pub kind: &'static str,
 }
 
 /// Why an orchestration command failed. Whatever `up` created is rolled back before this is
@@ -152,11 +154,24 @@ impl<'a, B: ContainerBackend> Orchestrator<'a, B> {
         status: &'static str,
         detail: Option<String>,
     ) {
+        self.report_as("container", resource, service, status, detail);
+    }
+
+    /// [`Self::report`] for a resource that is not (necessarily) a container.
+    pub(crate) fn report_as(
+        &self,
+        kind: &'static str,
+        resource: &str,
+        service: Option<&str>,
+        status: &'static str,
+        detail: Option<String>,
+    ) {
         (self.progress)(&Progress {
             resource: resource.to_string(),
             service: service.map(str::to_string),
             status,
             detail,
+            kind,
         });
     }
 

@@ -75,7 +75,7 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
                             .reason(format!("removed {what}, created by run {run_id}"))
                             .detail("resource", what.as_str()),
                     )?;
-                    self.report(&r.name, None, "removed", None);
+                    self.report_as(kind_name(r.kind), &r.name, None, "removed", None);
                     report.removed.push(what);
                 }
                 Ok(Removal::Absent) => {}

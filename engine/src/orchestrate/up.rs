@@ -341,7 +341,7 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
             let what = format!("pulling {} for service {name}", image.reference());
             let held = self.backend.image_exists(&image).await;
             if !held.map_err(OrchestrateError::backend(what.clone()))? {
-                self.report(image.reference(), Some(name), "pulling", None);
+                self.report_as("image", image.reference(), Some(name), "pulling", None);
                 self.backend
                     .pull(&image)
                     .await
@@ -393,7 +393,7 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
                             decl.name
                         )));
                     }
-                    self.report(&decl.name, None, "unchanged", None);
+                    self.report_as("network", &decl.name, None, "unchanged", None);
                 }
                 Ok(_) => {
                     return Err(OrchestrateError::Resource(format!(
@@ -415,7 +415,7 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
                             .detail("network", decl.name.as_str())
                             .detail("internal", internal),
                     )?;
-                    self.report(&decl.name, None, "creating", None);
+                    self.report_as("network", &decl.name, None, "creating", None);
                     let spec = NetworkSpec {
                         name: decl.name.clone(),
                         internal,
@@ -431,6 +431,7 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
                         .network_create(&spec)
                         .await
                         .map_err(OrchestrateError::backend(format!("creating network {}", decl.name)))?;
+                    self.report_as("network", &decl.name, None, "created", None);
                 }
                 Err(e) => {
                     return Err(OrchestrateError::Backend {
@@ -464,7 +465,7 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
             match self.backend.volume_inspect(&decl.name).await {
                 Ok(_) if decl.external => {}
                 Ok(info) if info.labels.get(labels::PROJECT) == Some(&self.project) => {
-                    self.report(&decl.name, None, "unchanged", None);
+                    self.report_as("volume", &decl.name, None, "unchanged", None);
                 }
                 Ok(_) => {
                     return Err(OrchestrateError::Resource(format!(
@@ -485,7 +486,7 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
                             .reason(format!("volume {}", decl.name))
                             .detail("volume", decl.name.as_str()),
                     )?;
-                    self.report(&decl.name, None, "creating", None);
+                    self.report_as("volume", &decl.name, None, "creating", None);
                     let spec = VolumeSpec {
                         name: decl.name.clone(),
                         labels: labels::resource_labels(
@@ -500,6 +501,7 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
                         .volume_create(&spec)
                         .await
                         .map_err(OrchestrateError::backend(format!("creating volume {}", decl.name)))?;
+                    self.report_as("volume", &decl.name, None, "created", None);
                 }
                 Err(e) => {
                     return Err(OrchestrateError::Backend {

@@ -418,7 +418,10 @@ impl Executor {
                 // The run is over: a log that cannot take its outcome any more is reported,
                 // but does not undo what already happened (the allow record stands).
                 let outcome_seq = match self.audit.record(ev) {
-                    Ok(s) => Some(s),
+                    Ok(s) => {
+                        tracing::debug!(seq = s, "outcome recorded");
+                        Some(s)
+                    }
                     Err(e) => {
                         tracing::warn!(
                             "audit log: the outcome of record {seq} was not written: {e}"

@@ -96,8 +96,8 @@ fn main() {
             "{:<10} {:>5}  {:>5}  {:>4}+{:<4}  {:>5}+{:<5}      {:>9.3?}  {:>9.3?}  {:>6.1}x  \
              {:>9.3?}  {:>8.0}x",
             tier.name(),
-            p.seccomp.rules.allowed_names().len(),
-            p.seccomp.rules.eperm.len(),
+            p.seccomp.rules().allowed_names().len(),
+            p.seccomp.rules().eperm.len(),
             p.seccomp.allowlist.len(),
             p.seccomp.eperm.len(),
             old.allowlist.len(),

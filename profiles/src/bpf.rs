@@ -575,5 +575,7 @@ fn conditional(
     Ok(())
 }
 
+// Named by path so that it resolves the same from `build.rs`, which builds this file too.
 #[cfg(test)]
+#[path = "bpf/tests.rs"]
 mod tests;

@@ -99,7 +99,7 @@ fn describe_rules(rs: &[ArgRule]) -> Vec<String> {
 
 /// Builds the view `profiles show` prints.
 pub fn show_view(p: &Profile) -> ShowView<'_> {
-    let r = &p.seccomp.rules;
+    let r = p.seccomp.rules();
     let all: Vec<&str> = syscalls::all_names().collect();
     let mut allowed = Vec::new();
     let mut eperm = Vec::new();
@@ -399,7 +399,7 @@ pub struct DiffView {
 fn allows_more(a: &Profile, b: &Profile, name: &str) -> bool {
     let mut cands: BTreeMap<u8, BTreeSet<u64>> = BTreeMap::new();
     for p in [a, b] {
-        let r = &p.seccomp.rules;
+        let r = p.seccomp.rules();
         for rule in r
             .allow
             .get(name)
@@ -442,7 +442,7 @@ fn allows_more(a: &Profile, b: &Profile, name: &str) -> bool {
 
 /// Builds `profiles diff A B`.
 pub fn diff(a: &Profile, b: &Profile) -> DiffView {
-    let (ra, rb) = (&a.seccomp.rules, &b.seccomp.rules);
+    let (ra, rb) = (a.seccomp.rules(), b.seccomp.rules());
     let mut allowed = Vec::new();
     let mut less = Vec::new();
     for n in syscalls::all_names() {

@@ -22,7 +22,8 @@
 //! // mount(2) is refused with EPERM; clone3 with ENOSYS so glibc falls back to clone.
 //! assert_eq!(p.seccomp.evaluate_name("mount", &[0; 6]), Some(Verdict::Errno(1)));
 //! assert_eq!(p.seccomp.evaluate_name("clone3", &[0; 6]), Some(Verdict::Errno(38)));
-//! // Compiled once, shared by every later run of the tier.
+//! // Compiled at build time (build.rs), shared by every later run of the tier.
+//! assert!(p.seccomp.is_built_in());
 //! let again = Profile::for_tier(Tier::Hardened, None, &Grants::default()).unwrap();
 //! assert!(std::sync::Arc::ptr_eq(&p.seccomp, &again.seccomp));
 //! ```
@@ -30,6 +31,7 @@
 
 mod bpf;
 pub mod caps;
+mod error;
 pub mod explain;
 pub mod landlock;
 pub mod limits;
@@ -47,40 +49,10 @@ use perry_policies::{NetworkPolicy, Tier, TierOverride, TierSpec};
 use serde::Serialize;
 
 pub use crate::caps::CapSets;
+pub use crate::error::ProfileError;
 pub use crate::landlock::{LandlockRules, PathAccess, PathRule};
 pub use crate::limits::{CgroupLimits, Resource, Rlimit};
 pub use crate::seccomp::{Access, SeccompKey, SeccompProgram, SocketPolicy, SyscallRules, Verdict};
-
-/// Why a profile could not be built. Every variant means "nothing runs".
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProfileError {
-    /// A syscall name (from the tables or from `deny_syscalls`) is not in the x86_64 table.
-    #[error(
-        "unknown syscall `{0}` (not in the x86_64 syscall table); refusing to build a profile"
-    )]
-    UnknownSyscall(String),
-    /// The rules cannot be compiled (an argument index above 5, a rule without checks), or
-    /// the program is too large for the kernel.
-    #[error("seccomp compilation failed: {0}")]
-    Compile(String),
-    /// The rules cannot be written in the OCI format without changing their meaning.
-    #[error("cannot export to OCI JSON: {0}")]
-    NotExportable(String),
-    /// A grant the tier does not allow (e.g. network in `untrusted`).
-    #[error("tier `{tier}` does not allow {what}")]
-    GrantRefused {
-        /// The tier.
-        tier: Tier,
-        /// What was asked for.
-        what: String,
-    },
-    /// A grant path that is not absolute.
-    #[error("grant path `{0}` must be absolute")]
-    RelativePath(PathBuf),
-    /// Profiles exist for x86_64 only.
-    #[error("seccomp profiles are built for x86_64 only; this is {0}")]
-    UnsupportedArch(&'static str),
-}
 
 /// Network access granted to one run (a capability's `network` grant). Only `default` and
 /// `hardened` take one; TCP only, and Landlock limits it to these ports where it applies.
@@ -168,7 +140,9 @@ pub struct Profile {
 
 impl Profile {
     /// The profile for `tier` with the site's override (`[tiers.<tier>]`) and this run's grants.
-    /// The seccomp part is compiled once per distinct (tier, sockets, deny list) and reused.
+    /// The seccomp part is built once per distinct (tier, sockets, deny list) and reused: without
+    /// a site `deny_syscalls` it is the programs compiled at build time, with one it is compiled
+    /// on first use ([`seccomp::compiled`]).
     pub fn for_tier(
         tier: Tier,
         overrides: Option<&TierOverride>,
@@ -239,7 +213,7 @@ impl Profile {
 
     /// The tier's seccomp profile as OCI runtime-spec / docker JSON.
     pub fn oci_seccomp_json(&self) -> Result<serde_json::Value, ProfileError> {
-        seccomp::oci_json(&self.seccomp.rules)
+        seccomp::oci_json(self.seccomp.rules())
     }
 }
 

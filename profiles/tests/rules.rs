@@ -150,7 +150,7 @@ fn clone3_is_enosys_in_every_tier_whatever_the_config() {
         ] {
             assert_eq!(call(&p, "clone3", &[]), ENOSYS, "{tier}");
             assert_eq!(call(&p, "clone3", &[0x7fff_0000, 88]), ENOSYS, "{tier}");
-            assert_eq!(p.seccomp.rules.refusal("clone3"), Some(38));
+            assert_eq!(p.seccomp.rules().refusal("clone3"), Some(38));
         }
     }
 }
@@ -475,7 +475,7 @@ fn by_rules(p: &Profile, name: &str, args: &[u64; 6]) -> Verdict {
     };
     let matches =
         |rs: &Vec<ArgRule>| rs.is_empty() || rs.iter().any(|r| r.checks.iter().all(holds));
-    let r = &p.seccomp.rules;
+    let r = p.seccomp.rules();
     if r.eperm.get(name).is_some_and(matches) {
         EPERM
     } else if r.allow.get(name).is_some_and(matches) {

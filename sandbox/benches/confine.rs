@@ -74,7 +74,7 @@ fn new(p: &Profile) -> Duration {
 
 fn compile_then_new(p: &Profile) -> Duration {
     let t = Instant::now();
-    let fresh = perry_profiles::seccomp::compile(p.seccomp.rules.clone()).unwrap();
+    let fresh = perry_profiles::seccomp::compile(p.seccomp.rules().clone()).unwrap();
     let mut q = p.clone();
     q.seccomp = std::sync::Arc::new(fresh);
     let step = ProfileStep::new(&q).unwrap();

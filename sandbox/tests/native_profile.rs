@@ -113,7 +113,7 @@ fn hardened_profile_refuses_and_reports_each_denied_syscall() {
     for d in &o.denied_syscalls {
         assert!(d.count >= 1);
         assert_ne!(
-            profile.seccomp.rules.access(&d.name),
+            profile.seccomp.rules().access(&d.name),
             perry_profiles::Access::Allowed,
             "an unconditionally allowed syscall was reported denied: {d:?}"
         );

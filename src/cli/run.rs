@@ -203,6 +203,17 @@ pub(super) fn run(g: &GlobalArgs, args: RunArgs) -> CliResult {
             );
         }
     }
+    // The end of the timeline, in order: the early checkpoint's thread, then the log's close
+    // (the final checkpoint, signing the outcome record), which the exit has to wait for.
+    drop(_checkpoint);
+    tracing::debug!("early checkpoint joined");
+    drop((executor, rt, ctx));
+    if let Some(log) = Arc::into_inner(log) {
+        if let Err(e) = log.close() {
+            tracing::warn!("audit log: the final checkpoint was not written: {e}");
+        }
+        tracing::debug!("audit log closed");
+    }
     Ok(ExitCode::from(status.clamp(0, 255) as u8))
 }
 

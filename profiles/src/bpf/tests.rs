@@ -281,7 +281,7 @@ fn every_profile_matches_the_seccompiler_oracle() {
     for (key, new, old) in pairs() {
         for nr in 0..=top {
             let checked = syscalls::name(i64::from(nr))
-                .map(|n| rules_of(&new.rules, n))
+                .map(|n| rules_of(new.rules(), n))
                 .unwrap_or_default();
             let vectors = if checked.is_empty() {
                 plain_vectors()
@@ -316,7 +316,7 @@ fn value_pool() -> &'static Vec<u64> {
     P.get_or_init(|| {
         let mut s = BTreeSet::new();
         for (_, p, _) in pairs() {
-            for rs in p.rules.allow.values().chain(p.rules.eperm.values()) {
+            for rs in p.rules().allow.values().chain(p.rules().eperm.values()) {
                 for c in rs.iter().flat_map(|r| &r.checks) {
                     s.extend(boundary_values(c));
                 }
@@ -406,7 +406,7 @@ fn programs_are_compact_and_shallow() {
         let mut deepest = (0, 0);
         for nr in 0..=largest_known_nr() + 20 {
             let unchecked = syscalls::name(i64::from(nr))
-                .is_none_or(|name| rules_of(&new.rules, name).is_empty());
+                .is_none_or(|name| rules_of(new.rules(), name).is_empty());
             if unchecked {
                 for (d, p) in [(&mut deepest.0, new), (&mut deepest.1, old)] {
                     let s = steps(&p.allowlist, nr, &[0; 6]).1 + steps(&p.eperm, nr, &[0; 6]).1;

@@ -20,6 +20,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 mod args;
+#[cfg(perry_built_in_programs)]
+mod built_in;
 mod oci;
 mod program;
 mod rules;

@@ -19,8 +19,11 @@ const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 /// A tier's compiled seccomp programs plus the rules they came from.
 #[derive(Debug)]
 pub struct SeccompProgram {
-    /// The rules, for explaining and exporting.
-    pub rules: SyscallRules,
+    /// The rules, for explaining and exporting ([`SeccompProgram::rules`]); built on first use
+    /// for a built-in program, which a run never needs.
+    rules: OnceLock<SyscallRules>,
+    /// The key of a built-in program, whose rules are built from it on demand.
+    built_in: Option<SeccompKey>,
     /// The allowlist program (arch/x32 guard + allowlist, default ENOSYS). Install first.
     pub allowlist: BpfProgram,
     /// The EPERM program (default allow). Install second, so its EPERM wins over ENOSYS.
@@ -116,17 +119,34 @@ pub fn compile(rules: SyscallRules) -> Result<SeccompProgram, ProfileError> {
     SeccompProgram::from_parts(rules, allowlist, eperm)
 }
 
-/// The compiled program for `key`, compiled on first use and shared afterwards: every run of a
-/// tier reuses the same `Arc`, so per-run cost is installing, not compiling.
+/// The compiled program for `key`, shared by every later call: every run of a tier reuses the
+/// same `Arc`, so per-run cost is installing, not compiling. A key without a deny list (a tier
+/// with no site `deny_syscalls`) takes the programs compiled at build time (`build.rs`, see
+/// [`SeccompProgram::is_built_in`]); any other key is compiled on first use.
 pub fn compiled(key: &SeccompKey) -> Result<Arc<SeccompProgram>, ProfileError> {
     static CACHE: OnceLock<Mutex<HashMap<SeccompKey, Arc<SeccompProgram>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     if let Some(p) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(key) {
         return Ok(Arc::clone(p));
     }
-    let program = Arc::new(compile(rules(key)?)?);
+    let program = Arc::new(match built_in(key) {
+        Some(p) => p,
+        None => compile(rules(key)?)?,
+    });
     let mut map = cache.lock().unwrap_or_else(|e| e.into_inner());
     Ok(Arc::clone(map.entry(key.clone()).or_insert(program)))
+}
+
+/// The build-time programs for `key`, if it has them.
+#[cfg(perry_built_in_programs)]
+fn built_in(key: &SeccompKey) -> Option<SeccompProgram> {
+    super::built_in::program(key)
+}
+
+/// The build script's own copy of this module: it is what makes the built-in programs.
+#[cfg(not(perry_built_in_programs))]
+fn built_in(_: &SeccompKey) -> Option<SeccompProgram> {
+    None
 }
 
 /// Runs a classic-BPF seccomp program over a `seccomp_data` (arch, nr, args) in user space.
@@ -205,11 +225,48 @@ impl SeccompProgram {
         check_size(&eperm)?;
         let notify = notify::merge_for_notification(&allowlist, &eperm)?;
         Ok(SeccompProgram {
-            rules,
+            rules: OnceLock::from(rules),
+            built_in: None,
             allowlist,
             eperm,
             notify,
         })
+    }
+
+    /// The programs `build.rs` compiled for `key` (with [`compile`], from [`rules`]`(key)`),
+    /// taken as they are: their size and opcodes were checked when they were compiled.
+    pub(crate) fn built_in(
+        key: SeccompKey,
+        allowlist: BpfProgram,
+        eperm: BpfProgram,
+        notify: BpfProgram,
+    ) -> Self {
+        SeccompProgram {
+            rules: OnceLock::new(),
+            built_in: Some(key),
+            allowlist,
+            eperm,
+            notify,
+        }
+    }
+
+    /// The rules the programs were compiled from, for explaining and exporting. Built on the
+    /// first call for a built-in program.
+    pub fn rules(&self) -> &SyscallRules {
+        self.rules.get_or_init(|| {
+            let key = self
+                .built_in
+                .as_ref()
+                .expect("a program without its rules is a built-in one, which has its key");
+            // The build script built these very rules from the same tables and code.
+            rules(key).expect("a built-in tier's rules were built at build time")
+        })
+    }
+
+    /// Whether the programs were compiled at build time (a built-in tier with no site
+    /// `deny_syscalls`) rather than at run time.
+    pub fn is_built_in(&self) -> bool {
+        self.built_in.is_some()
     }
 
     /// What the kernel would do with syscall `nr` and `args` from an x86_64 process under both

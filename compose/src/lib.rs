@@ -41,6 +41,7 @@ mod node;
 mod node_de;
 mod normalize;
 mod paths;
+mod schema;
 mod toml_load;
 mod transform;
 mod units;
@@ -60,6 +61,7 @@ pub use model::{
     VolumeImage, VolumeKind, VolumeTmpfs, VolumeVolume,
 };
 pub use node::{Node, Span, Value};
+pub use schema::{validate_schema, SchemaError, COMPOSE_SPEC_SCHEMA};
 pub use toml_load::parse_toml;
 pub use units::{format_duration, parse_bytes, parse_duration, ByteSize, FileMode};
 pub use yaml::{parse_yaml, MAX_DEPTH, MAX_FILE_BYTES};

@@ -198,6 +198,7 @@ fn load_options(args: &ComposeArgs, c: Option<&ConfigArgs>) -> LoadOptions {
         profiles: args.profiles.clone(),
         environment: std::env::vars().collect(),
         interpolate: !c.is_some_and(|c| c.no_interpolate),
+        validate: true,
         normalize: !c.is_some_and(|c| c.no_normalize),
         consistency: !c.is_some_and(|c| c.no_consistency),
         resolve_paths: !c.is_some_and(|c| c.no_path_resolution),

@@ -48,7 +48,7 @@ mod units;
 mod yaml;
 
 pub use dotenv::{parse_dotenv, parse_dotenv_with_lookup};
-pub use emit::to_yaml;
+pub use emit::{to_json, to_yaml};
 pub use error::{LoadError, ParseError};
 pub use files::{find_compose_files, normalize_project_name, DEFAULT_FILES, OVERRIDE_FILES};
 pub use interpolate::{substitute, InterpolateError};

@@ -89,7 +89,10 @@ fn load_text(dir: &Path, name: &str, text: &str) -> Result<perry_compose::Projec
 fn assert_located(e: &LoadError, file: &Path, c: &Case) {
     let msg = e.to_string();
     let prefix = format!("{}:{}:{}: {}: ", file.display(), c.line, c.column, c.key);
-    assert!(msg.starts_with(&prefix), "{msg:?} should start with {prefix:?}");
+    assert!(
+        msg.starts_with(&prefix),
+        "{msg:?} should start with {prefix:?}"
+    );
     assert!(msg.contains(c.text), "{msg:?} should contain {:?}", c.text);
     assert!(matches!(e, LoadError::Invalid(_)), "{e:?}");
     let loc = e.location().unwrap();

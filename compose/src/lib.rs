@@ -51,7 +51,7 @@ pub use dotenv::{parse_dotenv, parse_dotenv_with_lookup};
 pub use emit::{to_json, to_yaml};
 pub use error::{LoadError, ParseError};
 pub use files::{find_compose_files, normalize_project_name, DEFAULT_FILES, OVERRIDE_FILES};
-pub use interpolate::{substitute, InterpolateError};
+pub use interpolate::{extract_variables, substitute, InterpolateError, Variable};
 pub use load::{load, LoadOptions};
 pub use model::{
     Build, Condition, Config, DependsOn, Deploy, Device, EnvFile, Extends, Extensions, FileObject,

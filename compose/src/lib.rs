@@ -6,8 +6,10 @@
 //! `serde-saphyr`) and TOML (via `toml`) both load into the same perry-owned
 //! [`Node`] tree that keeps tags (`!reset`, `!override`) and spans, and the loader
 //! runs compose-go's pipeline on that tree before typing it:
-//! `!reset`/`!override` → interpolation → `include` → `extends` → multi-file merge →
-//! paths and `env_file` → normalisation → typing → profiles → consistency checks.
+//! `!reset`/`!override` → interpolation → compose-spec JSON Schema validation
+//! ([`validate_schema`]) → `include` → `extends` → multi-file merge → paths and
+//! `env_file` → normalisation → typing → profiles → consistency checks.
+//! [`to_yaml`] and [`to_json`] print the result as `docker compose config` does.
 //!
 //! ```
 //! let node = perry_compose::parse_yaml("compose.yaml", "services:\n  web:\n    image: nginx\n").unwrap();

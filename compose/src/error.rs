@@ -74,9 +74,15 @@ pub enum LoadError {
     /// A cross-reference is broken (undefined service, network, volume, secret, config).
     #[error("{0}")]
     Consistency(ParseError),
-    /// `depends_on` forms a cycle; the services in it, in order, first repeated last.
-    #[error("dependency cycle detected: {}", .0.join(" -> "))]
-    DependencyCycle(Vec<String>),
+    /// `depends_on` forms a cycle:
+    /// `file:line:col: services.a.depends_on.b: dependency cycle detected: a -> b -> a`.
+    #[error("{at}")]
+    DependencyCycle {
+        /// The services in the cycle, in order, the first repeated last.
+        services: Vec<String>,
+        /// Where: the first service's `depends_on` entry naming the next one.
+        at: ParseError,
+    },
 }
 
 impl LoadError {
@@ -87,7 +93,8 @@ impl LoadError {
             | LoadError::Interpolation(e)
             | LoadError::Invalid(e)
             | LoadError::Extends(e)
-            | LoadError::Consistency(e) => Some(e),
+            | LoadError::Consistency(e)
+            | LoadError::DependencyCycle { at: e, .. } => Some(e),
             _ => None,
         }
     }

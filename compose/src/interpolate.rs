@@ -132,3 +132,120 @@ fn braced(
         }),
     }
 }
+
+/// A variable a compose file uses, as compose-go's `template.ExtractVariables`
+/// reports it (what `docker compose config --variables` lists).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Variable {
+    /// The variable's name.
+    pub name: String,
+    /// The default of `${VAR:-d}` / `${VAR-d}` (empty when none).
+    pub default_value: String,
+    /// The replacement of `${VAR:+r}` / `${VAR+r}` (empty when none).
+    pub presence_value: String,
+    /// `${VAR:?e}` / `${VAR?e}`.
+    pub required: bool,
+}
+
+/// Every variable used in the strings of `tree` (nested defaults and replacements
+/// included; `$$` is not a variable; malformed templates are skipped). A name used
+/// twice keeps its last use.
+pub fn extract_variables(tree: &crate::Node) -> std::collections::BTreeMap<String, Variable> {
+    let mut out = std::collections::BTreeMap::new();
+    walk_strings(tree, &mut |s| {
+        for v in variables_in(s, 0) {
+            out.insert(v.name.clone(), v);
+        }
+    });
+    out
+}
+
+fn walk_strings(n: &crate::Node, f: &mut dyn FnMut(&str)) {
+    match &n.value {
+        crate::Value::String(s) => f(s),
+        crate::Value::Seq(items) => items.iter().for_each(|i| walk_strings(i, f)),
+        crate::Value::Map(entries) => entries.iter().for_each(|(_, _, v)| walk_strings(v, f)),
+        _ => {}
+    }
+}
+
+/// Nesting of defaults followed when extracting (deeper is not a compose file).
+const MAX_NESTED: usize = 32;
+
+fn variables_in(input: &str, depth: usize) -> Vec<Variable> {
+    let mut out = Vec::new();
+    if depth > MAX_NESTED {
+        return out;
+    }
+    let chars: Vec<char> = input.chars().collect();
+    let mut i = 0;
+    while let Some(&c) = chars.get(i) {
+        if c != '$' {
+            i += 1;
+            continue;
+        }
+        match chars.get(i + 1) {
+            Some('$') => i += 2,
+            Some('{') => {
+                let start = i + 2;
+                let mut level = 1usize;
+                let mut j = start;
+                while let Some(&d) = chars.get(j) {
+                    match d {
+                        '{' => level += 1,
+                        '}' => {
+                            level -= 1;
+                            if level == 0 {
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                    j += 1;
+                }
+                if level != 0 {
+                    return out;
+                }
+                let body: String = chars.get(start..j).unwrap_or_default().iter().collect();
+                let name_len = body.find(|c: char| !is_name_char(c)).unwrap_or(body.len());
+                let (name, rest) = body.split_at(name_len);
+                if name.starts_with(is_name_start) {
+                    let mut v = Variable {
+                        name: name.to_string(),
+                        ..Variable::default()
+                    };
+                    for op in [":?", "?", ":-", "-", ":+", "+"] {
+                        if let Some(arg) = rest.strip_prefix(op) {
+                            match op {
+                                ":?" | "?" => v.required = true,
+                                ":-" | "-" => v.default_value = arg.to_string(),
+                                _ => v.presence_value = arg.to_string(),
+                            }
+                            break;
+                        }
+                    }
+                    let nested = [v.default_value.clone(), v.presence_value.clone()];
+                    out.push(v);
+                    for arg in nested.iter().filter(|a| !a.is_empty()) {
+                        out.extend(variables_in(arg, depth + 1));
+                    }
+                }
+                i = j + 1;
+            }
+            Some(&n) if is_name_start(n) => {
+                let mut j = i + 1;
+                while chars.get(j).is_some_and(|c| is_name_char(*c)) {
+                    j += 1;
+                }
+                let name: String = chars.get(i + 1..j).unwrap_or_default().iter().collect();
+                out.push(Variable {
+                    name,
+                    ..Variable::default()
+                });
+                i = j;
+            }
+            _ => i += 1,
+        }
+    }
+    out
+}

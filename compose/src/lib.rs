@@ -6,8 +6,10 @@
 //! `serde-saphyr`) and TOML (via `toml`) both load into the same perry-owned
 //! [`Node`] tree that keeps tags (`!reset`, `!override`) and spans, and the loader
 //! runs compose-go's pipeline on that tree before typing it:
-//! `!reset`/`!override` → interpolation → `include` → `extends` → multi-file merge →
-//! paths and `env_file` → normalisation → typing → profiles → consistency checks.
+//! `!reset`/`!override` → interpolation → compose-spec JSON Schema validation
+//! ([`validate_schema`]) → `include` → `extends` → multi-file merge → paths and
+//! `env_file` → normalisation → typing → profiles → consistency checks.
+//! [`to_yaml`] and [`to_json`] print the result as `docker compose config` does.
 //!
 //! ```
 //! let node = perry_compose::parse_yaml("compose.yaml", "services:\n  web:\n    image: nginx\n").unwrap();
@@ -41,16 +43,17 @@ mod node;
 mod node_de;
 mod normalize;
 mod paths;
+mod schema;
 mod toml_load;
 mod transform;
 mod units;
 mod yaml;
 
 pub use dotenv::{parse_dotenv, parse_dotenv_with_lookup};
-pub use emit::to_yaml;
+pub use emit::{to_json, to_yaml};
 pub use error::{LoadError, ParseError};
 pub use files::{find_compose_files, normalize_project_name, DEFAULT_FILES, OVERRIDE_FILES};
-pub use interpolate::{substitute, InterpolateError};
+pub use interpolate::{extract_variables, substitute, InterpolateError, Variable};
 pub use load::{load, LoadOptions};
 pub use model::{
     Build, Condition, Config, DependsOn, Deploy, Device, EnvFile, Extends, Extensions, FileObject,
@@ -60,6 +63,7 @@ pub use model::{
     VolumeImage, VolumeKind, VolumeTmpfs, VolumeVolume,
 };
 pub use node::{Node, Span, Value};
+pub use schema::{validate_schema, SchemaError, COMPOSE_SPEC_SCHEMA};
 pub use toml_load::parse_toml;
 pub use units::{format_duration, parse_bytes, parse_duration, ByteSize, FileMode};
 pub use yaml::{parse_yaml, MAX_DEPTH, MAX_FILE_BYTES};

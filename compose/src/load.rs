@@ -33,6 +33,9 @@ pub struct LoadOptions {
     pub environment: BTreeMap<String, String>,
     /// Substitute `${VAR}` (off: `--no-interpolate`).
     pub interpolate: bool,
+    /// Validate every file against the compose-spec JSON Schema, after
+    /// interpolation (off: compose-go's `SkipValidation`; `compose config` keeps it on).
+    pub validate: bool,
     /// Implicit defaults: `default` network, resource names, dependencies implied
     /// by `links`/`volumes_from`/`service:` (off: `--no-normalize`).
     pub normalize: bool,
@@ -53,6 +56,7 @@ impl Default for LoadOptions {
             profiles: Vec::new(),
             environment: BTreeMap::new(),
             interpolate: true,
+            validate: true,
             normalize: true,
             consistency: true,
             resolve_paths: true,
@@ -399,7 +403,7 @@ impl<'o> Loader<'o> {
     ) -> Result<Node, LoadError> {
         let mut dict = Node::new(Value::Map(Vec::new()), Span::default());
         for (mut tree, file) in trees.into_iter().zip(files) {
-            self.prepare(&mut tree, env)?;
+            self.prepare(&mut tree, env, self.opts.validate)?;
             let mut chain = included.to_vec();
             chain.push(file.clone());
             self.apply_include(&mut tree, base, env, &chain)?;
@@ -410,10 +414,20 @@ impl<'o> Loader<'o> {
         Ok(strip_tags(dict))
     }
 
-    /// Interpolation and canonical form for one freshly parsed file.
-    pub(crate) fn prepare(&self, tree: &mut Node, env: &Env) -> Result<(), LoadError> {
+    /// Interpolation, schema validation (when `validate`) and canonical form for
+    /// one freshly parsed file.
+    pub(crate) fn prepare(
+        &self,
+        tree: &mut Node,
+        env: &Env,
+        validate: bool,
+    ) -> Result<(), LoadError> {
         if self.opts.interpolate {
             self.interpolate(tree, &mut String::new(), env)?;
+        }
+        if validate {
+            crate::schema::validate_schema(tree)
+                .map_err(|e| LoadError::Invalid(self.located(e.span, &e.path, e.message)))?;
         }
         canonical(tree).map_err(|e| {
             let file = self.file_name(e.span);
@@ -424,7 +438,9 @@ impl<'o> Loader<'o> {
     pub(crate) fn read_prepared(&mut self, path: &Path, env: &Env) -> Result<Node, LoadError> {
         let mut acc = Node::new(Value::Map(Vec::new()), Span::default());
         for mut t in self.read_trees(path)? {
-            self.prepare(&mut t, env)?;
+            // Like compose-go, a file read for `extends` is not validated on its
+            // own (only the service taken from it matters; typing checks it).
+            self.prepare(&mut t, env, false)?;
             merge(&mut acc, t, "");
         }
         Ok(strip_tags(acc))

@@ -43,22 +43,21 @@ pub(crate) fn normalize_tree(dict: &mut Node, project: &str) {
                     b.insert("dockerfile", Node::string("Dockerfile", span));
                 }
             }
-            let mut implied: Vec<(String, bool)> = Vec::new();
+            // (service, restart, where it is implied: errors point there)
+            let mut implied: Vec<(String, bool, Span)> = Vec::new();
             if let Some(Value::Seq(links)) = svc.get("links").map(|n| &n.value) {
                 for l in links {
                     if let Some(s) = l.scalar_text() {
                         let name = s.split(':').next().unwrap_or_default().to_string();
-                        implied.push((name, true));
+                        implied.push((name, true, l.span));
                     }
                 }
             }
             for ns in ["network_mode", "ipc", "pid", "uts", "cgroup"] {
-                if let Some(r) = svc
-                    .get(ns)
-                    .and_then(Node::as_str)
-                    .and_then(|s| s.strip_prefix("service:"))
-                {
-                    implied.push((r.to_string(), true));
+                if let Some(n) = svc.get(ns) {
+                    if let Some(r) = n.as_str().and_then(|s| s.strip_prefix("service:")) {
+                        implied.push((r.to_string(), true, n.span));
+                    }
                 }
             }
             if let Some(Value::Seq(vf)) = svc.get("volumes_from").map(|n| &n.value) {
@@ -66,7 +65,7 @@ pub(crate) fn normalize_tree(dict: &mut Node, project: &str) {
                     if let Some(s) = v.scalar_text() {
                         if !s.starts_with("container:") {
                             let name = s.split(':').next().unwrap_or_default().to_string();
-                            implied.push((name, false));
+                            implied.push((name, false, v.span));
                         }
                     }
                 }
@@ -76,9 +75,9 @@ pub(crate) fn normalize_tree(dict: &mut Node, project: &str) {
                     svc.insert("depends_on", map_node(span));
                 }
                 if let Some(d) = svc.get_mut("depends_on") {
-                    for (name, restart) in implied {
+                    for (name, restart, at) in implied {
                         if d.get(&name).is_none() {
-                            d.insert(&name, dep(restart, span));
+                            d.insert(&name, dep(restart, at));
                         }
                     }
                 }
@@ -334,7 +333,17 @@ pub(crate) fn check(
         }
     }
     if let Some(cycle) = find_cycle(project) {
-        return Err(LoadError::DependencyCycle(cycle));
+        // located at the first service's `depends_on` entry naming the next one
+        let (first, next) = match cycle.as_slice() {
+            [a, b, ..] => (a.as_str(), b.as_str()),
+            _ => ("", ""),
+        };
+        let path = ["services", first, "depends_on", next];
+        let message = format!("dependency cycle detected: {}", cycle.join(" -> "));
+        return Err(LoadError::DependencyCycle {
+            at: locate(span_at(dict, &path), &path.join("."), message),
+            services: cycle,
+        });
     }
     Ok(())
 }

@@ -72,7 +72,9 @@ pub(crate) fn canonical(doc: &mut Node) -> R<()> {
             for (name, _, item) in items.iter_mut() {
                 let path = format!("{top}.{name}");
                 let tag = item.tag.take();
-                resource(item, &path)?;
+                if tag.as_deref() != Some("reset") {
+                    resource(item, &path)?;
+                }
                 item.tag = tag;
             }
         }
@@ -329,7 +331,10 @@ fn service(svc: &mut Node, path: &str) -> R<()> {
         let p = format!("{path}.{key}");
         let p = p.as_str();
         let tag = v.tag.take();
-        service_key(key, v, p)?;
+        // a `!reset` value only removes what it replaces: its content is never read
+        if tag.as_deref() != Some("reset") {
+            service_key(key, v, p)?;
+        }
         v.tag = tag;
     }
     Ok(())

@@ -303,16 +303,198 @@ fn depends_on_cycles_name_the_services() {
             ..LoadOptions::default()
         })
         .unwrap_err()
-        .to_string()
     };
-    assert_eq!(
-        run("compose-depends-on-cycle.yaml"),
-        "dependency cycle detected: service1 -> service2 -> service3 -> service1"
+    let e = run("compose-depends-on-cycle.yaml");
+    let text = std::fs::read_to_string(data.join("compose-depends-on-cycle.yaml")).unwrap();
+    // located at service1's `depends_on` entry naming service2
+    let (line, col) = text
+        .lines()
+        .enumerate()
+        .find_map(|(i, l)| {
+            l.find("service2")
+                .filter(|_| l.trim_start().starts_with('-') || l.contains("service2:"))
+                .map(|c| (i as u64 + 1, c as u64 + 1))
+        })
+        .unwrap();
+    assert!(matches!(e, LoadError::DependencyCycle { ref services, .. } if services.len() == 4));
+    assert_at(
+        &e,
+        &data.join("compose-depends-on-cycle.yaml"),
+        line,
+        col,
+        "services.service1.depends_on.service2",
+        "dependency cycle detected: service1 -> service2 -> service3 -> service1",
     );
-    assert_eq!(
-        run("compose-depends-on-self.yaml"),
-        "dependency cycle detected: service1 -> service1"
+    let e = run("compose-depends-on-self.yaml");
+    assert!(
+        e.to_string().ends_with(
+            "services.service1.depends_on.service1: dependency cycle detected: service1 -> service1"
+        ),
+        "{e}"
     );
+    assert!(e.location().unwrap().line > 0);
+    // and in a file of our own, the exact place
+    let d = Dir::new(&[(
+        "compose.yaml",
+        "services:\n  a:\n    image: x\n    depends_on: [b]\n  b:\n    image: x\n    depends_on:\n      a:\n        condition: service_started\n",
+    )]);
+    let e = d.load(&["compose.yaml"], &[]).unwrap_err();
+    assert_at(
+        &e,
+        &d.path("compose.yaml"),
+        4,
+        18,
+        "services.a.depends_on.b",
+        "dependency cycle detected: a -> b -> a",
+    );
+}
+
+#[test]
+fn yaml_and_toml_syntax_errors_are_located() {
+    let d = Dir::new(&[
+        ("compose.yaml", "services:\n  web:\n    image: [nginx\n"),
+        (
+            "compose.toml",
+            "[services.web]\nimage = \"nginx\"\nports = [\n",
+        ),
+        ("dup.toml", "[services.web]\nimage = \"a\"\nimage = \"b\"\n"),
+    ]);
+    for (f, line) in [("compose.yaml", 3), ("compose.toml", 3), ("dup.toml", 3)] {
+        let e = d.load(&[f], &[]).unwrap_err();
+        assert!(matches!(e, LoadError::Syntax(_)), "{e}");
+        let loc = e.location().unwrap();
+        assert_eq!(loc.file, d.path(f).display().to_string(), "{e}");
+        assert!(loc.line >= line - 1 && loc.line <= line + 1, "{f}: {e}");
+        assert!(loc.column > 0, "{f}: {e}");
+        assert!(
+            e.to_string().starts_with(&format!(
+                "{}:{}:{}: ",
+                d.path(f).display(),
+                loc.line,
+                loc.column
+            )),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn alias_bombs_are_refused_quickly_and_located() {
+    let mut y = String::from(
+        "x-a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+    for w in names.windows(2) {
+        let refs = vec![format!("*{}", w[0]); 9].join(",");
+        y.push_str(&format!("x-{}: &{} [{refs}]\n", w[1], w[1]));
+    }
+    y.push_str("services:\n  web:\n    image: nginx\n    command: *i\n");
+    let d = Dir::new(&[("compose.yaml", &y)]);
+    let t = std::time::Instant::now();
+    let e = d.load(&["compose.yaml"], &[]).unwrap_err();
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(matches!(e, LoadError::Syntax(_)), "{e}");
+    let loc = e.location().unwrap();
+    assert_eq!(loc.file, d.path("compose.yaml").display().to_string());
+    assert!(loc.line > 0 && loc.column > 0, "{e}");
+    assert!(e.to_string().contains("excessive aliasing"), "{e}");
+}
+
+#[test]
+fn oversized_files_are_refused_naming_the_file() {
+    let big = format!(
+        "services:\n  web:\n    image: nginx\nx-pad: \"{}\"\n",
+        "a".repeat(perry_compose::MAX_FILE_BYTES)
+    );
+    let d = Dir::new(&[("compose.yaml", &big)]);
+    let e = d.load(&["compose.yaml"], &[]).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with(&format!("{}:", d.path("compose.yaml").display())),
+        "{e}"
+    );
+}
+
+#[test]
+fn other_undefined_references_are_located() {
+    let cases: [(&str, u64, u64, &str, &str); 3] = [
+        (
+            "services:\n  web:\n    image: nginx\n    volumes_from: [store]\n",
+            4,
+            20,
+            // normalisation turns it into a dependency, as compose-go does
+            "services.web.depends_on.store",
+            "service \"web\" depends on undefined service \"store\"",
+        ),
+        (
+            "services:\n  web:\n    image: nginx\n    network_mode: service:gone\n",
+            4,
+            19,
+            "services.web.depends_on.gone",
+            "service \"web\" depends on undefined service \"gone\"",
+        ),
+        (
+            "services:\n  web:\n    image: nginx\n    ipc: service:nope\n",
+            4,
+            10,
+            "services.web.depends_on.nope",
+            "service \"web\" depends on undefined service \"nope\"",
+        ),
+    ];
+    for (yaml, line, col, key, text) in cases {
+        let d = Dir::new(&[("compose.yaml", yaml)]);
+        let e = d.load(&["compose.yaml"], &[]).unwrap_err();
+        assert!(matches!(e, LoadError::Consistency(_)), "{e}");
+        assert_at(&e, &d.path("compose.yaml"), line, col, key, text);
+    }
+}
+
+#[test]
+fn service_namespaces_without_normalisation_are_checked_where_written() {
+    let d = Dir::new(&[(
+        "compose.yaml",
+        "services:\n  web:\n    image: nginx\n    network_mode: service:gone\n",
+    )]);
+    let e = load(&LoadOptions {
+        files: vec![d.path("compose.yaml")],
+        normalize: false,
+        ..LoadOptions::default()
+    })
+    .unwrap_err();
+    assert_at(
+        &e,
+        &d.path("compose.yaml"),
+        4,
+        5,
+        "services.web.network_mode",
+        "service \"gone\" not found for network_mode 'service:gone'",
+    );
+}
+
+#[test]
+fn extends_from_another_file_errors_are_located() {
+    let d = Dir::new(&[
+        (
+            "compose.yaml",
+            "services:\n  web:\n    extends:\n      file: base.yaml\n      service: nope\n",
+        ),
+        ("base.yaml", "services:\n  base:\n    image: nginx\n"),
+    ]);
+    let e = d.load(&["compose.yaml"], &[]).unwrap_err();
+    assert!(matches!(e, LoadError::Extends(_)), "{e}");
+    let loc = e.location().unwrap();
+    assert_eq!(
+        loc.file,
+        d.path("compose.yaml").display().to_string(),
+        "{e}"
+    );
+    assert!(loc.path.starts_with("services.web.extends"), "{e}");
+    assert!((3..=5).contains(&loc.line) && loc.column > 0, "{e}");
+    assert!(e.to_string().contains("nope"), "{e}");
 }
 
 #[test]

@@ -147,6 +147,7 @@ fn run(case: &Value, files: &[Value]) -> Result<Value, String> {
             .unwrap_or_default(),
         environment: env,
         interpolate: true,
+        validate: !flag("SkipValidation").unwrap_or(false),
         normalize: !flag("SkipNormalization").unwrap_or(false),
         consistency: !flag("SkipConsistencyCheck").unwrap_or(false),
         resolve_paths: flag("ResolvePaths").unwrap_or(true),

@@ -319,7 +319,7 @@ proptest! {
         let again = reload(printed.as_bytes());
         prop_assert_eq!(again.as_ref().ok(), Some(&p), "{}\n{:?}", printed, again);
         // `config --format yaml`: printed with serde-saphyr, loads back the same
-        let printed = serde_saphyr::to_string(&p).unwrap();
+        let printed = perry_compose::to_yaml(&p).unwrap();
         let again = reload(printed.as_bytes());
         prop_assert_eq!(again.as_ref().ok(), Some(&p), "{}\n{:?}", printed, again);
     }
@@ -372,7 +372,7 @@ fn full_example_round_trips_through_json_and_yaml() {
     let d = tempfile::tempdir().unwrap();
     for (name, text) in [
         ("printed.json", serde_json::to_string_pretty(&p).unwrap()),
-        ("printed.yaml", serde_saphyr::to_string(&p).unwrap()),
+        ("printed.yaml", perry_compose::to_yaml(&p).unwrap()),
     ] {
         let out = d.path().join(name);
         std::fs::write(&out, text).unwrap();

@@ -213,6 +213,7 @@ fn load_options(args: &ComposeArgs, c: Option<&ConfigArgs>) -> LoadOptions {
         profiles: args.profiles.clone(),
         environment: std::env::vars().collect(),
         interpolate: !c.is_some_and(|c| c.no_interpolate),
+        validate: true,
         normalize: !c.is_some_and(|c| c.no_normalize),
         consistency: !c.is_some_and(|c| c.no_consistency),
         resolve_paths: !c.is_some_and(|c| c.no_path_resolution),
@@ -242,9 +243,8 @@ fn config(g: &GlobalArgs, args: &ComposeArgs, c: &ConfigArgs) -> CliResult {
         return Ok(ExitCode::SUCCESS);
     }
     let text = match c.format.as_str() {
-        "json" => {
-            serde_json::to_string_pretty(&project).map_err(|e| CliError::internal(e.to_string()))?
-        }
+        // compose-go's JSON: no `x-*` below the top level, `services` always present
+        "json" => perry_compose::to_json(&project).map_err(CliError::internal)?,
         "yaml" => compose::to_yaml(&project).map_err(CliError::internal)?,
         other => {
             return Err(CliError::invalid_argument(format!(

@@ -89,27 +89,33 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
                 .removed
                 .extend(futures_util::future::try_join_all(removals).await?);
         }
-        let networks = self
-            .backend
-            .network_list(labels::PROJECT, &self.project)
-            .await
-            .map_err(OrchestrateError::backend("listing the project's networks"))?;
+        let volume_list = async {
+            if opts.volumes {
+                self.backend
+                    .volume_list(labels::PROJECT, &self.project)
+                    .await
+            } else {
+                Ok(Vec::new())
+            }
+        };
+        let (networks, volumes) = futures_util::future::join(
+            self.backend.network_list(labels::PROJECT, &self.project),
+            volume_list,
+        )
+        .await;
+        let networks =
+            networks.map_err(OrchestrateError::backend("listing the project's networks"))?;
+        let volumes =
+            volumes.map_err(OrchestrateError::backend("listing the project's volumes"))?;
         for n in networks {
             self.remove_labelled("network", &n, self.backend.network_remove(&n))
                 .await?;
             report.removed.push(format!("network {n}"));
         }
-        if opts.volumes {
-            let volumes = self
-                .backend
-                .volume_list(labels::PROJECT, &self.project)
-                .await
-                .map_err(OrchestrateError::backend("listing the project's volumes"))?;
-            for v in volumes {
-                self.remove_labelled("volume", &v, self.backend.volume_remove(&v))
-                    .await?;
-                report.removed.push(format!("volume {v}"));
-            }
+        for v in volumes {
+            self.remove_labelled("volume", &v, self.backend.volume_remove(&v))
+                .await?;
+            report.removed.push(format!("volume {v}"));
         }
         report.leftovers = self
             .labelled(labels::PROJECT, &self.project, opts.volumes)
@@ -153,30 +159,27 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
         let b = self.backend;
         let listing =
             || OrchestrateError::backend(format!("listing what is labelled {key}={value}"));
+        // The three listings at once: each is a backend process of its own.
+        let volume_list = async {
+            if volumes {
+                b.volume_list(key, value).await
+            } else {
+                Ok(Vec::new())
+            }
+        };
+        let (containers, networks, vols) = futures_util::future::join3(
+            b.list(key, value),
+            b.network_list(key, value),
+            volume_list,
+        )
+        .await;
         let mut left: Vec<String> = Vec::new();
-        let tagged = |kind: &'static str| move |n: String| format!("{kind} {n}");
-        left.extend(
-            b.list(key, value)
-                .await
-                .map_err(listing())?
-                .into_iter()
-                .map(tagged("container")),
-        );
-        left.extend(
-            b.network_list(key, value)
-                .await
-                .map_err(listing())?
-                .into_iter()
-                .map(tagged("network")),
-        );
-        if volumes {
-            left.extend(
-                b.volume_list(key, value)
-                    .await
-                    .map_err(listing())?
-                    .into_iter()
-                    .map(tagged("volume")),
-            );
+        for (kind, names) in [
+            ("container", containers.map_err(listing())?),
+            ("network", networks.map_err(listing())?),
+            ("volume", vols.map_err(listing())?),
+        ] {
+            left.extend(names.into_iter().map(|n| format!("{kind} {n}")));
         }
         Ok(left)
     }

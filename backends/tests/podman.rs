@@ -232,7 +232,7 @@ fn a_follower_streams_both_streams_while_the_container_runs_and_ends_when_it_exi
         &[
             "sh",
             "-c",
-            "echo first; echo warn >&2; sleep 3; echo second",
+            "echo first; echo warn >&2; sleep 6; echo second",
         ],
     );
     let id = started(&p, &s);

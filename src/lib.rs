@@ -47,9 +47,9 @@ pub mod verify {
 /// Container backends (podman, docker-compatible CLIs, lima), found at run time.
 pub mod backends {
     pub use perry_backends::{
-        detect, detect_configured, detect_with, install_choices, probe, probe_order, probe_with,
-        recommended, BackendError, ContainerBackend, DetectOptions, Detected, InstallChoice, Mode,
-        Probe,
+        detect, detect_configured, detect_with, install_advice, install_choices, probe,
+        probe_order, probe_with, recommended, BackendError, ContainerBackend, DetectOptions,
+        Detected, InstallChoice, Mode, Probe,
     };
     pub use perry_policies::Code;
 }

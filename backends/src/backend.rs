@@ -75,17 +75,7 @@ pub trait ContainerBackend: Send + Sync {
         &self,
         ids: &[String],
     ) -> impl Future<Output = Result<Vec<ContainerInfo>>> + Send {
-        async move {
-            let mut out = Vec::new();
-            for id in ids {
-                match self.inspect(id).await {
-                    Ok(i) => out.push(i),
-                    Err(BackendError::NotFound { .. }) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(out)
-        }
+        inspect_each(self, ids)
     }
     /// Ids of all containers (running or not) carrying `key=value`.
     fn list(&self, key: &str, value: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
@@ -150,4 +140,20 @@ pub trait ContainerBackend: Send + Sync {
     ) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// Removes a volume.
     fn volume_remove(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// [`ContainerBackend::inspect`] of each id in turn, leaving out those already gone.
+pub(crate) async fn inspect_each<B: ContainerBackend + ?Sized>(
+    b: &B,
+    ids: &[String],
+) -> Result<Vec<ContainerInfo>> {
+    let mut out = Vec::new();
+    for id in ids {
+        match b.inspect(id).await {
+            Ok(i) => out.push(i),
+            Err(BackendError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
 }

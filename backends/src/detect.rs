@@ -45,16 +45,7 @@ impl Mode {
 /// The backends probed on `os` (`std::env::consts::OS`), highest priority first.
 pub fn probe_order(os: &str) -> &'static [&'static str] {
     match os {
-        "macos" => &[
-            "apple-container",
-            "orbstack",
-            "colima",
-            "rancher-desktop",
-            "lima",
-            "podman",
-            "nerdctl",
-            "docker",
-        ],
+        "macos" => &perry_policies::BACKEND_NAMES,
         _ => &["podman", "nerdctl", "docker"],
     }
 }
@@ -424,19 +415,9 @@ pub async fn detect_with(opts: &DetectOptions) -> Result<Detected, BackendError>
         .iter()
         .map(|p| format!("{}: {}", p.name, p.reason))
         .collect();
-    let choices = crate::install::install_choices(&os, &opts.config);
-    let advice = match crate::install::recommended(&choices) {
-        Some(c) => format!(
-            "install one, e.g. {}: `{}` ({})",
-            c.backend,
-            c.command.join(" "),
-            c.docs
-        ),
-        None => "install podman, docker or nerdctl (https://podman.io/docs/installation)".into(),
-    };
     Err(BackendError::NoneFound {
         probed: listed.join("; "),
-        advice,
+        advice: crate::install::install_advice(&os, &opts.config),
     })
 }
 

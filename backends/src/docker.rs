@@ -514,17 +514,7 @@ impl ContainerBackend for DockerProtocol {
                 .map(|v| parse::container(v, Health::None))
                 .collect()),
             // One was removed meanwhile: ask one by one and leave it out.
-            Err(BackendError::NotFound { .. }) => {
-                let mut out = Vec::new();
-                for id in ids {
-                    match self.inspect(id).await {
-                        Ok(i) => out.push(i),
-                        Err(BackendError::NotFound { .. }) => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                Ok(out)
-            }
+            Err(BackendError::NotFound { .. }) => crate::backend::inspect_each(self, ids).await,
             Err(e) => Err(e),
         }
     }

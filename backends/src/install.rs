@@ -139,6 +139,19 @@ pub fn recommended(choices: &[InstallChoice]) -> Option<&InstallChoice> {
     choices.iter().find(|c| !c.command.is_empty())
 }
 
+/// What the `no_backend_found` error says to do: the recommended command and its docs.
+pub fn install_advice(os: &str, config: &BackendsConfig) -> String {
+    match recommended(&install_choices(os, config)) {
+        Some(c) => format!(
+            "install one, e.g. {}: `{}` ({})",
+            c.backend,
+            c.command.join(" "),
+            c.docs
+        ),
+        None => "install podman, docker or nerdctl (https://podman.io/docs/installation)".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,7 +56,7 @@ pub use error::BackendError;
 pub use fault::{Fault, FaultyBackend};
 pub use hardening::{hardening_for, write_seccomp, ContainerNetwork, Hardening, NON_ROOT_USER};
 pub use image::{is_loopback_registry, PinnedImage};
-pub use install::{install_choices, recommended, InstallChoice};
+pub use install::{install_advice, install_choices, recommended, InstallChoice};
 pub use logs::{LogFollower, LogLine, LogStream};
 pub use perry_policies::{BackendMode, BackendSettings, BackendsConfig};
 pub use spec::{

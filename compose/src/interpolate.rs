@@ -54,24 +54,9 @@ pub fn substitute(
             }
             Some('{') => {
                 let start = i + 2;
-                let mut depth = 1usize;
-                let mut j = start;
-                while let Some(&d) = chars.get(j) {
-                    match d {
-                        '{' => depth += 1,
-                        '}' => {
-                            depth -= 1;
-                            if depth == 0 {
-                                break;
-                            }
-                        }
-                        _ => {}
-                    }
-                    j += 1;
-                }
-                if depth != 0 {
+                let Some(j) = closing_brace(&chars, start) else {
                     return Err(InterpolateError::InvalidTemplate(input.to_string()));
-                }
+                };
                 let body: String = chars.get(start..j).unwrap_or_default().iter().collect();
                 out.push_str(&braced(&body, input, lookup)?);
                 i = j + 1;
@@ -188,24 +173,9 @@ fn variables_in(input: &str, depth: usize) -> Vec<Variable> {
             Some('$') => i += 2,
             Some('{') => {
                 let start = i + 2;
-                let mut level = 1usize;
-                let mut j = start;
-                while let Some(&d) = chars.get(j) {
-                    match d {
-                        '{' => level += 1,
-                        '}' => {
-                            level -= 1;
-                            if level == 0 {
-                                break;
-                            }
-                        }
-                        _ => {}
-                    }
-                    j += 1;
-                }
-                if level != 0 {
+                let Some(j) = closing_brace(&chars, start) else {
                     return out;
-                }
+                };
                 let body: String = chars.get(start..j).unwrap_or_default().iter().collect();
                 let name_len = body.find(|c: char| !is_name_char(c)).unwrap_or(body.len());
                 let (name, rest) = body.split_at(name_len);
@@ -248,4 +218,23 @@ fn variables_in(input: &str, depth: usize) -> Vec<Variable> {
         }
     }
     out
+}
+
+/// The index of the `}` closing the `${` whose body starts at `start` (nested braces
+/// counted), or `None` when it is never closed.
+fn closing_brace(chars: &[char], start: usize) -> Option<usize> {
+    let mut depth = 1usize;
+    for (j, &d) in chars.iter().enumerate().skip(start) {
+        match d {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(j);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }

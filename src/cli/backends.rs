@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use perry_sandbox::backends::{install_choices, probe_with, recommended, Code, DetectOptions};
+use perry_sandbox::backends::{install_advice, probe_with, Code, DetectOptions};
 
 use super::error::{CliError, CliResult};
 use super::GlobalArgs;
@@ -26,16 +26,7 @@ pub(super) fn run(g: &GlobalArgs) -> CliResult {
         .collect();
     let chosen = probes.iter().find(|p| p.available).map(|p| p.name.clone());
     let missing = || {
-        let choices = install_choices(os, &config.backends);
-        let advice = match recommended(&choices) {
-            Some(c) => format!(
-                "install one, e.g. {}: `{}` ({})",
-                c.backend,
-                c.command.join(" "),
-                c.docs
-            ),
-            None => "install podman, docker or nerdctl".into(),
-        };
+        let advice = install_advice(os, &config.backends);
         let code = if opts.backend().is_some() {
             Code::BackendUnavailable
         } else {

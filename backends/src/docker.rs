@@ -1,7 +1,9 @@
 //! [`DockerProtocol`]: podman, docker, nerdctl and the docker-compatible desktops (orbstack,
 //! colima, rancher-desktop), and lima (`limactl shell <instance> nerdctl …`), all through argv.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::backend::Result;
@@ -65,6 +67,11 @@ pub struct DockerProtocol {
     extra_args: Vec<String>,
     sandbox: Option<SandboxRuntime>,
     timeout: Duration,
+    /// Verified digest -> the backend's image id, as last checked by [`Self::verified_image_id`].
+    /// Only `create`/`run` read it: they pass the id, which names the image's content (the
+    /// config digest), so a stale entry can only make `create` fail, never run other bytes.
+    /// Shared by clones (they drive the same backend); `remove_image` forgets the digest.
+    verified_ids: Arc<Mutex<HashMap<String, String>>>,
 }
 
 /// `LimaProtocol { instance }`: nerdctl inside a lima VM.
@@ -100,6 +107,7 @@ impl DockerProtocol {
             extra_args: Vec::new(),
             sandbox: None,
             timeout: Duration::from_secs(60),
+            verified_ids: Arc::default(),
         }
     }
 
@@ -215,7 +223,26 @@ impl DockerProtocol {
                 detail: "no image Id".into(),
             });
         }
+        self.id_cache()
+            .insert(image.digest().to_string(), id.clone());
         Ok(id)
+    }
+
+    /// The verified-id cache; a poisoned lock only means another call panicked mid-insert.
+    fn id_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.verified_ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The image id `create` passes: the one this backend already checked against the verified
+    /// digest (provisioning always checks first), else checked now.
+    async fn create_image_id(&self, image: &PinnedImage) -> Result<String> {
+        let known = self.id_cache().get(image.digest()).cloned();
+        match known {
+            Some(id) => Ok(id),
+            None => self.verified_image_id(image, image.reference()).await,
+        }
     }
 
     fn create_args(&self, spec: &ContainerSpec, image_id: &str, run: bool) -> Result<Vec<String>> {
@@ -314,9 +341,7 @@ impl DockerProtocol {
     async fn prepare(&self, spec: &ContainerSpec, run: bool) -> Result<Vec<String>> {
         let globals = self.globals_for(spec)?;
         self.check_networks(spec).await?;
-        let image_id = self
-            .verified_image_id(&spec.image, spec.image.reference())
-            .await?;
+        let image_id = self.create_image_id(&spec.image).await?;
         let args = self.create_args(spec, &image_id, run)?;
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         Ok(self.argv_with(&globals, &refs))
@@ -658,6 +683,7 @@ impl ContainerBackend for DockerProtocol {
     }
 
     async fn remove_image(&self, image: &PinnedImage) -> Result<()> {
+        self.id_cache().remove(image.digest());
         let r = self
             .ok(
                 "image",

@@ -142,7 +142,19 @@ fn an_impostor_tagged_or_loaded_under_the_verified_name_is_refused_never_run() {
     assert_ne!(id, evil_id);
     assert_eq!(rt.block_on(p.image_id(&v)).unwrap(), Some(id));
     assert_eq!(marker_of(&p, &v, &unique("swap-run")), "swap-verified");
+
+    // The backend remembers which image id it checked; when the verified image is then removed
+    // behind its back and the impostor still wears the tags, `create` fails instead of
+    // running anything else (the remembered id names the verified content only).
     forget(v.reference());
+    let name = unique("swap-stale");
+    let s = spec_for(&name, v.clone(), Tier::Hardened, &["true"]);
+    let e = rt.block_on(p.create(&s)).unwrap_err();
+    assert_eq!(e.code().as_str(), "not_found", "{e}");
+    assert!(rt
+        .block_on(p.list("io.perry-sandbox.test", &name))
+        .unwrap()
+        .is_empty());
     forget(&format!("{repo}:evil"));
 }
 

@@ -75,6 +75,10 @@ function serve(handlers) {
       });
     });
     srv.handlers = handlers;
+    // The signer's keep-alive agent drops idle sockets after 4 s; Node's server closes them after 5 s.
+    // On a loaded host those timers fire late and the client can reuse a socket the server is closing
+    // (ECONNRESET -> "error creating tlog entry"). The server keeps idle sockets longer than any client.
+    srv.keepAliveTimeout = 120000;
     srv.listen(0, '127.0.0.1', () => resolve(srv));
   });
 }
@@ -204,8 +208,13 @@ async function startStack(outDir) {
 
 function makeSigner(stack, identity, issuer) {
   const identityProvider = { getToken: async () => fakeJWT({ iss: issuer, sub: identity }) };
-  return new sign.FulcioSigner({ fulcioBaseURL: stack.FULCIO, identityProvider });
+  return new sign.FulcioSigner({ fulcioBaseURL: stack.FULCIO, identityProvider, ...CLIENT_OPTS });
 }
+
+// Every client of the stack retries transport failures and 5xx the way a real signer does (cosign and
+// sigstore-js's own defaults: a few retries, a bounded timeout); the witnesses built here would
+// otherwise get no retry and no timeout at all.
+const CLIENT_OPTS = { retry: { retries: 3, minTimeout: 200 }, timeout: 30000 };
 
 // The mock TSA fails now and then (rarely: "error creating timestamp"; before fix 4 also "invalid time"
 // in @sigstore/core). A real signer retries; keep a bounded retry of those two only.
@@ -238,7 +247,7 @@ async function signImage(stack, req) {
   }));
   const builder = new sign.DSSEBundleBuilder({
     signer: makeSigner(stack, identity, issuer),
-    witnesses: [new sign.RekorWitness({ rekorBaseURL: stack.REKOR, entryType: 'dsse' }), new sign.TSAWitness({ tsaBaseURL: stack.TSA })],
+    witnesses: [new sign.RekorWitness({ rekorBaseURL: stack.REKOR, entryType: 'dsse', ...CLIENT_OPTS }), new sign.TSAWitness({ tsaBaseURL: stack.TSA, ...CLIENT_OPTS })],
   });
   const json = await withRetry(async () => {
     const j = bundleToJSON(await builder.create({ data: statement, type: 'application/vnd.in-toto+json' }));
@@ -270,9 +279,9 @@ async function signBlob(stack, req) {
   const identity = req.identity || DEFAULT_IDENTITY, issuer = req.issuer || DEFAULT_ISSUER;
   const data = Buffer.from(req.payload_b64 || '', 'base64');
   const witnesses = [req.rekor_v2
-    ? new sign.RekorWitness({ rekorBaseURL: stack.REKOR2, majorApiVersion: 2 })
-    : new sign.RekorWitness({ rekorBaseURL: stack.REKOR })];
-  if (req.tsa || req.rekor_v2) witnesses.push(new sign.TSAWitness({ tsaBaseURL: stack.TSA }));
+    ? new sign.RekorWitness({ rekorBaseURL: stack.REKOR2, majorApiVersion: 2, ...CLIENT_OPTS })
+    : new sign.RekorWitness({ rekorBaseURL: stack.REKOR, ...CLIENT_OPTS })];
+  if (req.tsa || req.rekor_v2) witnesses.push(new sign.TSAWitness({ tsaBaseURL: stack.TSA, ...CLIENT_OPTS }));
   const builder = new sign.MessageSignatureBundleBuilder({ signer: makeSigner(stack, identity, issuer), witnesses });
   const json = await withRetry(async () => {
     const j = bundleToJSON(await builder.create({ data }));
@@ -325,6 +334,7 @@ async function main() {
       }
     });
   });
+  control.keepAliveTimeout = 120000; // as in serve(): idle sockets outlive every client's
   await new Promise((r) => control.listen(0, '127.0.0.1', r));
   const CONTROL = `http://127.0.0.1:${control.address().port}`;
   const info = { control: CONTROL, fulcio: stack.FULCIO, rekor: stack.REKOR, rekorV2: stack.REKOR2, tsa: stack.TSA,

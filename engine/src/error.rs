@@ -47,6 +47,7 @@ impl ExecError {
             Self::Pull { .. } => Code::PullFailed,
             Self::Profile(_) => Code::PolicyDenied,
             Self::Isolation(_) => Code::IsolationUnavailable,
+            Self::Start(native::RunError::SpawnerUnavailable(_)) => Code::ServiceUnavailable,
             Self::Start(e) if e.exit_status() == i32::from(EXIT_REFUSED) => Code::SandboxFailed,
             Self::Start(_) => Code::CannotExecute,
             Self::Audit(_) => Code::AuditUnavailable,

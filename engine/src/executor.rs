@@ -19,7 +19,7 @@ use std::time::Instant;
 use perry_audit::{Action, Actor, AuditSink, Correlation, Decision, Event};
 use perry_policies::{Code, Config, Digest, ImageRef, Tier};
 use perry_profiles::{Grants, NetworkGrant, Profile};
-use perry_runtime::native::{self, BindMount, ProfileStep, RunSpec};
+use perry_runtime::native::{self, BindMount, ProfileStep, RunSpec, Spawner, StepRecipe};
 use perry_runtime::pull::{ImageStore, PullProgress};
 use perry_verifier::registry::Platform;
 use perry_verifier::{ImageSource, Verification, Verifier};
@@ -32,6 +32,8 @@ use crate::{ExecError, ExecOutcome, ExecRequest, VerifyRequest, WarmUp};
 pub struct Prepared {
     spec: RunSpec,
     step: Arc<ProfileStep>,
+    /// What `step` was built from, for a spawner to build the same.
+    recipe: Arc<StepRecipe>,
     /// The allow record written just before the sandbox starts.
     allow: Event,
     /// Facts for the outcome.
@@ -66,8 +68,8 @@ impl Prepared {
 
 /// A tier profile compiled for one set of grants, ready for the native runner.
 type StepKey = (Tier, String);
-/// A profile and its prepared runner step.
-type CompiledProfile = (Arc<Profile>, Arc<ProfileStep>);
+/// A profile, its prepared runner step and the inputs both were built from.
+type CompiledProfile = (Arc<Profile>, Arc<ProfileStep>, Arc<StepRecipe>);
 
 /// Verifier, image store, audit sink and compiled profiles for one configuration. Build one per
 /// process and share it (`Arc`): every method takes `&self`.
@@ -77,6 +79,8 @@ pub struct Executor {
     store: ImageStore,
     audit: Arc<dyn AuditSink>,
     steps: Mutex<HashMap<StepKey, CompiledProfile>>,
+    /// Clones the sandboxes when set (`serve`): see [`Executor::with_spawner`].
+    spawner: Option<Spawner>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -132,7 +136,21 @@ impl Executor {
             store,
             audit,
             steps: Mutex::new(HashMap::new()),
+            spawner: None,
         })
+    }
+
+    /// The same executor, having `spawner` clone every sandbox instead of this process: a
+    /// long-running service whose memory holds keys and credentials uses one, so that no
+    /// sandbox starts as a copy of that memory (see [`Spawner`]).
+    pub fn with_spawner(mut self, spawner: Spawner) -> Self {
+        self.spawner = Some(spawner);
+        self
+    }
+
+    /// The spawner's process id, when this executor has one running.
+    pub fn spawner_pid(&self) -> Option<u32> {
+        self.spawner.as_ref().and_then(Spawner::pid)
     }
 
     /// The same executor, reporting image downloads to `progress` (progress bars).
@@ -340,7 +358,7 @@ impl Executor {
             }
         };
         tracing::debug!(fetched = pulled.fetched(), "pulled");
-        let (profile, step) = match self.profile(req.tier, &req.mounts, req.network) {
+        let (profile, step, recipe) = match self.profile(req.tier, &req.mounts, req.network) {
             Ok(p) => p,
             Err(e) => return Err(refuse(e, Some(&digest))),
         };
@@ -362,6 +380,7 @@ impl Executor {
         Ok(Prepared {
             spec,
             step,
+            recipe,
             allow,
             meta: Meta {
                 image: req.source.to_string(),
@@ -396,6 +415,7 @@ impl Executor {
         let Prepared {
             spec,
             step,
+            recipe,
             allow,
             meta,
         } = prepared;
@@ -403,7 +423,10 @@ impl Executor {
         let seq = self.audit.record(allow)?;
         tracing::debug!(seq, "allow recorded");
         allowed();
-        let run = native::run(&spec, step.as_ref());
+        let run = match &self.spawner {
+            Some(spawner) => native::run_spawned(spawner, &spec, step.as_ref(), &recipe),
+            None => native::run(&spec, step.as_ref()),
+        };
         tracing::debug!("sandbox gone");
         match run {
             Ok(run) => {
@@ -486,7 +509,12 @@ impl Executor {
         }
         let profile = Profile::for_tier(tier, self.config.tiers.get(&tier), &grants)?;
         let step = ProfileStep::new(&profile).map_err(|e| ExecError::Isolation(e.to_string()))?;
-        let entry = (Arc::new(profile), Arc::new(step));
+        let recipe = StepRecipe {
+            tier,
+            overrides: self.config.tiers.get(&tier).cloned(),
+            grants,
+        };
+        let entry = (Arc::new(profile), Arc::new(step), Arc::new(recipe));
         self.lock_steps().insert(key, entry.clone());
         Ok(entry)
     }

@@ -46,7 +46,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use perry_policies::{NetworkPolicy, Tier, TierOverride, TierSpec};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use crate::caps::CapSets;
 pub use crate::error::ProfileError;
@@ -56,7 +56,7 @@ pub use crate::seccomp::{Access, SeccompKey, SeccompProgram, SocketPolicy, Sysca
 
 /// Network access granted to one run (a capability's `network` grant). Only `default` and
 /// `hardened` take one; TCP only, and Landlock limits it to these ports where it applies.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkGrant {
     /// TCP ports the workload may connect to.
     pub tcp_connect: Vec<u16>,
@@ -66,7 +66,7 @@ pub struct NetworkGrant {
 
 /// What one run is granted beyond its tier: the runtime builds this from a capability's mounts
 /// and grants. Paths are as seen inside the sandbox (mount targets).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grants {
     /// Paths the workload may write (mounts with `read_only = false`), besides /tmp.
     pub writable: Vec<PathBuf>,

@@ -108,6 +108,23 @@ impl VerifiedRootfs {
         self.fetched
     }
 
+    /// The rootfs a spawner request names (see `native::spawner`): the service holds the
+    /// `VerifiedRootfs` it came from and sends its digest and path; the spawner is inside the
+    /// trust boundary (it takes requests only from the process that started it) and needs only
+    /// the path, for the plan. Crate-private: no other code can mint one.
+    pub(crate) fn received_by_spawner(digest: Digest, path: std::path::PathBuf) -> Self {
+        let config = ImageConfig::parse(br#"{"rootfs":{"type":"layers","diff_ids":[]}}"#)
+            .expect("a fixed minimal config parses");
+        VerifiedRootfs {
+            digest,
+            config,
+            path,
+            report: crate::unpack::UnpackReport::default(),
+            fresh: false,
+            fetched: 0,
+        }
+    }
+
     /// Test support only (the `test-support` feature, enabled only by this crate's own
     /// dev-dependency): wraps a hand-made directory that no verifier has seen. Never part of a
     /// normal build.

@@ -1,7 +1,8 @@
 //! `perry-sandbox serve [--socket PATH] [--prewarm]`: the local API (see `perry_sandbox::service`).
 //!
 //! Start-up order: load the configuration, open the audit log, sweep what a killed predecessor
-//! left behind (stale sandbox cgroups, interrupted downloads and unpacks), build the executor,
+//! left behind (stale sandbox cgroups, interrupted downloads and unpacks), build the executor
+//! and start its sandbox spawner (`perry_runtime::native::Spawner`),
 //! optionally verify and unpack every capability image (`--prewarm`), bind the socket (0660),
 //! then serve until SIGTERM or SIGINT, draining calls in flight before exiting.
 
@@ -38,6 +39,11 @@ pub(super) fn run(g: &GlobalArgs, args: ServeArgs) -> CliResult {
     for p in executor.sweep_stale() {
         tracing::warn!(path = %p.display(), "removed state left by a killed run");
     }
+    // Every sandbox of the service is cloned by the spawner, never forked from this process
+    // (which holds the audit key, the cache's MAC key and registry credentials).
+    let spawner = perry_runtime::native::Spawner::start()
+        .map_err(|e| CliError::internal(format!("cannot start the sandbox spawner: {e}")))?;
+    let executor = executor.with_spawner(spawner);
     let socket = args
         .socket
         .clone()

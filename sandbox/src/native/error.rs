@@ -98,6 +98,13 @@ pub enum RunError {
         /// The errno.
         errno: i32,
     },
+    /// The spawner process (see `spawner`) is gone or answered out of protocol: nothing is
+    /// known to have run, and the service starts a new spawner for the next call.
+    #[error("the sandbox spawner is unavailable: {0}")]
+    SpawnerUnavailable(String),
+    /// The spawner could not set the sandbox up (it reports what failed); nothing ran.
+    #[error("the sandbox spawner could not start the sandbox: {0}")]
+    SpawnerRefused(String),
     /// `execve` failed: the command was not found (ENOENT) or could not be executed.
     #[error("cannot execute {program}: {}", io::Error::from_raw_os_error(*errno))]
     Exec {

@@ -73,6 +73,7 @@ mod plan;
 mod profile_step;
 mod runner;
 mod seccomp_notify;
+mod spawner;
 mod spec;
 mod step;
 mod supervise;
@@ -83,7 +84,8 @@ use std::time::Duration;
 pub use error::RunError;
 pub(crate) use error::{last, sys};
 pub(crate) use fds::above2;
-pub use runner::run;
+pub use runner::{run, run_spawned};
+pub use spawner::{spawner_main, Spawner, StepRecipe, SPAWNER_ARG};
 pub use spec::{BindMount, DeniedSyscall, Limits, LiveOutput, LiveSink, Outcome, RunSpec, Stream};
 pub use step::Step;
 

@@ -166,6 +166,9 @@ pub(crate) struct Plan {
     pub fds: ChildFds,
     /// Sorted fds (>= 3) that survive the close-everything step.
     pub keep_fds: Vec<i32>,
+    /// Every descriptor init needs before its stdio is set up (sorted, all >= 3): the run's
+    /// pipes and sockets and `keep_fds`. Init closes all others first of all.
+    pub inherited_fds: Vec<i32>,
     /// The stack the workload runs on until `execve` (see [`WorkloadStack`]).
     pub workload_stack: WorkloadStack,
 }
@@ -611,12 +614,28 @@ impl Plan {
             loopback: spec.loopback,
             fds: ChildFds::default(),
             keep_fds,
+            inherited_fds: Vec::new(),
         })
     }
 
     /// Record the pipe fds and add the ones the init keeps to `keep_fds` (sorted).
     pub(crate) fn set_fds(&mut self, fds: ChildFds) {
         self.fds = fds;
+        let mut inherited: Vec<i32> = self.keep_fds.clone();
+        inherited.extend([
+            fds.sync_r,
+            fds.sync_w,
+            fds.err_w,
+            fds.status_w,
+            fds.stdin_r,
+            fds.stdout_w,
+            fds.stderr_w,
+            fds.seccomp_sock,
+        ]);
+        inherited.retain(|&fd| fd >= 3);
+        inherited.sort_unstable();
+        inherited.dedup();
+        self.inherited_fds = inherited;
         self.keep_fds.push(fds.err_w);
         self.keep_fds.push(fds.status_w);
         if fds.seccomp_sock >= 0 {

@@ -10,6 +10,7 @@ use super::cgroup::{CgLimits, RunCgroups};
 use super::fds::pipe;
 use super::plan::{ChildFds, Plan};
 use super::seccomp_notify::{Handoff, Supervisor};
+use super::spawner::{SpawnFds, Spawner, StepRecipe};
 use super::supervise::supervise;
 use super::{child, last, netns, sys, FinalStep, Outcome, RunError, RunSpec, Step};
 
@@ -22,6 +23,30 @@ use super::{child, last, netns, sys, FinalStep, Outcome, RunError, RunSpec, Step
 /// Returns `Err` when the command did not start (setup or `execve` failed — nothing ran) or when
 /// supervision itself failed; otherwise an [`Outcome`], whatever the command's own status.
 pub fn run(spec: &RunSpec, final_step: &dyn FinalStep) -> Result<Outcome, RunError> {
+    run_with(spec, final_step, None)
+}
+
+/// [`run`], with the sandbox's init cloned by `spawner` (a process that never held the
+/// service's secrets, see [`Spawner`]) from `recipe`, which must be what `final_step` was built
+/// from. Everything else — the plan's checks, the uid lease, cgroups, id maps, release,
+/// supervision and the seccomp supervisor — stays in the calling process, as in [`run`].
+///
+/// A spawner that dies or breaks protocol during the run fails it with
+/// [`RunError::SpawnerUnavailable`]; the sandbox dies with the spawner (parent-death signal).
+pub fn run_spawned(
+    spawner: &Spawner,
+    spec: &RunSpec,
+    final_step: &dyn FinalStep,
+    recipe: &StepRecipe,
+) -> Result<Outcome, RunError> {
+    run_with(spec, final_step, Some((spawner, recipe)))
+}
+
+fn run_with(
+    spec: &RunSpec,
+    final_step: &dyn FinalStep,
+    via: Option<(&Spawner, &StepRecipe)>,
+) -> Result<Outcome, RunError> {
     let mut plan = Plan::build(spec, final_step.keep_fds())?;
     let lease = spec.leases.acquire()?;
     let mut cgroups = RunCgroups::create(CgLimits {
@@ -59,21 +84,24 @@ pub fn run(spec: &RunSpec, final_step: &dyn FinalStep) -> Result<Outcome, RunErr
     // A prepared empty network namespace if one is ready (see `netns`), else a new one. Runs
     // granted loopback need their own: init brings `lo` up with its capabilities there.
     let prepared = if spec.loopback { None } else { netns::take() };
-    let entered = match &prepared {
-        Some(ns) => Some(netns::Entered::enter(ns).map_err(sys("setns (prepared netns)"))?),
-        None => {
-            flags |= libc::CLONE_NEWNET;
-            None
-        }
-    };
+    if prepared.is_none() {
+        flags |= libc::CLONE_NEWNET;
+    }
     let leaf = cgroups.unified_leaf_fd()?;
     let started = Instant::now();
-    let (mut child, born_in_unified) = clone_init(flags, leaf.as_ref(), &plan, final_step)?;
+    let (mut child, born_in_unified) = match via {
+        None => clone_here(flags, prepared.as_ref(), leaf.as_ref(), &plan, final_step)?,
+        Some((spawner, recipe)) => {
+            let fds = SpawnFds {
+                pipes: [&sync_r, &err_w, &status_w, &stdin_r, &stdout_w, &stderr_w],
+                seccomp: handoff.as_ref().map(|h| &h.sock_child),
+                leaf: leaf.as_ref(),
+                netns: prepared.as_ref(),
+            };
+            spawner.spawn(spec, recipe, flags, &fds)?
+        }
+    };
     drop(leaf);
-    // Back to our own network namespace before anything else; the sandbox now holds its own.
-    if let Some(e) = entered {
-        e.leave().map_err(sys("setns (back from prepared netns)"))?;
-    }
     drop(prepared);
     drop((sync_r, err_w, status_w, stdin_r, stdout_w, stderr_w));
     let handoff = handoff.map(|h| Supervisor {
@@ -185,6 +213,27 @@ pub fn run(spec: &RunSpec, final_step: &dyn FinalStep) -> Result<Outcome, RunErr
     Ok(outcome)
 }
 
+/// Clones init from this process, inside the prepared network namespace when there is one
+/// (entered for the clone only; the calling thread goes back to its own at once).
+pub(crate) fn clone_here(
+    flags: libc::c_int,
+    netns: Option<&OwnedFd>,
+    leaf: Option<&OwnedFd>,
+    plan: &Plan,
+    final_step: &dyn FinalStep,
+) -> Result<(Child, bool), RunError> {
+    let entered = match netns {
+        Some(ns) => Some(netns::Entered::enter(ns).map_err(sys("setns (prepared netns)"))?),
+        None => None,
+    };
+    let cloned = clone_init(flags, leaf, plan, final_step);
+    // Back to our own network namespace before anything else; the sandbox now holds its own.
+    if let Some(e) = entered {
+        e.leave().map_err(sys("setns (back from prepared netns)"))?;
+    }
+    cloned
+}
+
 /// `CLONE_INTO_CGROUP` (linux/sched.h); `libc`'s constant is an `i32` that overflows.
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
@@ -241,12 +290,7 @@ fn clone_init(
         if pid > 0 {
             // SAFETY: the kernel stored a fresh pidfd for the child.
             let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-            let child = Child {
-                pid: pid as libc::pid_t,
-                pidfd: Some(pidfd),
-                reaped: false,
-            };
-            return Ok((child, true));
+            return Ok((Child::local(pid as libc::pid_t, Some(pidfd)), true));
         }
     }
     // SAFETY: raw clone without CLONE_VM = fork semantics with new namespaces. The child only
@@ -258,12 +302,7 @@ fn clone_init(
     if pid == 0 {
         child::init_main(plan, final_step);
     }
-    let child = Child {
-        pid: pid as libc::pid_t,
-        pidfd: None,
-        reaped: false,
-    };
-    Ok((child, false))
+    Ok((Child::local(pid as libc::pid_t, None), false))
 }
 
 /// The cloned init: killed and reaped on drop unless already reaped.
@@ -271,9 +310,32 @@ pub(crate) struct Child {
     pub(crate) pid: libc::pid_t,
     pub(crate) pidfd: Option<OwnedFd>,
     reaped: bool,
+    /// Set when a spawner cloned init: the run's socket to it, where the spawner reports the
+    /// end it reaped (only a parent can `wait4`).
+    remote: Option<OwnedFd>,
 }
 
 impl Child {
+    /// Our own child.
+    pub(crate) fn local(pid: libc::pid_t, pidfd: Option<OwnedFd>) -> Self {
+        Child {
+            pid,
+            pidfd,
+            reaped: false,
+            remote: None,
+        }
+    }
+
+    /// A child of the spawner at the other end of `run_socket`.
+    pub(crate) fn remote(pid: libc::pid_t, pidfd: OwnedFd, run_socket: OwnedFd) -> Self {
+        Child {
+            pid,
+            pidfd: Some(pidfd),
+            reaped: false,
+            remote: Some(run_socket),
+        }
+    }
+
     pub(crate) fn kill(&self) {
         match &self.pidfd {
             // SAFETY: pidfd_send_signal on our own pidfd: cannot hit a recycled pid.
@@ -293,7 +355,12 @@ impl Child {
         }
     }
 
-    fn wait(&mut self) -> Result<(i32, libc::rusage), RunError> {
+    pub(crate) fn wait(&mut self) -> Result<(i32, libc::rusage), RunError> {
+        if let Some(sock) = &self.remote {
+            let waited = super::spawner::wait_remote(sock);
+            self.reaped = true;
+            return waited;
+        }
         let mut status = 0;
         // SAFETY: zeroed rusage is a valid out-parameter.
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };

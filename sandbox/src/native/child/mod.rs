@@ -131,6 +131,7 @@ pub(crate) fn init_main(plan: &Plan, final_step: &dyn FinalStep) -> ! {
 
 /// Init's setup: identity, namespaces' contents, filesystem, fds. Each line is one named step.
 fn init_setup(p: &Plan) -> R {
+    close_inherited_fds(p)?;
     die_with_parent()?;
     wait_for_parent(p)?;
     become_namespace_root()?;
@@ -276,13 +277,27 @@ fn setup_stdio(p: &Plan) -> R {
 /// Close every fd but stdio, the two report pipes and the final step's fds: nothing the
 /// (multi-threaded) parent had open may reach the sandbox.
 fn close_other_fds(p: &Plan) -> R {
+    close_all_but(&p.keep_fds)
+}
+
+/// First of all, before even the parent-death signal: close what init inherited but does not
+/// need — a spawner's control socket and the sockets and pipes of other runs. A copy kept here
+/// would hold another run's socket open after the spawner died (its service would never see
+/// the end of stream), and an init whose parent died before [`die_with_parent`] would keep it
+/// until its own release fails.
+fn close_inherited_fds(p: &Plan) -> R {
+    close_all_but(&p.inherited_fds)
+}
+
+/// Closes every descriptor from 3 up except `keep` (sorted).
+fn close_all_but(keep: &[i32]) -> R {
     let mut from: u32 = 3;
-    for &k in &p.keep_fds {
+    for &k in keep {
         let k = k as u32;
         if k > from {
             close_range(from, k - 1)?;
         }
-        from = k + 1;
+        from = from.max(k + 1);
     }
     close_range(from, u32::MAX)
 }

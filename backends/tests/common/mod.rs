@@ -52,12 +52,18 @@ pub fn world() -> &'static World {
     })
 }
 
-pub fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+/// One runtime for the whole test binary: the shared world's verifier keeps pooled registry
+/// connections, whose tasks live on the runtime that opened them. A runtime per call dropped
+/// those tasks under the next test's feet ("dispatch task is gone").
+pub fn rt() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
 }
 
 /// podman as this host needs it (crun fails on its hybrid cgroups).

@@ -111,15 +111,7 @@ fn run_with(
         denied: std::collections::BTreeMap::new(),
         error: None,
     });
-    if child.pidfd.is_none() {
-        // SAFETY: pidfd_open on our unreaped child.
-        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.pid, 0) };
-        if pidfd < 0 {
-            return Err(last("pidfd_open"));
-        }
-        // SAFETY: a fresh fd.
-        child.pidfd = Some(unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) });
-    }
+    child.ensure_pidfd()?;
 
     // Host ids: inside 0 -> base, inside uid/gid -> base + 1.
     let base = lease.host_base;
@@ -324,6 +316,20 @@ impl Child {
             reaped: false,
             remote: None,
         }
+    }
+
+    /// Opens init's pidfd when the clone did not return one (plain `clone`).
+    pub(crate) fn ensure_pidfd(&mut self) -> Result<(), RunError> {
+        if self.pidfd.is_none() {
+            // SAFETY: pidfd_open on our unreaped child.
+            let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid, 0) };
+            if pidfd < 0 {
+                return Err(last("pidfd_open"));
+            }
+            // SAFETY: a fresh fd.
+            self.pidfd = Some(unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) });
+        }
+        Ok(())
     }
 
     /// A child of the spawner at the other end of `run_socket`.

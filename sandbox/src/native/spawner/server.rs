@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -141,21 +141,18 @@ fn take_request(sock: OwnedFd, steps: &mut HashMap<String, Arc<ProfileStep>>) ->
         }
     };
     match spawn(&req, fds, steps) {
-        Ok(child) => {
+        Ok((child, born_in_unified)) => {
             let pidfd = child.pidfd.as_ref().expect("spawned children have a pidfd");
             let reply = Reply::Spawned {
-                pid: child.0.pid,
-                born_in_unified: child.1,
+                pid: child.pid,
+                born_in_unified,
             };
             let sent = wire::send_json(sock.as_fd(), &reply, &[pidfd.as_fd()]);
             if sent.is_err() {
                 // The service's run is gone; its init must not wait for a release forever.
                 return None; // dropping the child kills and reaps it
             }
-            Some(Running {
-                child: child.0,
-                sock,
-            })
+            Some(Running { child, sock })
         }
         Err(reason) => {
             let _ = wire::send_json(sock.as_fd(), &failed(reason), &[]);
@@ -168,16 +165,6 @@ fn failed(reason: String) -> Reply {
     Reply::Failed { reason }
 }
 
-/// The cloned init and whether it was born in the unified cgroup leaf.
-struct Spawned(Child, bool);
-
-impl std::ops::Deref for Spawned {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
 /// Rebuilds the run's spec and final step from `req`, then clones init with `fds`. Every
 /// received descriptor is closed when this returns: init holds its own copies, and a copy
 /// kept here would hide the pipes' end of stream from the service.
@@ -185,7 +172,7 @@ fn spawn(
     req: &Request,
     fds: Vec<OwnedFd>,
     steps: &mut HashMap<String, Arc<ProfileStep>>,
-) -> Result<Spawned, String> {
+) -> Result<(Child, bool), String> {
     let pinned_count = req.mounts.iter().filter(|m| m.pinned).count();
     let want = 6
         + usize::from(req.seccomp)
@@ -256,16 +243,8 @@ fn spawn(
         &*step,
     )
     .map_err(|e| e.to_string())?;
-    if child.pidfd.is_none() {
-        // SAFETY: pidfd_open on our own unreaped child.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.pid, 0) };
-        if fd < 0 {
-            return Err(format!("pidfd_open: {}", io::Error::last_os_error()));
-        }
-        // SAFETY: a fresh fd we own.
-        child.pidfd = Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
-    }
-    Ok(Spawned(child, born))
+    child.ensure_pidfd().map_err(|e| e.to_string())?;
+    Ok((child, born))
 }
 
 /// The compiled final step for the request's recipe, built once per recipe.

@@ -194,15 +194,19 @@ mod tests {
     use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
     use std::os::fd::AsFd;
 
-    #[test]
-    fn a_frame_and_its_descriptors_arrive_together() {
-        let (a, b) = socketpair(
+    fn stream_pair() -> (OwnedFd, OwnedFd) {
+        socketpair(
             AddressFamily::UNIX,
             SocketType::STREAM,
             SocketFlags::CLOEXEC,
             None,
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn a_frame_and_its_descriptors_arrive_together() {
+        let (a, b) = stream_pair();
         let file = std::fs::File::open("/proc/self/exe").unwrap();
         let body = vec![7u8; 300_000];
         let sender = std::thread::spawn(move || {
@@ -224,13 +228,7 @@ mod tests {
 
     #[test]
     fn an_oversized_length_is_refused_not_allocated() {
-        let (a, b) = socketpair(
-            AddressFamily::UNIX,
-            SocketType::STREAM,
-            SocketFlags::CLOEXEC,
-            None,
-        )
-        .unwrap();
+        let (a, b) = stream_pair();
         rustix::io::write(&a, &u32::MAX.to_le_bytes()).unwrap();
         assert!(recv(b.as_fd()).is_err());
     }

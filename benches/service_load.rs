@@ -5,6 +5,11 @@
 //! after. The peer, run in the same invocation on the same rootfs with the same concurrency, is
 //! `bwrap --unshare-all` (no verification, no audit, no limits): the cost floor of a sandbox.
 //!
+//! Two rows: `perry-serve`, the capability pinned by digest as a ShellBridge host should configure
+//! it (verification from the cache, no registry on the call path), and `perry-serve-by-tag`, the
+//! same command named by tag with `tag_ttl = "0s"` (a manifest request per call to a registry that
+//! shares these two cores). The leak check covers the pinned run.
+//!
 //! `scripts/bench/service` runs this in release mode. Environment: `PERRY_BENCH_CALLS` (default
 //! 2000), `PERRY_BENCH_CLIENTS` (default 8), `PERRY_BENCH_PEER_CALLS` (default 500).
 
@@ -135,6 +140,87 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
+/// One load run's results: latencies of the good answers, errors, wall time.
+struct Load {
+    latencies: Vec<Duration>,
+    errors: usize,
+    wall: Duration,
+}
+
+impl Load {
+    fn print(&self, label: &str, clients: usize, peer_rate: f64) {
+        let ok = self.latencies.len();
+        let rate = ok as f64 / self.wall.as_secs_f64();
+        println!(
+            "{label} clients={clients} calls={} ok={ok} errors={} throughput_per_s={rate:.1} p50_ms={:.2} p99_ms={:.2} max_ms={:.2} ratio_over_bwrap={:.2}",
+            ok + self.errors,
+            self.errors,
+            percentile(&self.latencies, 0.50),
+            percentile(&self.latencies, 0.99),
+            percentile(&self.latencies, 1.0),
+            rate / peer_rate,
+        );
+    }
+}
+
+/// `calls` invocations of `capability` from `clients` concurrent callers, each sequential.
+fn load(
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+    capability: &'static str,
+    req: &CapabilityRequest,
+    calls: usize,
+    clients: usize,
+) -> Load {
+    let next = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut latencies: Vec<Duration> = rt.block_on(async {
+        let tasks: Vec<_> = (0..clients)
+            .map(|_| {
+                let (c, req, next, errors) = (
+                    client.clone(),
+                    req.clone(),
+                    Arc::clone(&next),
+                    Arc::clone(&errors),
+                );
+                tokio::spawn(async move {
+                    let mut lat = Vec::new();
+                    while next.fetch_add(1, Ordering::Relaxed) < calls {
+                        let t = Instant::now();
+                        match c.invoke(capability, &req).await {
+                            Ok(o) if o.stdout == "hello\n" && o.exit_code == Some(0) => {
+                                lat.push(t.elapsed())
+                            }
+                            Ok(o) => {
+                                eprintln!("wrong answer: {o:?}");
+                                errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => {
+                                eprintln!("error: {e}");
+                                errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    lat
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all
+    });
+    let wall = started.elapsed();
+    latencies.sort();
+    Load {
+        latencies,
+        errors: errors.load(Ordering::Relaxed),
+        wall,
+    }
+}
+
 fn main() {
     let calls = env_or("PERRY_BENCH_CALLS", 2000);
     let clients = env_or("PERRY_BENCH_CLIENTS", 8);
@@ -150,11 +236,13 @@ fn main() {
     SigStack::shared().sign(&reg, "bench/echo", &pushed.digest, &SignOptions::default());
     let socket = dir.path().join("api.sock");
     let extra = format!(
-        "[shellCapabilities.echo]\ncommand = [\"echo\"]\nargs = {{ max = 2 }}\nimage = \"{}/bench/echo:v1\"\n\n\
+        "[shellCapabilities.echo]\ncommand = [\"echo\"]\nargs = {{ max = 2 }}\nimage = \"{host}/bench/echo@{digest}\"\n\n\
+         [shellCapabilities.echo_tag]\ncommand = [\"echo\"]\nargs = {{ max = 2 }}\nimage = \"{host}/bench/echo:v1\"\n\n\
          [service]\nsocket = \"{}\"\nallowed_uids = [0]\nmax_concurrent = {}\nmax_queue = 1024\n",
-        reg.host(),
         socket.display(),
-        clients
+        clients,
+        host = reg.host(),
+        digest = pushed.digest,
     );
     let config = ConfigBuilder::new(&reg, SigStack::shared())
         .extra(&extra)
@@ -182,56 +270,17 @@ fn main() {
     let req = CapabilityRequest::new(vec!["hello".into()]);
     // Warm: page cache, profile compilation, allocator.
     for _ in 0..20 {
-        rt.block_on(client.invoke("echo", &req))
-            .expect("warm-up call");
+        for capability in ["echo", "echo_tag"] {
+            rt.block_on(client.invoke(capability, &req))
+                .expect("warm-up call");
+        }
     }
     let svc_pid = svc.id();
     let port = reg.port();
     let before = footprint(svc_pid, port);
     let fds_before = fd_targets(svc_pid);
 
-    let next = Arc::new(AtomicUsize::new(0));
-    let errors = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut latencies: Vec<Duration> = rt.block_on(async {
-        let tasks: Vec<_> = (0..clients)
-            .map(|_| {
-                let (c, req, next, errors) = (
-                    client.clone(),
-                    req.clone(),
-                    Arc::clone(&next),
-                    Arc::clone(&errors),
-                );
-                tokio::spawn(async move {
-                    let mut lat = Vec::new();
-                    while next.fetch_add(1, Ordering::Relaxed) < calls {
-                        let t = Instant::now();
-                        match c.invoke("echo", &req).await {
-                            Ok(o) if o.stdout == "hello\n" && o.exit_code == Some(0) => {
-                                lat.push(t.elapsed())
-                            }
-                            Ok(o) => {
-                                eprintln!("wrong answer: {o:?}");
-                                errors.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(e) => {
-                                eprintln!("error: {e}");
-                                errors.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                    }
-                    lat
-                })
-            })
-            .collect();
-        let mut all = Vec::new();
-        for t in tasks {
-            all.extend(t.await.unwrap());
-        }
-        all
-    });
-    let wall = started.elapsed();
-    latencies.sort();
+    let pinned = load(&rt, &client, "echo", &req, calls, clients);
     // Let the last runs' cgroups go (removal is synchronous, but give stragglers a moment).
     std::thread::sleep(Duration::from_millis(200));
     let after = footprint(svc_pid, port);
@@ -271,21 +320,15 @@ fn main() {
         w.join().unwrap();
     }
     let peer_wall = peer_started.elapsed();
+    // The same capability named by tag (`[trust] tag_ttl = "0s"`): one manifest request to the
+    // registry per call, whose CPU shares these two cores. Run after the leak check, so it is
+    // not counted in the footprint's registry connections.
+    let tagged = load(&rt, &client, "echo_tag", &req, calls, clients);
 
-    let ok = latencies.len();
-    let rate = ok as f64 / wall.as_secs_f64();
     let peer_rate = peer_calls as f64 / peer_wall.as_secs_f64();
-    println!(
-        "perry-serve clients={clients} calls={calls} ok={ok} errors={} throughput_per_s={rate:.1} p50_ms={:.2} p99_ms={:.2} max_ms={:.2}",
-        errors.load(Ordering::Relaxed),
-        percentile(&latencies, 0.50),
-        percentile(&latencies, 0.99),
-        percentile(&latencies, 1.0),
-    );
-    println!(
-        "bwrap-peer clients={clients} calls={peer_calls} throughput_per_s={peer_rate:.1} ratio_perry_over_bwrap={:.2}",
-        rate / peer_rate
-    );
+    println!("bwrap-peer clients={clients} calls={peer_calls} throughput_per_s={peer_rate:.1}");
+    pinned.print("perry-serve", clients, peer_rate);
+    tagged.print("perry-serve-by-tag", clients, peer_rate);
     println!("footprint before={before:?}");
     println!("footprint after={after:?}");
     let leaked = before.fds != after.fds
@@ -303,7 +346,7 @@ fn main() {
         .args(["-TERM", &svc_pid.to_string()])
         .status();
     let _ = svc.wait();
-    if leaked || errors.load(Ordering::Relaxed) > 0 {
+    if leaked || pinned.errors > 0 || tagged.errors > 0 {
         std::process::exit(1);
     }
 }

@@ -240,6 +240,21 @@ pub enum ImageChoice {
     Fallback,
 }
 
+/// The capabilities whose image is named by tag while `[trust] tag_ttl` is zero, with that
+/// image: each call asks the registry where the tag points now (a round trip per call, and a
+/// service that fails when the registry is down). `serve` warns about them at start.
+pub fn resolved_at_every_call(config: &perry_policies::Config) -> Vec<(String, ImageRef)> {
+    if !config.trust.tag_ttl.as_std().is_zero() {
+        return Vec::new();
+    }
+    config
+        .capabilities
+        .iter()
+        .map(|(name, cap)| (name.clone(), image_for(config, name, cap).0))
+        .filter(|(_, image)| image.digest().is_none())
+        .collect()
+}
+
 /// The image a capability runs in, and why that one.
 pub fn image_for(
     config: &perry_policies::Config,
@@ -667,4 +682,38 @@ pub async fn perry_container_run_capability(
         stderr: out.stderr,
         exit_code,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(toml: &str) -> perry_policies::Config {
+        perry_policies::Config::from_bytes(toml.as_bytes(), Path::new("perryconfig.toml"))
+            .expect("test config")
+    }
+
+    const CAPS: &str = r#"
+[shellCapabilities.by_tag]
+command = ["echo"]
+image = "registry.example/tools/echo:v1"
+
+[shellCapabilities.pinned]
+command = ["echo"]
+image = "registry.example/tools/echo@sha256:0000000000000000000000000000000000000000000000000000000000000000"
+"#;
+
+    #[test]
+    fn a_tag_with_no_ttl_is_resolved_at_every_call_and_a_digest_never() {
+        let found = resolved_at_every_call(&config(CAPS));
+        let names: Vec<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["by_tag"]);
+        assert_eq!(found[0].1.to_string(), "registry.example/tools/echo:v1");
+    }
+
+    #[test]
+    fn a_tag_ttl_reuses_resolutions_so_nothing_is_resolved_at_every_call() {
+        let with_ttl = format!("[trust]\ntag_ttl = \"10m\"\n{CAPS}");
+        assert!(resolved_at_every_call(&config(&with_ttl)).is_empty());
+    }
 }

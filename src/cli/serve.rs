@@ -36,6 +36,14 @@ pub(super) fn run(g: &GlobalArgs, args: ServeArgs) -> CliResult {
     let log = ctx.audit_log()?;
     let executor =
         Executor::new(ctx.config.clone(), log.clone()).map_err(|e| super::run::exec_error(&e))?;
+    for (name, image) in perry_sandbox::capability::resolved_at_every_call(&ctx.config) {
+        tracing::warn!(
+            capability = %name,
+            %image,
+            "named by tag with [trust] tag_ttl = \"0s\": every call asks the registry where the \
+             tag points (pin it as repo@sha256:... or set a tag_ttl)"
+        );
+    }
     for p in executor.sweep_stale() {
         tracing::warn!(path = %p.display(), "removed state left by a killed run");
     }

@@ -8,7 +8,9 @@
 //! Two rows: `perry-serve`, the capability pinned by digest as a ShellBridge host should configure
 //! it (verification from the cache, no registry on the call path), and `perry-serve-by-tag`, the
 //! same command named by tag with `tag_ttl = "0s"` (a manifest request per call to a registry that
-//! shares these two cores). The leak check covers the pinned run.
+//! shares these two cores), both with the warm pool on (`[service] pool = 2`, the default); then
+//! `perry-serve pool=0`, the pinned capability on a service with the pool off. `warm=` counts
+//! the calls a sandbox started ahead took. The leak check covers the pinned run.
 //!
 //! `scripts/bench/service` runs this in release mode. Environment: `PERRY_BENCH_CALLS` (default
 //! 2000), `PERRY_BENCH_CLIENTS` (default 8), `PERRY_BENCH_PEER_CALLS` (default 500).
@@ -140,10 +142,44 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
+/// Starts `perry-sandbox serve` on `config` and waits until it answers on `socket`.
+fn serve(
+    rt: &tokio::runtime::Runtime,
+    config: &std::path::Path,
+    socket: &std::path::Path,
+) -> (std::process::Child, Client) {
+    let svc = Command::new(env!("CARGO_BIN_EXE_perry-sandbox"))
+        .arg("--config")
+        .arg(config)
+        .args(["serve", "--prewarm"])
+        .env_remove("PERRY_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("perry-sandbox serve");
+    let client = Client::new(socket);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while rt.block_on(client.health()).is_err() {
+        assert!(Instant::now() < deadline, "serve did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (svc, client)
+}
+
+/// Stops a service started by [`serve`] (SIGTERM: drain, then exit).
+fn stop(mut svc: std::process::Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &svc.id().to_string()])
+        .status();
+    let _ = svc.wait();
+}
+
 /// One load run's results: latencies of the good answers, errors, wall time.
 struct Load {
     latencies: Vec<Duration>,
     errors: usize,
+    /// Calls that took a sandbox started ahead (the warm pool).
+    warm: usize,
     wall: Duration,
 }
 
@@ -152,9 +188,10 @@ impl Load {
         let ok = self.latencies.len();
         let rate = ok as f64 / self.wall.as_secs_f64();
         println!(
-            "{label} clients={clients} calls={} ok={ok} errors={} throughput_per_s={rate:.1} p50_ms={:.2} p99_ms={:.2} max_ms={:.2} ratio_over_bwrap={:.2}",
+            "{label} clients={clients} calls={} ok={ok} errors={} warm={} throughput_per_s={rate:.1} p50_ms={:.2} p99_ms={:.2} max_ms={:.2} ratio_over_bwrap={:.2}",
             ok + self.errors,
             self.errors,
+            self.warm,
             percentile(&self.latencies, 0.50),
             percentile(&self.latencies, 0.99),
             percentile(&self.latencies, 1.0),
@@ -174,15 +211,17 @@ fn load(
 ) -> Load {
     let next = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicUsize::new(0));
+    let warm = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut latencies: Vec<Duration> = rt.block_on(async {
         let tasks: Vec<_> = (0..clients)
             .map(|_| {
-                let (c, req, next, errors) = (
+                let (c, req, next, errors, warm) = (
                     client.clone(),
                     req.clone(),
                     Arc::clone(&next),
                     Arc::clone(&errors),
+                    Arc::clone(&warm),
                 );
                 tokio::spawn(async move {
                     let mut lat = Vec::new();
@@ -190,7 +229,8 @@ fn load(
                         let t = Instant::now();
                         match c.invoke(capability, &req).await {
                             Ok(o) if o.stdout == "hello\n" && o.exit_code == Some(0) => {
-                                lat.push(t.elapsed())
+                                lat.push(t.elapsed());
+                                warm.fetch_add(usize::from(o.warm), Ordering::Relaxed);
                             }
                             Ok(o) => {
                                 eprintln!("wrong answer: {o:?}");
@@ -217,6 +257,7 @@ fn load(
     Load {
         latencies,
         errors: errors.load(Ordering::Relaxed),
+        warm: warm.load(Ordering::Relaxed),
         wall,
     }
 }
@@ -247,26 +288,23 @@ fn main() {
     let config = ConfigBuilder::new(&reg, SigStack::shared())
         .extra(&extra)
         .write(dir.path());
-    let mut svc = Command::new(env!("CARGO_BIN_EXE_perry-sandbox"))
-        .arg("--config")
-        .arg(&config)
-        .args(["serve", "--prewarm"])
-        .env_remove("PERRY_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("perry-sandbox serve");
+    // The same service with the warm pool off, for the row beside it.
+    let pool_off = dir.path().join("perryconfig-pool-off.toml");
+    std::fs::write(
+        &pool_off,
+        std::fs::read_to_string(&config).unwrap().replacen(
+            "max_queue = 1024\n",
+            "max_queue = 1024\npool = 0\n",
+            1,
+        ),
+    )
+    .unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let client = Client::new(&socket);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while rt.block_on(client.health()).is_err() {
-        assert!(Instant::now() < deadline, "serve did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (svc, client) = serve(&rt, &config, &socket);
     let req = CapabilityRequest::new(vec!["hello".into()]);
     // Warm: page cache, profile compilation, allocator.
     for _ in 0..20 {
@@ -324,11 +362,22 @@ fn main() {
     // registry per call, whose CPU shares these two cores. Run after the leak check, so it is
     // not counted in the footprint's registry connections.
     let tagged = load(&rt, &client, "echo_tag", &req, calls, clients);
+    let fds_now = fd_targets(svc_pid);
+    stop(svc);
+    // Pool off: every call starts its sandbox.
+    let (cold_svc, cold_client) = serve(&rt, &pool_off, &socket);
+    for _ in 0..20 {
+        rt.block_on(cold_client.invoke("echo", &req))
+            .expect("warm-up call");
+    }
+    let cold = load(&rt, &cold_client, "echo", &req, calls, clients);
+    stop(cold_svc);
 
     let peer_rate = peer_calls as f64 / peer_wall.as_secs_f64();
     println!("bwrap-peer clients={clients} calls={peer_calls} throughput_per_s={peer_rate:.1}");
-    pinned.print("perry-serve", clients, peer_rate);
-    tagged.print("perry-serve-by-tag", clients, peer_rate);
+    pinned.print("perry-serve pool=2", clients, peer_rate);
+    cold.print("perry-serve pool=0", clients, peer_rate);
+    tagged.print("perry-serve-by-tag pool=2", clients, peer_rate);
     println!("footprint before={before:?}");
     println!("footprint after={after:?}");
     let leaked = before.fds != after.fds
@@ -339,14 +388,10 @@ fn main() {
         || after.netns > before.netns.max(clients) + 1;
     if leaked {
         println!("fds before: {fds_before:?}");
-        println!("fds now:    {:?}", fd_targets(svc_pid));
+        println!("fds now:    {fds_now:?}");
     }
     println!("leaks={}", if leaked { "YES" } else { "none" });
-    let _ = Command::new("kill")
-        .args(["-TERM", &svc_pid.to_string()])
-        .status();
-    let _ = svc.wait();
-    if leaked || pinned.errors > 0 || tagged.errors > 0 {
+    if leaked || pinned.errors > 0 || tagged.errors > 0 || cold.errors > 0 {
         std::process::exit(1);
     }
 }

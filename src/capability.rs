@@ -110,6 +110,10 @@ pub struct CapabilityOutcome {
     pub audit_seq: u64,
     /// Whether the image's verification was answered from the cache.
     pub cache_hit: bool,
+    /// Whether the sandbox was started ahead of the request (the service's warm pool) rather
+    /// than for it; either way it served this request alone.
+    #[serde(default)]
+    pub warm: bool,
 }
 
 /// One capability as `GET /v1/capabilities` and `cap list --json` show it.
@@ -593,6 +597,7 @@ fn outcome(name: &str, out: &ExecOutcome) -> CapabilityOutcome {
         denied_syscalls: r.denied_syscalls.iter().map(DeniedCall::from).collect(),
         audit_seq: out.audit_seq,
         cache_hit: out.cache_hit,
+        warm: out.warm,
     }
 }
 

@@ -172,10 +172,17 @@ fn a_killed_spawner_fails_calls_in_flight_with_503_is_restarted_and_leaves_no_sa
             })
         })
         .collect();
-    let inits = wait_for("sandboxes in the spawner", Duration::from_secs(30), || {
-        let c = children(old);
-        (c.len() >= 3).then_some(c)
-    });
+    // All six calls running (the warm pool's inits are the spawner's children too, so count
+    // the sleeps themselves): each is in flight when the spawner dies.
+    wait_for(
+        "calls running in sandboxes",
+        Duration::from_secs(30),
+        || (processes_with("sleep 20").len() >= 6).then_some(()),
+    );
+    let inits = children(old);
+    // The run cgroups of every sandbox the old spawner holds: running calls and the warm pool.
+    let doomed = run_cgroups_of(svc.pid());
+    assert!(!doomed.is_empty());
     let started = Instant::now();
     let ok = std::process::Command::new("kill")
         .args(["-KILL", &old.to_string()])
@@ -219,12 +226,13 @@ fn a_killed_spawner_fails_calls_in_flight_with_503_is_restarted_and_leaves_no_sa
     assert_ne!(new, old);
 
     // Nothing is left: the old spawner's inits are gone (or zombies reaped by whoever adopted
-    // them: nothing runs), and no run cgroup remains.
+    // them: nothing runs), and none of their run cgroups remains (the warm pool refills with
+    // new ones, cloned by the new spawner).
     wait_for("the old sandboxes to go", Duration::from_secs(10), || {
         inits.iter().all(|p| !alive(*p)).then_some(())
     });
-    wait_for("run cgroups to go", Duration::from_secs(10), || {
-        run_cgroups_of(svc.pid()).is_empty().then_some(())
+    wait_for("their run cgroups to go", Duration::from_secs(10), || {
+        doomed.iter().all(|d| !d.exists()).then_some(())
     });
     // The refusals are on the record as errors with the same code.
     let errors: Vec<_> = w

@@ -19,7 +19,7 @@ use std::time::Instant;
 use perry_audit::{Action, Actor, AuditSink, Correlation, Decision, Event};
 use perry_policies::{Code, Config, Digest, ImageRef, Tier};
 use perry_profiles::{Grants, NetworkGrant, Profile};
-use perry_runtime::native::{self, BindMount, ProfileStep, RunSpec, Spawner, StepRecipe};
+use perry_runtime::native::{self, BindMount, ProfileStep, RunSpec, Spawner, StepRecipe, WarmPool};
 use perry_runtime::pull::{ImageStore, PullProgress};
 use perry_verifier::registry::Platform;
 use perry_verifier::{ImageSource, Verification, Verifier};
@@ -80,7 +80,9 @@ pub struct Executor {
     audit: Arc<dyn AuditSink>,
     steps: Mutex<HashMap<StepKey, CompiledProfile>>,
     /// Clones the sandboxes when set (`serve`): see [`Executor::with_spawner`].
-    spawner: Option<Spawner>,
+    spawner: Option<Arc<Spawner>>,
+    /// Sandboxes started ahead through that spawner: see [`Executor::with_pool`].
+    pool: Option<WarmPool>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -137,6 +139,7 @@ impl Executor {
             audit,
             steps: Mutex::new(HashMap::new()),
             spawner: None,
+            pool: None,
         })
     }
 
@@ -144,13 +147,22 @@ impl Executor {
     /// long-running service whose memory holds keys and credentials uses one, so that no
     /// sandbox starts as a copy of that memory (see [`Spawner`]).
     pub fn with_spawner(mut self, spawner: Spawner) -> Self {
-        self.spawner = Some(spawner);
+        self.spawner = Some(Arc::new(spawner));
         self
+    }
+
+    /// The same executor keeping `per_shape` sandboxes started ahead, through its spawner, for
+    /// each shape of run in use (see [`WarmPool`]); 0, or no spawner, leaves the pool off.
+    pub fn with_pool(mut self, per_shape: u32) -> std::io::Result<Self> {
+        if let (Some(spawner), true) = (&self.spawner, per_shape > 0) {
+            self.pool = Some(WarmPool::new(Arc::clone(spawner), per_shape as usize)?);
+        }
+        Ok(self)
     }
 
     /// The spawner's process id, when this executor has one running.
     pub fn spawner_pid(&self) -> Option<u32> {
-        self.spawner.as_ref().and_then(Spawner::pid)
+        self.spawner.as_ref().and_then(|s| s.pid())
     }
 
     /// The same executor, reporting image downloads to `progress` (progress bars).
@@ -423,13 +435,16 @@ impl Executor {
         let seq = self.audit.record(allow)?;
         tracing::debug!(seq, "allow recorded");
         allowed();
-        let run = match &self.spawner {
-            Some(spawner) => native::run_spawned(spawner, &spec, step.as_ref(), &recipe),
-            None => native::run(&spec, step.as_ref()),
+        let run = match (&self.pool, &self.spawner) {
+            (Some(pool), _) => pool.run(&spec, &step, &recipe).map(|p| (p.outcome, p.warm)),
+            (None, Some(spawner)) => {
+                native::run_spawned(spawner, &spec, step.as_ref(), &recipe).map(|o| (o, false))
+            }
+            (None, None) => native::run(&spec, step.as_ref()).map(|o| (o, false)),
         };
         tracing::debug!("sandbox gone");
         match run {
-            Ok(run) => {
+            Ok((run, warm)) => {
                 let mut ev = outcome_event(&run, seq, &meta.correlation)
                     .actor(meta.actor.clone())
                     .image(meta.image.clone())
@@ -462,6 +477,7 @@ impl Executor {
                     audit_seq: seq,
                     outcome_seq,
                     duration: meta.started.elapsed(),
+                    warm,
                 })
             }
             Err(e) => {

@@ -28,6 +28,8 @@ pub struct ExecOutcome {
     pub outcome_seq: Option<u64>,
     /// Time from the request to the end of the run.
     pub duration: Duration,
+    /// Whether the run took a sandbox started ahead (the service's warm pool).
+    pub warm: bool,
 }
 
 impl ExecOutcome {

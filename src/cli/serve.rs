@@ -51,7 +51,10 @@ pub(super) fn run(g: &GlobalArgs, args: ServeArgs) -> CliResult {
     // (which holds the audit key, the cache's MAC key and registry credentials).
     let spawner = perry_runtime::native::Spawner::start()
         .map_err(|e| CliError::internal(format!("cannot start the sandbox spawner: {e}")))?;
-    let executor = executor.with_spawner(spawner);
+    let executor = executor
+        .with_spawner(spawner)
+        .with_pool(ctx.config.service.pool)
+        .map_err(|e| CliError::internal(format!("cannot start the warm pool: {e}")))?;
     let socket = args
         .socket
         .clone()

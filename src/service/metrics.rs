@@ -21,6 +21,9 @@ struct Inner {
     denials: BTreeMap<String, u64>,
     verify_cache_hits: u64,
     verify_cache_misses: u64,
+    /// Runs that took a sandbox started ahead (warm pool), and runs that started one afresh.
+    sandboxes_warm: u64,
+    sandboxes_cold: u64,
     /// Cumulative bucket counts, then sum and count.
     latency: Vec<u64>,
     latency_sum: f64,
@@ -59,6 +62,16 @@ impl Metrics {
             m.verify_cache_hits += 1;
         } else {
             m.verify_cache_misses += 1;
+        }
+    }
+
+    /// One run in a sandbox from the warm pool (`warm`) or started for it.
+    pub fn sandbox(&self, warm: bool) {
+        let mut m = self.lock();
+        if warm {
+            m.sandboxes_warm += 1;
+        } else {
+            m.sandboxes_cold += 1;
         }
     }
 
@@ -118,6 +131,21 @@ impl Metrics {
             out,
             "perry_verify_cache_misses_total {}",
             m.verify_cache_misses
+        );
+        let _ = writeln!(
+            out,
+            "# HELP perry_sandboxes_total Runs by how their sandbox started: warm (started ahead, the pool) or cold."
+        );
+        let _ = writeln!(out, "# TYPE perry_sandboxes_total counter");
+        let _ = writeln!(
+            out,
+            "perry_sandboxes_total{{start=\"warm\"}} {}",
+            m.sandboxes_warm
+        );
+        let _ = writeln!(
+            out,
+            "perry_sandboxes_total{{start=\"cold\"}} {}",
+            m.sandboxes_cold
         );
         let _ = writeln!(
             out,

@@ -362,6 +362,7 @@ async fn invoke(
     match result {
         Ok(out) => {
             s.metrics.verify_cache(out.cache_hit);
+            s.metrics.sandbox(out.warm);
             s.metrics.run_latency(started.elapsed());
             let label = match (out.exit_code, out.signal, out.timed_out) {
                 (_, _, true) => "timeout".to_string(),

@@ -34,6 +34,8 @@ pub(crate) struct ServiceToml {
     pub max_concurrent: u32,
     pub max_queue: u32,
     pub request_timeout: &'static str,
+    /// `[service] pool`; `None` leaves the configuration's default.
+    pub pool: Option<u32>,
 }
 
 impl Default for ServiceToml {
@@ -42,6 +44,7 @@ impl Default for ServiceToml {
             max_concurrent: 8,
             max_queue: 64,
             request_timeout: "30s",
+            pool: None,
         }
     }
 }
@@ -120,11 +123,16 @@ max_concurrent = {mc}
 max_queue = {mq}
 max_request_size = "4KiB"
 request_timeout = "{rt}"
+{pool}
 "#,
             socket = socket.display(),
             mc = service.max_concurrent,
             mq = service.max_queue,
             rt = service.request_timeout,
+            pool = service
+                .pool
+                .map(|n| format!("pool = {n}"))
+                .unwrap_or_default(),
         );
         let builder = ConfigBuilder::new(&reg, SigStack::shared()).extra(&extra);
         // workspace_roots belongs in [sandbox], which the builder writes: add it there.

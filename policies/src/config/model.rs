@@ -131,6 +131,11 @@ pub struct ServiceConfig {
     /// Longest a request may take end to end.
     #[serde(default = "default_request_timeout")]
     pub request_timeout: HumanDuration,
+    /// Sandboxes started ahead per shape of run in use (image, tier, limits): a request binds
+    /// its command to one and waits only for the command itself. Each serves one request and
+    /// is never reused; an idle pool costs no CPU. 0 turns the pool off.
+    #[serde(default = "default_pool")]
+    pub pool: u32,
 }
 
 /// `[audit]`.
@@ -172,6 +177,11 @@ fn default_socket() -> PathBuf {
 fn default_max_concurrent() -> u32 {
     8
 }
+fn default_pool() -> u32 {
+    2
+}
+/// Most sandboxes `[service] pool` may keep ahead per shape.
+pub(super) const MAX_POOL: u32 = 16;
 fn default_max_queue() -> u32 {
     64
 }
@@ -218,6 +228,7 @@ impl Default for ServiceConfig {
             max_queue: default_max_queue(),
             max_request_size: default_max_request(),
             request_timeout: default_request_timeout(),
+            pool: default_pool(),
         }
     }
 }

@@ -146,6 +146,13 @@ impl Config {
         if self.service.max_concurrent == 0 {
             out.push((sv.key("max_concurrent"), "must be at least 1".into(), None));
         }
+        if self.service.pool > super::model::MAX_POOL {
+            out.push((
+                sv.key("pool"),
+                format!("at most {} sandboxes per shape", super::model::MAX_POOL),
+                None,
+            ));
+        }
         if self.service.max_request_size.as_u64() < 1024 {
             out.push((
                 sv.key("max_request_size"),

@@ -105,6 +105,10 @@ impl CVec {
     pub(crate) fn as_ptr(&self) -> *const *const libc::c_char {
         self.ptrs.as_ptr()
     }
+    /// Number of items (the terminating null not counted).
+    pub(crate) fn len(&self) -> usize {
+        self.ptrs.len() - 1
+    }
 }
 
 /// The resource limits set with `prlimit` in the workload process.
@@ -129,6 +133,9 @@ pub(crate) struct ChildFds {
     /// Seccomp supervisor handoff (-1 when unsupervised): the workload sends its filter's
     /// listener to the parent over this socket (`SCM_RIGHTS`).
     pub seccomp_sock: i32,
+    /// A pooled sandbox's bind pipe (-1 otherwise): init reads the request's command from it
+    /// once its setup is done (see [`LateSlot`]).
+    pub bind_r: i32,
 }
 
 /// The prepared plan. Read-only in the child.
@@ -156,7 +163,7 @@ pub(crate) struct Plan {
     pub tmpfs: CString,
     pub proc_fs: CString,
     pub cwd: CString,
-    pub exec_candidates: Vec<CString>,
+    pub exec_candidates: CVec,
     pub argv: CVec,
     pub envp: CVec,
     pub uid: u32,
@@ -171,6 +178,173 @@ pub(crate) struct Plan {
     pub inherited_fds: Vec<i32>,
     /// The stack the workload runs on until `execve` (see [`WorkloadStack`]).
     pub workload_stack: WorkloadStack,
+    /// A pooled sandbox: where init puts the command it reads from the bind pipe; `cwd`,
+    /// `argv`, `envp` and `exec_candidates` above are then placeholders, never used.
+    pub late: Option<LateSlot>,
+}
+
+/// Memory for a pooled sandbox's late-bound command, mapped in the parent because init may not
+/// allocate: a pointer area (`argv`, null, `envp`, null, candidates) then the strings. Pages are
+/// only touched when a request arrives.
+///
+/// The bind frame, written by the service ([`late_frame`]): four little-endian `u32`s — the
+/// strings' total length, argc, envc, the number of exec candidates — then the strings, each
+/// NUL-terminated: the working directory, argv, env (`K=V`), the candidates.
+pub(crate) struct LateSlot {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned by this value alone, and only init (in its own copy of the
+// address space) writes into it; the parent only maps and unmaps it.
+unsafe impl Send for LateSlot {}
+// SAFETY: as above; `&LateSlot` only reads the two fields.
+unsafe impl Sync for LateSlot {}
+
+impl LateSlot {
+    /// Most strings one request may bind (working directory, argv, env, candidates).
+    pub(crate) const MAX_STRINGS: usize = 8192;
+    /// Most bytes of those strings, NULs included (Linux's own `ARG_MAX` is 2 MiB at most).
+    pub(crate) const MAX_BYTES: usize = 1 << 20;
+    /// The pointer area: every string's pointer plus the two terminating nulls.
+    pub(crate) const PTR_AREA: usize = (Self::MAX_STRINGS + 2) * std::mem::size_of::<usize>();
+
+    fn map() -> Result<Self, RunError> {
+        let len = Self::PTR_AREA + Self::MAX_BYTES;
+        // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(super::last("mmap (late-bound command)"));
+        }
+        Ok(LateSlot { base, len })
+    }
+
+    /// The pointer area (read and written by init only).
+    pub(crate) fn ptrs(&self) -> *mut *const libc::c_char {
+        self.base.cast()
+    }
+
+    /// The string area (read and written by init only).
+    pub(crate) fn bytes(&self) -> *mut u8 {
+        // SAFETY: PTR_AREA lies inside the mapping.
+        unsafe { self.base.cast::<u8>().add(Self::PTR_AREA) }
+    }
+}
+
+impl Drop for LateSlot {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping `map` created, which nothing else refers to.
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
+/// The bind frame for `spec`'s command (see [`LateSlot`]), checked as [`Plan::build`] checks
+/// it; a command too large for the slot is [`RunError::InvalidSpec`] (the caller runs it cold).
+pub(crate) fn late_frame(spec: &RunSpec) -> Result<Vec<u8>, RunError> {
+    let argv = argv_strings(spec)?;
+    let env = env_strings(spec)?;
+    let cands = exec_candidates(spec)?;
+    let cwd = cwd_string(spec)?;
+    let strings = || std::iter::once(&cwd).chain(&argv).chain(&env).chain(&cands);
+    let count = 1 + argv.len() + env.len() + cands.len();
+    let bytes: usize = strings().map(|c| c.as_bytes_with_nul().len()).sum();
+    if count > LateSlot::MAX_STRINGS || bytes > LateSlot::MAX_BYTES {
+        return Err(RunError::InvalidSpec {
+            field: "argv",
+            reason: format!("{count} strings of {bytes} bytes: more than a pooled sandbox takes"),
+        });
+    }
+    let mut frame = Vec::with_capacity(16 + bytes);
+    for n in [bytes, argv.len(), env.len(), cands.len()] {
+        frame.extend_from_slice(&(n as u32).to_le_bytes());
+    }
+    for c in strings() {
+        frame.extend_from_slice(c.as_bytes_with_nul());
+    }
+    Ok(frame)
+}
+
+fn argv_strings(spec: &RunSpec) -> Result<Vec<CString>, RunError> {
+    if spec.argv.is_empty() {
+        return Err(RunError::InvalidSpec {
+            field: "argv",
+            reason: "empty command".into(),
+        });
+    }
+    spec.argv
+        .iter()
+        .map(|a| cstr("argv", a.as_bytes()))
+        .collect()
+}
+
+/// `K=V` for each variable, plus the default `PATH` when the spec sets none.
+fn env_strings(spec: &RunSpec) -> Result<Vec<CString>, RunError> {
+    let mut env: Vec<CString> = Vec::new();
+    for (k, v) in &spec.env {
+        if k.is_empty() || k.contains('=') {
+            return Err(RunError::InvalidSpec {
+                field: "env",
+                reason: format!("invalid variable name {k:?}"),
+            });
+        }
+        env.push(cstr("env", format!("{k}={v}").as_bytes())?);
+    }
+    if !spec.env.iter().any(|(k, _)| k == "PATH") {
+        env.push(cstr(
+            "env",
+            format!("PATH={}", super::DEFAULT_PATH).as_bytes(),
+        )?);
+    }
+    Ok(env)
+}
+
+fn cwd_string(spec: &RunSpec) -> Result<CString, RunError> {
+    if !spec.cwd.is_absolute() {
+        return Err(RunError::InvalidSpec {
+            field: "cwd",
+            reason: format!("{} is not absolute", spec.cwd.display()),
+        });
+    }
+    cstr("cwd", spec.cwd.as_os_str().as_bytes())
+}
+
+/// Program lookup happens in the child after `pivot_root`: the paths to try, in order.
+fn exec_candidates(spec: &RunSpec) -> Result<Vec<CString>, RunError> {
+    let prog = spec.argv.first().map(String::as_bytes).unwrap_or_default();
+    if prog.contains(&b'/') {
+        return Ok(vec![cstr("argv[0]", prog)?]);
+    }
+    let path_var = spec
+        .env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or(super::DEFAULT_PATH);
+    let mut out = Vec::new();
+    for dir in path_var.split(':').filter(|d| d.starts_with('/')) {
+        let mut c = dir.as_bytes().to_vec();
+        if !c.ends_with(b"/") {
+            c.push(b'/');
+        }
+        c.extend_from_slice(prog);
+        out.push(cstr("argv[0]", &c)?);
+    }
+    if out.is_empty() {
+        return Err(RunError::InvalidSpec {
+            field: "env.PATH",
+            reason: "no absolute directory to look the command up in".into(),
+        });
+    }
+    Ok(out)
 }
 
 /// The stack init's workload child runs on between its `clone(CLONE_VM | CLONE_VFORK)` and
@@ -406,8 +580,10 @@ fn check_searchable(p: &Path) -> Result<(), RunError> {
 }
 
 impl Plan {
-    /// Validate `spec` and build every string the child will use.
-    pub(crate) fn build(spec: &RunSpec, final_keep: &[i32]) -> Result<Plan, RunError> {
+    /// Validate `spec` and build every string the child will use; with `late`, for a pooled
+    /// sandbox whose command is bound when a request arrives (the spec's own command is then a
+    /// placeholder, see [`LateSlot`]).
+    pub(crate) fn build(spec: &RunSpec, final_keep: &[i32], late: bool) -> Result<Plan, RunError> {
         if spec.argv.is_empty() {
             return Err(RunError::InvalidSpec {
                 field: "argv",
@@ -491,61 +667,10 @@ impl Plan {
             .map(|(n, t)| Ok((name_c(&dev_dir, n)?, cstr("dev", t.as_bytes())?)))
             .collect::<Result<_, RunError>>()?;
 
-        // Program lookup happens in the child after pivot_root; precompute the candidates.
-        let prog = spec.argv[0].as_bytes();
-        let mut exec_candidates = Vec::new();
-        if prog.contains(&b'/') {
-            exec_candidates.push(cstr("argv[0]", prog)?);
-        } else {
-            let path_var = spec
-                .env
-                .iter()
-                .find(|(k, _)| k == "PATH")
-                .map(|(_, v)| v.as_str())
-                .unwrap_or(super::DEFAULT_PATH);
-            for dir in path_var.split(':').filter(|d| d.starts_with('/')) {
-                let mut c = dir.as_bytes().to_vec();
-                if !c.ends_with(b"/") {
-                    c.push(b'/');
-                }
-                c.extend_from_slice(prog);
-                exec_candidates.push(cstr("argv[0]", &c)?);
-            }
-            if exec_candidates.is_empty() {
-                return Err(RunError::InvalidSpec {
-                    field: "env.PATH",
-                    reason: "no absolute directory to look the command up in".into(),
-                });
-            }
-        }
-        let argv = CVec::new(
-            spec.argv
-                .iter()
-                .map(|a| cstr("argv", a.as_bytes()))
-                .collect::<Result<_, _>>()?,
-        );
-        let mut env: Vec<CString> = Vec::new();
-        for (k, v) in &spec.env {
-            if k.is_empty() || k.contains('=') {
-                return Err(RunError::InvalidSpec {
-                    field: "env",
-                    reason: format!("invalid variable name {k:?}"),
-                });
-            }
-            env.push(cstr("env", format!("{k}={v}").as_bytes())?);
-        }
-        if !spec.env.iter().any(|(k, _)| k == "PATH") {
-            env.push(cstr(
-                "env",
-                format!("PATH={}", super::DEFAULT_PATH).as_bytes(),
-            )?);
-        }
-        if !spec.cwd.is_absolute() {
-            return Err(RunError::InvalidSpec {
-                field: "cwd",
-                reason: format!("{} is not absolute", spec.cwd.display()),
-            });
-        }
+        let exec_candidates = CVec::new(exec_candidates(spec)?);
+        let argv = CVec::new(argv_strings(spec)?);
+        let envp = CVec::new(env_strings(spec)?);
+        let cwd = cwd_string(spec)?;
         if spec.hostname.len() > 64 || spec.hostname.is_empty() {
             return Err(RunError::InvalidSpec {
                 field: "hostname",
@@ -562,7 +687,7 @@ impl Plan {
             });
         }
         // Room for the two pipe fds, inserted after they exist; no reallocation in the child.
-        keep_fds.reserve(5);
+        keep_fds.reserve(6);
         let l = &spec.limits;
         Ok(Plan {
             workload_stack: WorkloadStack::map()?,
@@ -590,10 +715,10 @@ impl Plan {
             slash: cstr("", b"/")?,
             tmpfs: cstr("", b"tmpfs")?,
             proc_fs: cstr("", b"proc")?,
-            cwd: cstr("cwd", spec.cwd.as_os_str().as_bytes())?,
+            cwd,
             exec_candidates,
             argv,
-            envp: CVec::new(env),
+            envp,
             uid: spec.uid,
             gid: spec.gid,
             rlimits: vec![
@@ -615,6 +740,7 @@ impl Plan {
             fds: ChildFds::default(),
             keep_fds,
             inherited_fds: Vec::new(),
+            late: if late { Some(LateSlot::map()?) } else { None },
         })
     }
 
@@ -631,6 +757,7 @@ impl Plan {
             fds.stdout_w,
             fds.stderr_w,
             fds.seccomp_sock,
+            fds.bind_r,
         ]);
         inherited.retain(|&fd| fd >= 3);
         inherited.sort_unstable();
@@ -640,6 +767,9 @@ impl Plan {
         self.keep_fds.push(fds.status_w);
         if fds.seccomp_sock >= 0 {
             self.keep_fds.push(fds.seccomp_sock);
+        }
+        if fds.bind_r >= 0 {
+            self.keep_fds.push(fds.bind_r);
         }
         self.keep_fds.sort_unstable();
     }

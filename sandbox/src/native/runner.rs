@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::cgroup::{CgLimits, RunCgroups};
 use super::fds::pipe;
+use super::lease::Lease;
 use super::plan::{ChildFds, Plan};
 use super::seccomp_notify::{Handoff, Supervisor};
 use super::spawner::{SpawnFds, Spawner, StepRecipe};
@@ -47,15 +48,56 @@ fn run_with(
     final_step: &dyn FinalStep,
     via: Option<(&Spawner, &StepRecipe)>,
 ) -> Result<Outcome, RunError> {
-    let mut plan = Plan::build(spec, final_step.keep_fds())?;
+    let started = start(spec, final_step, via, false)?;
+    finish(spec, final_step, started)
+}
+
+/// A sandbox cloned, id-mapped, in its cgroups and released: what [`finish`] supervises. For a
+/// pooled sandbox (`bind_w` set) init has built its filesystem and waits for its command.
+pub(crate) struct Started {
+    lease: Lease,
+    cgroups: RunCgroups,
+    child: Child,
+    /// The service's end of the seccomp supervisor handoff, when the final step has a program.
+    seccomp: Option<OwnedFd>,
+    /// Held for the whole run: init checks for its hang-up to learn whether we are alive.
+    sync_w: OwnedFd,
+    err_r: OwnedFd,
+    status_r: OwnedFd,
+    stdin_w: OwnedFd,
+    stdout_r: OwnedFd,
+    stderr_r: OwnedFd,
+    /// A pooled sandbox's bind pipe: the request's command goes here (see `LateSlot`).
+    pub(crate) bind_w: Option<OwnedFd>,
+    /// When the clone was asked for (a pooled run counts from its bind instead).
+    pub(crate) at: Instant,
+}
+
+impl Started {
+    /// True while init is alive (its pidfd not yet readable): a pooled sandbox whose init died
+    /// while waiting must not take a request.
+    pub(crate) fn alive(&self) -> bool {
+        self.child.alive()
+    }
+}
+
+/// Everything up to the release byte: plan, lease, cgroups, pipes, the clone (here or by the
+/// spawner), id maps, cgroup attach. With `late`, init waits for its command on a bind pipe
+/// once its sandbox is built.
+pub(crate) fn start(
+    spec: &RunSpec,
+    final_step: &dyn FinalStep,
+    via: Option<(&Spawner, &StepRecipe)>,
+    late: bool,
+) -> Result<Started, RunError> {
+    let mut plan = Plan::build(spec, final_step.keep_fds(), late)?;
     let lease = spec.leases.acquire()?;
-    let mut cgroups = RunCgroups::create(CgLimits {
+    let cgroups = RunCgroups::create(CgLimits {
         memory: spec.limits.memory,
         pids: spec.limits.pids,
         cpus: spec.limits.cpus,
     })?;
-    let program = final_step.seccomp_supervision();
-    let handoff = match program {
+    let handoff = match final_step.seccomp_supervision() {
         Some(_) => Some(Handoff::new()?),
         None => None,
     };
@@ -65,6 +107,7 @@ fn run_with(
     let (stdin_r, stdin_w) = pipe()?;
     let (stdout_r, stdout_w) = pipe()?;
     let (stderr_r, stderr_w) = pipe()?;
+    let bind = if late { Some(pipe()?) } else { None };
     plan.set_fds(ChildFds {
         sync_r: sync_r.as_raw_fd(),
         sync_w: sync_w.as_raw_fd(),
@@ -74,6 +117,7 @@ fn run_with(
         stdout_w: stdout_w.as_raw_fd(),
         stderr_w: stderr_w.as_raw_fd(),
         seccomp_sock: handoff.as_ref().map_or(-1, |h| h.sock_child.as_raw_fd()),
+        bind_r: bind.as_ref().map_or(-1, |(r, _)| r.as_raw_fd()),
     });
     let mut flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
@@ -88,7 +132,7 @@ fn run_with(
         flags |= libc::CLONE_NEWNET;
     }
     let leaf = cgroups.unified_leaf_fd()?;
-    let started = Instant::now();
+    let at = Instant::now();
     let (mut child, born_in_unified) = match via {
         None => clone_here(flags, prepared.as_ref(), leaf.as_ref(), &plan, final_step)?,
         Some((spawner, recipe)) => {
@@ -97,6 +141,7 @@ fn run_with(
                 seccomp: handoff.as_ref().map(|h| &h.sock_child),
                 leaf: leaf.as_ref(),
                 netns: prepared.as_ref(),
+                bind: bind.as_ref().map(|(r, _)| r),
             };
             spawner.spawn(spec, recipe, flags, &fds)?
         }
@@ -104,13 +149,7 @@ fn run_with(
     drop(leaf);
     drop(prepared);
     drop((sync_r, err_w, status_w, stdin_r, stdout_w, stderr_w));
-    let handoff = handoff.map(|h| Supervisor {
-        sock: Some(h.sock_parent),
-        listener: None,
-        program: program.expect("handoff exists only with a program"),
-        denied: std::collections::BTreeMap::new(),
-        error: None,
-    });
+    let bind_w = bind.map(|(_, w)| w);
     child.ensure_pidfd()?;
 
     // Host ids: inside 0 -> base, inside uid/gid -> base + 1.
@@ -137,8 +176,58 @@ fn run_with(
     if unsafe { libc::write(sync_w.as_raw_fd(), b"g".as_ptr().cast(), 1) } != 1 {
         return Err(last("release child"));
     }
+    Ok(Started {
+        lease,
+        cgroups,
+        child,
+        seccomp: handoff.map(|h| h.sock_parent),
+        sync_w,
+        err_r,
+        status_r,
+        stdin_w,
+        stdout_r,
+        stderr_r,
+        bind_w,
+        at,
+    })
+}
 
-    let mut seccomp = handoff;
+/// Supervises a released sandbox to its end and collects the [`Outcome`]; `final_step` is the
+/// one the sandbox was started with.
+pub(crate) fn finish(
+    spec: &RunSpec,
+    final_step: &dyn FinalStep,
+    started: Started,
+) -> Result<Outcome, RunError> {
+    let Started {
+        lease,
+        mut cgroups,
+        mut child,
+        seccomp,
+        sync_w,
+        err_r,
+        status_r,
+        stdin_w,
+        stdout_r,
+        stderr_r,
+        bind_w,
+        at,
+    } = started;
+    debug_assert!(
+        bind_w.is_none(),
+        "a pooled sandbox is bound before it is finished"
+    );
+    drop(bind_w);
+    let mut seccomp = match (seccomp, final_step.seccomp_supervision()) {
+        (Some(sock), Some(program)) => Some(Supervisor {
+            sock: Some(sock),
+            listener: None,
+            program,
+            denied: std::collections::BTreeMap::new(),
+            error: None,
+        }),
+        _ => None,
+    };
     let supervised = supervise(
         spec,
         &mut child,
@@ -151,7 +240,7 @@ fn run_with(
     )?;
     let (status, ru) = child.wait()?;
     drop(sync_w);
-    let wall_time = started.elapsed();
+    let wall_time = at.elapsed();
 
     if let Some(e) = seccomp.as_mut().and_then(|s| s.error.take()) {
         cgroups.remove()?;
@@ -340,6 +429,19 @@ impl Child {
             reaped: false,
             remote: Some(run_socket),
         }
+    }
+
+    /// True while the process has not exited (its pidfd is not readable yet).
+    pub(crate) fn alive(&self) -> bool {
+        let Some(fd) = &self.pidfd else {
+            return !self.reaped;
+        };
+        let mut p = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
+        let now = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        matches!(rustix::event::poll(&mut p, Some(&now)), Ok(0))
     }
 
     pub(crate) fn kill(&self) {

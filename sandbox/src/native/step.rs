@@ -85,10 +85,13 @@ pub enum Step {
     FinalStep,
     /// `execve` of the command.
     Exec,
+    /// A pooled sandbox: read the request's command, environment and working directory from
+    /// the bind pipe (its end of stream: the service is gone, or dropped the sandbox unused).
+    AwaitRequest,
 }
 
 impl Step {
-    const ALL: [Step; 39] = [
+    const ALL: [Step; 40] = [
         Step::ParentDeathSignal,
         Step::WaitForParent,
         Step::SetIds,
@@ -128,6 +131,7 @@ impl Step {
         Step::SwitchIds,
         Step::FinalStep,
         Step::Exec,
+        Step::AwaitRequest,
     ];
 
     pub(crate) fn from_u32(v: u32) -> Option<Step> {

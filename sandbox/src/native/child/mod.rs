@@ -16,6 +16,7 @@
 //! returning the `errno` of the failing syscall; the first failure is written to the error pipe
 //! as `(step, errno, index)` and the process exits.
 
+mod late;
 mod mounts;
 mod workload;
 
@@ -24,6 +25,7 @@ use std::ptr;
 use super::final_step::FinalStep;
 use super::plan::Plan;
 use super::Step;
+use late::{await_request, Command};
 use mounts::{
     bind_mounts, bind_rootfs_read_only, limit_nested_user_namespaces, mask_proc, mount_dev,
     mount_proc, mount_tmp, pivot_into_rootfs, private_propagation, provide_missing_mount_points,
@@ -74,10 +76,22 @@ pub(crate) fn init_main(plan: &Plan, final_step: &dyn FinalStep) -> ! {
         Ok(()) => {}
         Err(e) => fail(err_fd, e, 1),
     }
+    // A pooled init waits here, its sandbox built, until a request is bound to it.
+    let command = match &plan.late {
+        None => Command::planned(plan),
+        Some(slot) => match await_request(plan, slot) {
+            Ok(c) => c,
+            Err(e) => fail(err_fd, e, 1),
+        },
+    };
     // Start the workload sharing init's memory until it calls execve (CLONE_VM | CLONE_VFORK,
     // as posix_spawn does): no copy of the address space to make, fault in and tear down.
     // init is suspended meanwhile, so nothing else touches that memory (errno included).
-    let args = WorkloadArgs { plan, final_step };
+    let args = WorkloadArgs {
+        plan,
+        final_step,
+        command: &command,
+    };
     // SAFETY: glibc's clone runs `workload_entry` on the plan's dedicated stack (guard page
     // below it) with a pointer to `args`, which outlives the child's use of it: with
     // CLONE_VFORK this call returns only once the child has called execve or _exit.

@@ -4,6 +4,7 @@
 use std::ptr;
 
 use super::super::final_step::{CapData, CapHeader, FinalStep, StepChannel, CAP_V3};
+use super::late::Command;
 use super::{ck, ck_i, errno, fail, Plan, Step, R};
 
 enum Never {}
@@ -12,14 +13,19 @@ enum Never {}
 pub(super) struct WorkloadArgs<'a> {
     pub(super) plan: &'a Plan,
     pub(super) final_step: &'a dyn FinalStep,
+    pub(super) command: &'a Command,
 }
 
 /// The workload child's entry point on its own stack. Never returns: it execs or exits.
 pub(super) extern "C" fn workload_entry(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the `WorkloadArgs` init passed to clone, alive while init is suspended.
-    let WorkloadArgs { plan, final_step } = unsafe { &*arg.cast::<WorkloadArgs<'_>>() };
+    let WorkloadArgs {
+        plan,
+        final_step,
+        command,
+    } = unsafe { &*arg.cast::<WorkloadArgs<'_>>() };
     let err_fd = plan.fds.err_w;
-    match workload(plan, *final_step) {
+    match workload(plan, *final_step, command) {
         Err(e @ (Step::Exec, errno, _)) => {
             fail(err_fd, e, if errno == libc::ENOENT { 127 } else { 126 })
         }
@@ -29,7 +35,7 @@ pub(super) extern "C" fn workload_entry(arg: *mut libc::c_void) -> libc::c_int {
 }
 
 /// The workload: its own session, rlimits, cwd, identity, the final step, exec.
-fn workload(p: &Plan, fs: &dyn FinalStep) -> Result<Never, (Step, i32, u32)> {
+fn workload(p: &Plan, fs: &dyn FinalStep, cmd: &Command) -> Result<Never, (Step, i32, u32)> {
     // SAFETY: closing init's status pipe copy; the workload does not use it.
     unsafe { libc::close(p.fds.status_w) };
     // A new session without a controlling terminal: no TIOCSTI into anyone's terminal.
@@ -71,15 +77,15 @@ fn workload(p: &Plan, fs: &dyn FinalStep) -> Result<Never, (Step, i32, u32)> {
             return Err((Step::Rlimit, errno(), i as u32));
         }
     }
-    // SAFETY: chdir to a plan-owned path (inside the new root).
-    ck_i(Step::Cwd, 0, unsafe { libc::chdir(p.cwd.as_ptr()) })?;
+    // SAFETY: chdir to a NUL-terminated path owned by the plan or its late slot.
+    ck_i(Step::Cwd, 0, unsafe { libc::chdir(cmd.cwd) })?;
     switch_identity(p)?;
     let channel = StepChannel {
         sock: p.fds.seccomp_sock,
     };
     fs.apply(&channel)
         .map_err(|e| (Step::FinalStep, e.errno, 0))?;
-    exec(p)
+    exec(cmd)
 }
 
 /// The workload is the OOM killer's first choice, within its memory cgroup (rather than init,
@@ -141,11 +147,12 @@ fn switch_identity(p: &Plan) -> R {
 
 /// `execve` each candidate path in order (PATH lookup), like `execvpe` but without allocating.
 /// ENOENT on every candidate reports ENOENT; otherwise the first other error (e.g. EACCES).
-fn exec(p: &Plan) -> Result<Never, (Step, i32, u32)> {
+fn exec(cmd: &Command) -> Result<Never, (Step, i32, u32)> {
     let mut first_other: Option<(i32, u32)> = None;
-    for (i, c) in p.exec_candidates.iter().enumerate() {
-        // SAFETY: plan-owned, NUL-terminated path and null-terminated argv/envp arrays.
-        unsafe { libc::execve(c.as_ptr(), p.argv.as_ptr(), p.envp.as_ptr()) };
+    for i in 0..cmd.candidate_count {
+        // SAFETY: `candidates` holds `candidate_count` NUL-terminated paths, and argv/envp are
+        // null-terminated arrays, all owned by the plan or its late slot.
+        unsafe { libc::execve(*cmd.candidates.add(i), cmd.argv, cmd.envp) };
         let e = errno();
         if e != libc::ENOENT && e != libc::ENOTDIR && first_other.is_none() {
             first_other = Some((e, i as u32));

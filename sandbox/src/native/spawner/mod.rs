@@ -74,6 +74,8 @@ pub(crate) struct SpawnFds<'a> {
     pub seccomp: Option<&'a OwnedFd>,
     pub leaf: Option<&'a OwnedFd>,
     pub netns: Option<&'a OwnedFd>,
+    /// A pooled sandbox's bind pipe (read end): init waits on it for its command.
+    pub bind: Option<&'a OwnedFd>,
 }
 
 impl Spawner {
@@ -198,11 +200,13 @@ impl Spawner {
             seccomp: fds.seccomp.is_some(),
             leaf: fds.leaf.is_some(),
             netns: fds.netns.is_some(),
+            late: fds.bind.is_some(),
         };
         let mut pass: Vec<BorrowedFd<'_>> = fds.pipes.iter().map(|f| f.as_fd()).collect();
         pass.extend(fds.seccomp.map(|f| f.as_fd()));
         pass.extend(fds.leaf.map(|f| f.as_fd()));
         pass.extend(fds.netns.map(|f| f.as_fd()));
+        pass.extend(fds.bind.map(|f| f.as_fd()));
         pass.extend(
             spec.mounts
                 .iter()

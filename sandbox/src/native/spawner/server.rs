@@ -178,6 +178,7 @@ fn spawn(
         + usize::from(req.seccomp)
         + usize::from(req.leaf)
         + usize::from(req.netns)
+        + usize::from(req.late)
         + pinned_count;
     if fds.len() != want {
         return Err(format!("{} descriptors, expected {want}", fds.len()));
@@ -187,6 +188,7 @@ fn spawn(
     let seccomp = if req.seccomp { fds.next() } else { None };
     let leaf = if req.leaf { fds.next() } else { None };
     let netns = if req.netns { fds.next() } else { None };
+    let bind = if req.late { fds.next() } else { None };
     let step = step_for(req, steps)?;
     let digest = Digest::parse(&req.digest).map_err(|e| format!("digest: {e}"))?;
     let rootfs = VerifiedRootfs::received_by_spawner(digest, req.rootfs.clone());
@@ -223,7 +225,7 @@ fn spawn(
             },
         })
         .collect();
-    let mut plan = Plan::build(&spec, crate::native::FinalStep::keep_fds(&*step))
+    let mut plan = Plan::build(&spec, crate::native::FinalStep::keep_fds(&*step), req.late)
         .map_err(|e| e.to_string())?;
     plan.set_fds(ChildFds {
         sync_r: pipes[0].as_raw_fd(),
@@ -234,6 +236,7 @@ fn spawn(
         stdout_w: pipes[4].as_raw_fd(),
         stderr_w: pipes[5].as_raw_fd(),
         seccomp_sock: seccomp.as_ref().map_or(-1, |s| s.as_raw_fd()),
+        bind_r: bind.as_ref().map_or(-1, |b| b.as_raw_fd()),
     });
     let (mut child, born) = clone_here(
         req.clone_flags,

@@ -45,7 +45,8 @@ pub(crate) struct WireMount {
 
 /// Service -> spawner: clone one sandbox init. The descriptors, in order: sync_r, err_w,
 /// status_w, stdin_r, stdout_w, stderr_w, then the seccomp handoff, the cgroup leaf and the
-/// network namespace when their flags say so, then one per pinned mount.
+/// network namespace and the bind pipe (`late`) when their flags say so, then one per pinned
+/// mount.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Request {
     pub digest: String,
@@ -69,6 +70,10 @@ pub(crate) struct Request {
     pub seccomp: bool,
     pub leaf: bool,
     pub netns: bool,
+    /// A pooled sandbox: `argv`, `env` and `cwd` are placeholders; init reads its command from
+    /// the bind pipe once its sandbox is built.
+    #[serde(default)]
+    pub late: bool,
 }
 
 /// Spawner -> service, on the run's socket.

@@ -1,0 +1,139 @@
+//! `serve`'s warm pool, attacked from outside: a real service, real sandboxes.
+//!
+//! - Two requests from different callers, each in a sandbox started ahead: the second sees
+//!   nothing of the first — not its file in `/tmp`, not its stdin, not its process — and runs
+//!   its own command, not the placeholder its sandbox was started with.
+//! - With `[service] pool = 0` no sandbox is started ahead.
+
+mod service_support;
+
+use std::time::{Duration, Instant};
+
+use service_support::*;
+
+/// A capability that leaves its caller's stdin in its sandbox's `/tmp`, and the ones that look
+/// for it (capabilities run argv directly: no shell).
+const PROBES: &str = r#"
+[shellCapabilities.leave_trace]
+command = ["dd", "of=/tmp/trace"]
+image = "IMAGE"
+
+[shellCapabilities.look_tmp]
+command = ["ls", "-a", "/tmp"]
+image = "IMAGE"
+
+[shellCapabilities.look_trace]
+command = ["cat", "/tmp/trace"]
+image = "IMAGE"
+
+[shellCapabilities.look_ps]
+command = ["ps", "-o", "pid,args"]
+image = "IMAGE"
+"#;
+
+fn world(pool: u32) -> World {
+    let w = World::new(ServiceToml {
+        pool: Some(pool),
+        ..ServiceToml::default()
+    });
+    let image = format!("{}/caps/busybox:v1", w.reg.host());
+    let mut text = std::fs::read_to_string(&w.config).unwrap();
+    text.push_str(&PROBES.replace("IMAGE", &image));
+    std::fs::write(&w.config, text).unwrap();
+    w
+}
+
+/// Calls `f` until it reports a run in a warm sandbox (the pool refills in the background),
+/// returning that run's answer.
+fn until_warm<T>(what: &str, mut f: impl FnMut() -> (bool, T)) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (warm, out) = f();
+        if warm {
+            return out;
+        }
+        assert!(Instant::now() < deadline, "{what} never ran warm");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Caller two's warm call of `capability`: (exit code, stdout, stderr).
+fn look(w: &World, capability: &str) -> (i64, String, String) {
+    until_warm(capability, || {
+        let (status, body) = w.call_as(
+            ALLOWED_UID,
+            "POST",
+            &format!("/v1/capabilities/{capability}/invoke"),
+            "{}",
+        );
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let text = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+        (
+            v["warm"] == true,
+            (
+                v["exit_code"].as_i64().unwrap_or(-1),
+                text("stdout"),
+                text("stderr"),
+            ),
+        )
+    })
+}
+
+#[test]
+fn a_request_in_a_warm_sandbox_sees_nothing_of_the_request_before_it() {
+    let w = world(1);
+    let _svc = w.serve(&[]);
+    let rt = rt();
+    let c = w.client();
+    // Caller one (root): its secret arrives on stdin and is left in its sandbox's /tmp.
+    let first = until_warm("the first caller", || {
+        let mut r = req(&[]);
+        r.stdin = Some("secret4711\n".into());
+        let out = rt.block_on(c.invoke("leave_trace", &r)).unwrap();
+        assert_eq!(out.exit_code, Some(0), "{out:?}");
+        (out.warm, out)
+    });
+    assert!(first.stderr.contains("records out"), "{first:?}");
+
+    // Caller two (another uid), each call in the next sandbox of the same shape. Each runs its
+    // own command (three different answers from sandboxes started with one placeholder).
+    let (code, tmp, _) = look(&w, "look_tmp");
+    assert_eq!((code, tmp.as_str()), (0, ".\n..\n"), "{tmp}");
+    let (code, out, err) = look(&w, "look_trace");
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(!out.contains("secret4711"), "{out}");
+    assert!(err.contains("No such file"), "{err}");
+    let (code, ps, _) = look(&w, "look_ps");
+    assert_eq!(code, 0, "{ps}");
+    // Its pid namespace holds its init and ps: no process of another request, and nothing
+    // of the placeholder command.
+    let procs: Vec<&str> = ps.lines().skip(1).collect();
+    assert_eq!(procs.len(), 2, "{ps}");
+    assert!(procs[1].contains("ps -o pid,args"), "{ps}");
+    for trace in ["dd", "secret4711", "placeholder"] {
+        assert!(!ps.contains(trace), "{trace:?} in {ps}");
+    }
+    let metrics = rt.block_on(c.metrics()).unwrap();
+    assert!(
+        !metrics.contains("perry_sandboxes_total{start=\"warm\"} 0\n"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn with_the_pool_off_no_sandbox_is_started_ahead() {
+    let w = world(0);
+    let svc = w.serve(&[]);
+    let rt = rt();
+    let c = w.client();
+    for i in 0..4 {
+        let arg = format!("n{i}");
+        let out = rt.block_on(c.invoke("echo", &req(&[&arg]))).unwrap();
+        assert_eq!(out.stdout, format!("{arg}\n"));
+        assert!(!out.warm, "{out:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Between calls nothing waits: no run cgroup exists while no call runs.
+    assert!(run_cgroups_of(svc.pid()).is_empty());
+}

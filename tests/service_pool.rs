@@ -3,6 +3,9 @@
 //! - Two requests from different callers, each in a sandbox started ahead: the second sees
 //!   nothing of the first — not its file in `/tmp`, not its stdin, not its process — and runs
 //!   its own command, not the placeholder its sandbox was started with.
+//! - A sandbox waiting in the pool is already confined: its workload process, blocked before
+//!   `execve`, runs under the tier's seccomp filter with no_new_privs, no capabilities and an
+//!   unprivileged host uid — a request's bytes only ever reach a confined process.
 //! - With `[service] pool = 0` no sandbox is started ahead.
 
 mod service_support;
@@ -119,6 +122,58 @@ fn a_request_in_a_warm_sandbox_sees_nothing_of_the_request_before_it() {
         !metrics.contains("perry_sandboxes_total{start=\"warm\"} 0\n"),
         "{metrics}"
     );
+}
+
+/// The `Name:\tvalue` fields of `/proc/PID/status`.
+fn status_of(pid: u32) -> std::collections::HashMap<String, String> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+#[test]
+fn a_sandbox_waiting_in_the_pool_is_already_confined() {
+    let w = world(2);
+    let _svc = w.serve(&[]);
+    let rt = rt();
+    let out = rt
+        .block_on(w.client().invoke("echo", &req(&["shape"])))
+        .unwrap();
+    assert_eq!(out.stdout, "shape\n");
+    // The spawner, its inits and their waiting workloads are all this binary, never exec'd:
+    // the workloads are the ones under a seccomp filter.
+    let spawned = perry_runtime::native::SPAWNER_ARG;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let waiting = loop {
+        let confined: Vec<u32> = processes_with(spawned)
+            .into_iter()
+            .filter(|p| status_of(*p).get("Seccomp").map(String::as_str) == Some("2"))
+            .collect();
+        if confined.len() >= 2 {
+            break confined;
+        }
+        assert!(Instant::now() < deadline, "no workload waits in the pool");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    for pid in waiting {
+        let st = status_of(pid);
+        assert_eq!(st["NoNewPrivs"], "1", "{st:?}");
+        for caps in ["CapEff", "CapPrm", "CapBnd", "CapAmb"] {
+            assert_eq!(st[caps], "0000000000000000", "{caps}: {st:?}");
+        }
+        let uid: u32 = st["Uid"]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(uid >= 100_000, "host uid {uid}: {st:?}");
+        // Blocked in read, not running anything.
+        assert!(st["State"].starts_with('S'), "{st:?}");
+    }
 }
 
 #[test]

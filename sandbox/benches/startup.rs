@@ -7,6 +7,11 @@
 //! and podman on the same rootfs and prints the ratios. Each step also prints the host's busy
 //! CPU time per run, all cores (`host_busy_cpu`), kernel work in worker threads included.
 //!
+//! Last, `hardened_pooled`: the hardened profile through the service's path — a spawner (this
+//! bench re-executed) and a warm pool of one sandbox — timed only when a warm sandbox is ready
+//! (what a caller sees when the pool keeps up), interleaved run by run with `bwrap
+//! --unshare-all` on the same rootfs, whose median is printed beside it.
+//!
 //! Environment: `PERRY_BENCH_ROOTFS` (a rootfs with /bin/true, /proc, /dev, /tmp; default: one
 //! built from /bin/busybox in a temp dir), `PERRY_BENCH_RUNS` (default 200),
 //! `PERRY_BENCH_STATE` (lease state dir; default a temp dir), `PERRY_BENCH_ONLY` (run only the
@@ -18,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use perry_policies::UidRange;
 use perry_runtime::native::{
-    host_busy_cpu, prepare_network_namespaces, run, FinalStep, LeaseConfig, MinimalFinalStep,
-    ProfileStep, RunSpec,
+    host_busy_cpu, prepare_network_namespaces, run, spawner_main, FinalStep, LeaseConfig,
+    MinimalFinalStep, ProfileStep, RunSpec, Spawner, StepRecipe, WarmPool, SPAWNER_ARG,
 };
 
 fn busybox_rootfs(dir: &std::path::Path) -> PathBuf {
@@ -36,6 +41,10 @@ fn busybox_rootfs(dir: &std::path::Path) -> PathBuf {
 }
 
 fn main() {
+    // This binary is also the pooled step's spawner.
+    if std::env::args().nth(1).as_deref() == Some(SPAWNER_ARG) {
+        spawner_main();
+    }
     // `cargo bench` passes `--bench`; nothing else to parse.
     let tmp = tempfile::tempdir().unwrap();
     let rootfs = std::env::var_os("PERRY_BENCH_ROOTFS")
@@ -67,12 +76,12 @@ fn main() {
         &perry_profiles::Grants::default(),
     )
     .expect("hardened profile");
-    let hardened = ProfileStep::new(&profile).expect("profile step");
+    let hardened = std::sync::Arc::new(ProfileStep::new(&profile).expect("profile step"));
     let steps: [(&str, &dyn FinalStep); 4] = [
         ("floor", &MinimalFinalStep),
-        ("hardened", &hardened),
+        ("hardened", &*hardened),
         ("floor_netns_ready", &MinimalFinalStep),
-        ("hardened_netns_ready", &hardened),
+        ("hardened_netns_ready", &*hardened),
     ];
     let only = std::env::var("PERRY_BENCH_ONLY").ok();
     for (name, step) in steps {
@@ -106,4 +115,70 @@ fn main() {
             cpu.as_secs_f64() * 1000.0 / runs as f64
         );
     }
+    if only.as_deref().is_none_or(|o| o == "hardened_pooled") {
+        pooled(&spec, &rootfs, hardened, runs);
+    }
+}
+
+/// The `hardened_pooled` step (see the crate docs), with `bwrap` interleaved.
+fn pooled(
+    spec: &RunSpec,
+    rootfs: &std::path::Path,
+    step: std::sync::Arc<ProfileStep>,
+    runs: usize,
+) {
+    let exe = std::env::current_exe().expect("this bench's path");
+    let spawner = std::sync::Arc::new(Spawner::start_program(exe).expect("spawner"));
+    let pool = WarmPool::new(spawner, 1).expect("warm pool");
+    let recipe = StepRecipe {
+        tier: perry_policies::Tier::Hardened,
+        overrides: None,
+        grants: perry_profiles::Grants::default(),
+    };
+    let bwrap = |root: &std::path::Path| {
+        let t = Instant::now();
+        let out = std::process::Command::new("bwrap")
+            .args(["--unshare-all", "--ro-bind"])
+            .arg(root)
+            .args(["/", "--proc", "/proc", "--dev", "/dev", "/bin/true"])
+            .output()
+            .expect("bwrap");
+        assert!(out.status.success(), "bwrap: {out:?}");
+        t.elapsed()
+    };
+    let wait_ready = || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pool.ready(spec, &recipe) == 0 {
+            assert!(Instant::now() < deadline, "the pool never refilled");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    };
+    // Warm-up: registers the shape, spawner page cache.
+    for _ in 0..5 {
+        let o = pool.run(spec, &step, &recipe).expect("pooled run");
+        assert_eq!(o.outcome.exit_code, Some(0), "{o:?}");
+        wait_ready();
+        bwrap(rootfs);
+    }
+    let (mut times, mut peer) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+    for _ in 0..runs {
+        wait_ready();
+        let t = Instant::now();
+        let o = pool.run(spec, &step, &recipe).expect("pooled run");
+        times.push(t.elapsed());
+        assert!(o.warm && o.outcome.exit_code == Some(0), "{o:?}");
+        wait_ready();
+        peer.push(bwrap(rootfs));
+    }
+    times.sort();
+    peer.sort();
+    let p50 = |v: &[Duration]| v[(v.len() - 1) / 2].as_secs_f64() * 1000.0;
+    println!(
+        "native-runner step=hardened_pooled runs={runs} p50_ms={:.3} p90_ms={:.3} min_ms={:.3} bwrap_interleaved_p50_ms={:.3} ratio_over_bwrap={:.2}",
+        p50(&times),
+        times[(times.len() - 1) * 9 / 10].as_secs_f64() * 1000.0,
+        times[0].as_secs_f64() * 1000.0,
+        p50(&peer),
+        p50(&times) / p50(&peer),
+    );
 }

@@ -133,8 +133,8 @@ pub(crate) struct ChildFds {
     /// Seccomp supervisor handoff (-1 when unsupervised): the workload sends its filter's
     /// listener to the parent over this socket (`SCM_RIGHTS`).
     pub seccomp_sock: i32,
-    /// A pooled sandbox's bind pipe (-1 otherwise): init reads the request's command from it
-    /// once its setup is done (see [`LateSlot`]).
+    /// A pooled sandbox's bind pipe (-1 otherwise): the workload reads the request's command
+    /// from it once confined (see [`LateSlot`]).
     pub bind_r: i32,
 }
 
@@ -183,8 +183,8 @@ pub(crate) struct Plan {
     pub late: Option<LateSlot>,
 }
 
-/// Memory for a pooled sandbox's late-bound command, mapped in the parent because init may not
-/// allocate: a pointer area (`argv`, null, `envp`, null, candidates) then the strings. Pages are
+/// Memory for a pooled sandbox's late-bound command, mapped in the parent because init and the
+/// workload may not allocate: a pointer area (`argv`, null, `envp`, null, candidates) then the strings. Pages are
 /// only touched when a request arrives.
 ///
 /// The bind frame, written by the service ([`late_frame`]): four little-endian `u32`s — the
@@ -195,7 +195,7 @@ pub(crate) struct LateSlot {
     len: usize,
 }
 
-// SAFETY: the mapping is owned by this value alone, and only init (in its own copy of the
+// SAFETY: the mapping is owned by this value alone, and only the sandbox (in its own copy of the
 // address space) writes into it; the parent only maps and unmaps it.
 unsafe impl Send for LateSlot {}
 // SAFETY: as above; `&LateSlot` only reads the two fields.
@@ -228,12 +228,12 @@ impl LateSlot {
         Ok(LateSlot { base, len })
     }
 
-    /// The pointer area (read and written by init only).
+    /// The pointer area (read and written inside the sandbox only).
     pub(crate) fn ptrs(&self) -> *mut *const libc::c_char {
         self.base.cast()
     }
 
-    /// The string area (read and written by init only).
+    /// The string area (read and written inside the sandbox only).
     pub(crate) fn bytes(&self) -> *mut u8 {
         // SAFETY: PTR_AREA lies inside the mapping.
         unsafe { self.base.cast::<u8>().add(Self::PTR_AREA) }

@@ -7,27 +7,30 @@
 //! size, loopback: everything but the command), up to `per_shape` sandboxes wait: init cloned by
 //! the spawner into fresh user, mount, pid, ipc, uts and network namespaces, id-mapped, in its
 //! own new cgroups, its filesystem built (read-only rootfs, `/proc`, `/dev`, an empty `/tmp`) and
-//! pivoted into, its stdio pipes in place, blocked reading its bind pipe. No workload process,
-//! no seccomp filter, no Landlock domain yet: those are applied by the workload after the bind,
-//! exactly as in a cold run. Nothing of any request is in it: the spec it was started from is
-//! the shape alone (placeholder command, empty environment, no stdin).
+//! pivoted into; its workload process started and already confined as it will run — own
+//! session, rlimits, the workload's uid and gid, and the tier's final step applied (capabilities
+//! dropped, no_new_privs, Landlock, seccomp with its listener handed to the service) — blocked
+//! reading its bind pipe. Nothing of any request is in it: the spec it was started from is the
+//! shape alone (placeholder command, empty environment, no stdin).
 //!
 //! # What a request brings
 //!
 //! Its command, environment and working directory, written to the bind pipe as one bounded
-//! frame that init lays out without allocating (see `LateSlot`); its stdin and deadline, handled
-//! by supervision as in a cold run. Requests with bind mounts (workspaces) are not pooled: they
-//! run cold.
+//! frame that the confined workload lays out without allocating (see `LateSlot`), then changes
+//! to that directory and `execve`s the command; its stdin and deadline, handled by supervision
+//! as in a cold run. Requests with bind mounts (workspaces) are not pooled: they run cold.
 //!
 //! # Why this is no weaker than a cold run
 //!
 //! A pooled sandbox serves exactly one request and is never reused: after its run it is torn
-//! down like any other (cgroups removed, namespaces gone with init), and the refill thread
-//! starts a new one. Two requests never share a namespace, a tmpfs, a cgroup, a pipe or a
-//! process. The setup steps are the same functions in the same order as a cold run; only the
-//! point where init learns its command moves. The frame comes from the service, over a pipe
-//! only the service holds, and is checked against the slot's bounds before use. An idle pool
-//! costs no CPU: its inits block in `read`, the refill thread on a condition variable.
+//! down like any other (every process gone before the answer; its cgroups removed by the refill
+//! thread just after), and the refill thread starts a new one. Two requests never share a
+//! namespace, a tmpfs, a cgroup, a pipe or a process. The setup steps are the same functions in
+//! the same order as a cold run; only the point where the command is learnt moves — after the
+//! confinement instead of before it, so the request's bytes only ever reach a process that is
+//! already confined. The frame comes from the service, over a pipe only the service holds, and
+//! is checked against the slot's bounds before use. An idle pool costs no CPU: its workloads
+//! block in `read`, the refill thread on a condition variable.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -36,7 +39,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use super::plan::late_frame;
-use super::runner::{finish, start, Started};
+use super::runner::{finish_leaving, start, Leftovers, Started};
 use super::spawner::{Spawner, StepRecipe};
 use super::{run_spawned, Outcome, ProfileStep, RunError, RunSpec};
 
@@ -63,6 +66,8 @@ struct Shared {
 #[derive(Default)]
 struct State {
     shapes: HashMap<String, Shape>,
+    /// Finished warm runs' cgroups and leases, removed by the refill thread after the answer.
+    leftovers: Vec<Leftovers>,
     stop: bool,
 }
 
@@ -109,6 +114,18 @@ impl WarmPool {
         &self.shared.spawner
     }
 
+    /// How many sandboxes of `spec`'s shape wait ready now (for benchmarks and diagnostics).
+    pub fn ready(&self, spec: &RunSpec, recipe: &StepRecipe) -> usize {
+        let Ok(key) = shape_key(spec, recipe) else {
+            return 0;
+        };
+        self.shared
+            .lock()
+            .shapes
+            .get(&key)
+            .map_or(0, |s| s.ready.len())
+    }
+
     /// Runs `spec` in a warm sandbox of its shape when one is ready, else cold through the
     /// spawner; either way the shape is (re)filled in the background. `step` must be what
     /// `recipe` builds. Blocks like [`run`](super::run).
@@ -149,7 +166,10 @@ impl WarmPool {
             return cold();
         }
         started.at = Instant::now();
-        finish(spec, step.as_ref(), started).map(|outcome| PooledOutcome {
+        let (outcome, leftovers) = finish_leaving(spec, step.as_ref(), started)?;
+        self.shared.lock().leftovers.push(leftovers);
+        self.shared.wake.notify_one();
+        Ok(PooledOutcome {
             outcome,
             warm: true,
         })
@@ -206,7 +226,9 @@ impl Drop for WarmPool {
             let _ = t.join();
         }
         // The waiting sandboxes: each drop kills init and removes its cgroups.
-        self.shared.lock().shapes.clear();
+        let mut st = self.shared.lock();
+        st.shapes.clear();
+        st.leftovers.clear();
     }
 }
 
@@ -221,6 +243,13 @@ impl Shared {
         loop {
             if st.stop {
                 return;
+            }
+            if !st.leftovers.is_empty() {
+                let done = std::mem::take(&mut st.leftovers);
+                drop(st);
+                drop(done); // removes their cgroups
+                st = self.lock();
+                continue;
             }
             let wanted = st
                 .shapes

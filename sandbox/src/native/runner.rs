@@ -199,6 +199,25 @@ pub(crate) fn finish(
     final_step: &dyn FinalStep,
     started: Started,
 ) -> Result<Outcome, RunError> {
+    let (outcome, mut rest) = finish_leaving(spec, final_step, started)?;
+    rest.cgroups.remove()?;
+    Ok(outcome)
+}
+
+/// What is left of a sandbox once every process of it is gone: its (empty) cgroups and its uid
+/// lease. Dropping it removes the cgroups, then frees the lease.
+pub(crate) struct Leftovers {
+    cgroups: RunCgroups,
+    _lease: Lease,
+}
+
+/// [`finish`], leaving the removal of the run's cgroups to the caller (a warm pool does it off
+/// the request's path). Every process of the sandbox is gone when this returns.
+pub(crate) fn finish_leaving(
+    spec: &RunSpec,
+    final_step: &dyn FinalStep,
+    started: Started,
+) -> Result<(Outcome, Leftovers), RunError> {
     let Started {
         lease,
         mut cgroups,
@@ -289,9 +308,13 @@ pub(crate) fn finish(
         wall_time,
         denied_syscalls: seccomp.map(Supervisor::report).unwrap_or_default(),
     };
-    cgroups.remove()?;
-    drop(lease);
-    Ok(outcome)
+    Ok((
+        outcome,
+        Leftovers {
+            cgroups,
+            _lease: lease,
+        },
+    ))
 }
 
 /// Clones init from this process, inside the prepared network namespace when there is one

@@ -85,8 +85,8 @@ pub enum Step {
     FinalStep,
     /// `execve` of the command.
     Exec,
-    /// A pooled sandbox: read the request's command, environment and working directory from
-    /// the bind pipe (its end of stream: the service is gone, or dropped the sandbox unused).
+    /// A pooled sandbox's workload: read the request's command, environment and working
+    /// directory from the bind pipe (end of stream: the service is gone, or dropped it unused).
     AwaitRequest,
 }
 

@@ -1,5 +1,6 @@
-//! A pooled sandbox's last setup step: init, its filesystem built, waits for the request's
-//! command on the bind pipe and lays it out in the plan's [`LateSlot`] without allocating.
+//! A pooled sandbox's last step before `execve`: the workload, confined as it will run, waits
+//! for the request's command on the bind pipe and lays it out in the plan's [`LateSlot`]
+//! without allocating.
 
 use std::ptr;
 

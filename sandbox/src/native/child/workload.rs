@@ -4,7 +4,7 @@
 use std::ptr;
 
 use super::super::final_step::{CapData, CapHeader, FinalStep, StepChannel, CAP_V3};
-use super::late::Command;
+use super::late::{await_request, Command};
 use super::{ck, ck_i, errno, fail, Plan, Step, R};
 
 enum Never {}
@@ -13,7 +13,9 @@ enum Never {}
 pub(super) struct WorkloadArgs<'a> {
     pub(super) plan: &'a Plan,
     pub(super) final_step: &'a dyn FinalStep,
-    pub(super) command: &'a Command,
+    /// The plan's command; `None` for a pooled sandbox, whose workload reads it from the bind
+    /// pipe once confined.
+    pub(super) command: Option<&'a Command>,
 }
 
 /// The workload child's entry point on its own stack. Never returns: it execs or exits.
@@ -25,7 +27,7 @@ pub(super) extern "C" fn workload_entry(arg: *mut libc::c_void) -> libc::c_int {
         command,
     } = unsafe { &*arg.cast::<WorkloadArgs<'_>>() };
     let err_fd = plan.fds.err_w;
-    match workload(plan, *final_step, command) {
+    match workload(plan, *final_step, *command) {
         Err(e @ (Step::Exec, errno, _)) => {
             fail(err_fd, e, if errno == libc::ENOENT { 127 } else { 126 })
         }
@@ -35,7 +37,11 @@ pub(super) extern "C" fn workload_entry(arg: *mut libc::c_void) -> libc::c_int {
 }
 
 /// The workload: its own session, rlimits, cwd, identity, the final step, exec.
-fn workload(p: &Plan, fs: &dyn FinalStep, cmd: &Command) -> Result<Never, (Step, i32, u32)> {
+fn workload(
+    p: &Plan,
+    fs: &dyn FinalStep,
+    planned: Option<&Command>,
+) -> Result<Never, (Step, i32, u32)> {
     // SAFETY: closing init's status pipe copy; the workload does not use it.
     unsafe { libc::close(p.fds.status_w) };
     // A new session without a controlling terminal: no TIOCSTI into anyone's terminal.
@@ -77,15 +83,29 @@ fn workload(p: &Plan, fs: &dyn FinalStep, cmd: &Command) -> Result<Never, (Step,
             return Err((Step::Rlimit, errno(), i as u32));
         }
     }
-    // SAFETY: chdir to a NUL-terminated path owned by the plan or its late slot.
-    ck_i(Step::Cwd, 0, unsafe { libc::chdir(cmd.cwd) })?;
+    if let Some(cmd) = planned {
+        // SAFETY: chdir to a NUL-terminated path owned by the plan.
+        ck_i(Step::Cwd, 0, unsafe { libc::chdir(cmd.cwd) })?;
+    }
     switch_identity(p)?;
     let channel = StepChannel {
         sock: p.fds.seccomp_sock,
     };
     fs.apply(&channel)
         .map_err(|e| (Step::FinalStep, e.errno, 0))?;
-    exec(cmd)
+    match (planned, &p.late) {
+        (Some(cmd), _) => exec(cmd),
+        // A pooled sandbox: confined as it will run, the workload waits for its request's
+        // command, then changes to its directory (as the workload's uid, under its Landlock
+        // rules) and runs it.
+        (None, Some(slot)) => {
+            let cmd = await_request(p, slot)?;
+            // SAFETY: chdir to a NUL-terminated path in the late slot.
+            ck_i(Step::Cwd, 0, unsafe { libc::chdir(cmd.cwd) })?;
+            exec(&cmd)
+        }
+        (None, None) => Err((Step::AwaitRequest, libc::EINVAL, 9)),
+    }
 }
 
 /// The workload is the OOM killer's first choice, within its memory cgroup (rather than init,

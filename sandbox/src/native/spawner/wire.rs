@@ -70,8 +70,8 @@ pub(crate) struct Request {
     pub seccomp: bool,
     pub leaf: bool,
     pub netns: bool,
-    /// A pooled sandbox: `argv`, `env` and `cwd` are placeholders; init reads its command from
-    /// the bind pipe once its sandbox is built.
+    /// A pooled sandbox: `argv`, `env` and `cwd` are placeholders; the workload reads its
+    /// command from the bind pipe once confined.
     #[serde(default)]
     pub late: bool,
 }

@@ -5,15 +5,18 @@
 //! after. The peer, run in the same invocation on the same rootfs with the same concurrency, is
 //! `bwrap --unshare-all` (no verification, no audit, no limits): the cost floor of a sandbox.
 //!
-//! Two rows: `perry-serve`, the capability pinned by digest as a ShellBridge host should configure
-//! it (verification from the cache, no registry on the call path), and `perry-serve-by-tag`, the
-//! same command named by tag with `tag_ttl = "0s"` (a manifest request per call to a registry that
-//! shares these two cores), both with the warm pool on (`[service] pool = 2`, the default); then
-//! `perry-serve pool=0`, the pinned capability on a service with the pool off. `warm=` counts
-//! the calls a sandbox started ahead took. The leak check covers the pinned run.
+//! Rows: `perry-serve pool=2`, the capability pinned by digest as a ShellBridge host should
+//! configure it (verification from the cache, no registry on the call path) on a service with
+//! the warm pool on (the default); `perry-serve pool=0`, the same on a second service, side by
+//! side, with the pool off; `perry-serve-by-tag pool=2`, the same command named by tag with
+//! `tag_ttl = "0s"` (a manifest request per call to a registry that shares these two cores).
+//! `warm=` counts the calls a sandbox started ahead took. Each row's calls are split in rounds,
+//! interleaved row by row with the bwrap peer, so that all of them see the same machine. The
+//! leak check covers the pool-on service over all its rounds.
 //!
-//! `scripts/bench/service` runs this in release mode. Environment: `PERRY_BENCH_CALLS` (default
-//! 2000), `PERRY_BENCH_CLIENTS` (default 8), `PERRY_BENCH_PEER_CALLS` (default 500).
+//! `scripts/bench/service` runs this in release mode. Environment: `PERRY_BENCH_CALLS` (per row,
+//! default 2000), `PERRY_BENCH_CLIENTS` (default 8), `PERRY_BENCH_PEER_CALLS` (default half the
+//! calls), `PERRY_BENCH_ROUNDS` (default 10).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -175,6 +178,7 @@ fn stop(mut svc: std::process::Child) {
 }
 
 /// One load run's results: latencies of the good answers, errors, wall time.
+#[derive(Default)]
 struct Load {
     latencies: Vec<Duration>,
     errors: usize,
@@ -184,6 +188,15 @@ struct Load {
 }
 
 impl Load {
+    /// Adds another round's results.
+    fn add(&mut self, round: Load) {
+        self.latencies.extend(round.latencies);
+        self.latencies.sort();
+        self.errors += round.errors;
+        self.warm += round.warm;
+        self.wall += round.wall;
+    }
+
     fn print(&self, label: &str, clients: usize, peer_rate: f64) {
         let ok = self.latencies.len();
         let rate = ok as f64 / self.wall.as_secs_f64();
@@ -265,7 +278,8 @@ fn load(
 fn main() {
     let calls = env_or("PERRY_BENCH_CALLS", 2000);
     let clients = env_or("PERRY_BENCH_CLIENTS", 8);
-    let peer_calls = env_or("PERRY_BENCH_PEER_CALLS", 500);
+    let peer_calls = env_or("PERRY_BENCH_PEER_CALLS", calls / 2);
+    let rounds = env_or("PERRY_BENCH_ROUNDS", 10).max(1);
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let reg = Registry::start();
@@ -275,36 +289,42 @@ fn main() {
         &TinyImage::busybox_marked("amd64", "svc-bench"),
     );
     SigStack::shared().sign(&reg, "bench/echo", &pushed.digest, &SignOptions::default());
-    let socket = dir.path().join("api.sock");
-    let extra = format!(
-        "[shellCapabilities.echo]\ncommand = [\"echo\"]\nargs = {{ max = 2 }}\nimage = \"{host}/bench/echo@{digest}\"\n\n\
-         [shellCapabilities.echo_tag]\ncommand = [\"echo\"]\nargs = {{ max = 2 }}\nimage = \"{host}/bench/echo:v1\"\n\n\
-         [service]\nsocket = \"{}\"\nallowed_uids = [0]\nmax_concurrent = {}\nmax_queue = 1024\n",
-        socket.display(),
-        clients,
-        host = reg.host(),
-        digest = pushed.digest,
-    );
-    let config = ConfigBuilder::new(&reg, SigStack::shared())
-        .extra(&extra)
-        .write(dir.path());
-    // The same service with the warm pool off, for the row beside it.
-    let pool_off = dir.path().join("perryconfig-pool-off.toml");
-    std::fs::write(
-        &pool_off,
-        std::fs::read_to_string(&config).unwrap().replacen(
-            "max_queue = 1024\n",
-            "max_queue = 1024\npool = 0\n",
+    // Two services side by side, each with its own state (audit log, store, uid range): the
+    // warm pool on (the default) and off.
+    let service = |name: &str, pool: &str, uid_start: u32| {
+        let sub = dir.path().join(name);
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let socket = sub.join("api.sock");
+        let extra = format!(
+            "[shellCapabilities.echo]\ncommand = [\"echo\"]\nargs = {{ max = 2 }}\nimage = \"{host}/bench/echo@{digest}\"\n\n\
+             [shellCapabilities.echo_tag]\ncommand = [\"echo\"]\nargs = {{ max = 2 }}\nimage = \"{host}/bench/echo:v1\"\n\n\
+             [service]\nsocket = \"{}\"\nallowed_uids = [0]\nmax_concurrent = {}\nmax_queue = 1024\n{pool}\n",
+            socket.display(),
+            clients,
+            host = reg.host(),
+            digest = pushed.digest,
+        );
+        let config = ConfigBuilder::new(&reg, SigStack::shared())
+            .extra(&extra)
+            .write(&sub);
+        let text = std::fs::read_to_string(&config).unwrap().replacen(
+            "[sandbox]\n",
+            &format!("[sandbox]\nuid_range = {{ start = {uid_start}, count = 65536 }}\n"),
             1,
-        ),
-    )
-    .unwrap();
+        );
+        std::fs::write(&config, text).unwrap();
+        (sub, config, socket)
+    };
+    let (on_dir, on_config, on_socket) = service("pool-on", "", 300_000);
+    let (_, off_config, off_socket) = service("pool-off", "pool = 0", 400_000);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let (svc, client) = serve(&rt, &config, &socket);
+    let (svc, client) = serve(&rt, &on_config, &on_socket);
+    let (off_svc, off_client) = serve(&rt, &off_config, &off_socket);
     let req = CapabilityRequest::new(vec!["hello".into()]);
     // Warm: page cache, profile compilation, allocator.
     for _ in 0..20 {
@@ -312,74 +332,97 @@ fn main() {
             rt.block_on(client.invoke(capability, &req))
                 .expect("warm-up call");
         }
+        rt.block_on(off_client.invoke("echo", &req))
+            .expect("warm-up call");
     }
     let svc_pid = svc.id();
     let port = reg.port();
     let before = footprint(svc_pid, port);
     let fds_before = fd_targets(svc_pid);
 
-    let pinned = load(&rt, &client, "echo", &req, calls, clients);
-    // Let the last runs' cgroups go (removal is synchronous, but give stragglers a moment).
-    std::thread::sleep(Duration::from_millis(200));
-    let after = footprint(svc_pid, port);
-
     // The peer: bwrap on the same rootfs, same concurrency, sequential per worker.
-    let rootfs: PathBuf = dir
-        .path()
+    let rootfs: PathBuf = on_dir
         .join("state/rootfs")
         .join(pushed.digest.trim_start_matches("sha256:"));
-    let peer_next = Arc::new(AtomicUsize::new(0));
-    let peer_started = Instant::now();
-    let workers: Vec<_> = (0..clients)
-        .map(|_| {
-            let (rootfs, next) = (rootfs.clone(), Arc::clone(&peer_next));
-            std::thread::spawn(move || {
-                while next.fetch_add(1, Ordering::Relaxed) < peer_calls {
-                    let out = Command::new("bwrap")
-                        .args(["--unshare-all", "--ro-bind"])
-                        .arg(&rootfs)
-                        .args([
-                            "/",
-                            "--proc",
-                            "/proc",
-                            "--dev",
-                            "/dev",
-                            "/bin/echo",
-                            "hello",
-                        ])
-                        .output()
-                        .expect("bwrap");
-                    assert!(out.status.success() && out.stdout == b"hello\n");
-                }
+    let bwrap_round = |n: usize| -> Duration {
+        let next = Arc::new(AtomicUsize::new(0));
+        let started = Instant::now();
+        let workers: Vec<_> = (0..clients)
+            .map(|_| {
+                let (rootfs, next) = (rootfs.clone(), Arc::clone(&next));
+                std::thread::spawn(move || {
+                    while next.fetch_add(1, Ordering::Relaxed) < n {
+                        let out = Command::new("bwrap")
+                            .args(["--unshare-all", "--ro-bind"])
+                            .arg(&rootfs)
+                            .args([
+                                "/",
+                                "--proc",
+                                "/proc",
+                                "--dev",
+                                "/dev",
+                                "/bin/echo",
+                                "hello",
+                            ])
+                            .output()
+                            .expect("bwrap");
+                        assert!(out.status.success() && out.stdout == b"hello\n");
+                    }
+                })
             })
-        })
-        .collect();
-    for w in workers {
-        w.join().unwrap();
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        started.elapsed()
+    };
+
+    // Interleaved rounds, so that every row sees the same machine: pool on, pool off, bwrap,
+    // and by tag (`[trust] tag_ttl = "0s"`: a manifest request per call to a registry that
+    // shares these two cores).
+    let (mut pinned, mut cold, mut tagged) = (Load::default(), Load::default(), Load::default());
+    let mut peer_wall = Duration::ZERO;
+    for _ in 0..rounds {
+        pinned.add(load(&rt, &client, "echo", &req, calls / rounds, clients));
+        cold.add(load(
+            &rt,
+            &off_client,
+            "echo",
+            &req,
+            calls / rounds,
+            clients,
+        ));
+        peer_wall += bwrap_round(peer_calls / rounds);
+        tagged.add(load(
+            &rt,
+            &client,
+            "echo_tag",
+            &req,
+            calls / rounds,
+            clients,
+        ));
     }
-    let peer_wall = peer_started.elapsed();
-    // The same capability named by tag (`[trust] tag_ttl = "0s"`): one manifest request to the
-    // registry per call, whose CPU shares these two cores. Run after the leak check, so it is
-    // not counted in the footprint's registry connections.
-    let tagged = load(&rt, &client, "echo_tag", &req, calls, clients);
+    // Let the last runs' cgroups go (a warm run's are removed just after its answer).
+    std::thread::sleep(Duration::from_millis(200));
+    let after = footprint(svc_pid, port);
     let fds_now = fd_targets(svc_pid);
     stop(svc);
-    // Pool off: every call starts its sandbox.
-    let (cold_svc, cold_client) = serve(&rt, &pool_off, &socket);
-    for _ in 0..20 {
-        rt.block_on(cold_client.invoke("echo", &req))
-            .expect("warm-up call");
-    }
-    let cold = load(&rt, &cold_client, "echo", &req, calls, clients);
-    stop(cold_svc);
+    stop(off_svc);
 
-    let peer_rate = peer_calls as f64 / peer_wall.as_secs_f64();
-    println!("bwrap-peer clients={clients} calls={peer_calls} throughput_per_s={peer_rate:.1}");
+    let peer_rate = (peer_calls / rounds * rounds) as f64 / peer_wall.as_secs_f64();
+    println!(
+        "bwrap-peer clients={clients} calls={} throughput_per_s={peer_rate:.1}",
+        peer_calls / rounds * rounds
+    );
     pinned.print("perry-serve pool=2", clients, peer_rate);
     cold.print("perry-serve pool=0", clients, peer_rate);
     tagged.print("perry-serve-by-tag pool=2", clients, peer_rate);
+    println!("rounds={rounds} (each row's calls split in rounds, interleaved row by row)");
     println!("footprint before={before:?}");
     println!("footprint after={after:?}");
+    // Registry connections are pooled by the HTTP client (about one or two per concurrent
+    // caller); network namespaces are prepared ahead (at most max_concurrent, plus the refill
+    // thread's own); the warm pool's sandboxes are counted in run_cgroups before and after.
     let leaked = before.fds != after.fds
         || before.mounts != after.mounts
         || before.children != after.children

@@ -122,6 +122,13 @@ fn a_request_in_a_warm_sandbox_sees_nothing_of_the_request_before_it() {
         !metrics.contains("perry_sandboxes_total{start=\"warm\"} 0\n"),
         "{metrics}"
     );
+    // On the record: each outcome says how its sandbox started.
+    let warm_outcomes = w
+        .audit()
+        .into_iter()
+        .filter(|r| r["details"]["sandbox"] == "warm")
+        .count();
+    assert!(warm_outcomes >= 4, "{warm_outcomes}");
 }
 
 /// The `Name:\tvalue` fields of `/proc/PID/status`.
@@ -191,4 +198,10 @@ fn with_the_pool_off_no_sandbox_is_started_ahead() {
     }
     // Between calls nothing waits: no run cgroup exists while no call runs.
     assert!(run_cgroups_of(svc.pid()).is_empty());
+    let starts: Vec<serde_json::Value> = w
+        .audit()
+        .into_iter()
+        .filter_map(|r| r["details"].get("sandbox").cloned())
+        .collect();
+    assert_eq!(starts, vec![serde_json::json!("cold"); 4]);
 }

@@ -446,6 +446,7 @@ impl Executor {
         match run {
             Ok((run, warm)) => {
                 let mut ev = outcome_event(&run, seq, &meta.correlation)
+                    .detail("sandbox", if warm { "warm" } else { "cold" })
                     .actor(meta.actor.clone())
                     .image(meta.image.clone())
                     .digest(meta.digest.to_string())

@@ -161,13 +161,18 @@ fn pooled(
         bwrap(rootfs);
     }
     let (mut times, mut peer) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+    // Before each timed run, a moment for the kernel's deferred work (the previous sandbox's
+    // network namespace and cgroups are released asynchronously) to settle, for both sides.
+    let settle = || std::thread::sleep(Duration::from_millis(3));
     for _ in 0..runs {
         wait_ready();
+        settle();
         let t = Instant::now();
         let o = pool.run(spec, &step, &recipe).expect("pooled run");
         times.push(t.elapsed());
         assert!(o.warm && o.outcome.exit_code == Some(0), "{o:?}");
         wait_ready();
+        settle();
         peer.push(bwrap(rootfs));
     }
     times.sort();

@@ -199,16 +199,50 @@ pub(crate) fn finish(
     final_step: &dyn FinalStep,
     started: Started,
 ) -> Result<Outcome, RunError> {
-    let (outcome, mut rest) = finish_leaving(spec, final_step, started)?;
-    rest.cgroups.remove()?;
+    let (outcome, rest) = finish_leaving(spec, final_step, started)?;
+    rest.clean_up()?;
     Ok(outcome)
 }
 
 /// What is left of a sandbox once every process of it is gone: its (empty) cgroups and its uid
 /// lease. Dropping it removes the cgroups, then frees the lease.
 pub(crate) struct Leftovers {
+    /// init, exited but maybe not yet reaped (declared first: dropped, i.e. reaped, first).
+    child: Option<Child>,
     cgroups: RunCgroups,
     _lease: Lease,
+}
+
+impl Leftovers {
+    /// Reaps init (if not yet) and removes the run's cgroups, reporting a failure to remove.
+    fn clean_up(mut self) -> Result<(), RunError> {
+        drop(self.child.take());
+        self.cgroups.remove()
+    }
+}
+
+/// The workload's wait status from init's report.
+fn report_status(r: &[u8; child::STATUS_REPORT]) -> i32 {
+    i32::from_ne_bytes([r[0], r[1], r[2], r[3]])
+}
+
+/// init's resource use (with all it reaped) from its report, as `wait4` would give it.
+fn report_rusage(r: &[u8; child::STATUS_REPORT]) -> libc::rusage {
+    let word = |i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&r[i..i + 8]);
+        b
+    };
+    let tv = |us: u64| libc::timeval {
+        tv_sec: (us / 1_000_000) as libc::time_t,
+        tv_usec: (us % 1_000_000) as libc::suseconds_t,
+    };
+    // SAFETY: an all-zero rusage is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    ru.ru_utime = tv(u64::from_ne_bytes(word(4)));
+    ru.ru_stime = tv(u64::from_ne_bytes(word(12)));
+    ru.ru_maxrss = i64::from_ne_bytes(word(20)) as libc::c_long;
+    ru
 }
 
 /// [`finish`], leaving the removal of the run's cgroups to the caller (a warm pool does it off
@@ -257,7 +291,25 @@ pub(crate) fn finish_leaving(
         &cgroups,
         seccomp.as_mut(),
     )?;
-    let (status, ru) = child.wait()?;
+    // init has exited (supervision ends only then): its report is in the pipe, unless init
+    // itself was killed, when only its reaper knows how it ended.
+    let mut report = [0u8; child::STATUS_REPORT];
+    // SAFETY: read into a stack buffer; init has exited, so this cannot block.
+    let n = unsafe {
+        libc::read(
+            status_r.as_raw_fd(),
+            report.as_mut_ptr().cast(),
+            report.len(),
+        )
+    };
+    let (wstatus, ru, child) = if n == report.len() as isize {
+        // Every process of the sandbox is gone; reaping init (by the spawner, for a remote
+        // child) is left to whoever drops the leftovers.
+        (report_status(&report), report_rusage(&report), Some(child))
+    } else {
+        let (status, ru) = child.wait()?;
+        (status, ru, None)
+    };
     drop(sync_w);
     let wall_time = at.elapsed();
 
@@ -276,15 +328,6 @@ pub(crate) fn finish_leaving(
             step => RunError::Setup { step, index, errno },
         });
     }
-    // The workload's own status, as init reported it; absent when init itself was killed.
-    let mut sb = [0u8; 4];
-    // SAFETY: read into a stack buffer; init has exited so this cannot block.
-    let n = unsafe { libc::read(status_r.as_raw_fd(), sb.as_mut_ptr().cast(), 4) };
-    let wstatus = if n == 4 {
-        i32::from_ne_bytes(sb)
-    } else {
-        status
-    };
     let (exit_code, signal) = if libc::WIFEXITED(wstatus) {
         (Some(libc::WEXITSTATUS(wstatus)), None)
     } else if libc::WIFSIGNALED(wstatus) {
@@ -311,6 +354,7 @@ pub(crate) fn finish_leaving(
     Ok((
         outcome,
         Leftovers {
+            child,
             cgroups,
             _lease: lease,
         },

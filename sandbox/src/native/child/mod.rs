@@ -128,11 +128,11 @@ pub(crate) fn init_main(plan: &Plan, final_step: &dyn FinalStep) -> ! {
         // SAFETY: wait4 on any child with a valid status pointer.
         let r = unsafe { libc::wait4(-1, &mut status, libc::__WALL, ptr::null_mut()) };
         if r == workload_pid {
-            let b = status.to_ne_bytes();
-            // SAFETY: write 4 stack bytes to the status pipe, then exit; the kernel kills the rest
-            // of the pid namespace when its init exits.
+            let report = status_report(status);
+            // SAFETY: write the report (one write, under PIPE_BUF: atomic) to the status pipe,
+            // then exit; the kernel kills the rest of the pid namespace when its init exits.
             unsafe {
-                libc::write(plan.fds.status_w, b.as_ptr().cast(), 4);
+                libc::write(plan.fds.status_w, report.as_ptr().cast(), report.len());
                 libc::_exit(0)
             }
         }
@@ -141,6 +141,30 @@ pub(crate) fn init_main(plan: &Plan, final_step: &dyn FinalStep) -> ! {
             unsafe { libc::_exit(1) }
         }
     }
+}
+
+/// Bytes of init's status report: the workload's wait status (`i32`), then init's resource use
+/// with everything it reaped — user and system CPU (µs, `u64`) and peak RSS (KiB, `i64`) —
+/// what `wait4` on init reports, so that the parent need not wait for init's reaper to learn it.
+pub(crate) const STATUS_REPORT: usize = 4 + 8 + 8 + 8;
+
+fn status_report(status: libc::c_int) -> [u8; STATUS_REPORT] {
+    // SAFETY: all-zero rusage structs are valid out-parameters for getrusage.
+    let (mut me, mut reaped): (libc::rusage, libc::rusage) =
+        unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+    // SAFETY: getrusage fills the stack structs.
+    unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, &mut me);
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut reaped);
+    }
+    let us = |t: libc::timeval| (t.tv_sec as u64) * 1_000_000 + t.tv_usec as u64;
+    let mut out = [0u8; STATUS_REPORT];
+    out[0..4].copy_from_slice(&status.to_ne_bytes());
+    out[4..12].copy_from_slice(&(us(me.ru_utime) + us(reaped.ru_utime)).to_ne_bytes());
+    out[12..20].copy_from_slice(&(us(me.ru_stime) + us(reaped.ru_stime)).to_ne_bytes());
+    let maxrss: i64 = me.ru_maxrss.max(reaped.ru_maxrss);
+    out[20..28].copy_from_slice(&maxrss.to_ne_bytes());
+    out
 }
 
 /// Init's setup: identity, namespaces' contents, filesystem, fds. Each line is one named step.

@@ -116,37 +116,30 @@ impl Metrics {
         for (code, n) in &m.denials {
             let _ = writeln!(out, "perry_denials_total{{code=\"{}\"}} {n}", escape(code));
         }
-        let _ = writeln!(
-            out,
-            "# HELP perry_verify_cache_hits_total Verifications answered from the cache."
+        for (name, help, n) in [
+            (
+                "perry_verify_cache_hits_total",
+                "Verifications answered from the cache.",
+                m.verify_cache_hits,
+            ),
+            (
+                "perry_verify_cache_misses_total",
+                "Verifications decided afresh.",
+                m.verify_cache_misses,
+            ),
+        ] {
+            header(&mut out, name, help, "counter");
+            let _ = writeln!(out, "{name} {n}");
+        }
+        header(
+            &mut out,
+            "perry_sandboxes_total",
+            "Runs by how their sandbox started: warm (started ahead, the pool) or cold.",
+            "counter",
         );
-        let _ = writeln!(out, "# TYPE perry_verify_cache_hits_total counter");
-        let _ = writeln!(out, "perry_verify_cache_hits_total {}", m.verify_cache_hits);
-        let _ = writeln!(
-            out,
-            "# HELP perry_verify_cache_misses_total Verifications decided afresh."
-        );
-        let _ = writeln!(out, "# TYPE perry_verify_cache_misses_total counter");
-        let _ = writeln!(
-            out,
-            "perry_verify_cache_misses_total {}",
-            m.verify_cache_misses
-        );
-        let _ = writeln!(
-            out,
-            "# HELP perry_sandboxes_total Runs by how their sandbox started: warm (started ahead, the pool) or cold."
-        );
-        let _ = writeln!(out, "# TYPE perry_sandboxes_total counter");
-        let _ = writeln!(
-            out,
-            "perry_sandboxes_total{{start=\"warm\"}} {}",
-            m.sandboxes_warm
-        );
-        let _ = writeln!(
-            out,
-            "perry_sandboxes_total{{start=\"cold\"}} {}",
-            m.sandboxes_cold
-        );
+        for (start, n) in [("warm", m.sandboxes_warm), ("cold", m.sandboxes_cold)] {
+            let _ = writeln!(out, "perry_sandboxes_total{{start=\"{start}\"}} {n}");
+        }
         let _ = writeln!(
             out,
             "# HELP perry_run_duration_seconds Invocation latency, request to result."
@@ -174,6 +167,12 @@ impl Metrics {
         let _ = writeln!(out, "perry_queue_depth {queued}");
         out
     }
+}
+
+/// The `# HELP` and `# TYPE` lines of one metric.
+fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
 /// Escapes a label value (backslash, quote, newline).

@@ -191,15 +191,8 @@ pub(crate) struct Plan {
 /// strings' total length, argc, envc, the number of exec candidates — then the strings, each
 /// NUL-terminated: the working directory, argv, env (`K=V`), the candidates.
 pub(crate) struct LateSlot {
-    base: *mut libc::c_void,
-    len: usize,
+    map: AnonMap,
 }
-
-// SAFETY: the mapping is owned by this value alone, and only the sandbox (in its own copy of the
-// address space) writes into it; the parent only maps and unmaps it.
-unsafe impl Send for LateSlot {}
-// SAFETY: as above; `&LateSlot` only reads the two fields.
-unsafe impl Sync for LateSlot {}
 
 impl LateSlot {
     /// Most strings one request may bind (working directory, argv, env, candidates).
@@ -210,40 +203,23 @@ impl LateSlot {
     pub(crate) const PTR_AREA: usize = (Self::MAX_STRINGS + 2) * std::mem::size_of::<usize>();
 
     fn map() -> Result<Self, RunError> {
-        let len = Self::PTR_AREA + Self::MAX_BYTES;
-        // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(super::last("mmap (late-bound command)"));
-        }
-        Ok(LateSlot { base, len })
+        let map = AnonMap::new(
+            Self::PTR_AREA + Self::MAX_BYTES,
+            0,
+            "mmap (late-bound command)",
+        )?;
+        Ok(LateSlot { map })
     }
 
     /// The pointer area (read and written inside the sandbox only).
     pub(crate) fn ptrs(&self) -> *mut *const libc::c_char {
-        self.base.cast()
+        self.map.base.cast()
     }
 
     /// The string area (read and written inside the sandbox only).
     pub(crate) fn bytes(&self) -> *mut u8 {
         // SAFETY: PTR_AREA lies inside the mapping.
-        unsafe { self.base.cast::<u8>().add(Self::PTR_AREA) }
-    }
-}
-
-impl Drop for LateSlot {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly the mapping `map` created, which nothing else refers to.
-        unsafe { libc::munmap(self.base, self.len) };
+        unsafe { self.map.base.cast::<u8>().add(Self::PTR_AREA) }
     }
 }
 
@@ -354,15 +330,8 @@ fn exec_candidates(spec: &RunSpec) -> Result<Vec<CString>, RunError> {
 /// child may not allocate; init inherits it with the rest of the address space. The lowest page
 /// is `PROT_NONE`, so an overflow faults instead of writing into init's memory.
 pub(crate) struct WorkloadStack {
-    base: *mut libc::c_void,
-    len: usize,
+    map: AnonMap,
 }
-
-// SAFETY: the mapping is owned by this value alone; the parent never touches its contents (only
-// the child, in its own copy of the address space), so moving or sharing the handle is sound.
-unsafe impl Send for WorkloadStack {}
-// SAFETY: as above; `&WorkloadStack` only reads the two fields.
-unsafe impl Sync for WorkloadStack {}
 
 impl WorkloadStack {
     /// Usable stack size: the final step, path lookup and `execve` need a few KiB; this is
@@ -371,40 +340,63 @@ impl WorkloadStack {
     const GUARD: usize = 4096;
 
     fn map() -> Result<Self, RunError> {
-        let len = Self::SIZE + Self::GUARD;
-        // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
-                -1,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(super::last("mmap (workload stack)"));
-        }
-        let stack = WorkloadStack { base, len };
+        let map = AnonMap::new(
+            Self::SIZE + Self::GUARD,
+            libc::MAP_STACK,
+            "mmap (workload stack)",
+        )?;
         // SAFETY: the first page lies inside the mapping just created.
-        if unsafe { libc::mprotect(base, Self::GUARD, libc::PROT_NONE) } != 0 {
+        if unsafe { libc::mprotect(map.base, Self::GUARD, libc::PROT_NONE) } != 0 {
             return Err(super::last("mprotect (workload stack guard)"));
         }
-        Ok(stack)
+        Ok(WorkloadStack { map })
     }
 
     /// The initial stack pointer: the top of the mapping (x86_64 and aarch64 stacks grow down;
     /// the top of a page-aligned mapping is 16-byte aligned as both ABIs require).
     pub(crate) fn top(&self) -> *mut libc::c_void {
         // SAFETY: one past the end of the mapping, which is what clone(2) expects.
-        unsafe { self.base.cast::<u8>().add(self.len).cast() }
+        unsafe { self.map.base.cast::<u8>().add(self.map.len).cast() }
     }
 }
 
-impl Drop for WorkloadStack {
+/// Private anonymous memory the parent maps for the child, which may not allocate: owned by
+/// this value, unmapped on drop.
+struct AnonMap {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned by this value alone; the parent never touches its contents (only
+// the child, in its own copy of the address space), so moving or sharing the handle is sound.
+unsafe impl Send for AnonMap {}
+// SAFETY: as above; `&AnonMap` only reads the two fields.
+unsafe impl Sync for AnonMap {}
+
+impl AnonMap {
+    /// `len` bytes, read-write, with `extra` mmap flags; `what` names it in the error.
+    fn new(len: usize, extra: libc::c_int, what: &'static str) -> Result<Self, RunError> {
+        // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | extra,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(super::last(what));
+        }
+        Ok(AnonMap { base, len })
+    }
+}
+
+impl Drop for AnonMap {
     fn drop(&mut self) {
-        // SAFETY: unmapping exactly the mapping `map` created, which nothing else refers to.
+        // SAFETY: unmapping exactly the mapping `new` created, which nothing else refers to.
         unsafe { libc::munmap(self.base, self.len) };
     }
 }

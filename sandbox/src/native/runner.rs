@@ -233,16 +233,11 @@ fn report_rusage(r: &[u8; child::STATUS_REPORT]) -> libc::rusage {
         b.copy_from_slice(&r[i..i + 8]);
         b
     };
-    let tv = |us: u64| libc::timeval {
-        tv_sec: (us / 1_000_000) as libc::time_t,
-        tv_usec: (us % 1_000_000) as libc::suseconds_t,
-    };
-    // SAFETY: an all-zero rusage is a valid value.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    ru.ru_utime = tv(u64::from_ne_bytes(word(4)));
-    ru.ru_stime = tv(u64::from_ne_bytes(word(12)));
-    ru.ru_maxrss = i64::from_ne_bytes(word(20)) as libc::c_long;
-    ru
+    super::spawner::rusage(
+        u64::from_ne_bytes(word(4)),
+        u64::from_ne_bytes(word(12)),
+        i64::from_ne_bytes(word(20)),
+    )
 }
 
 /// [`finish`], leaving the removal of the run's cgroups to the caller (a warm pool does it off

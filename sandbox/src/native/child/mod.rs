@@ -25,7 +25,6 @@ use std::ptr;
 use super::final_step::FinalStep;
 use super::plan::Plan;
 use super::Step;
-use late::Command;
 use mounts::{
     bind_mounts, bind_rootfs_read_only, limit_nested_user_namespaces, mask_proc, mount_dev,
     mount_proc, mount_tmp, pivot_into_rootfs, private_propagation, provide_missing_mount_points,
@@ -76,18 +75,10 @@ pub(crate) fn init_main(plan: &Plan, final_step: &dyn FinalStep) -> ! {
         Ok(()) => {}
         Err(e) => fail(err_fd, e, 1),
     }
-    // The command: built into the plan, or (a pooled sandbox) read by the workload once it
-    // is confined, when a request is bound (see `workload`).
-    let planned = Command::planned(plan);
-    let command = plan.late.is_none().then_some(&planned);
     // Start the workload sharing init's memory until it calls execve (CLONE_VM | CLONE_VFORK,
     // as posix_spawn does): no copy of the address space to make, fault in and tear down.
     // init is suspended meanwhile, so nothing else touches that memory (errno included).
-    let args = WorkloadArgs {
-        plan,
-        final_step,
-        command,
-    };
+    let args = WorkloadArgs { plan, final_step };
     // SAFETY: glibc's clone runs `workload_entry` on the plan's dedicated stack (guard page
     // below it) with a pointer to `args`, which outlives the child's use of it: with
     // CLONE_VFORK this call returns only once the child has called execve or _exit.

@@ -13,21 +13,14 @@ enum Never {}
 pub(super) struct WorkloadArgs<'a> {
     pub(super) plan: &'a Plan,
     pub(super) final_step: &'a dyn FinalStep,
-    /// The plan's command; `None` for a pooled sandbox, whose workload reads it from the bind
-    /// pipe once confined.
-    pub(super) command: Option<&'a Command>,
 }
 
 /// The workload child's entry point on its own stack. Never returns: it execs or exits.
 pub(super) extern "C" fn workload_entry(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the `WorkloadArgs` init passed to clone, alive while init is suspended.
-    let WorkloadArgs {
-        plan,
-        final_step,
-        command,
-    } = unsafe { &*arg.cast::<WorkloadArgs<'_>>() };
+    let WorkloadArgs { plan, final_step } = unsafe { &*arg.cast::<WorkloadArgs<'_>>() };
     let err_fd = plan.fds.err_w;
-    match workload(plan, *final_step, *command) {
+    match workload(plan, *final_step) {
         Err(e @ (Step::Exec, errno, _)) => {
             fail(err_fd, e, if errno == libc::ENOENT { 127 } else { 126 })
         }
@@ -37,11 +30,7 @@ pub(super) extern "C" fn workload_entry(arg: *mut libc::c_void) -> libc::c_int {
 }
 
 /// The workload: its own session, rlimits, cwd, identity, the final step, exec.
-fn workload(
-    p: &Plan,
-    fs: &dyn FinalStep,
-    planned: Option<&Command>,
-) -> Result<Never, (Step, i32, u32)> {
+fn workload(p: &Plan, fs: &dyn FinalStep) -> Result<Never, (Step, i32, u32)> {
     // SAFETY: closing init's status pipe copy; the workload does not use it.
     unsafe { libc::close(p.fds.status_w) };
     // A new session without a controlling terminal: no TIOCSTI into anyone's terminal.
@@ -83,9 +72,9 @@ fn workload(
             return Err((Step::Rlimit, errno(), i as u32));
         }
     }
-    if let Some(cmd) = planned {
+    if p.late.is_none() {
         // SAFETY: chdir to a NUL-terminated path owned by the plan.
-        ck_i(Step::Cwd, 0, unsafe { libc::chdir(cmd.cwd) })?;
+        ck_i(Step::Cwd, 0, unsafe { libc::chdir(p.cwd.as_ptr()) })?;
     }
     switch_identity(p)?;
     let channel = StepChannel {
@@ -93,18 +82,17 @@ fn workload(
     };
     fs.apply(&channel)
         .map_err(|e| (Step::FinalStep, e.errno, 0))?;
-    match (planned, &p.late) {
-        (Some(cmd), _) => exec(cmd),
+    match &p.late {
+        None => exec(&Command::planned(p)),
         // A pooled sandbox: confined as it will run, the workload waits for its request's
         // command, then changes to its directory (as the workload's uid, under its Landlock
         // rules) and runs it.
-        (None, Some(slot)) => {
+        Some(slot) => {
             let cmd = await_request(p, slot)?;
             // SAFETY: chdir to a NUL-terminated path in the late slot.
             ck_i(Step::Cwd, 0, unsafe { libc::chdir(cmd.cwd) })?;
             exec(&cmd)
         }
-        (None, None) => Err((Step::AwaitRequest, libc::EINVAL, 9)),
     }
 }
 

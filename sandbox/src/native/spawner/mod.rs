@@ -282,14 +282,7 @@ pub(crate) fn wait_remote(sock: &OwnedFd) -> Result<(i32, libc::rusage), RunErro
                 maxrss_kb,
             },
             _,
-        )) => {
-            // SAFETY: an all-zero rusage is a valid value.
-            let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-            ru.ru_utime = timeval(utime_us);
-            ru.ru_stime = timeval(stime_us);
-            ru.ru_maxrss = maxrss_kb as libc::c_long;
-            Ok((status, ru))
-        }
+        )) => Ok((status, rusage(utime_us, stime_us, maxrss_kb))),
         Ok((other, _)) => Err(RunError::SpawnerUnavailable(format!(
             "unexpected answer {other:?}"
         ))),
@@ -297,6 +290,17 @@ pub(crate) fn wait_remote(sock: &OwnedFd) -> Result<(i32, libc::rusage), RunErro
             "waiting for the sandbox's end: {e}"
         ))),
     }
+}
+
+/// A `rusage` with the fields a sandbox's end reports: user and system CPU (µs) and peak RSS
+/// (KiB), the rest zero — from the spawner's `Exited` or from init's own status report.
+pub(crate) fn rusage(utime_us: u64, stime_us: u64, maxrss_kb: i64) -> libc::rusage {
+    // SAFETY: an all-zero rusage is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    ru.ru_utime = timeval(utime_us);
+    ru.ru_stime = timeval(stime_us);
+    ru.ru_maxrss = maxrss_kb as libc::c_long;
+    ru
 }
 
 fn timeval(us: u64) -> libc::timeval {

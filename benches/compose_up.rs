@@ -9,7 +9,8 @@
 //!
 //! `scripts/bench/compose` installs the newest podman-compose from PyPI into a venv and runs
 //! this in release mode. Environment: `PERRY_BENCH_RUNS` (default 5),
-//! `PERRY_BENCH_PODMAN_COMPOSE` (the podman-compose executable).
+//! `PERRY_BENCH_PODMAN_COMPOSE` (the podman-compose executable), `PERRY_BENCH_LOG` (a file
+//! that gets our runs' debug log: each backend command with its duration).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,6 +24,9 @@ struct Bench {
     containers_conf: PathBuf,
     registry: String,
     podman_compose: PathBuf,
+    /// `PERRY_BENCH_LOG`: our runs at `PERRY_LOG=debug`, their stderr (every backend command
+    /// with what it cost) appended to this file.
+    log: Option<PathBuf>,
 }
 
 impl Bench {
@@ -37,9 +41,20 @@ impl Bench {
             .args(args)
             .env("REGISTRY", &self.registry)
             .env("CONTAINERS_CONF", &self.containers_conf)
+            .envs(self.log.as_ref().map(|_| ("PERRY_LOG", "debug")))
             .output()
             .expect("perry-sandbox");
         let took = t.elapsed();
+        if let Some(log) = &self.log {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .expect("PERRY_BENCH_LOG");
+            writeln!(f, "== {project} {args:?}: {} ms", took.as_millis()).unwrap();
+            f.write_all(&o.stderr).unwrap();
+        }
         assert!(
             o.status.success(),
             "perry-sandbox compose {args:?}: {}",
@@ -174,6 +189,7 @@ fn main() {
         containers_conf,
         registry: reg.host(),
         podman_compose,
+        log: std::env::var_os("PERRY_BENCH_LOG").map(PathBuf::from),
     };
     println!(
         "compose up (--wait) + down on podman, {runs} runs each, medians; ratio = ours / podman-compose"

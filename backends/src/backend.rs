@@ -52,18 +52,22 @@ pub trait ContainerBackend: Send + Sync {
     /// Removes a container (`force`: even when running, and a container already gone is not
     /// an error).
     fn remove(&self, id: &str, force: bool) -> impl Future<Output = Result<()>> + Send;
-    /// Stops a container (SIGTERM, then SIGKILL after `timeout`) and removes it, in one step
-    /// where the backend can (podman `rm --force --time`); one already gone is not an error.
-    fn stop_and_remove(
+    /// Stops these containers together and returns once every one has exited: each is sent
+    /// its stop signal, and any still running after `timeout` is killed. One already stopped
+    /// or gone is not an error. `down` calls it once per level of the dependency order, so
+    /// the time between a level's exit and the next level's signal is what the backend takes
+    /// to notice an exit (podman's `stop` polls for it every 100 ms; its driver does better).
+    fn stop_many(
         &self,
-        id: &str,
+        containers: &[ContainerInfo],
         timeout: Duration,
     ) -> impl Future<Output = Result<()>> + Send {
-        async move {
-            // A stop that fails (already stopped, already gone) is finished by the removal.
-            let _ = self.stop(id, timeout).await;
-            self.remove(id, true).await
-        }
+        stop_each(self, containers, timeout)
+    }
+    /// Removes these containers, forced: in one call where the backend can; one already gone
+    /// is not an error.
+    fn remove_many(&self, ids: &[String]) -> impl Future<Output = Result<()>> + Send {
+        remove_each(self, ids)
     }
     /// Waits for a container to exit and returns its exit code.
     fn wait(&self, id: &str) -> impl Future<Output = Result<i32>> + Send;
@@ -140,6 +144,28 @@ pub trait ContainerBackend: Send + Sync {
     ) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// Removes a volume.
     fn volume_remove(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// [`ContainerBackend::stop_many`] one container at a time, all at once: what a backend
+/// without a faster way does.
+pub(crate) async fn stop_each<B: ContainerBackend + ?Sized>(
+    b: &B,
+    containers: &[ContainerInfo],
+    timeout: Duration,
+) -> Result<()> {
+    let stops = containers.iter().map(|c| async move {
+        match b.stop(&c.id, timeout).await {
+            Ok(()) | Err(BackendError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    });
+    futures_util::future::try_join_all(stops).await.map(drop)
+}
+
+/// [`ContainerBackend::remove_many`] as one forced removal per container, all at once.
+pub(crate) async fn remove_each<B: ContainerBackend + ?Sized>(b: &B, ids: &[String]) -> Result<()> {
+    let removals = ids.iter().map(|id| b.remove(id, true));
+    futures_util::future::try_join_all(removals).await.map(drop)
 }
 
 /// [`ContainerBackend::inspect`] of each id in turn, leaving out those already gone.

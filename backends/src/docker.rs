@@ -4,16 +4,18 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::backend::Result;
 use crate::cli::{self, failure, Output};
 use crate::hardening::ContainerNetwork;
+use crate::host_process::{signal_named, stop_held, HostProcess};
 use crate::{
-    parse, Availability, BackendError, ContainerBackend, ContainerInfo, ContainerSpec, ExecOutput,
-    ExecSpec, Health, IsolationLevel, LogFollower, LogOptions, Mount, NetworkInfo, NetworkSpec,
-    PinnedImage, VolumeInfo, VolumeSpec,
+    parse, Availability, BackendError, ContainerBackend, ContainerInfo, ContainerSpec,
+    ContainerStatus, ExecOutput, ExecSpec, Health, IsolationLevel, LogFollower, LogOptions, Mount,
+    NetworkInfo, NetworkSpec, PinnedImage, VolumeInfo, VolumeSpec,
 };
+use rustix::process::Signal;
 
 /// Which CLI dialect a docker-compatible backend speaks (flags differ in a few places).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,7 +74,17 @@ pub struct DockerProtocol {
     /// config digest), so a stale entry can only make `create` fail, never run other bytes.
     /// Shared by clones (they drive the same backend); `remove_image` forgets the digest.
     verified_ids: Arc<Mutex<HashMap<String, String>>>,
+    /// Networks this backend itself saw to be internal (its own `network inspect`, or its own
+    /// `network create --internal`), and when. `check_networks` trusts an entry for
+    /// [`INTERNAL_SEEN_FOR`]: the ten containers of an `up` that join one network cost one
+    /// inspect, not ten at once (200 ms of an `up` on two cores). Replacing the network with
+    /// one that has a route out takes root on the backend, and a fresh inspect leaves the same
+    /// race open between it and the `create`; `network_remove` forgets the name.
+    internal_networks: Arc<Mutex<HashMap<String, Instant>>>,
 }
+
+/// How long a network seen internal is taken as internal without asking again.
+const INTERNAL_SEEN_FOR: Duration = Duration::from_secs(30);
 
 /// `LimaProtocol { instance }`: nerdctl inside a lima VM.
 pub struct LimaProtocol;
@@ -108,6 +120,7 @@ impl DockerProtocol {
             sandbox: None,
             timeout: Duration::from_secs(60),
             verified_ids: Arc::default(),
+            internal_networks: Arc::default(),
         }
     }
 
@@ -228,6 +241,23 @@ impl DockerProtocol {
         Ok(id)
     }
 
+    /// The seen-internal networks; a poisoned lock only means another call panicked mid-insert.
+    fn internal_seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.internal_networks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records what the backend just said of `network`.
+    fn saw_network(&self, network: &str, internal: bool) {
+        let mut seen = self.internal_seen();
+        if internal {
+            seen.insert(network.to_string(), Instant::now());
+        } else {
+            seen.remove(network);
+        }
+    }
+
     /// The verified-id cache; a poisoned lock only means another call panicked mid-insert.
     fn id_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
         self.verified_ids
@@ -326,7 +356,11 @@ impl DockerProtocol {
             return Ok(());
         }
         for n in &spec.networks {
-            if !self.network_inspect(&n.network).await?.internal {
+            let recent = self
+                .internal_seen()
+                .get(&n.network)
+                .is_some_and(|at| at.elapsed() < INTERNAL_SEEN_FOR);
+            if !recent && !self.network_inspect(&n.network).await?.internal {
                 return Err(BackendError::PolicyDenied(format!(
                     "tier {} allows only internal networks (no route out), and network {} is \
                      not internal; create it with `internal: true`",
@@ -512,20 +546,45 @@ impl ContainerBackend for DockerProtocol {
             })
     }
 
-    async fn stop_and_remove(&self, id: &str, timeout: Duration) -> Result<()> {
-        if self.dialect != Dialect::Podman {
-            // docker's and nerdctl's `rm --force` kill at once: stop gracefully first.
-            let _ = self.stop(id, timeout).await;
-            return self.remove(id, true).await;
+    async fn stop_many(&self, containers: &[ContainerInfo], timeout: Duration) -> Result<()> {
+        // A running container whose init this host can hold is signalled and watched here
+        // (see host_process: the backend would report its exit only after its cleanup);
+        // the rest — in a VM, paused, a signal we cannot name — are the backend's to stop.
+        let mut held = Vec::new();
+        let mut rest = Vec::new();
+        for c in containers {
+            let signal = c
+                .stop_signal
+                .as_deref()
+                .map_or(Some(Signal::TERM), signal_named);
+            let process = match (c.status, c.pid, signal) {
+                (ContainerStatus::Running, Some(pid), Some(signal)) => {
+                    HostProcess::open(pid, &c.id).map(|p| (p, signal))
+                }
+                _ => None,
+            };
+            match process {
+                Some((p, signal)) => held.push((c.name.as_str(), p, signal)),
+                None if matches!(c.status, ContainerStatus::Created | ContainerStatus::Exited) => {}
+                None => rest.push(c.clone()),
+            }
         }
-        let t = timeout.as_secs().to_string();
-        match self
-            .ok("container", id, &["rm", "--force", "--time", &t, id])
-            .await
-        {
-            Ok(_) | Err(BackendError::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e),
+        let (direct, by_backend) = futures_util::future::join(
+            stop_held(&self.program[0], &held, timeout, self.timeout),
+            crate::backend::stop_each(self, &rest, timeout),
+        )
+        .await;
+        direct.and(by_backend)
+    }
+    async fn remove_many(&self, ids: &[String]) -> Result<()> {
+        if self.dialect != Dialect::Podman || ids.is_empty() {
+            return crate::backend::remove_each(self, ids).await;
         }
+        // One call for all: podman removes them in parallel itself; `--ignore` makes one
+        // already gone no error, `--time 0` kills at once one started again meanwhile.
+        let mut a = vec!["rm", "--force", "--ignore", "--time", "0"];
+        a.extend(ids.iter().map(String::as_str));
+        self.ok("container", &ids[0], &a).await.map(drop)
     }
     async fn inspect_many(&self, ids: &[String]) -> Result<Vec<ContainerInfo>> {
         if ids.is_empty() {
@@ -707,7 +766,9 @@ impl ContainerBackend for DockerProtocol {
         }
         a.push(spec.name.clone());
         let refs: Vec<&str> = a.iter().map(String::as_str).collect();
-        Ok(self.ok("network", &spec.name, &refs).await?.stdout_str())
+        let id = self.ok("network", &spec.name, &refs).await?.stdout_str();
+        self.saw_network(&spec.name, spec.internal);
+        Ok(id)
     }
 
     async fn network_connect(
@@ -740,10 +801,9 @@ impl ContainerBackend for DockerProtocol {
         let o = self
             .ok("network", name, &["network", "inspect", name])
             .await?;
-        Ok(parse::network(&parse::first_object(
-            "network inspect",
-            &o.stdout,
-        )?))
+        let info = parse::network(&parse::first_object("network inspect", &o.stdout)?);
+        self.saw_network(name, info.internal);
+        Ok(info)
     }
 
     async fn network_list(&self, key: &str, value: &str) -> Result<Vec<String>> {
@@ -753,6 +813,7 @@ impl ContainerBackend for DockerProtocol {
     }
 
     async fn network_remove(&self, name: &str) -> Result<()> {
+        self.saw_network(name, false);
         self.ok("network", name, &["network", "rm", name])
             .await
             .map(drop)

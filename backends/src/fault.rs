@@ -119,12 +119,11 @@ impl<B: ContainerBackend> ContainerBackend for FaultyBackend<B> {
     async fn follow(&self, id: &str, tail: Option<usize>) -> Result<LogFollower> {
         delegate!(self, "follow", self.inner.follow(id, tail))
     }
-    async fn stop_and_remove(&self, id: &str, timeout: Duration) -> Result<()> {
-        delegate!(
-            self,
-            "stop_and_remove",
-            self.inner.stop_and_remove(id, timeout)
-        )
+    async fn stop_many(&self, containers: &[ContainerInfo], timeout: Duration) -> Result<()> {
+        delegate!(self, "stop_many", self.inner.stop_many(containers, timeout))
+    }
+    async fn remove_many(&self, ids: &[String]) -> Result<()> {
+        delegate!(self, "remove_many", self.inner.remove_many(ids))
     }
     async fn inspect_many(&self, ids: &[String]) -> Result<Vec<ContainerInfo>> {
         delegate!(self, "inspect_many", self.inner.inspect_many(ids))

@@ -38,6 +38,7 @@ mod docker;
 mod error;
 mod fault;
 mod hardening;
+mod host_process;
 mod image;
 mod install;
 mod logs;

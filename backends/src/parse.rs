@@ -154,7 +154,28 @@ pub(crate) fn container(v: &Value, health: Health) -> ContainerInfo {
         } else {
             IsolationLevel::Container
         },
+        stop_signal: stop_signal(v.get("Config").and_then(|c| c.get("StopSignal"))),
+        pid: state
+            .get("Pid")
+            .and_then(Value::as_u64)
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|&p| p > 0),
     }
+}
+
+/// `Config.StopSignal`: podman reports a number (`15`), docker a name (`SIGTERM`); both are
+/// what `kill --signal` takes. Anything else (absent, empty, not a signal's spelling) is `None`,
+/// and the caller's default applies.
+fn stop_signal(v: Option<&Value>) -> Option<String> {
+    let sig = match v? {
+        Value::Number(n) => n.as_u64().filter(|n| (1..=64).contains(n))?.to_string(),
+        Value::String(s) => s.clone(),
+        _ => return None,
+    };
+    let plausible = !sig.is_empty()
+        && sig.len() <= 16
+        && sig.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+');
+    plausible.then_some(sig)
 }
 
 /// An image's manifest digests: `Digest` plus the digests in `RepoDigests`.
@@ -225,5 +246,27 @@ mod tests {
         assert_eq!(c.status, ContainerStatus::Unknown);
         assert_eq!(c.ports.len(), 1);
         assert_eq!(c.ports[0].host_port, 0);
+    }
+
+    #[test]
+    fn stop_signal_is_taken_as_each_backend_spells_it_and_nothing_else() {
+        let sig = |j: &str| stop_signal(Some(&serde_json::from_str::<Value>(j).unwrap()));
+        assert_eq!(sig("15").as_deref(), Some("15"));
+        assert_eq!(sig(r#""SIGQUIT""#).as_deref(), Some("SIGQUIT"));
+        assert_eq!(sig(r#""SIGRTMIN+3""#).as_deref(), Some("SIGRTMIN+3"));
+        for no in [
+            "0",
+            "65",
+            "-9",
+            "1.5",
+            r#""""#,
+            r#""--all""#,
+            r#""TERM KILL""#,
+            "null",
+            "[]",
+        ] {
+            assert_eq!(sig(no), None, "{no}");
+        }
+        assert_eq!(stop_signal(None), None);
     }
 }

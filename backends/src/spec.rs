@@ -177,6 +177,12 @@ pub struct ContainerInfo {
     pub labels: BTreeMap<String, String>,
     /// The isolation level it runs under.
     pub isolation: IsolationLevel,
+    /// The signal that asks it to stop (the image's `STOPSIGNAL` or `--stop-signal`, as the
+    /// backend reports it: a name or a number), when the backend says.
+    pub stop_signal: Option<String>,
+    /// The host pid of its init while it runs, as the backend reports it (a pid in the
+    /// backend's VM for the desktops and lima: never trusted without a check).
+    pub pid: Option<u32>,
 }
 
 /// The result of `exec` (and of `run`).

@@ -471,6 +471,30 @@ fn network_connect_with_aliases_and_only_internal_networks_for_isolated() {
         .unwrap()
         .is_empty());
 
+    // A network this backend saw internal, removed and made again with a route out under
+    // the same name: what it saw before is forgotten, and the isolated container is refused.
+    let swap = unique("swap");
+    for internal in [true, false] {
+        rt.block_on(p.network_create(&NetworkSpec {
+            name: swap.clone(),
+            internal,
+            labels: labelled(&front),
+        }))
+        .unwrap();
+        let mut s = spec(&unique("swapped"), Tier::Isolated, &["sleep", "60"]);
+        s.networks = vec![NetworkAttachment {
+            network: swap.clone(),
+            aliases: vec![],
+        }];
+        match rt.block_on(p.create(&s)) {
+            Ok(id) if internal => rt.block_on(p.remove(&id, true)).unwrap(),
+            Ok(_) => panic!("joined a network with a route out"),
+            Err(e) if !internal => assert_eq!(e.code().as_str(), "policy_denied", "{e}"),
+            Err(e) => panic!("{e}"),
+        }
+        rt.block_on(p.network_remove(&swap)).unwrap();
+    }
+
     let name = unique("db");
     let mut s = spec(&name, Tier::Isolated, &["sleep", "60"]);
     s.networks = vec![NetworkAttachment {
@@ -605,4 +629,77 @@ fn a_missing_cli_or_a_daemon_that_does_not_answer_is_backend_unavailable() {
     let a = rt.block_on(p.availability());
     assert!(a.available, "{a:?}");
     assert!(rt.block_on(p.version()).unwrap().contains("podman"));
+}
+
+/// `stop_many` (what each level of `down` is): every running container's init gets its own
+/// stop signal, one that ignores it is killed after the timeout, and a pid the backend reports
+/// that is not the container's init is never signalled — the container is then stopped by the
+/// backend.
+#[test]
+fn stop_many_signals_each_init_and_never_a_process_it_cannot_prove_is_the_container() {
+    let rt = rt();
+    let p = podman();
+    rt.block_on(p.pull(&PinnedImage::from_verified(&world().image)))
+        .unwrap();
+    let run = |label: &str, script: &str| {
+        let name = unique(label);
+        let id = started(&p, &spec(&name, Tier::Isolated, &["sh", "-c", script]));
+        // Running, with its traps set, before it is stopped.
+        for _ in 0..100 {
+            let i = rt.block_on(p.inspect(&id)).unwrap();
+            if i.status == ContainerStatus::Running && i.pid.is_some() {
+                std::thread::sleep(Duration::from_millis(200));
+                return rt.block_on(p.inspect(&id)).unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{name} never ran");
+    };
+    let term = run("term", "trap 'exit 3' TERM; sleep 60 & wait");
+    let mut usr1 = run(
+        "usr1",
+        "trap 'exit 5' USR1; trap 'exit 6' TERM; sleep 60 & wait",
+    );
+    usr1.stop_signal = Some("SIGUSR1".into());
+    let stubborn = run("stubborn", "trap '' TERM; while :; do sleep 1; done");
+    // The backend says its pid is one of ours: a process of this host, not the container.
+    let mut decoy = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let mut lied = run("lied", "trap 'exit 4' TERM; sleep 60 & wait");
+    lied.pid = Some(decoy.id());
+
+    let all = [term, usr1, stubborn, lied];
+    let t = std::time::Instant::now();
+    rt.block_on(p.stop_many(&all, Duration::from_secs(1)))
+        .unwrap();
+    let took = t.elapsed();
+    assert!(
+        decoy.try_wait().unwrap().is_none(),
+        "a process that is not the container's init was signalled"
+    );
+    decoy.kill().unwrap();
+    let _ = decoy.wait();
+    let codes: Vec<i32> = all
+        .iter()
+        .map(|c| rt.block_on(p.wait(&c.id)).unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        [3, 5, 137, 4],
+        "TERM, its own USR1, KILL, TERM by podman"
+    );
+    assert!(
+        took >= Duration::from_secs(1),
+        "killed before its timeout: {took:?}"
+    );
+    let ids: Vec<String> = all.iter().map(|c| c.id.clone()).collect();
+    rt.block_on(p.remove_many(&ids)).unwrap();
+    // Removing what is gone already is no error.
+    rt.block_on(p.remove_many(&ids)).unwrap();
+    for id in &ids {
+        let e = rt.block_on(p.inspect(id)).unwrap_err();
+        assert_eq!(e.code().as_str(), "not_found", "{e}");
+    }
 }

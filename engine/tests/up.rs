@@ -191,6 +191,23 @@ fn records(dir: &tempfile::TempDir) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// When podman started `container`, in the audit log's fixed-width UTC format (so the two
+/// compare as strings).
+fn started_at(container: &str) -> String {
+    let o = Command::new("podman")
+        .args([
+            "inspect",
+            "--format",
+            "{{.State.StartedAt.UTC.Format \"2006-01-02T15:04:05.000000Z\"}}",
+            container,
+        ])
+        .output()
+        .unwrap();
+    let t = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert_eq!(t.len(), 27, "podman's start time of {container}: {t:?}");
+    t
+}
+
 fn seq_of(recs: &[serde_json::Value], action: &str, container: &str) -> u64 {
     recs.iter()
         .find(|r| r["action"] == action && r["details"]["container"] == container)
@@ -230,13 +247,28 @@ fn the_stack_comes_up_healthy_in_dependency_order_then_changes_nothing_and_down_
         order,
         [("db", "created"), ("app", "created"), ("proxy", "created")]
     );
-    // Each dependent was created only after its dependency's healthcheck passed.
+    // Every container was created before any started (as compose does); each dependent was
+    // started only after its dependency's healthcheck passed: podman's own start time of
+    // the dependent is later than our healthy verdict on the dependency.
     let recs = records(&dir);
     let db = format!("{project}-db-1");
     let app = format!("{project}-app-1");
     let proxy = format!("{project}-proxy-1");
-    assert!(seq_of(&recs, "health", &db) < seq_of(&recs, "create", &app));
-    assert!(seq_of(&recs, "health", &app) < seq_of(&recs, "create", &proxy));
+    assert!(seq_of(&recs, "create", &proxy) < seq_of(&recs, "health", &db));
+    let healthy_at = |c: &str| {
+        recs.iter()
+            .find(|r| r["action"] == "health" && r["details"]["container"] == c)
+            .and_then(|r| r["time"].as_str())
+            .unwrap_or_else(|| panic!("no health record for {c}"))
+            .to_string()
+    };
+    assert!(
+        healthy_at(&db) < started_at(&app),
+        "{} {}",
+        healthy_at(&db),
+        started_at(&app)
+    );
+    assert!(healthy_at(&app) < started_at(&proxy));
     assert!(recs
         .iter()
         .any(|r| r["action"] == "up" && r["decision"] == "allow"));

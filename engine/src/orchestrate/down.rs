@@ -6,12 +6,12 @@
 use std::time::Duration;
 
 use perry_audit::{Action, Decision};
-use perry_backends::{BackendError, ContainerBackend};
+use perry_backends::{BackendError, ContainerBackend, ContainerInfo};
 use serde::Serialize;
 
 use super::labels;
 use super::orchestrator::{OrchestrateError, Orchestrator};
-use super::project_state::teardown_order;
+use super::project_state::{teardown_order, ByService};
 use super::rollback::RollbackReport;
 
 /// How `down` behaves.
@@ -53,42 +53,7 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
             ..Default::default()
         };
         let all = self.by_service().await?;
-        for level in teardown_order(&all) {
-            let removals = level
-                .iter()
-                .flat_map(|s| all[s].iter())
-                .map(|c| async move {
-                    self.record(
-                        Self::event(Action::Down, Decision::Allow)
-                            .reason(format!("removing container {}", c.name))
-                            .detail("container", c.name.as_str())
-                            .detail(
-                                "service",
-                                c.labels.get(labels::SERVICE).cloned().unwrap_or_default(),
-                            ),
-                    )?;
-                    self.report(
-                        &c.name,
-                        c.labels.get(labels::SERVICE).map(String::as_str),
-                        "stopping",
-                        None,
-                    );
-                    match self.backend.stop_and_remove(&c.id, opts.timeout).await {
-                        Ok(()) | Err(BackendError::NotFound { .. }) => {}
-                        Err(e) => {
-                            return Err(OrchestrateError::Backend {
-                                what: format!("removing container {}", c.name),
-                                source: e,
-                            })
-                        }
-                    }
-                    self.report(&c.name, None, "removed", None);
-                    Ok(format!("container {}", c.name))
-                });
-            report
-                .removed
-                .extend(futures_util::future::try_join_all(removals).await?);
-        }
+        // The networks and volumes are listed while the containers go: labels do not change.
         let volume_list = async {
             if opts.volumes {
                 self.backend
@@ -98,31 +63,86 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
                 Ok(Vec::new())
             }
         };
-        let (networks, volumes) = futures_util::future::join(
-            self.backend.network_list(labels::PROJECT, &self.project),
-            volume_list,
+        let (containers, (networks, volumes)) = futures_util::future::join(
+            self.remove_containers(&all, opts.timeout),
+            futures_util::future::join(
+                self.backend.network_list(labels::PROJECT, &self.project),
+                volume_list,
+            ),
         )
         .await;
+        report.removed.extend(containers?);
         let networks =
             networks.map_err(OrchestrateError::backend("listing the project's networks"))?;
         let volumes =
             volumes.map_err(OrchestrateError::backend("listing the project's volumes"))?;
-        for n in networks {
-            self.remove_labelled("network", &n, self.backend.network_remove(&n))
-                .await?;
-            report.removed.push(format!("network {n}"));
-        }
-        for v in volumes {
-            self.remove_labelled("volume", &v, self.backend.volume_remove(&v))
-                .await?;
-            report.removed.push(format!("volume {v}"));
-        }
+        // Networks and volumes depend on nothing but the containers, now gone: all at once.
+        let network_removals = networks.iter().map(|n| async move {
+            self.remove_labelled("network", n, self.backend.network_remove(n))
+                .await
+                .map(|()| format!("network {n}"))
+        });
+        let volume_removals = volumes.iter().map(|v| async move {
+            self.remove_labelled("volume", v, self.backend.volume_remove(v))
+                .await
+                .map(|()| format!("volume {v}"))
+        });
+        let (n, v) = futures_util::future::join(
+            futures_util::future::try_join_all(network_removals),
+            futures_util::future::try_join_all(volume_removals),
+        )
+        .await;
+        report.removed.extend(n?);
+        report.removed.extend(v?);
         report.leftovers = self
             .labelled(labels::PROJECT, &self.project, opts.volumes)
             .await?;
         let _ =
             std::fs::remove_dir_all(self.state_dir().join("compose-health").join(&self.project));
         Ok(report)
+    }
+
+    /// The project's containers stopped, dependents first (one level at a time, a level's
+    /// containers together), then removed in one call: removal waits for nothing but the
+    /// stops. Returns `container NAME` for each.
+    async fn remove_containers(
+        &self,
+        all: &ByService,
+        timeout: Duration,
+    ) -> Result<Vec<String>, OrchestrateError> {
+        let mut gone = Vec::new();
+        for level in teardown_order(all) {
+            let containers: Vec<ContainerInfo> =
+                level.iter().flat_map(|s| all[s].iter().cloned()).collect();
+            for c in &containers {
+                let service = c.labels.get(labels::SERVICE);
+                self.record(
+                    Self::event(Action::Down, Decision::Allow)
+                        .reason(format!("removing container {}", c.name))
+                        .detail("container", c.name.as_str())
+                        .detail("service", service.cloned().unwrap_or_default()),
+                )?;
+                self.report(&c.name, service.map(String::as_str), "stopping", None);
+            }
+            self.backend.stop_many(&containers, timeout).await.map_err(
+                OrchestrateError::backend(format!("stopping {}", level.join(", "))),
+            )?;
+            gone.extend(containers.into_iter().map(|c| (c.id, c.name)));
+        }
+        let ids: Vec<String> = gone.iter().map(|(id, _)| id.clone()).collect();
+        self.backend
+            .remove_many(&ids)
+            .await
+            .map_err(OrchestrateError::backend(
+                "removing the project's containers",
+            ))?;
+        Ok(gone
+            .into_iter()
+            .map(|(_, name)| {
+                self.report(&name, None, "removed", None);
+                format!("container {name}")
+            })
+            .collect())
     }
 
     async fn remove_labelled(

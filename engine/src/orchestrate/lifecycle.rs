@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use perry_backends::{
-    ContainerBackend, ContainerStatus, ExecOutput, ExecSpec, LogFollower, LogOptions, PortMapping,
+    ContainerBackend, ContainerInfo, ContainerStatus, ExecOutput, ExecSpec, LogFollower,
+    LogOptions, PortMapping,
 };
 use serde::Serialize;
 
@@ -210,21 +211,20 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
         self.select(&all, services)?;
         let mut stopped = Vec::new();
         for level in teardown_order(&all) {
-            for s in level
+            let running: Vec<(&String, &ContainerInfo)> = level
                 .iter()
                 .filter(|s| services.is_empty() || services.contains(s))
-            {
-                for c in all[s]
-                    .iter()
-                    .filter(|c| c.status == ContainerStatus::Running)
-                {
-                    self.backend
-                        .stop(&c.id, timeout)
-                        .await
-                        .map_err(OrchestrateError::backend(format!("stopping {}", c.name)))?;
-                    self.report(&c.name, Some(s), "stopped", None);
-                    stopped.push(c.name.clone());
-                }
+                .flat_map(|s| all[s].iter().map(move |c| (s, c)))
+                .filter(|(_, c)| c.status == ContainerStatus::Running)
+                .collect();
+            let containers: Vec<ContainerInfo> =
+                running.iter().map(|(_, c)| (*c).clone()).collect();
+            self.backend.stop_many(&containers, timeout).await.map_err(
+                OrchestrateError::backend(format!("stopping {}", level.join(", "))),
+            )?;
+            for (s, c) in running {
+                self.report(&c.name, Some(s), "stopped", None);
+                stopped.push(c.name.clone());
             }
         }
         Ok(stopped)

@@ -157,6 +157,8 @@ mod tests {
             .into_iter()
             .collect(),
             isolation: IsolationLevel::Container,
+            stop_signal: None,
+            pid: None,
         }
     }
 

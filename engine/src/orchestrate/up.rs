@@ -128,6 +128,19 @@ impl From<OrchestrateError> for UpFailed {
     }
 }
 
+/// What the create phase left for one replica, for the start phase.
+enum Prepared {
+    /// Its container was there with this configuration (running or not).
+    Existing {
+        /// It was running.
+        running: bool,
+    },
+    /// Created by this run.
+    Created,
+    /// Its old container (another configuration or image) removed, a new one created.
+    Recreated,
+}
+
 /// A condition's outcome, shared by every dependent that waits on it: `Err((why, timed_out))`.
 type Met = Result<(), (String, bool)>;
 
@@ -289,16 +302,30 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
         run: &Run<'_>,
         opts: &UpOptions,
     ) -> Result<Vec<ServiceUp>, OrchestrateError> {
-        self.pull_images(run).await?;
-        self.networks_up(run).await?;
-        self.volumes_up(run).await?;
-        self.orphans(run, opts.remove_orphans).await?;
+        // Images, networks, volumes and the project's containers depend on none of each
+        // other: all at once, each a backend process of its own.
+        futures_util::future::try_join4(
+            self.pull_images(run),
+            self.networks_up(run),
+            self.volumes_up(run),
+            self.orphans(run, opts.remove_orphans),
+        )
+        .await?;
+        // Every container is created before any starts (as compose does), so a level waits
+        // only for its starts; then levels in dependency order.
+        let all: Vec<NodeId> = run.plan.levels.iter().flatten().copied().collect();
+        let prepared =
+            futures_util::future::try_join_all(all.iter().map(|&id| self.prepare_service(run, id)))
+                .await?;
+        let mut prepared: BTreeMap<NodeId, Vec<(ReplicaPlan, Prepared)>> =
+            all.into_iter().zip(prepared).collect();
         let mut done: BTreeMap<NodeId, ServiceUp> = BTreeMap::new();
         let mut recreated: BTreeSet<NodeId> = BTreeSet::new();
         for level in &run.plan.levels {
-            let started = futures_util::future::try_join_all(
-                level.iter().map(|&id| self.service_up(run, id, &recreated)),
-            )
+            let started = futures_util::future::try_join_all(level.iter().map(|&id| {
+                let replicas = prepared.remove(&id).unwrap_or_default();
+                self.start_service(run, id, replicas, &recreated)
+            }))
             .await?;
             for (id, s) in level.iter().zip(started) {
                 if matches!(s.state, "created" | "recreated" | "restarted") {
@@ -331,13 +358,18 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
             .collect())
     }
 
+    /// Every planned image present in the backend (pulled by digest where it is not), the
+    /// images at once.
     async fn pull_images(&self, run: &Run<'_>) -> Result<(), OrchestrateError> {
         let mut seen = BTreeSet::new();
+        let mut images = Vec::new();
         for (_, name, s) in run.plan.graph.nodes() {
             let image = PinnedImage::from_verified(&s.verification.image);
-            if !seen.insert(image.reference().to_string()) {
-                continue;
+            if seen.insert(image.reference().to_string()) {
+                images.push((name, image));
             }
+        }
+        futures_util::future::try_join_all(images.into_iter().map(|(name, image)| async move {
             let what = format!("pulling {} for service {name}", image.reference());
             let held = self.backend.image_exists(&image).await;
             if !held.map_err(OrchestrateError::backend(what.clone()))? {
@@ -347,8 +379,10 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
                     .await
                     .map_err(OrchestrateError::backend(what))?;
             }
-        }
-        Ok(())
+            Ok::<(), OrchestrateError>(())
+        }))
+        .await
+        .map(drop)
     }
 
     /// The project networks services join, created (journalled, labelled) or reused when they
@@ -365,83 +399,85 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
                 *internal |= h.network == ContainerNetwork::InternalOnly;
             }
         }
-        for (key, forced_internal) in wanted {
-            let decl = run
-                .resources
-                .networks
-                .get(key)
-                .cloned()
-                .unwrap_or(NetworkDecl {
-                    name: labels::resource_name(&self.project, key),
-                    ..Default::default()
-                });
-            let internal = decl.internal || forced_internal;
-            let existing = self.backend.network_inspect(&decl.name).await;
-            match existing {
-                Ok(info) if decl.external => {
-                    if internal && !info.internal {
+        futures_util::future::try_join_all(wanted.into_iter().map(|(key, forced_internal)| async move {
+                let decl = run
+                    .resources
+                    .networks
+                    .get(key)
+                    .cloned()
+                    .unwrap_or(NetworkDecl {
+                        name: labels::resource_name(&self.project, key),
+                        ..Default::default()
+                    });
+                let internal = decl.internal || forced_internal;
+                let existing = self.backend.network_inspect(&decl.name).await;
+                match existing {
+                    Ok(info) if decl.external => {
+                        if internal && !info.internal {
+                            return Err(OrchestrateError::Resource(format!(
+                                "networks.{key}: external network `{}` has a route out, and a confined service joins it; make it internal or drop the service from it",
+                                decl.name
+                            )));
+                        }
+                    }
+                    Ok(info) if info.labels.get(labels::PROJECT) == Some(&self.project) => {
+                        if internal && !info.internal {
+                            return Err(OrchestrateError::Resource(format!(
+                                "networks.{key}: `{}` exists with a route out but must now be internal; run `compose down` first",
+                                decl.name
+                            )));
+                        }
+                        self.report_as("network", &decl.name, None, "unchanged", None);
+                    }
+                    Ok(_) => {
                         return Err(OrchestrateError::Resource(format!(
-                            "networks.{key}: external network `{}` has a route out, and a confined service joins it; make it internal or drop the service from it",
+                            "networks.{key}: a network named `{}` already exists and is not this project's; declare it `external: true` or rename it",
                             decl.name
-                        )));
+                        )))
+                    }
+                    Err(BackendError::NotFound { .. }) if decl.external => {
+                        return Err(OrchestrateError::Resource(format!(
+                            "networks.{key}: external network `{}` does not exist; create it first",
+                            decl.name
+                        )))
+                    }
+                    Err(BackendError::NotFound { .. }) => {
+                        run.intend(ResourceKind::Network, &decl.name)?;
+                        self.record(
+                            Self::event(Action::Create, Decision::Allow)
+                                .reason(format!("network {}", decl.name))
+                                .detail("network", decl.name.as_str())
+                                .detail("internal", internal),
+                        )?;
+                        self.report_as("network", &decl.name, None, "creating", None);
+                        let spec = NetworkSpec {
+                            name: decl.name.clone(),
+                            internal,
+                            labels: labels::resource_labels(
+                                &self.project,
+                                labels::NETWORK,
+                                key,
+                                &run.run_id,
+                                &decl.labels,
+                            ),
+                        };
+                        self.backend
+                            .network_create(&spec)
+                            .await
+                            .map_err(OrchestrateError::backend(format!("creating network {}", decl.name)))?;
+                        self.report_as("network", &decl.name, None, "created", None);
+                    }
+                    Err(e) => {
+                        return Err(OrchestrateError::Backend {
+                            what: format!("inspecting network {}", decl.name),
+                            source: e,
+                        })
                     }
                 }
-                Ok(info) if info.labels.get(labels::PROJECT) == Some(&self.project) => {
-                    if internal && !info.internal {
-                        return Err(OrchestrateError::Resource(format!(
-                            "networks.{key}: `{}` exists with a route out but must now be internal; run `compose down` first",
-                            decl.name
-                        )));
-                    }
-                    self.report_as("network", &decl.name, None, "unchanged", None);
-                }
-                Ok(_) => {
-                    return Err(OrchestrateError::Resource(format!(
-                        "networks.{key}: a network named `{}` already exists and is not this project's; declare it `external: true` or rename it",
-                        decl.name
-                    )))
-                }
-                Err(BackendError::NotFound { .. }) if decl.external => {
-                    return Err(OrchestrateError::Resource(format!(
-                        "networks.{key}: external network `{}` does not exist; create it first",
-                        decl.name
-                    )))
-                }
-                Err(BackendError::NotFound { .. }) => {
-                    run.intend(ResourceKind::Network, &decl.name)?;
-                    self.record(
-                        Self::event(Action::Create, Decision::Allow)
-                            .reason(format!("network {}", decl.name))
-                            .detail("network", decl.name.as_str())
-                            .detail("internal", internal),
-                    )?;
-                    self.report_as("network", &decl.name, None, "creating", None);
-                    let spec = NetworkSpec {
-                        name: decl.name.clone(),
-                        internal,
-                        labels: labels::resource_labels(
-                            &self.project,
-                            labels::NETWORK,
-                            key,
-                            &run.run_id,
-                            &decl.labels,
-                        ),
-                    };
-                    self.backend
-                        .network_create(&spec)
-                        .await
-                        .map_err(OrchestrateError::backend(format!("creating network {}", decl.name)))?;
-                    self.report_as("network", &decl.name, None, "created", None);
-                }
-                Err(e) => {
-                    return Err(OrchestrateError::Backend {
-                        what: format!("inspecting network {}", decl.name),
-                        source: e,
-                    })
-                }
-            }
-        }
-        Ok(())
+                Ok(())
+        }))
+        .await
+        .map(drop)
     }
 
     /// The named volumes services mount, created (journalled, labelled) or reused.
@@ -452,66 +488,68 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
             .nodes()
             .flat_map(|(_, _, s)| s.shape.volumes.iter().map(|v| v.volume.as_str()))
             .collect();
-        for key in wanted {
-            let decl = run
-                .resources
-                .volumes
-                .get(key)
-                .cloned()
-                .unwrap_or(VolumeDecl {
-                    name: labels::resource_name(&self.project, key),
-                    ..Default::default()
-                });
-            match self.backend.volume_inspect(&decl.name).await {
-                Ok(_) if decl.external => {}
-                Ok(info) if info.labels.get(labels::PROJECT) == Some(&self.project) => {
-                    self.report_as("volume", &decl.name, None, "unchanged", None);
+        futures_util::future::try_join_all(wanted.into_iter().map(|key| async move {
+                let decl = run
+                    .resources
+                    .volumes
+                    .get(key)
+                    .cloned()
+                    .unwrap_or(VolumeDecl {
+                        name: labels::resource_name(&self.project, key),
+                        ..Default::default()
+                    });
+                match self.backend.volume_inspect(&decl.name).await {
+                    Ok(_) if decl.external => {}
+                    Ok(info) if info.labels.get(labels::PROJECT) == Some(&self.project) => {
+                        self.report_as("volume", &decl.name, None, "unchanged", None);
+                    }
+                    Ok(_) => {
+                        return Err(OrchestrateError::Resource(format!(
+                            "volumes.{key}: a volume named `{}` already exists and is not this project's; declare it `external: true` or rename it",
+                            decl.name
+                        )))
+                    }
+                    Err(BackendError::NotFound { .. }) if decl.external => {
+                        return Err(OrchestrateError::Resource(format!(
+                            "volumes.{key}: external volume `{}` does not exist; create it first",
+                            decl.name
+                        )))
+                    }
+                    Err(BackendError::NotFound { .. }) => {
+                        run.intend(ResourceKind::Volume, &decl.name)?;
+                        self.record(
+                            Self::event(Action::Create, Decision::Allow)
+                                .reason(format!("volume {}", decl.name))
+                                .detail("volume", decl.name.as_str()),
+                        )?;
+                        self.report_as("volume", &decl.name, None, "creating", None);
+                        let spec = VolumeSpec {
+                            name: decl.name.clone(),
+                            labels: labels::resource_labels(
+                                &self.project,
+                                labels::VOLUME,
+                                key,
+                                &run.run_id,
+                                &decl.labels,
+                            ),
+                        };
+                        self.backend
+                            .volume_create(&spec)
+                            .await
+                            .map_err(OrchestrateError::backend(format!("creating volume {}", decl.name)))?;
+                        self.report_as("volume", &decl.name, None, "created", None);
+                    }
+                    Err(e) => {
+                        return Err(OrchestrateError::Backend {
+                            what: format!("inspecting volume {}", decl.name),
+                            source: e,
+                        })
+                    }
                 }
-                Ok(_) => {
-                    return Err(OrchestrateError::Resource(format!(
-                        "volumes.{key}: a volume named `{}` already exists and is not this project's; declare it `external: true` or rename it",
-                        decl.name
-                    )))
-                }
-                Err(BackendError::NotFound { .. }) if decl.external => {
-                    return Err(OrchestrateError::Resource(format!(
-                        "volumes.{key}: external volume `{}` does not exist; create it first",
-                        decl.name
-                    )))
-                }
-                Err(BackendError::NotFound { .. }) => {
-                    run.intend(ResourceKind::Volume, &decl.name)?;
-                    self.record(
-                        Self::event(Action::Create, Decision::Allow)
-                            .reason(format!("volume {}", decl.name))
-                            .detail("volume", decl.name.as_str()),
-                    )?;
-                    self.report_as("volume", &decl.name, None, "creating", None);
-                    let spec = VolumeSpec {
-                        name: decl.name.clone(),
-                        labels: labels::resource_labels(
-                            &self.project,
-                            labels::VOLUME,
-                            key,
-                            &run.run_id,
-                            &decl.labels,
-                        ),
-                    };
-                    self.backend
-                        .volume_create(&spec)
-                        .await
-                        .map_err(OrchestrateError::backend(format!("creating volume {}", decl.name)))?;
-                    self.report_as("volume", &decl.name, None, "created", None);
-                }
-                Err(e) => {
-                    return Err(OrchestrateError::Backend {
-                        what: format!("inspecting volume {}", decl.name),
-                        source: e,
-                    })
-                }
-            }
-        }
-        Ok(())
+                Ok(())
+        }))
+        .await
+        .map(drop)
     }
 
     /// The project's containers whose service is no longer planned: removed with
@@ -562,23 +600,54 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
         Ok(())
     }
 
-    /// One service: its dependencies' conditions met, then each replica created, recreated,
-    /// restarted or left as it is.
-    async fn service_up(
+    /// The create phase of one service, before anything starts (as compose does): each
+    /// replica's container created, or recreated when its configuration changed, or found as
+    /// it is.
+    async fn prepare_service(
         &self,
         run: &Run<'_>,
         id: NodeId,
+    ) -> Result<Vec<(ReplicaPlan, Prepared)>, OrchestrateError> {
+        let graph = &run.plan.graph;
+        let name = graph.name(id);
+        let planned = graph.node(id);
+        let deps: Vec<(String, Condition, bool)> = graph
+            .dependencies(id)
+            .map(|e| (graph.name(e.dependency).to_string(), e.condition, e.restart))
+            .collect();
+        let mut out = Vec::new();
+        for n in 1..=planned.shape.replicas {
+            let at = ProjectRun {
+                project: &self.project,
+                run_id: &run.run_id,
+                resources: run.resources,
+            };
+            let replica = replica_plan(at, name, planned, &deps, n, run.hardening[&id].clone());
+            let prepared = self.prepare_replica(run, name, &replica).await?;
+            out.push((replica, prepared));
+        }
+        Ok(out)
+    }
+
+    /// The start phase of one service: its dependencies' conditions met, then each replica
+    /// started, restarted or left running.
+    async fn start_service(
+        &self,
+        run: &Run<'_>,
+        id: NodeId,
+        replicas: Vec<(ReplicaPlan, Prepared)>,
         recreated: &BTreeSet<NodeId>,
     ) -> Result<ServiceUp, OrchestrateError> {
         let graph = &run.plan.graph;
         let name = graph.name(id);
-        let planned = graph.node(id);
-        let mut restart = false;
-        let mut deps = Vec::new();
-        for e in graph.dependencies(id) {
+        let deps: Vec<_> = graph.dependencies(id).collect();
+        let restart = deps
+            .iter()
+            .any(|e| e.restart && recreated.contains(&e.dependency));
+        // Every condition is awaited at once: a service that needs eight healthy ones waits
+        // for the slowest, not for the sum; the first required one that fails ends the wait.
+        let conditions = deps.iter().map(|e| async move {
             let dep = graph.name(e.dependency);
-            deps.push((dep.to_string(), e.condition, e.restart));
-            restart |= e.restart && recreated.contains(&e.dependency);
             self.report(
                 name,
                 Some(name),
@@ -590,29 +659,28 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
                 Condition::Healthy => self.healthy(run, e.dependency).await,
                 Condition::CompletedSuccessfully => self.completed(run, e.dependency).await,
             };
-            if let Err((why, timed_out)) = met {
-                if e.required {
-                    return Err(OrchestrateError::Service {
-                        service: dep.to_string(),
-                        why: format!("{why} (`{name}` waits for {})", e.condition),
-                        timed_out,
-                    });
+            match met {
+                Ok(()) => Ok(()),
+                Err((why, timed_out)) if e.required => Err(OrchestrateError::Service {
+                    service: dep.to_string(),
+                    why: format!("{why} (`{name}` waits for {})", e.condition),
+                    timed_out,
+                }),
+                Err((why, _)) => {
+                    run.warn(format!(
+                        "{name}: optional dependency `{dep}` {why}; starting anyway"
+                    ));
+                    Ok(())
                 }
-                run.warn(format!(
-                    "{name}: optional dependency `{dep}` {why}; starting anyway"
-                ));
             }
-        }
+        });
+        futures_util::future::try_join_all(conditions).await?;
         let mut containers = Vec::new();
         let mut state = "unchanged";
-        for n in 1..=planned.shape.replicas {
-            let at = ProjectRun {
-                project: &self.project,
-                run_id: &run.run_id,
-                resources: run.resources,
-            };
-            let replica = replica_plan(at, name, planned, &deps, n, run.hardening[&id].clone());
-            let s = self.replica_up(run, name, &replica, restart).await?;
+        for (replica, prepared) in replicas {
+            let s = self
+                .start_replica(name, &replica, prepared, restart)
+                .await?;
             if s != "unchanged" {
                 state = s;
             }
@@ -626,14 +694,12 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
         })
     }
 
-    async fn replica_up(
+    async fn prepare_replica(
         &self,
         run: &Run<'_>,
         service: &str,
         replica: &ReplicaPlan,
-        restart: bool,
-    ) -> Result<&'static str, OrchestrateError> {
-        let b = self.backend;
+    ) -> Result<Prepared, OrchestrateError> {
         let name = replica.name.as_str();
         let known = run
             .existing
@@ -644,59 +710,72 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
         // Not among the project's containers: create it. A container of that name outside the
         // project makes the create fail (name in use); the journalled name is then not this
         // run's, so the rollback leaves it alone.
-        let found = known.ok_or_else(|| BackendError::NotFound {
-            kind: "container",
-            name: name.to_string(),
-            stderr: String::new(),
-        });
-        match found {
-            Ok(info) if info.labels.get(labels::PROJECT) != Some(&self.project) => {
-                Err(OrchestrateError::Resource(format!(
-                    "services.{service}: a container named `{name}` exists and is not this project's"
-                )))
-            }
-            Ok(info) if info.labels.get(labels::CONFIG_HASH) == Some(&replica.config_hash) => {
-                let running = info.status == ContainerStatus::Running;
-                if running && !restart {
-                    self.report(name, Some(service), "unchanged", None);
-                    return Ok("unchanged");
-                }
-                let what = format!("restarting container {name}");
-                if running {
-                    b.stop(name, Duration::from_secs(10))
-                        .await
-                        .map_err(OrchestrateError::backend(what.clone()))?;
-                }
-                b.start(name).await.map_err(OrchestrateError::backend(what))?;
-                self.report(name, Some(service), "started", None);
-                Ok(if running { "restarted" } else { "started" })
-            }
-            Ok(_) => {
-                // Changed: the old container goes (as compose does), the new one is this run's.
-                self.record(
-                    Self::event(Action::Create, Decision::Allow)
-                        .reason(format!("recreating container {name}: its configuration or image changed"))
-                        .detail("service", service)
-                        .detail("container", name),
-                )?;
-                b.remove(name, true)
-                    .await
-                    .map_err(OrchestrateError::backend(format!("removing changed container {name}")))?;
-                self.create_and_start(run, service, replica).await?;
-                Ok("recreated")
-            }
-            Err(BackendError::NotFound { .. }) => {
-                self.create_and_start(run, service, replica).await?;
-                Ok("created")
-            }
-            Err(e) => Err(OrchestrateError::Backend {
-                what: format!("inspecting container {name}"),
-                source: e,
-            }),
+        let Some(info) = known else {
+            self.create(run, service, replica).await?;
+            return Ok(Prepared::Created);
+        };
+        if info.labels.get(labels::PROJECT) != Some(&self.project) {
+            return Err(OrchestrateError::Resource(format!(
+                "services.{service}: a container named `{name}` exists and is not this project's"
+            )));
         }
+        if info.labels.get(labels::CONFIG_HASH) == Some(&replica.config_hash) {
+            return Ok(Prepared::Existing {
+                running: info.status == ContainerStatus::Running,
+            });
+        }
+        // Changed: the old container goes (as compose does), the new one is this run's.
+        self.record(
+            Self::event(Action::Create, Decision::Allow)
+                .reason(format!(
+                    "recreating container {name}: its configuration or image changed"
+                ))
+                .detail("service", service)
+                .detail("container", name),
+        )?;
+        self.backend
+            .remove(name, true)
+            .await
+            .map_err(OrchestrateError::backend(format!(
+                "removing changed container {name}"
+            )))?;
+        self.create(run, service, replica).await?;
+        Ok(Prepared::Recreated)
     }
 
-    async fn create_and_start(
+    async fn start_replica(
+        &self,
+        service: &str,
+        replica: &ReplicaPlan,
+        prepared: Prepared,
+        restart: bool,
+    ) -> Result<&'static str, OrchestrateError> {
+        let b = self.backend;
+        let name = replica.name.as_str();
+        let what = |verb: &str| format!("{verb} container {name}");
+        let state = match prepared {
+            Prepared::Existing { running: true } if !restart => {
+                self.report(name, Some(service), "unchanged", None);
+                return Ok("unchanged");
+            }
+            Prepared::Existing { running: true } => {
+                b.stop(name, Duration::from_secs(10))
+                    .await
+                    .map_err(OrchestrateError::backend(what("restarting")))?;
+                "restarted"
+            }
+            Prepared::Existing { running: false } => "started",
+            Prepared::Created => "created",
+            Prepared::Recreated => "recreated",
+        };
+        b.start(name)
+            .await
+            .map_err(OrchestrateError::backend(what("starting")))?;
+        self.report(name, Some(service), "started", None);
+        Ok(state)
+    }
+
+    async fn create(
         &self,
         run: &Run<'_>,
         service: &str,
@@ -723,13 +802,7 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
             .map_err(OrchestrateError::backend(format!(
                 "creating container {name}"
             )))?;
-        self.backend
-            .start(name)
-            .await
-            .map_err(OrchestrateError::backend(format!(
-                "starting container {name}"
-            )))?;
-        self.report(name, Some(service), "started", None);
+        self.report(name, Some(service), "created", None);
         Ok(())
     }
 

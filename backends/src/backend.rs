@@ -53,14 +53,15 @@ pub trait ContainerBackend: Send + Sync {
     /// an error).
     fn remove(&self, id: &str, force: bool) -> impl Future<Output = Result<()>> + Send;
     /// Stops these containers together and returns once every one has exited: each is sent
-    /// its stop signal, and any still running after `timeout` is killed. One already stopped
+    /// its stop signal, and any still running after `timeout` (each its own stop timeout,
+    /// else 10 s, when `None`) is killed. One already stopped
     /// or gone is not an error. `down` calls it once per level of the dependency order, so
     /// the time between a level's exit and the next level's signal is what the backend takes
     /// to notice an exit (podman's `stop` polls for it every 100 ms; its driver does better).
     fn stop_many(
         &self,
         containers: &[ContainerInfo],
-        timeout: Duration,
+        timeout: Option<Duration>,
     ) -> impl Future<Output = Result<()>> + Send {
         stop_each(self, containers, timeout)
     }
@@ -151,15 +152,23 @@ pub trait ContainerBackend: Send + Sync {
 pub(crate) async fn stop_each<B: ContainerBackend + ?Sized>(
     b: &B,
     containers: &[ContainerInfo],
-    timeout: Duration,
+    timeout: Option<Duration>,
 ) -> Result<()> {
     let stops = containers.iter().map(|c| async move {
-        match b.stop(&c.id, timeout).await {
+        match b.stop(&c.id, stop_timeout(c, timeout)).await {
             Ok(()) | Err(BackendError::NotFound { .. }) => Ok(()),
             Err(e) => Err(e),
         }
     });
     futures_util::future::try_join_all(stops).await.map(drop)
+}
+
+/// How long a stop of `c` waits before SIGKILL: the caller's `timeout` (`-t`), else the one
+/// it was created with (compose `stop_grace_period`), else compose's default of 10 s.
+pub(crate) fn stop_timeout(c: &ContainerInfo, timeout: Option<Duration>) -> Duration {
+    timeout
+        .or(c.stop_timeout)
+        .unwrap_or(Duration::from_secs(10))
 }
 
 /// [`ContainerBackend::remove_many`] as one forced removal per container, all at once.

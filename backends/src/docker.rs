@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::backend::Result;
 use crate::cli::{self, failure, Output};
 use crate::hardening::ContainerNetwork;
-use crate::host_process::{signal_named, stop_held, HostProcess};
+use crate::host_process::{signal_named, stop_held, Held, HostProcess};
 use crate::{
     parse, Availability, BackendError, ContainerBackend, ContainerInfo, ContainerSpec,
     ContainerStatus, ExecOutput, ExecSpec, Health, IsolationLevel, LogFollower, LogOptions, Mount,
@@ -292,6 +292,13 @@ impl DockerProtocol {
         if let Some(w) = &spec.workdir {
             a.extend(["--workdir".into(), w.clone()]);
         }
+        if let Some(sig) = &spec.stop_signal {
+            a.extend(["--stop-signal".into(), sig.clone()]);
+        }
+        if let Some(t) = spec.stop_timeout {
+            let secs = t.as_secs() + u64::from(t.subsec_nanos() > 0);
+            a.extend(["--stop-timeout".into(), secs.to_string()]);
+        }
         if h.network == ContainerNetwork::InternalOnly && spec.networks.is_empty() {
             // No project network: loopback only, never the backend's default bridge.
             a.extend(["--network".into(), "none".into()]);
@@ -546,7 +553,11 @@ impl ContainerBackend for DockerProtocol {
             })
     }
 
-    async fn stop_many(&self, containers: &[ContainerInfo], timeout: Duration) -> Result<()> {
+    async fn stop_many(
+        &self,
+        containers: &[ContainerInfo],
+        timeout: Option<Duration>,
+    ) -> Result<()> {
         // A running container whose init this host can hold is signalled and watched here
         // (see host_process: the backend would report its exit only after its cleanup);
         // the rest — in a VM, paused, a signal we cannot name — are the backend's to stop.
@@ -564,13 +575,18 @@ impl ContainerBackend for DockerProtocol {
                 _ => None,
             };
             match process {
-                Some((p, signal)) => held.push((c.name.as_str(), p, signal)),
+                Some((p, signal)) => held.push(Held {
+                    name: c.name.as_str(),
+                    process: p,
+                    signal,
+                    timeout: crate::backend::stop_timeout(c, timeout),
+                }),
                 None if matches!(c.status, ContainerStatus::Created | ContainerStatus::Exited) => {}
                 None => rest.push(c.clone()),
             }
         }
         let (direct, by_backend) = futures_util::future::join(
-            stop_held(&self.program[0], &held, timeout, self.timeout),
+            stop_held(&self.program[0], &held, self.timeout),
             crate::backend::stop_each(self, &rest, timeout),
         )
         .await;

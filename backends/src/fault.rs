@@ -119,7 +119,11 @@ impl<B: ContainerBackend> ContainerBackend for FaultyBackend<B> {
     async fn follow(&self, id: &str, tail: Option<usize>) -> Result<LogFollower> {
         delegate!(self, "follow", self.inner.follow(id, tail))
     }
-    async fn stop_many(&self, containers: &[ContainerInfo], timeout: Duration) -> Result<()> {
+    async fn stop_many(
+        &self,
+        containers: &[ContainerInfo],
+        timeout: Option<Duration>,
+    ) -> Result<()> {
         delegate!(self, "stop_many", self.inner.stop_many(containers, timeout))
     }
     async fn remove_many(&self, ids: &[String]) -> Result<()> {

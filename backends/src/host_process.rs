@@ -56,60 +56,72 @@ impl HostProcess {
     }
 }
 
-/// Stops `held` together: each sent its signal, and those still running after `timeout` sent
-/// SIGKILL, then given `grace` to go (one that outlives that is a timeout of `program`'s stop).
+/// One container to stop through its init.
+pub(crate) struct Held<'a> {
+    /// The container's name, for errors.
+    pub(crate) name: &'a str,
+    /// Its init.
+    pub(crate) process: HostProcess,
+    /// Its stop signal.
+    pub(crate) signal: Signal,
+    /// How long after the signal it is killed.
+    pub(crate) timeout: Duration,
+}
+
+/// Stops `held` together: each sent its signal, and each still running after its own timeout
+/// sent SIGKILL, then given `grace` to go (one that outlives that is a timeout of `program`'s
+/// stop).
 pub(crate) async fn stop_held(
     program: &str,
-    held: &[(&str, HostProcess, Signal)],
-    timeout: Duration,
+    held: &[Held<'_>],
     grace: Duration,
 ) -> Result<(), BackendError> {
     if held.is_empty() {
         return Ok(());
     }
-    let signal = |name: &str, p: &HostProcess, signal: Signal| {
-        p.signal(signal).map_err(|source| BackendError::Io {
-            what: format!("signalling container {name}"),
+    let signal = |h: &Held<'_>, signal: Signal| {
+        h.process.signal(signal).map_err(|source| BackendError::Io {
+            what: format!("signalling container {}", h.name),
             source,
         })
     };
-    for (name, p, s) in held {
-        signal(name, p, *s)?;
+    for h in held {
+        signal(h, h.signal)?;
     }
-    let exits = exited_within(held.iter().map(|(_, p, _)| p), timeout).await?;
-    let late: Vec<&(&str, HostProcess, Signal)> = held
+    let exits = exited_within(held.iter().map(|h| (&h.process, h.timeout))).await?;
+    let late: Vec<&Held<'_>> = held
         .iter()
         .zip(exits)
         .filter_map(|(h, exited)| (!exited).then_some(h))
         .collect();
-    for (name, p, _) in &late {
-        signal(name, p, Signal::KILL)?;
+    for h in &late {
+        signal(h, Signal::KILL)?;
     }
-    let killed = exited_within(late.iter().map(|(_, p, _)| p), grace).await?;
+    let killed = exited_within(late.iter().map(|h| (&h.process, grace))).await?;
     match late.iter().zip(killed).find(|(_, exited)| !exited) {
-        Some(((name, ..), _)) => Err(BackendError::Timeout {
+        Some((h, _)) => Err(BackendError::Timeout {
             program: program.to_string(),
-            verb: format!("stop {name} (SIGKILL sent)"),
-            secs: (timeout + grace).as_secs_f64(),
+            verb: format!("stop {} (SIGKILL sent)", h.name),
+            secs: (h.timeout + grace).as_secs_f64(),
         }),
         None => Ok(()),
     }
 }
 
-/// Waits up to `limit` for each process to exit; for each, whether it did. One blocking
-/// thread polls every pidfd at once (tokio's `AsyncFd` would need `unsafe` here).
+/// Waits for each process to exit within its own limit; for each, whether it did. One
+/// blocking thread polls every pidfd at once (tokio's `AsyncFd` would need `unsafe` here).
 async fn exited_within<'a>(
-    processes: impl Iterator<Item = &'a HostProcess>,
-    limit: Duration,
+    processes: impl Iterator<Item = (&'a HostProcess, Duration)>,
 ) -> Result<Vec<bool>, BackendError> {
-    let fds = processes
-        .map(|p| p.fd.try_clone())
-        .collect::<std::io::Result<Vec<OwnedFd>>>()
+    let now = std::time::Instant::now();
+    let watched = processes
+        .map(|(p, limit)| p.fd.try_clone().map(|fd| (fd, now + limit)))
+        .collect::<std::io::Result<Vec<(OwnedFd, std::time::Instant)>>>()
         .map_err(|source| BackendError::Io {
             what: "holding a container's pidfd".into(),
             source,
         })?;
-    tokio::task::spawn_blocking(move || poll_exits(&fds, limit))
+    tokio::task::spawn_blocking(move || poll_exits(&watched))
         .await
         .map_err(|e| BackendError::Io {
             what: "waiting for containers to exit".into(),
@@ -117,19 +129,20 @@ async fn exited_within<'a>(
         })
 }
 
-/// Blocks until every pidfd in `fds` is readable (its process exited) or `limit` passes.
-fn poll_exits(fds: &[OwnedFd], limit: Duration) -> Vec<bool> {
-    let deadline = std::time::Instant::now() + limit;
-    let mut exited = vec![false; fds.len()];
+/// Blocks until every pidfd is readable (its process exited) or past its deadline.
+fn poll_exits(watched: &[(OwnedFd, std::time::Instant)]) -> Vec<bool> {
+    let mut exited = vec![false; watched.len()];
     loop {
-        let open: Vec<usize> = (0..fds.len()).filter(|&i| !exited[i]).collect();
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if open.is_empty() || left.is_zero() {
+        let now = std::time::Instant::now();
+        let open: Vec<usize> = (0..watched.len())
+            .filter(|&i| !exited[i] && watched[i].1 > now)
+            .collect();
+        let Some(left) = open.iter().map(|&i| watched[i].1 - now).min() else {
             return exited;
-        }
+        };
         let mut polled: Vec<PollFd> = open
             .iter()
-            .map(|&i| PollFd::new(&fds[i], PollFlags::IN))
+            .map(|&i| PollFd::new(&watched[i].0, PollFlags::IN))
             .collect();
         let wait = Timespec {
             tv_sec: left.as_secs().try_into().unwrap_or(i64::MAX),

@@ -155,6 +155,11 @@ pub(crate) fn container(v: &Value, health: Health) -> ContainerInfo {
             IsolationLevel::Container
         },
         stop_signal: stop_signal(v.get("Config").and_then(|c| c.get("StopSignal"))),
+        stop_timeout: v
+            .get("Config")
+            .and_then(|c| c.get("StopTimeout"))
+            .and_then(Value::as_u64)
+            .map(std::time::Duration::from_secs),
         pid: state
             .get("Pid")
             .and_then(Value::as_u64)

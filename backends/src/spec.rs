@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -101,6 +102,11 @@ pub struct ContainerSpec {
     pub ports: Vec<PortMapping>,
     /// The tier's confinement, as flags.
     pub hardening: Hardening,
+    /// The signal that asks it to stop (compose `stop_signal`; the image's when `None`).
+    pub stop_signal: Option<String>,
+    /// How long a stop waits before SIGKILL (compose `stop_grace_period`; the backend's
+    /// default, 10 s, when `None`). Rounded up to whole seconds, as the CLIs take it.
+    pub stop_timeout: Option<Duration>,
 }
 
 impl ContainerSpec {
@@ -118,6 +124,8 @@ impl ContainerSpec {
             mounts: Vec::new(),
             ports: Vec::new(),
             hardening,
+            stop_signal: None,
+            stop_timeout: None,
         }
     }
 }
@@ -180,6 +188,8 @@ pub struct ContainerInfo {
     /// The signal that asks it to stop (the image's `STOPSIGNAL` or `--stop-signal`, as the
     /// backend reports it: a name or a number), when the backend says.
     pub stop_signal: Option<String>,
+    /// How long a stop waits before SIGKILL, as created (`Config.StopTimeout`).
+    pub stop_timeout: Option<Duration>,
     /// The host pid of its init while it runs, as the backend reports it (a pid in the
     /// backend's VM for the desktops and lima: never trusted without a check).
     pub pid: Option<u32>,

@@ -643,7 +643,10 @@ fn stop_many_signals_each_init_and_never_a_process_it_cannot_prove_is_the_contai
         .unwrap();
     let run = |label: &str, script: &str| {
         let name = unique(label);
-        let id = started(&p, &spec(&name, Tier::Isolated, &["sh", "-c", script]));
+        let mut s = spec(&name, Tier::Isolated, &["sh", "-c", script]);
+        // What `stop_many(…, None)` gives each before SIGKILL, read back from inspect.
+        s.stop_timeout = Some(Duration::from_millis(700));
+        let id = started(&p, &s);
         // Running, with its traps set, before it is stopped.
         for _ in 0..100 {
             let i = rt.block_on(p.inspect(&id)).unwrap();
@@ -672,8 +675,10 @@ fn stop_many_signals_each_init_and_never_a_process_it_cannot_prove_is_the_contai
 
     let all = [term, usr1, stubborn, lied];
     let t = std::time::Instant::now();
-    rt.block_on(p.stop_many(&all, Duration::from_secs(1)))
-        .unwrap();
+    assert!(all
+        .iter()
+        .all(|c| c.stop_timeout == Some(Duration::from_secs(1))));
+    rt.block_on(p.stop_many(&all, None)).unwrap();
     let took = t.elapsed();
     assert!(
         decoy.try_wait().unwrap().is_none(),

@@ -315,7 +315,7 @@ fn the_stack_comes_up_healthy_in_dependency_order_then_changes_nothing_and_down_
     let down = rt()
         .block_on(again.down(&DownOptions {
             volumes: true,
-            timeout: Duration::from_secs(1),
+            timeout: Some(Duration::from_secs(1)),
         }))
         .unwrap();
     // Dependents go first.
@@ -464,7 +464,7 @@ fn sweep(
     let calls = counted.calls();
     rt().block_on(o.down(&DownOptions {
         volumes: true,
-        timeout: Duration::from_secs(1),
+        timeout: Some(Duration::from_secs(1)),
     }))
     .unwrap();
     assert!(calls >= 8, "{calls}");
@@ -494,7 +494,7 @@ fn sweep(
                     Orchestrator::new(x, &clean, &project, Actor::current(), Correlation::new());
                 rt().block_on(o.down(&DownOptions {
                     volumes: true,
-                    timeout: Duration::from_secs(1),
+                    timeout: Some(Duration::from_secs(1)),
                 }))
                 .unwrap();
             }

@@ -138,9 +138,10 @@ pub(crate) struct DownArgs {
     /// so only the long form: a `down -v` keeps the volumes, the safe direction.)
     #[arg(long)]
     pub volumes: bool,
-    /// Seconds between SIGTERM and SIGKILL.
-    #[arg(short = 't', long, default_value_t = 10)]
-    pub timeout: u64,
+    /// Seconds between the stop signal and SIGKILL (default: each service's
+    /// `stop_grace_period`, else 10).
+    #[arg(short = 't', long)]
+    pub timeout: Option<u64>,
     /// Accepted for compatibility: `down` removes every container of the project.
     #[arg(long)]
     pub remove_orphans: bool,
@@ -187,9 +188,10 @@ pub(crate) struct ExecArgs {
 /// `compose stop` / `restart`.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct StopArgs {
-    /// Seconds between SIGTERM and SIGKILL.
-    #[arg(short = 't', long, default_value_t = 10)]
-    pub timeout: u64,
+    /// Seconds between the stop signal and SIGKILL (default: each service's
+    /// `stop_grace_period`, else 10).
+    #[arg(short = 't', long)]
+    pub timeout: Option<u64>,
     /// Only these services.
     pub services: Vec<String>,
 }
@@ -379,9 +381,7 @@ fn attached<B: compose::ContainerBackend>(
         .map_err(fail)?;
     let stop = |why: &str| -> Result<(), CliError> {
         eprintln!("{why}");
-        rt.block_on(orch.stop(&[], Duration::from_secs(10)))
-            .map(|_| ())
-            .map_err(fail)
+        rt.block_on(orch.stop(&[], None)).map(|_| ()).map_err(fail)
     };
     // The code of --exit-code-from's service (its first replica), once it has stopped.
     let code_of = |service: &str| -> Result<i32, CliError> {
@@ -521,7 +521,7 @@ fn from_labels(g: &GlobalArgs, args: &ComposeArgs) -> CliResult {
             let report = rt
                 .block_on(orch.down(&DownOptions {
                     volumes: d.volumes,
-                    timeout: Duration::from_secs(d.timeout),
+                    timeout: d.timeout.map(Duration::from_secs),
                 }))
                 .map_err(fail)?;
             if g.json {
@@ -621,11 +621,11 @@ fn from_labels(g: &GlobalArgs, args: &ComposeArgs) -> CliResult {
             rt.block_on(orch.start(services)).map_err(fail)?;
         }
         ComposeCommand::Stop(s) => {
-            rt.block_on(orch.stop(&s.services, Duration::from_secs(s.timeout)))
+            rt.block_on(orch.stop(&s.services, s.timeout.map(Duration::from_secs)))
                 .map_err(fail)?;
         }
         ComposeCommand::Restart(s) => {
-            rt.block_on(orch.restart(&s.services, Duration::from_secs(s.timeout)))
+            rt.block_on(orch.restart(&s.services, s.timeout.map(Duration::from_secs)))
                 .map_err(fail)?;
         }
         ComposeCommand::Config(_) | ComposeCommand::Verify | ComposeCommand::Up(_) => {

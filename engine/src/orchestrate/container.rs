@@ -106,6 +106,8 @@ pub(crate) fn replica_plan(
     }
     spec.mounts = mounts;
     spec.ports = ports;
+    spec.stop_signal = shape.stop_signal.clone();
+    spec.stop_timeout = Some(shape.stop_grace);
     // Everything that makes the container what it is, except the run that created it.
     let config_hash = labels::config_hash(&(
         spec.image.reference(),
@@ -119,6 +121,7 @@ pub(crate) fn replica_plan(
         &spec.hardening,
         &shape.labels,
         &shape.healthcheck,
+        (&spec.stop_signal, &spec.stop_timeout),
     ));
     let mut l: BTreeMap<String, String> = shape.labels.clone();
     l.retain(|k, _| !k.starts_with("com.docker.compose.") && !k.starts_with("io.perry-sandbox."));

@@ -15,22 +15,14 @@ use super::project_state::{teardown_order, ByService};
 use super::rollback::RollbackReport;
 
 /// How `down` behaves.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct DownOptions {
     /// `-v`: remove the project's named volumes too (never external ones: they carry no
     /// project label).
     pub volumes: bool,
-    /// Time between SIGTERM and SIGKILL.
-    pub timeout: Duration,
-}
-
-impl Default for DownOptions {
-    fn default() -> Self {
-        Self {
-            volumes: false,
-            timeout: Duration::from_secs(10),
-        }
-    }
+    /// `-t`: time between the stop signal and SIGKILL for every container; `None` gives
+    /// each the `stop_grace_period` it was created with.
+    pub timeout: Option<Duration>,
 }
 
 /// What `down` did.
@@ -108,7 +100,7 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
     async fn remove_containers(
         &self,
         all: &ByService,
-        timeout: Duration,
+        timeout: Option<Duration>,
     ) -> Result<Vec<String>, OrchestrateError> {
         let mut gone = Vec::new();
         for level in teardown_order(all) {

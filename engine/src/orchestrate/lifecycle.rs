@@ -201,11 +201,12 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
         Ok(started)
     }
 
-    /// Stops the running containers of `services` (all when empty), dependents first.
+    /// Stops the running containers of `services` (all when empty), dependents first; each
+    /// gets `timeout` before SIGKILL, or its own `stop_grace_period` when `None`.
     pub async fn stop(
         &self,
         services: &[String],
-        timeout: Duration,
+        timeout: Option<Duration>,
     ) -> Result<Vec<String>, OrchestrateError> {
         let all = self.by_service().await?;
         self.select(&all, services)?;
@@ -234,7 +235,7 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
     pub async fn restart(
         &self,
         services: &[String],
-        timeout: Duration,
+        timeout: Option<Duration>,
     ) -> Result<Vec<String>, OrchestrateError> {
         self.stop(services, timeout).await?;
         self.start(services).await

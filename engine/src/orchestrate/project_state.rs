@@ -158,6 +158,7 @@ mod tests {
             .collect(),
             isolation: IsolationLevel::Container,
             stop_signal: None,
+            stop_timeout: None,
             pid: None,
         }
     }

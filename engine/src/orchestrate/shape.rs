@@ -70,8 +70,10 @@ pub struct ServiceShape {
     pub container_name: Option<String>,
     /// How many containers (`scale`, `deploy.replicas`).
     pub replicas: u32,
-    /// Time between SIGTERM and SIGKILL on stop.
+    /// Time between the stop signal and SIGKILL on stop (`stop_grace_period`).
     pub stop_grace: Duration,
+    /// The signal that asks it to stop (`stop_signal`; the image's when `None`).
+    pub stop_signal: Option<String>,
 }
 
 impl Default for ServiceShape {
@@ -90,6 +92,7 @@ impl Default for ServiceShape {
             container_name: None,
             replicas: 1,
             stop_grace: Duration::from_secs(10),
+            stop_signal: None,
         }
     }
 }

@@ -759,9 +759,12 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
                 return Ok("unchanged");
             }
             Prepared::Existing { running: true } => {
-                b.stop(name, Duration::from_secs(10))
-                    .await
-                    .map_err(OrchestrateError::backend(what("restarting")))?;
+                b.stop(
+                    name,
+                    replica.spec.stop_timeout.unwrap_or(Duration::from_secs(10)),
+                )
+                .await
+                .map_err(OrchestrateError::backend(what("restarting")))?;
                 "restarted"
             }
             Prepared::Existing { running: false } => "started",

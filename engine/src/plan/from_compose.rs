@@ -165,6 +165,7 @@ fn shape_of(s: &Service, refuse: &mut impl FnMut(&str, String)) -> ServiceShape 
     if let Some(g) = s.stop_grace_period {
         shape.stop_grace = g;
     }
+    shape.stop_signal = s.stop_signal.clone();
     shape.networks = s
         .networks
         .iter()
@@ -241,4 +242,37 @@ fn shape_of(s: &Service, refuse: &mut impl FnMut(&str, String)) -> ServiceShape 
         }
     }
     shape
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service_of(yaml: &str) -> ServiceShape {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("compose.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let project = perry_compose::load(&perry_compose::LoadOptions {
+            files: vec![file],
+            project_name: Some("p".into()),
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let input = from_compose(&project).unwrap_or_else(|r| panic!("{r:?}"));
+        input.services.into_iter().next().unwrap().shape
+    }
+
+    #[test]
+    fn stop_signal_and_grace_period_reach_the_shape_and_default_to_the_image_and_10s() {
+        let s = service_of(
+            "services:\n  db:\n    image: r.example/db@sha256:0000000000000000000000000000000000000000000000000000000000000000\n    stop_signal: SIGINT\n    stop_grace_period: 1m30s\n",
+        );
+        assert_eq!(s.stop_signal.as_deref(), Some("SIGINT"));
+        assert_eq!(s.stop_grace, Duration::from_secs(90));
+        let s = service_of(
+            "services:\n  db:\n    image: r.example/db@sha256:0000000000000000000000000000000000000000000000000000000000000000\n",
+        );
+        assert_eq!(s.stop_signal, None);
+        assert_eq!(s.stop_grace, Duration::from_secs(10));
+    }
 }

@@ -81,6 +81,11 @@ pub struct DockerProtocol {
     /// one that has a route out takes root on the backend, and a fresh inspect leaves the same
     /// race open between it and the `create`; `network_remove` forgets the name.
     internal_networks: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Whether a container (by name and by id) runs under the sandboxed kernel, as created
+    /// here or as `inspect` said. podman takes `--runtime-flag`s per invocation, not from the
+    /// container, so `start` and `exec` of a gVisor container need the sandbox's flags again
+    /// (without `network=none` runsc refuses to start it).
+    sandboxed: Arc<Mutex<HashMap<String, bool>>>,
 }
 
 /// How long a network seen internal is taken as internal without asking again.
@@ -121,6 +126,7 @@ impl DockerProtocol {
             timeout: Duration::from_secs(60),
             verified_ids: Arc::default(),
             internal_networks: Arc::default(),
+            sandboxed: Arc::default(),
         }
     }
 
@@ -239,6 +245,44 @@ impl DockerProtocol {
         self.id_cache()
             .insert(image.digest().to_string(), id.clone());
         Ok(id)
+    }
+
+    /// The global flags for a call on an existing container: the sandbox's for one under the
+    /// sandboxed kernel, asked of `inspect` once when this backend did not create it.
+    async fn globals_of(&self, id: &str) -> Result<Vec<String>> {
+        let Some(sandbox) = &self.sandbox else {
+            return Ok(self.global_args.clone());
+        };
+        let known = self
+            .sandboxed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .copied();
+        let sandboxed = match known {
+            Some(s) => s,
+            None => {
+                let info = self.inspect(id).await?;
+                let s = info.isolation == IsolationLevel::SandboxedKernel;
+                self.remember_sandboxed(&[id, &info.id, &info.name], s);
+                s
+            }
+        };
+        Ok(if sandboxed {
+            sandbox.global_args.clone()
+        } else {
+            self.global_args.clone()
+        })
+    }
+
+    fn remember_sandboxed(&self, keys: &[&str], sandboxed: bool) {
+        let mut m = self
+            .sandboxed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for k in keys.iter().filter(|k| !k.is_empty()) {
+            m.insert((*k).to_string(), sandboxed);
+        }
     }
 
     /// The seen-internal networks; a poisoned lock only means another call panicked mid-insert.
@@ -483,15 +527,25 @@ impl ContainerBackend for DockerProtocol {
         if o.code != 0 {
             return Err(failure(&argv, "image", spec.image.reference(), &o));
         }
-        Ok(o.stdout_str()
+        let id = o
+            .stdout_str()
             .lines()
             .last()
             .unwrap_or_default()
-            .to_string())
+            .to_string();
+        let sandboxed = spec.hardening.isolation == IsolationLevel::SandboxedKernel;
+        self.remember_sandboxed(&[&spec.name, &id], sandboxed);
+        Ok(id)
     }
 
     async fn start(&self, id: &str) -> Result<()> {
-        self.ok("container", id, &["start", id]).await.map(drop)
+        let globals = self.globals_of(id).await?;
+        let argv = self.argv_with(&globals, &["start", id]);
+        let o = cli::run(&argv, self.timeout).await?;
+        if o.code != 0 {
+            return Err(failure(&argv, "container", id, &o));
+        }
+        Ok(())
     }
 
     async fn run(&self, spec: &ContainerSpec) -> Result<ExecOutput> {
@@ -568,8 +622,12 @@ impl ContainerBackend for DockerProtocol {
                 .stop_signal
                 .as_deref()
                 .map_or(Some(Signal::TERM), signal_named);
-            let process = match (c.status, c.pid, signal) {
-                (ContainerStatus::Running, Some(pid), Some(signal)) => {
+            // Under a sandboxed kernel (gVisor) the host pid is the sandbox, not the
+            // workload's init: only the runtime knows how to stop it gracefully.
+            let direct =
+                c.status == ContainerStatus::Running && c.isolation == IsolationLevel::Container;
+            let process = match (direct, c.pid, signal) {
+                (true, Some(pid), Some(signal)) => {
                     HostProcess::open(pid, &c.id).map(|p| (p, signal))
                 }
                 _ => None,
@@ -687,7 +745,8 @@ impl ContainerBackend for DockerProtocol {
         a.push(id.into());
         a.extend(spec.cmd.iter().cloned());
         let refs: Vec<&str> = a.iter().map(String::as_str).collect();
-        let argv = self.argv(&refs);
+        let globals = self.globals_of(id).await?;
+        let argv = self.argv_with(&globals, &refs);
         let o = cli::run(&argv, self.timeout).await?;
         // 125: the CLI failed; podman 4 answers 255 when the container is not running. Any
         // other status is the command's own.

@@ -187,6 +187,41 @@ fn untrusted_runs_under_gvisor_with_its_seccomp_profile_applied() {
         !text.contains(host.trim()),
         "ran on the host kernel: {text}"
     );
+
+    // Stopped like any container: its workload's trap runs (the host pid is gVisor's sandbox,
+    // which `stop_many` leaves to the runtime).
+    let name = unique("untrusted-stop");
+    let id = started(
+        &p,
+        &spec(
+            &name,
+            Tier::Untrusted,
+            &[
+                "sh",
+                "-c",
+                "trap 'exit 3' TERM; touch /tmp/trapped; sleep 60 & wait",
+            ],
+        ),
+    );
+    let ready = ExecSpec {
+        cmd: vec!["test".into(), "-f".into(), "/tmp/trapped".into()],
+        ..ExecSpec::default()
+    };
+    for _ in 0..100 {
+        if rt
+            .block_on(p.exec(&id, &ready))
+            .is_ok_and(|o| o.exit_code == 0)
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let info = rt.block_on(p.inspect(&id)).unwrap();
+    assert_eq!(info.isolation, IsolationLevel::SandboxedKernel);
+    rt.block_on(p.stop_many(&[info], Some(Duration::from_secs(5))))
+        .unwrap();
+    assert_eq!(rt.block_on(p.wait(&id)).unwrap(), 3);
+    rt.block_on(p.remove_many(&[id])).unwrap();
 }
 
 #[test]

@@ -616,6 +616,7 @@ impl ContainerBackend for DockerProtocol {
         // (see host_process: the backend would report its exit only after its cleanup);
         // the rest — in a VM, paused, a signal we cannot name — are the backend's to stop.
         let mut held = Vec::new();
+        let mut held_info = Vec::new();
         let mut rest = Vec::new();
         for c in containers {
             let signal = c
@@ -633,12 +634,15 @@ impl ContainerBackend for DockerProtocol {
                 _ => None,
             };
             match process {
-                Some((p, signal)) => held.push(Held {
-                    name: c.name.as_str(),
-                    process: p,
-                    signal,
-                    timeout: crate::backend::stop_timeout(c, timeout),
-                }),
+                Some((p, signal)) => {
+                    held.push(Held {
+                        name: c.name.as_str(),
+                        process: p,
+                        signal,
+                        timeout: crate::backend::stop_timeout(c, timeout),
+                    });
+                    held_info.push(c);
+                }
                 None if matches!(c.status, ContainerStatus::Created | ContainerStatus::Exited) => {}
                 None => rest.push(c.clone()),
             }
@@ -648,7 +652,10 @@ impl ContainerBackend for DockerProtocol {
             crate::backend::stop_each(self, &rest, timeout),
         )
         .await;
-        direct.and(by_backend)
+        by_backend?;
+        let refused: Vec<ContainerInfo> =
+            direct?.into_iter().map(|i| held_info[i].clone()).collect();
+        crate::backend::stop_each(self, &refused, timeout).await
     }
     async fn remove_many(&self, ids: &[String]) -> Result<()> {
         if self.dialect != Dialect::Podman || ids.is_empty() {

@@ -70,27 +70,39 @@ pub(crate) struct Held<'a> {
 
 /// Stops `held` together: each sent its signal, and each still running after its own timeout
 /// sent SIGKILL, then given `grace` to go (one that outlives that is a timeout of `program`'s
-/// stop).
+/// stop). Returns the indices of those this process may not signal (`EPERM`: a rootless
+/// backend's container under another user), which the caller leaves to the backend.
 pub(crate) async fn stop_held(
     program: &str,
     held: &[Held<'_>],
     grace: Duration,
-) -> Result<(), BackendError> {
-    if held.is_empty() {
-        return Ok(());
-    }
+) -> Result<Vec<usize>, BackendError> {
     let signal = |h: &Held<'_>, signal: Signal| {
         h.process.signal(signal).map_err(|source| BackendError::Io {
             what: format!("signalling container {}", h.name),
             source,
         })
     };
-    for h in held {
-        signal(h, h.signal)?;
+    let mut refused = Vec::new();
+    let mut signalled = Vec::new();
+    for (i, h) in held.iter().enumerate() {
+        match h.process.signal(h.signal) {
+            Ok(()) => signalled.push(h),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => refused.push(i),
+            Err(source) => {
+                return Err(BackendError::Io {
+                    what: format!("signalling container {}", h.name),
+                    source,
+                })
+            }
+        }
     }
-    let exits = exited_within(held.iter().map(|h| (&h.process, h.timeout))).await?;
-    let late: Vec<&Held<'_>> = held
-        .iter()
+    if signalled.is_empty() {
+        return Ok(refused);
+    }
+    let exits = exited_within(signalled.iter().map(|h| (&h.process, h.timeout))).await?;
+    let late: Vec<&Held<'_>> = signalled
+        .into_iter()
         .zip(exits)
         .filter_map(|(h, exited)| (!exited).then_some(h))
         .collect();
@@ -104,7 +116,7 @@ pub(crate) async fn stop_held(
             verb: format!("stop {} (SIGKILL sent)", h.name),
             secs: (h.timeout + grace).as_secs_f64(),
         }),
-        None => Ok(()),
+        None => Ok(refused),
     }
 }
 

@@ -77,11 +77,9 @@ pub(crate) async fn stop_held(
     held: &[Held<'_>],
     grace: Duration,
 ) -> Result<Vec<usize>, BackendError> {
-    let signal = |h: &Held<'_>, signal: Signal| {
-        h.process.signal(signal).map_err(|source| BackendError::Io {
-            what: format!("signalling container {}", h.name),
-            source,
-        })
+    let failed = |h: &Held<'_>, source: std::io::Error| BackendError::Io {
+        what: format!("signalling container {}", h.name),
+        source,
     };
     let mut refused = Vec::new();
     let mut signalled = Vec::new();
@@ -89,12 +87,7 @@ pub(crate) async fn stop_held(
         match h.process.signal(h.signal) {
             Ok(()) => signalled.push(h),
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => refused.push(i),
-            Err(source) => {
-                return Err(BackendError::Io {
-                    what: format!("signalling container {}", h.name),
-                    source,
-                })
-            }
+            Err(e) => return Err(failed(h, e)),
         }
     }
     if signalled.is_empty() {
@@ -107,7 +100,7 @@ pub(crate) async fn stop_held(
         .filter_map(|(h, exited)| (!exited).then_some(h))
         .collect();
     for h in &late {
-        signal(h, Signal::KILL)?;
+        h.process.signal(Signal::KILL).map_err(|e| failed(h, e))?;
     }
     let killed = exited_within(late.iter().map(|h| (&h.process, grace))).await?;
     match late.iter().zip(killed).find(|(_, exited)| !exited) {

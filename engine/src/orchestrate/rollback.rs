@@ -130,7 +130,8 @@ enum Removal {
     NotOurs,
 }
 
-fn kind_name(k: ResourceKind) -> &'static str {
+/// The word for a resource kind in records and progress lines.
+pub(super) fn kind_name(k: ResourceKind) -> &'static str {
     match k {
         ResourceKind::Container => "container",
         ResourceKind::Network => "network",

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use perry_audit::{Action, Decision};
+use perry_audit::{Action, Decision, Event};
 use perry_backends::{
     hardening_for, BackendError, ContainerBackend, ContainerInfo, ContainerNetwork,
     ContainerStatus, ExecSpec, Hardening, IsolationLevel, NetworkSpec, PinnedImage, VolumeSpec,
@@ -24,7 +24,7 @@ use super::container::{replica_plan, ProjectRun, ReplicaPlan};
 use super::health::{wait_healthy, HealthVerdict, Probe};
 use super::labels;
 use super::orchestrator::{OrchestrateError, Orchestrator};
-use super::rollback::RollbackReport;
+use super::rollback::{kind_name, RollbackReport};
 use super::shape::{NetworkDecl, ProjectResources, VolumeDecl};
 use crate::plan::{Condition, Isolation, Journal, NodeId, Plan, ResourceKind};
 
@@ -399,85 +399,112 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
                 *internal |= h.network == ContainerNetwork::InternalOnly;
             }
         }
-        futures_util::future::try_join_all(wanted.into_iter().map(|(key, forced_internal)| async move {
-                let decl = run
-                    .resources
-                    .networks
-                    .get(key)
-                    .cloned()
-                    .unwrap_or(NetworkDecl {
-                        name: labels::resource_name(&self.project, key),
-                        ..Default::default()
-                    });
-                let internal = decl.internal || forced_internal;
-                let existing = self.backend.network_inspect(&decl.name).await;
-                match existing {
-                    Ok(info) if decl.external => {
-                        if internal && !info.internal {
-                            return Err(OrchestrateError::Resource(format!(
-                                "networks.{key}: external network `{}` has a route out, and a confined service joins it; make it internal or drop the service from it",
-                                decl.name
-                            )));
-                        }
-                    }
-                    Ok(info) if info.labels.get(labels::PROJECT) == Some(&self.project) => {
-                        if internal && !info.internal {
-                            return Err(OrchestrateError::Resource(format!(
-                                "networks.{key}: `{}` exists with a route out but must now be internal; run `compose down` first",
-                                decl.name
-                            )));
-                        }
-                        self.report_as("network", &decl.name, None, "unchanged", None);
-                    }
-                    Ok(_) => {
-                        return Err(OrchestrateError::Resource(format!(
-                            "networks.{key}: a network named `{}` already exists and is not this project's; declare it `external: true` or rename it",
-                            decl.name
-                        )))
-                    }
-                    Err(BackendError::NotFound { .. }) if decl.external => {
-                        return Err(OrchestrateError::Resource(format!(
-                            "networks.{key}: external network `{}` does not exist; create it first",
-                            decl.name
-                        )))
-                    }
-                    Err(BackendError::NotFound { .. }) => {
-                        run.intend(ResourceKind::Network, &decl.name)?;
-                        self.record(
-                            Self::event(Action::Create, Decision::Allow)
-                                .reason(format!("network {}", decl.name))
-                                .detail("network", decl.name.as_str())
-                                .detail("internal", internal),
-                        )?;
-                        self.report_as("network", &decl.name, None, "creating", None);
-                        let spec = NetworkSpec {
-                            name: decl.name.clone(),
-                            internal,
-                            labels: labels::resource_labels(
-                                &self.project,
-                                labels::NETWORK,
-                                key,
-                                &run.run_id,
-                                &decl.labels,
-                            ),
-                        };
-                        self.backend
-                            .network_create(&spec)
-                            .await
-                            .map_err(OrchestrateError::backend(format!("creating network {}", decl.name)))?;
-                        self.report_as("network", &decl.name, None, "created", None);
-                    }
-                    Err(e) => {
-                        return Err(OrchestrateError::Backend {
-                            what: format!("inspecting network {}", decl.name),
-                            source: e,
-                        })
-                    }
-                }
-                Ok(())
-        }))
+        futures_util::future::try_join_all(
+            wanted
+                .into_iter()
+                .map(|(key, forced_internal)| self.network_up(run, key, forced_internal)),
+        )
         .await
         .map(drop)
+    }
+
+    /// One project network: checked when it exists, else created.
+    async fn network_up(
+        &self,
+        run: &Run<'_>,
+        key: &str,
+        forced_internal: bool,
+    ) -> Result<(), OrchestrateError> {
+        let decl = run
+            .resources
+            .networks
+            .get(key)
+            .cloned()
+            .unwrap_or(NetworkDecl {
+                name: labels::resource_name(&self.project, key),
+                ..Default::default()
+            });
+        let internal = decl.internal || forced_internal;
+        let existing = self.backend.network_inspect(&decl.name).await;
+        match existing {
+            Ok(info) if decl.external => {
+                if internal && !info.internal {
+                    return Err(OrchestrateError::Resource(format!(
+                        "networks.{key}: external network `{}` has a route out, and a confined service joins it; make it internal or drop the service from it",
+                        decl.name
+                    )));
+                }
+            }
+            Ok(info) if info.labels.get(labels::PROJECT) == Some(&self.project) => {
+                if internal && !info.internal {
+                    return Err(OrchestrateError::Resource(format!(
+                        "networks.{key}: `{}` exists with a route out but must now be internal; run `compose down` first",
+                        decl.name
+                    )));
+                }
+                self.report_as("network", &decl.name, None, "unchanged", None);
+            }
+            Ok(_) => {
+                return Err(OrchestrateError::Resource(format!(
+                    "networks.{key}: a network named `{}` already exists and is not this project's; declare it `external: true` or rename it",
+                    decl.name
+                )))
+            }
+            Err(BackendError::NotFound { .. }) if decl.external => {
+                return Err(OrchestrateError::Resource(format!(
+                    "networks.{key}: external network `{}` does not exist; create it first",
+                    decl.name
+                )))
+            }
+            Err(BackendError::NotFound { .. }) => {
+                let spec = NetworkSpec {
+                    name: decl.name.clone(),
+                    internal,
+                    labels: labels::resource_labels(
+                        &self.project,
+                        labels::NETWORK,
+                        key,
+                        &run.run_id,
+                        &decl.labels,
+                    ),
+                };
+                let event = Self::event(Action::Create, Decision::Allow)
+                    .reason(format!("network {}", decl.name))
+                    .detail("network", decl.name.as_str())
+                    .detail("internal", internal);
+                let create = self.backend.network_create(&spec);
+                self.create_resource(run, ResourceKind::Network, &decl.name, event, create)
+                    .await?;
+            }
+            Err(e) => {
+                return Err(OrchestrateError::Backend {
+                    what: format!("inspecting network {}", decl.name),
+                    source: e,
+                })
+            }
+        }
+        Ok(())
+    }
+
+    /// A network or volume this run creates: journalled, on the record and reported before
+    /// the backend is asked to create it, reported after.
+    async fn create_resource(
+        &self,
+        run: &Run<'_>,
+        kind: ResourceKind,
+        name: &str,
+        event: Event,
+        create: impl std::future::Future<Output = Result<String, BackendError>>,
+    ) -> Result<(), OrchestrateError> {
+        let word = kind_name(kind);
+        run.intend(kind, name)?;
+        self.record(event)?;
+        self.report_as(word, name, None, "creating", None);
+        create
+            .await
+            .map_err(OrchestrateError::backend(format!("creating {word} {name}")))?;
+        self.report_as(word, name, None, "created", None);
+        Ok(())
     }
 
     /// The named volumes services mount, created (journalled, labelled) or reused.
@@ -488,68 +515,65 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
             .nodes()
             .flat_map(|(_, _, s)| s.shape.volumes.iter().map(|v| v.volume.as_str()))
             .collect();
-        futures_util::future::try_join_all(wanted.into_iter().map(|key| async move {
-                let decl = run
-                    .resources
-                    .volumes
-                    .get(key)
-                    .cloned()
-                    .unwrap_or(VolumeDecl {
-                        name: labels::resource_name(&self.project, key),
-                        ..Default::default()
-                    });
-                match self.backend.volume_inspect(&decl.name).await {
-                    Ok(_) if decl.external => {}
-                    Ok(info) if info.labels.get(labels::PROJECT) == Some(&self.project) => {
-                        self.report_as("volume", &decl.name, None, "unchanged", None);
-                    }
-                    Ok(_) => {
-                        return Err(OrchestrateError::Resource(format!(
-                            "volumes.{key}: a volume named `{}` already exists and is not this project's; declare it `external: true` or rename it",
-                            decl.name
-                        )))
-                    }
-                    Err(BackendError::NotFound { .. }) if decl.external => {
-                        return Err(OrchestrateError::Resource(format!(
-                            "volumes.{key}: external volume `{}` does not exist; create it first",
-                            decl.name
-                        )))
-                    }
-                    Err(BackendError::NotFound { .. }) => {
-                        run.intend(ResourceKind::Volume, &decl.name)?;
-                        self.record(
-                            Self::event(Action::Create, Decision::Allow)
-                                .reason(format!("volume {}", decl.name))
-                                .detail("volume", decl.name.as_str()),
-                        )?;
-                        self.report_as("volume", &decl.name, None, "creating", None);
-                        let spec = VolumeSpec {
-                            name: decl.name.clone(),
-                            labels: labels::resource_labels(
-                                &self.project,
-                                labels::VOLUME,
-                                key,
-                                &run.run_id,
-                                &decl.labels,
-                            ),
-                        };
-                        self.backend
-                            .volume_create(&spec)
-                            .await
-                            .map_err(OrchestrateError::backend(format!("creating volume {}", decl.name)))?;
-                        self.report_as("volume", &decl.name, None, "created", None);
-                    }
-                    Err(e) => {
-                        return Err(OrchestrateError::Backend {
-                            what: format!("inspecting volume {}", decl.name),
-                            source: e,
-                        })
-                    }
-                }
-                Ok(())
-        }))
-        .await
-        .map(drop)
+        futures_util::future::try_join_all(wanted.into_iter().map(|key| self.volume_up(run, key)))
+            .await
+            .map(drop)
+    }
+
+    /// One named volume: checked when it exists, else created.
+    async fn volume_up(&self, run: &Run<'_>, key: &str) -> Result<(), OrchestrateError> {
+        let decl = run
+            .resources
+            .volumes
+            .get(key)
+            .cloned()
+            .unwrap_or(VolumeDecl {
+                name: labels::resource_name(&self.project, key),
+                ..Default::default()
+            });
+        match self.backend.volume_inspect(&decl.name).await {
+            Ok(_) if decl.external => {}
+            Ok(info) if info.labels.get(labels::PROJECT) == Some(&self.project) => {
+                self.report_as("volume", &decl.name, None, "unchanged", None);
+            }
+            Ok(_) => {
+                return Err(OrchestrateError::Resource(format!(
+                    "volumes.{key}: a volume named `{}` already exists and is not this project's; declare it `external: true` or rename it",
+                    decl.name
+                )))
+            }
+            Err(BackendError::NotFound { .. }) if decl.external => {
+                return Err(OrchestrateError::Resource(format!(
+                    "volumes.{key}: external volume `{}` does not exist; create it first",
+                    decl.name
+                )))
+            }
+            Err(BackendError::NotFound { .. }) => {
+                let spec = VolumeSpec {
+                    name: decl.name.clone(),
+                    labels: labels::resource_labels(
+                        &self.project,
+                        labels::VOLUME,
+                        key,
+                        &run.run_id,
+                        &decl.labels,
+                    ),
+                };
+                let event = Self::event(Action::Create, Decision::Allow)
+                    .reason(format!("volume {}", decl.name))
+                    .detail("volume", decl.name.as_str());
+                let create = self.backend.volume_create(&spec);
+                self.create_resource(run, ResourceKind::Volume, &decl.name, event, create)
+                    .await?;
+            }
+            Err(e) => {
+                return Err(OrchestrateError::Backend {
+                    what: format!("inspecting volume {}", decl.name),
+                    source: e,
+                })
+            }
+        }
+        Ok(())
     }
 
     /// The project's containers whose service is no longer planned: removed with

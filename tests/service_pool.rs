@@ -6,6 +6,9 @@
 //! - A sandbox waiting in the pool is already confined: its workload process, blocked before
 //!   `execve`, runs under the tier's seccomp filter with no_new_privs, no capabilities and an
 //!   unprivileged host uid — a request's bytes only ever reach a confined process.
+//! - A request's read-only workspace is moved into the warm sandbox that takes it: each caller
+//!   reads its own workspace, never the previous caller's, and cannot write to it; a writable
+//!   workspace runs cold.
 //! - With `[service] pool = 0` no sandbox is started ahead.
 
 mod service_support;
@@ -32,6 +35,16 @@ image = "IMAGE"
 [shellCapabilities.look_ps]
 command = ["ps", "-o", "pid,args"]
 image = "IMAGE"
+
+[shellCapabilities.touch_ro]
+command = ["touch", "/work/intruder"]
+image = "IMAGE"
+mounts = [{ source = "{workspace}", target = "/work" }]
+
+[shellCapabilities.look_mounts]
+command = ["cat", "/proc/self/mountinfo"]
+image = "IMAGE"
+mounts = [{ source = "{workspace}", target = "/work" }]
 "#;
 
 fn world(pool: u32) -> World {
@@ -62,25 +75,29 @@ fn until_warm<T>(what: &str, mut f: impl FnMut() -> (bool, T)) -> T {
 
 /// Caller two's warm call of `capability`: (exit code, stdout, stderr).
 fn look(w: &World, capability: &str) -> (i64, String, String) {
-    until_warm(capability, || {
-        let (status, body) = w.call_as(
-            ALLOWED_UID,
-            "POST",
-            &format!("/v1/capabilities/{capability}/invoke"),
-            "{}",
-        );
-        assert_eq!(status, 200, "{body}");
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        let text = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+    until_warm(capability, || call(w, ALLOWED_UID, capability, "{}"))
+}
+
+/// One call of `capability` as `uid` with the request `body`: (warm, (exit code, stdout,
+/// stderr)).
+fn call(w: &World, uid: u32, capability: &str, body: &str) -> (bool, (i64, String, String)) {
+    let (status, body) = w.call_as(
+        uid,
+        "POST",
+        &format!("/v1/capabilities/{capability}/invoke"),
+        body,
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let text = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+    (
+        v["warm"] == true,
         (
-            v["warm"] == true,
-            (
-                v["exit_code"].as_i64().unwrap_or(-1),
-                text("stdout"),
-                text("stderr"),
-            ),
-        )
-    })
+            v["exit_code"].as_i64().unwrap_or(-1),
+            text("stdout"),
+            text("stderr"),
+        ),
+    )
 }
 
 #[test]
@@ -129,6 +146,62 @@ fn a_request_in_a_warm_sandbox_sees_nothing_of_the_request_before_it() {
         .filter(|r| r["details"]["sandbox"] == "warm")
         .count();
     assert!(warm_outcomes >= 4, "{warm_outcomes}");
+}
+
+#[test]
+fn a_read_only_workspace_is_moved_into_the_warm_sandbox_of_the_request_that_brings_it() {
+    let w = world(1);
+    // A second caller's workspace beside the first one.
+    let ws2 = w.workspace.parent().unwrap().join("ws2");
+    std::fs::create_dir(&ws2).unwrap();
+    std::fs::write(ws2.join("hello.txt"), "the second workspace\n").unwrap();
+    for (p, mode) in [(&ws2, 0o777), (&ws2.join("hello.txt"), 0o644)] {
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    }
+    let _svc = w.serve(&[]);
+    let body = |cap_args: &str, ws: &std::path::Path| {
+        serde_json::json!({"args": [cap_args], "workspace": ws}).to_string()
+    };
+    let (code, out, err) = until_warm("caller one's cat", || {
+        call(&w, 0, "cat", &body("hello.txt", &w.workspace))
+    });
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "hello from the workspace\n"),
+        "{err}"
+    );
+    // The next sandbox of the same shape, another caller, another workspace: it reads its own.
+    let (code, out, err) = until_warm("caller two's cat", || {
+        call(&w, ALLOWED_UID, "cat", &body("hello.txt", &ws2))
+    });
+    assert_eq!((code, out.as_str()), (0, "the second workspace\n"), "{err}");
+    // Exactly one mount at /work, read-only, nosuid, nodev: the second caller's.
+    let (code, mounts, err) = until_warm("caller two's mountinfo", || {
+        let ws = serde_json::json!({"workspace": ws2}).to_string();
+        call(&w, ALLOWED_UID, "look_mounts", &ws)
+    });
+    assert_eq!(code, 0, "{err}");
+    let at_work: Vec<&str> = mounts
+        .lines()
+        .filter(|l| l.split(' ').nth(4) == Some("/work"))
+        .collect();
+    assert_eq!(at_work.len(), 1, "{mounts}");
+    let opts: Vec<&str> = at_work[0].split(' ').nth(5).unwrap().split(',').collect();
+    for o in ["ro", "nosuid", "nodev"] {
+        assert!(opts.contains(&o), "{o} missing from {}", at_work[0]);
+    }
+    // A warm sandbox cannot write to its read-only workspace.
+    let (code, _, err) = until_warm("touch in a read-only workspace", || {
+        let ws = serde_json::json!({"workspace": ws2}).to_string();
+        call(&w, ALLOWED_UID, "touch_ro", &ws)
+    });
+    assert_ne!(code, 0);
+    assert!(err.contains("Read-only file system"), "{err}");
+    assert!(!ws2.join("intruder").exists());
+    // A writable workspace is not bound late: it runs cold, and writes.
+    let (warm, (code, _, err)) = call(&w, 0, "write", &body("/work/ran", &w.workspace));
+    assert_eq!((warm, code), (false, 0), "{err}");
+    assert!(w.workspace.join("ran").exists());
 }
 
 /// The `Name:\tvalue` fields of `/proc/PID/status`.

@@ -67,6 +67,7 @@ mod child;
 mod error;
 mod fds;
 mod final_step;
+mod late_mounts;
 mod lease;
 mod netns;
 mod plan;

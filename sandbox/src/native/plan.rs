@@ -605,7 +605,10 @@ impl Plan {
         }
         let targets: Vec<PathBuf> = spec.mounts.iter().map(|b| b.target.clone()).collect();
         let mount_points = missing_mount_points(&rootfs, &targets)?;
-        for (i, b) in spec.mounts.iter().enumerate() {
+        // A pooled sandbox only provides its mount points: the request's mounts are moved in
+        // when it is taken (see `late_mounts`).
+        let now = if late { &[][..] } else { &spec.mounts[..] };
+        for (i, b) in now.iter().enumerate() {
             let target = under(&rootfs, &b.target, "mounts.target")?;
             let source = b.source.canonicalize().map_err(|_| RunError::InvalidSpec {
                 field: "mounts.source",

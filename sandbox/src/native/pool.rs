@@ -18,7 +18,10 @@
 //! Its command, environment and working directory, written to the bind pipe as one bounded
 //! frame that the confined workload lays out without allocating (see `LateSlot`), then changes
 //! to that directory and `execve`s the command; its stdin and deadline, handled by supervision
-//! as in a cold run. Requests with bind mounts (workspaces) are not pooled: they run cold.
+//! as in a cold run; its read-only bind mounts (workspaces), moved into the waiting sandbox's
+//! mount namespace just before the frame is written (see `late_mounts`: the shape holds their
+//! targets, so the mount points exist). Requests with a writable mount run cold, because a write
+//! grant is a Landlock rule on the mounted directory itself.
 //!
 //! # Why this is no weaker than a cold run
 //!
@@ -34,14 +37,16 @@
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use super::late_mounts::{bind_into, bindable_late};
 use super::plan::late_frame;
 use super::runner::{finish_leaving, start, Leftovers, Started};
 use super::spawner::{Spawner, StepRecipe};
-use super::{run_spawned, Outcome, ProfileStep, RunError, RunSpec};
+use super::{run_spawned, BindMount, Outcome, ProfileStep, RunError, RunSpec};
 
 /// Most shapes kept warm at once; the least recently used one is dropped for a new one.
 const MAX_SHAPES: usize = 8;
@@ -143,7 +148,7 @@ impl WarmPool {
                 }
             })
         };
-        if !spec.mounts.is_empty() {
+        if !bindable_late(&spec.mounts) {
             return cold();
         }
         let Ok(frame) = late_frame(spec) else {
@@ -156,6 +161,18 @@ impl WarmPool {
         let Some(mut started) = warm else {
             return cold();
         };
+        let mounted = match started.init_pidfd() {
+            Some(init) => bind_into(init, &spec.mounts),
+            None => Err(RunError::SpawnerUnavailable(
+                "a warm init without a pidfd".into(),
+            )),
+        };
+        if let Err(e) = mounted {
+            // The cold run reports the same source's trouble the way every run does.
+            tracing::debug!("warm pool: binding the request's mounts failed: {e}");
+            drop(started);
+            return cold();
+        }
         let bound = started
             .bind_w
             .take()
@@ -292,7 +309,8 @@ impl Shared {
 }
 
 /// What a warm sandbox must share with the request it takes: everything init's setup depends
-/// on, i.e. the spec without its command, environment, stdin, output limits and deadline.
+/// on, i.e. the spec without its command, environment, stdin, output limits, deadline and
+/// mount sources (the targets are part of it: their mount points are provided ahead).
 fn shape_key(spec: &RunSpec, recipe: &StepRecipe) -> serde_json::Result<String> {
     let l = &spec.limits;
     serde_json::to_string(&(
@@ -303,6 +321,10 @@ fn shape_key(spec: &RunSpec, recipe: &StepRecipe) -> serde_json::Result<String> 
         (spec.uid, spec.gid),
         (l.memory, l.pids, l.cpus, l.nofile),
         spec.loopback,
+        spec.mounts
+            .iter()
+            .map(|m| (&m.target, m.read_only))
+            .collect::<Vec<_>>(),
         recipe,
         (
             &spec.leases.state_dir,
@@ -320,5 +342,15 @@ fn template_of(spec: &RunSpec) -> RunSpec {
     t.cwd = "/".into();
     t.stdin = None;
     t.live = None;
+    t.mounts = spec
+        .mounts
+        .iter()
+        .map(|m| BindMount {
+            source: PathBuf::new(),
+            target: m.target.clone(),
+            read_only: m.read_only,
+            pinned: None,
+        })
+        .collect();
     t
 }

@@ -2,7 +2,7 @@
 //! the [`Outcome`].
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -78,6 +78,12 @@ impl Started {
     /// while waiting must not take a request.
     pub(crate) fn alive(&self) -> bool {
         self.child.alive()
+    }
+
+    /// Init's pidfd (a spawner-cloned init always has one): a pooled sandbox's request mounts
+    /// are moved into its mount namespace through it.
+    pub(crate) fn init_pidfd(&self) -> Option<BorrowedFd<'_>> {
+        self.child.pidfd.as_ref().map(|f| f.as_fd())
     }
 }
 

@@ -1,0 +1,94 @@
+//! The warm pool's late-bound mounts, attacked: a real spawner (this test binary re-executed),
+//! real sandboxes.
+//!
+//! - A workspace is pinned when its request is checked; if its path is swapped for a symlink to
+//!   another directory before the request runs (the check-then-mount race a hostile workspace
+//!   owner would try), the warm sandbox still gets the directory that was checked.
+//! - Moving the mount in never moves any thread of the service out of the host's mount
+//!   namespace.
+
+mod native_support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use native_support::*;
+use perry_runtime::native::{spawner_main, BindMount, Spawner, StepRecipe, WarmPool, SPAWNER_ARG};
+
+fn main() {
+    // This binary is also the pool's spawner.
+    if std::env::args().nth(1).as_deref() == Some(SPAWNER_ARG) {
+        spawner_main();
+    }
+    a_pinned_workspace_swapped_after_its_check_is_still_the_one_a_warm_sandbox_gets();
+    println!("pool_binds: ok");
+}
+
+/// The mount namespace of every thread of this process.
+fn mount_namespaces() -> Vec<std::path::PathBuf> {
+    let mut out: Vec<_> = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_link(t.ok()?.path().join("ns/mnt")).ok())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn a_pinned_workspace_swapped_after_its_check_is_still_the_one_a_warm_sandbox_gets() {
+    let r = rootfs();
+    let host = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(host.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ws = host.path().join("ws");
+    let other = host.path().join("other");
+    for (d, f) in [(&ws, "checked"), (&other, "swapped")] {
+        std::fs::create_dir(d).unwrap();
+        std::fs::write(d.join(f), f).unwrap();
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let host_ns = mount_namespaces();
+    assert_eq!(host_ns.len(), 1, "{host_ns:?}");
+
+    let exe = std::env::current_exe().unwrap();
+    let pool = WarmPool::new(Arc::new(Spawner::start_program(exe).unwrap()), 1).unwrap();
+    let grants = perry_profiles::Grants {
+        readable: vec!["/work".into()],
+        ..Default::default()
+    };
+    let step = Arc::new(hardened_with(grants.clone()));
+    let recipe = StepRecipe {
+        tier: perry_policies::Tier::Hardened,
+        overrides: None,
+        grants,
+    };
+    let mut spec = r.sh("ls /work");
+    spec.mounts = vec![BindMount::pinned(&ws, "/work", true).unwrap()];
+    // The first request registers the shape and runs cold; the pool then starts one ahead.
+    let first = pool.run(&spec, &step, &recipe).expect("first run");
+    assert_eq!(text(&first.outcome.stdout), "checked\n", "{first:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pool.ready(&spec, &recipe) == 0 {
+        assert!(Instant::now() < deadline, "the pool never filled");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // The next request is checked (pinned) ...
+    let mount = BindMount::pinned(&ws, "/work", true).unwrap();
+    // ... and then its path leads elsewhere.
+    std::fs::rename(&ws, host.path().join("ws.moved")).unwrap();
+    std::os::unix::fs::symlink(&other, &ws).unwrap();
+    spec.mounts = vec![mount];
+    let warm = pool.run(&spec, &step, &recipe).expect("warm run");
+    assert!(warm.warm, "{warm:?}");
+    assert_eq!(
+        text(&warm.outcome.stdout),
+        "checked\n",
+        "the warm sandbox got the swapped directory: {warm:?}"
+    );
+    assert_eq!(
+        mount_namespaces(),
+        host_ns,
+        "a thread stayed in a sandbox's namespace"
+    );
+}

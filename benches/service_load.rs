@@ -9,8 +9,10 @@
 //! configure it (verification from the cache, no registry on the call path) on a service with
 //! the warm pool on (the default); `perry-serve pool=0`, the same on a second service, side by
 //! side, with the pool off; `perry-serve-by-tag pool=2`, the same command named by tag with
-//! `tag_ttl = "0s"` (a manifest request per call to a registry that shares these two cores).
-//! `warm=` counts the calls a sandbox started ahead took. Each row's calls are split in rounds,
+//! `tag_ttl = "0s"` (a manifest request per call to a registry that shares these two cores);
+//! `perry-serve-workspace pool=2|0`, a pinned `cat` of a file in the request's read-only
+//! workspace, on both services, against its own peer row (`bwrap-peer-workspace`: the same with
+//! `--ro-bind` of the workspace). `warm=` counts the calls a sandbox started ahead took. Each row's calls are split in rounds,
 //! interleaved row by row with the bwrap peer, so that all of them see the same machine. The
 //! leak check covers the pool-on service over all its rounds.
 //!
@@ -222,6 +224,11 @@ fn load(
     calls: usize,
     clients: usize,
 ) -> Load {
+    let expected = if capability == "cat_ws" {
+        "from the workspace\n"
+    } else {
+        "hello\n"
+    };
     let next = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicUsize::new(0));
     let warm = Arc::new(AtomicUsize::new(0));
@@ -241,7 +248,7 @@ fn load(
                     while next.fetch_add(1, Ordering::Relaxed) < calls {
                         let t = Instant::now();
                         match c.invoke(capability, &req).await {
-                            Ok(o) if o.stdout == "hello\n" && o.exit_code == Some(0) => {
+                            Ok(o) if o.stdout == expected && o.exit_code == Some(0) => {
                                 lat.push(t.elapsed());
                                 warm.fetch_add(usize::from(o.warm), Ordering::Relaxed);
                             }
@@ -289,6 +296,18 @@ fn main() {
         &TinyImage::busybox_marked("amd64", "svc-bench"),
     );
     SigStack::shared().sign(&reg, "bench/echo", &pushed.digest, &SignOptions::default());
+    // One caller's workspace, read by `cat_ws`, under the services' workspace root.
+    let roots = dir.path().join("roots");
+    let ws = roots.join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    std::fs::write(ws.join("hello.txt"), "from the workspace\n").unwrap();
+    for (p, mode) in [
+        (&roots, 0o755),
+        (&ws, 0o755),
+        (&ws.join("hello.txt"), 0o644),
+    ] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
     // Two services side by side, each with its own state (audit log, store, uid range): the
     // warm pool on (the default) and off.
     let service = |name: &str, pool: &str, uid_start: u32| {
@@ -299,6 +318,8 @@ fn main() {
         let extra = format!(
             "[shellCapabilities.echo]\ncommand = [\"echo\"]\nargs = {{ max = 2 }}\nimage = \"{host}/bench/echo@{digest}\"\n\n\
              [shellCapabilities.echo_tag]\ncommand = [\"echo\"]\nargs = {{ max = 2 }}\nimage = \"{host}/bench/echo:v1\"\n\n\
+             [shellCapabilities.cat_ws]\ncommand = [\"cat\", \"/work/hello.txt\"]\nimage = \"{host}/bench/echo@{digest}\"\n\
+             mounts = [{{ source = \"{{workspace}}\", target = \"/work\" }}]\n\n\
              [service]\nsocket = \"{}\"\nallowed_uids = [0]\nmax_concurrent = {}\nmax_queue = 1024\n{pool}\n",
             socket.display(),
             clients,
@@ -310,7 +331,10 @@ fn main() {
             .write(&sub);
         let text = std::fs::read_to_string(&config).unwrap().replacen(
             "[sandbox]\n",
-            &format!("[sandbox]\nuid_range = {{ start = {uid_start}, count = 65536 }}\n"),
+            &format!(
+                "[sandbox]\nuid_range = {{ start = {uid_start}, count = 65536 }}\nworkspace_roots = [\"{}\"]\n",
+                roots.display()
+            ),
             1,
         );
         std::fs::write(&config, text).unwrap();
@@ -326,6 +350,7 @@ fn main() {
     let (svc, client) = serve(&rt, &on_config, &on_socket);
     let (off_svc, off_client) = serve(&rt, &off_config, &off_socket);
     let req = CapabilityRequest::new(vec!["hello".into()]);
+    let ws_req = CapabilityRequest::new(Vec::new()).workspace(&ws);
     // Warm: page cache, profile compilation, allocator.
     for _ in 0..20 {
         for capability in ["echo", "echo_tag"] {
@@ -334,6 +359,12 @@ fn main() {
         }
         rt.block_on(off_client.invoke("echo", &req))
             .expect("warm-up call");
+        for c in [&client, &off_client] {
+            let o = rt
+                .block_on(c.invoke("cat_ws", &ws_req))
+                .expect("warm-up call");
+            assert_eq!(o.stdout, "from the workspace\n", "{o:?}");
+        }
     }
     let svc_pid = svc.id();
     let port = reg.port();
@@ -344,29 +375,37 @@ fn main() {
     let rootfs: PathBuf = on_dir
         .join("state/rootfs")
         .join(pushed.digest.trim_start_matches("sha256:"));
-    let bwrap_round = |n: usize| -> Duration {
+    // With `workspace`, it binds it read-only (under a /tmp tmpfs: the rootfs is read-only and
+    // lacks /work) and cats the file, like `cat_ws`.
+    let bwrap_round = |n: usize, workspace: Option<&PathBuf>| -> Duration {
         let next = Arc::new(AtomicUsize::new(0));
         let started = Instant::now();
         let workers: Vec<_> = (0..clients)
             .map(|_| {
                 let (rootfs, next) = (rootfs.clone(), Arc::clone(&next));
+                let workspace = workspace.cloned();
                 std::thread::spawn(move || {
                     while next.fetch_add(1, Ordering::Relaxed) < n {
-                        let out = Command::new("bwrap")
-                            .args(["--unshare-all", "--ro-bind"])
+                        let mut cmd = Command::new("bwrap");
+                        cmd.args(["--unshare-all", "--ro-bind"])
                             .arg(&rootfs)
-                            .args([
-                                "/",
-                                "--proc",
-                                "/proc",
-                                "--dev",
-                                "/dev",
-                                "/bin/echo",
-                                "hello",
-                            ])
-                            .output()
-                            .expect("bwrap");
-                        assert!(out.status.success() && out.stdout == b"hello\n");
+                            .args(["/", "--proc", "/proc", "--dev", "/dev"]);
+                        let expected: &[u8] = match &workspace {
+                            Some(ws) => {
+                                cmd.args(["--tmpfs", "/tmp", "--ro-bind"]).arg(ws).args([
+                                    "/tmp/work",
+                                    "/bin/cat",
+                                    "/tmp/work/hello.txt",
+                                ]);
+                                b"from the workspace\n"
+                            }
+                            None => {
+                                cmd.args(["/bin/echo", "hello"]);
+                                b"hello\n"
+                            }
+                        };
+                        let out = cmd.output().expect("bwrap");
+                        assert!(out.status.success() && out.stdout == expected, "{out:?}");
                     }
                 })
             })
@@ -381,7 +420,8 @@ fn main() {
     // and by tag (`[trust] tag_ttl = "0s"`: a manifest request per call to a registry that
     // shares these two cores).
     let (mut pinned, mut cold, mut tagged) = (Load::default(), Load::default(), Load::default());
-    let mut peer_wall = Duration::ZERO;
+    let (mut ws_on, mut ws_off) = (Load::default(), Load::default());
+    let (mut peer_wall, mut ws_peer_wall) = (Duration::ZERO, Duration::ZERO);
     for _ in 0..rounds {
         pinned.add(load(&rt, &client, "echo", &req, calls / rounds, clients));
         cold.add(load(
@@ -392,7 +432,7 @@ fn main() {
             calls / rounds,
             clients,
         ));
-        peer_wall += bwrap_round(peer_calls / rounds);
+        peer_wall += bwrap_round(peer_calls / rounds, None);
         tagged.add(load(
             &rt,
             &client,
@@ -401,6 +441,23 @@ fn main() {
             calls / rounds,
             clients,
         ));
+        ws_on.add(load(
+            &rt,
+            &client,
+            "cat_ws",
+            &ws_req,
+            calls / rounds,
+            clients,
+        ));
+        ws_off.add(load(
+            &rt,
+            &off_client,
+            "cat_ws",
+            &ws_req,
+            calls / rounds,
+            clients,
+        ));
+        ws_peer_wall += bwrap_round(peer_calls / rounds, Some(&ws));
     }
     // Let the last runs' cgroups go (a warm run's are removed just after its answer).
     std::thread::sleep(Duration::from_millis(200));
@@ -417,6 +474,10 @@ fn main() {
     pinned.print("perry-serve pool=2", clients, peer_rate);
     cold.print("perry-serve pool=0", clients, peer_rate);
     tagged.print("perry-serve-by-tag pool=2", clients, peer_rate);
+    let ws_peer_rate = (peer_calls / rounds * rounds) as f64 / ws_peer_wall.as_secs_f64();
+    println!("bwrap-peer-workspace clients={clients} throughput_per_s={ws_peer_rate:.1}");
+    ws_on.print("perry-serve-workspace pool=2", clients, ws_peer_rate);
+    ws_off.print("perry-serve-workspace pool=0", clients, ws_peer_rate);
     println!("rounds={rounds} (each row's calls split in rounds, interleaved row by row)");
     println!("footprint before={before:?}");
     println!("footprint after={after:?}");
@@ -434,7 +495,11 @@ fn main() {
         println!("fds now:    {fds_now:?}");
     }
     println!("leaks={}", if leaked { "YES" } else { "none" });
-    if leaked || pinned.errors > 0 || tagged.errors > 0 || cold.errors > 0 {
+    let errors = [&pinned, &cold, &tagged, &ws_on, &ws_off]
+        .iter()
+        .map(|l| l.errors)
+        .sum::<usize>();
+    if leaked || errors > 0 {
         std::process::exit(1);
     }
 }

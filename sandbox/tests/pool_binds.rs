@@ -4,6 +4,8 @@
 //! - A workspace is pinned when its request is checked; if its path is swapped for a symlink to
 //!   another directory before the request runs (the check-then-mount race a hostile workspace
 //!   owner would try), the warm sandbox still gets the directory that was checked.
+//! - A sandbox taken the moment it was started (still building its filesystem) gets its mount
+//!   where its workload will see it, not into the host's tree its namespace still shows.
 //! - Moving the mount in never moves any thread of the service out of the host's mount
 //!   namespace.
 
@@ -67,11 +69,37 @@ fn a_pinned_workspace_swapped_after_its_check_is_still_the_one_a_warm_sandbox_ge
     // The first request registers the shape and runs cold; the pool then starts one ahead.
     let first = pool.run(&spec, &step, &recipe).expect("first run");
     assert_eq!(text(&first.outcome.stdout), "checked\n", "{first:?}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while pool.ready(&spec, &recipe) == 0 {
-        assert!(Instant::now() < deadline, "the pool never filled");
-        std::thread::sleep(Duration::from_millis(20));
+    // Take each sandbox the moment it is there, while busy threads keep both cores full: it
+    // may still be building its filesystem.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hogs: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let ready = || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while pool.ready(&spec, &recipe) == 0 {
+            assert!(Instant::now() < deadline, "the pool never filled");
+            std::hint::spin_loop();
+        }
+    };
+    for i in 0..20 {
+        ready();
+        let o = pool.run(&spec, &step, &recipe).expect("warm run");
+        assert!(o.warm, "{i}: {o:?}");
+        assert_eq!(text(&o.outcome.stdout), "checked\n", "{i}: {o:?}");
     }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for h in hogs {
+        h.join().unwrap();
+    }
+    ready();
 
     // The next request is checked (pinned) ...
     let mount = BindMount::pinned(&ws, "/work", true).unwrap();

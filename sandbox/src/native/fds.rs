@@ -17,6 +17,21 @@ pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd), RunError> {
     Ok((above2(r)?, above2(w)?))
 }
 
+/// A close-on-exec Unix socket pair of `kind` (`SOCK_STREAM`, `SOCK_SEQPACKET`) whose ends are
+/// both >= 3, like [`pipe`]'s.
+pub(crate) fn socket_pair(kind: libc::c_int) -> Result<(OwnedFd, OwnedFd), RunError> {
+    let mut sv = [0; 2];
+    // SAFETY: socketpair writes two fds into the array.
+    if unsafe { libc::socketpair(libc::AF_UNIX, kind | libc::SOCK_CLOEXEC, 0, sv.as_mut_ptr()) }
+        != 0
+    {
+        return Err(last("socketpair"));
+    }
+    // SAFETY: both fds were just created and are owned by nobody else.
+    let (a, b) = unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) };
+    Ok((above2(a)?, above2(b)?))
+}
+
 pub(crate) fn above2(fd: OwnedFd) -> Result<OwnedFd, RunError> {
     if fd.as_raw_fd() >= 3 {
         return Ok(fd);

@@ -85,7 +85,7 @@ use std::time::Duration;
 
 pub use error::RunError;
 pub(crate) use error::{last, sys};
-pub(crate) use fds::above2;
+pub(crate) use fds::socket_pair;
 pub use pool::{PooledOutcome, WarmPool};
 pub use runner::{run, run_spawned};
 pub use spawner::{spawner_main, Spawner, StepRecipe, SPAWNER_ARG};

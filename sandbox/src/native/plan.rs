@@ -183,13 +183,18 @@ pub(crate) struct Plan {
     pub late: Option<LateSlot>,
 }
 
+/// What a pooled sandbox's workload writes on its bind socket once it is confined and about to
+/// block for its command: its sandbox is then fully built.
+pub(crate) const PARKED: u8 = b'P';
+
 /// Memory for a pooled sandbox's late-bound command, mapped in the parent because init and the
 /// workload may not allocate: a pointer area (`argv`, null, `envp`, null, candidates) then the strings. Pages are
 /// only touched when a request arrives.
 ///
 /// The bind frame, written by the service ([`late_frame`]): four little-endian `u32`s — the
 /// strings' total length, argc, envc, the number of exec candidates — then the strings, each
-/// NUL-terminated: the working directory, argv, env (`K=V`), the candidates.
+/// NUL-terminated: the working directory, argv, env (`K=V`), the candidates. The other way, the
+/// workload writes one [`PARKED`] byte just before it blocks for the frame.
 pub(crate) struct LateSlot {
     map: AnonMap,
 }

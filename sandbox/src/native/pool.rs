@@ -40,7 +40,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::late_mounts::{bind_into, bindable_late};
 use super::plan::late_frame;
@@ -50,6 +50,9 @@ use super::{run_spawned, BindMount, Outcome, ProfileStep, RunError, RunSpec};
 
 /// Most shapes kept warm at once; the least recently used one is dropped for a new one.
 const MAX_SHAPES: usize = 8;
+/// How long a request with mounts waits for the warm sandbox it took to be fully built (it
+/// usually is: it was started ahead) before running cold instead.
+const PARKED_WITHIN: Duration = Duration::from_secs(2);
 /// Consecutive failures to start a shape's sandbox after which the refill thread leaves that
 /// shape alone until a request for it comes again.
 const MAX_FAILURES: u32 = 3;
@@ -162,6 +165,12 @@ impl WarmPool {
             return cold();
         };
         let mounted = match started.init_pidfd() {
+            _ if spec.mounts.is_empty() => Ok(()),
+            // Only into a finished sandbox: one taken just after it was started may still be
+            // building its filesystem, and its mount namespace still shows the host's tree.
+            _ if !started.parked(PARKED_WITHIN) => Err(RunError::SpawnerUnavailable(
+                "the warm sandbox did not come to wait for its command".into(),
+            )),
             Some(init) => bind_into(init, &spec.mounts),
             None => Err(RunError::SpawnerUnavailable(
                 "a warm init without a pidfd".into(),

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use super::cgroup::{CgLimits, RunCgroups};
 use super::fds::pipe;
 use super::lease::Lease;
-use super::plan::{ChildFds, Plan};
+use super::plan::{ChildFds, Plan, PARKED};
 use super::seccomp_notify::{Handoff, Supervisor};
 use super::spawner::{SpawnFds, Spawner, StepRecipe};
 use super::supervise::supervise;
-use super::{child, last, netns, sys, FinalStep, Outcome, RunError, RunSpec, Step};
+use super::{child, last, netns, socket_pair, sys, FinalStep, Outcome, RunError, RunSpec, Step};
 
 /// Run `spec` in a fresh sandbox, applying `final_step` right before `execve`.
 ///
@@ -53,7 +53,8 @@ fn run_with(
 }
 
 /// A sandbox cloned, id-mapped, in its cgroups and released: what [`finish`] supervises. For a
-/// pooled sandbox (`bind_w` set) init has built its filesystem and waits for its command.
+/// pooled sandbox (`bind_w` set) init builds its filesystem and its workload then waits for its
+/// command ([`Started::parked`] says when it does).
 pub(crate) struct Started {
     lease: Lease,
     cgroups: RunCgroups,
@@ -67,7 +68,8 @@ pub(crate) struct Started {
     stdin_w: OwnedFd,
     stdout_r: OwnedFd,
     stderr_r: OwnedFd,
-    /// A pooled sandbox's bind pipe: the request's command goes here (see `LateSlot`).
+    /// A pooled sandbox's end of its bind socket: the request's command goes here (see
+    /// `LateSlot`), and the workload's "parked" byte comes back.
     pub(crate) bind_w: Option<OwnedFd>,
     /// When the clone was asked for (a pooled run counts from its bind instead).
     pub(crate) at: Instant,
@@ -78,6 +80,28 @@ impl Started {
     /// while waiting must not take a request.
     pub(crate) fn alive(&self) -> bool {
         self.child.alive()
+    }
+
+    /// Waits up to `within` for a pooled sandbox's workload to say it is parked (one byte on the
+    /// bind socket, written just before it blocks for its command): init has then built the
+    /// sandbox's filesystem and pivoted into it (it is suspended until the workload execs), so
+    /// its mount namespace is final. False when the sandbox died or took longer.
+    pub(crate) fn parked(&self, within: std::time::Duration) -> bool {
+        let Some(sock) = &self.bind_w else {
+            return false;
+        };
+        let mut p = [rustix::event::PollFd::new(
+            sock,
+            rustix::event::PollFlags::IN,
+        )];
+        let Ok(timeout) = rustix::event::Timespec::try_from(within) else {
+            return false;
+        };
+        if !matches!(rustix::event::poll(&mut p, Some(&timeout)), Ok(1)) {
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        matches!(rustix::io::read(sock, &mut byte), Ok(1)) && byte[0] == PARKED
     }
 
     /// Init's pidfd (a spawner-cloned init always has one): a pooled sandbox's request mounts
@@ -113,7 +137,12 @@ pub(crate) fn start(
     let (stdin_r, stdin_w) = pipe()?;
     let (stdout_r, stdout_w) = pipe()?;
     let (stderr_r, stderr_w) = pipe()?;
-    let bind = if late { Some(pipe()?) } else { None };
+    // Both ways: the frame in, and the workload's "parked" byte out (see `Started::parked`).
+    let bind = if late {
+        Some(socket_pair(libc::SOCK_STREAM)?)
+    } else {
+        None
+    };
     plan.set_fds(ChildFds {
         sync_r: sync_r.as_raw_fd(),
         sync_w: sync_w.as_raw_fd(),

@@ -27,27 +27,10 @@ pub(crate) struct Handoff {
 
 impl Handoff {
     pub(crate) fn new() -> Result<Self, RunError> {
-        let mut sv = [0; 2];
-        // SAFETY: socketpair writes two fds into the array.
-        let r = unsafe {
-            libc::socketpair(
-                libc::AF_UNIX,
-                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-                0,
-                sv.as_mut_ptr(),
-            )
-        };
-        if r != 0 {
-            return Err(RunError::Sys {
-                op: "socketpair",
-                source: io::Error::last_os_error(),
-            });
-        }
-        // SAFETY: both fds were just created and belong to nobody else.
-        let (a, b) = unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) };
+        let (sock_parent, sock_child) = super::socket_pair(libc::SOCK_SEQPACKET)?;
         Ok(Handoff {
-            sock_parent: super::above2(a)?,
-            sock_child: super::above2(b)?,
+            sock_parent,
+            sock_child,
         })
     }
 }

@@ -4,7 +4,7 @@
 
 use std::ptr;
 
-use super::super::plan::{LateSlot, Plan};
+use super::super::plan::{LateSlot, Plan, PARKED};
 use super::{errno, Step, R};
 
 /// The command the workload runs: the plan's own, or the one a pooled init was bound to.
@@ -50,11 +50,15 @@ fn read_full(fd: i32, buf: *mut u8, len: usize) -> R {
     Ok(())
 }
 
-/// Blocks until the service binds a request (see [`LateSlot`] for the frame), checks the frame
-/// against the slot's bounds and lays out the pointer arrays. A malformed frame is `EINVAL`;
-/// nothing runs.
+/// Says it is parked, then blocks until the service binds a request (see [`LateSlot`] for the
+/// frame), checks the frame against the slot's bounds and lays out the pointer arrays. A
+/// malformed frame is `EINVAL`; nothing runs.
 pub(super) fn await_request(p: &Plan, slot: &LateSlot) -> Result<Command, (Step, i32, u32)> {
     let fd = p.fds.bind_r;
+    // The service waits for this byte only to move mounts in; if it cannot be written the
+    // service falls back to a cold run, so a failure here changes nothing else.
+    // SAFETY: writing one byte from a static to our end of the bind socket.
+    unsafe { libc::write(fd, [PARKED].as_ptr().cast(), 1) };
     let mut header = [0u8; 16];
     read_full(fd, header.as_mut_ptr(), header.len())?;
     let word = |i: usize| {

@@ -26,8 +26,9 @@
 //! # Why this is no weaker than a cold run
 //!
 //! A pooled sandbox serves exactly one request and is never reused: after its run it is torn
-//! down like any other (every process gone before the answer; its cgroups removed by the refill
-//! thread just after), and the refill thread starts a new one. Two requests never share a
+//! down like any other (every process gone before the answer; its empty cgroups and its mount
+//! tree, which no process is in any more, removed by the refill thread just after, as are a
+//! cold run's), and the refill thread starts a new one. Two requests never share a
 //! namespace, a tmpfs, a cgroup, a pipe or a process. The setup steps are the same functions in
 //! the same order as a cold run; only the point where the command is learnt moves — after the
 //! confinement instead of before it, so the request's bytes only ever reach a process that is
@@ -46,7 +47,7 @@ use super::late_mounts::{bind_into, bindable_late};
 use super::plan::late_frame;
 use super::runner::{finish_leaving, start, Leftovers, Started};
 use super::spawner::{Spawner, StepRecipe};
-use super::{run_spawned, BindMount, Outcome, ProfileStep, RunError, RunSpec};
+use super::{BindMount, Outcome, ProfileStep, RunError, RunSpec};
 
 /// Most shapes kept warm at once; the least recently used one is dropped for a new one.
 const MAX_SHAPES: usize = 8;
@@ -143,12 +144,19 @@ impl WarmPool {
         step: &Arc<ProfileStep>,
         recipe: &StepRecipe,
     ) -> Result<PooledOutcome, RunError> {
+        // A cold run's cgroups and mount tree are removed off its path too, like a warm one's.
         let cold = || {
-            run_spawned(&self.shared.spawner, spec, step.as_ref(), recipe).map(|outcome| {
-                PooledOutcome {
-                    outcome,
-                    warm: false,
-                }
+            let started = start(
+                spec,
+                step.as_ref(),
+                Some((&self.shared.spawner, recipe)),
+                false,
+            )?;
+            let (outcome, leftovers) = finish_leaving(spec, step.as_ref(), started)?;
+            self.leave(leftovers);
+            Ok(PooledOutcome {
+                outcome,
+                warm: false,
             })
         };
         if !bindable_late(&spec.mounts) {
@@ -193,12 +201,18 @@ impl WarmPool {
         }
         started.at = Instant::now();
         let (outcome, leftovers) = finish_leaving(spec, step.as_ref(), started)?;
-        self.shared.lock().leftovers.push(leftovers);
-        self.shared.wake.notify_one();
+        self.leave(leftovers);
         Ok(PooledOutcome {
             outcome,
             warm: true,
         })
+    }
+
+    /// Hands a finished run's leftovers to the refill thread, which removes them after the
+    /// answer.
+    fn leave(&self, leftovers: Leftovers) {
+        self.shared.lock().leftovers.push(leftovers);
+        self.shared.wake.notify_one();
     }
 
     /// A live warm sandbox of `key`'s shape, if one is ready; registers the shape and wakes the

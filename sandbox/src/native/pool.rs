@@ -172,19 +172,7 @@ impl WarmPool {
         let Some(mut started) = warm else {
             return cold();
         };
-        let mounted = match started.init_pidfd() {
-            _ if spec.mounts.is_empty() => Ok(()),
-            // Only into a finished sandbox: one taken just after it was started may still be
-            // building its filesystem, and its mount namespace still shows the host's tree.
-            _ if !started.parked(PARKED_WITHIN) => Err(RunError::SpawnerUnavailable(
-                "the warm sandbox did not come to wait for its command".into(),
-            )),
-            Some(init) => bind_into(init, &spec.mounts),
-            None => Err(RunError::SpawnerUnavailable(
-                "a warm init without a pidfd".into(),
-            )),
-        };
-        if let Err(e) = mounted {
+        if let Err(e) = move_mounts_in(&started, &spec.mounts) {
             // The cold run reports the same source's trouble the way every run does.
             tracing::debug!("warm pool: binding the request's mounts failed: {e}");
             drop(started);
@@ -329,6 +317,24 @@ impl Shared {
             }
         }
     }
+}
+
+/// Moves `mounts` (read-only, see [`bindable_late`]) into the warm sandbox `started`, once it is
+/// fully built: one taken just after it was started may still be building its filesystem, when
+/// its mount namespace still shows the host's tree.
+fn move_mounts_in(started: &Started, mounts: &[BindMount]) -> Result<(), RunError> {
+    if mounts.is_empty() {
+        return Ok(());
+    }
+    if !started.parked(PARKED_WITHIN) {
+        return Err(RunError::SpawnerUnavailable(
+            "the warm sandbox did not come to wait for its command".into(),
+        ));
+    }
+    let init = started
+        .init_pidfd()
+        .ok_or_else(|| RunError::SpawnerUnavailable("a warm init without a pidfd".into()))?;
+    bind_into(init, mounts)
 }
 
 /// What a warm sandbox must share with the request it takes: everything init's setup depends

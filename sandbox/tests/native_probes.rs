@@ -13,7 +13,7 @@ use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use native_support::{rootfs, settle_processes, text};
+use native_support::{rootfs, settle_processes, swap_workspaces, text};
 use perry_runtime::native::{run, BindMount, FinalStep, RunError, Step};
 
 fn runs_a_command_and_captures_everything(fs: &dyn FinalStep) {
@@ -595,17 +595,8 @@ fn missing_mount_targets_are_provided_inside_the_sandbox_only(fs: &dyn FinalStep
 /// at by the time the sandbox starts: when a symlink is swapped into the path in between (the
 /// check-then-mount race a hostile workspace owner would try), setup fails and nothing runs.
 fn pinned_mounts_refuse_a_path_swapped_after_the_check(fs: &dyn FinalStep) {
-    use std::os::unix::fs::PermissionsExt;
     let r = rootfs();
-    let host = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(host.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let ws = host.path().join("ws");
-    let other = host.path().join("other");
-    for (d, f) in [(&ws, "checked"), (&other, "swapped")] {
-        std::fs::create_dir(d).unwrap();
-        std::fs::write(d.join(f), f).unwrap();
-        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
-    }
+    let (host, ws, other) = swap_workspaces();
     let mount = BindMount::pinned(&ws, "/work", true).unwrap();
     assert_eq!(mount.source, ws);
     // Unchanged: the checked directory is mounted.

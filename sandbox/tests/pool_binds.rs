@@ -11,7 +11,6 @@
 
 mod native_support;
 
-use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,15 +39,7 @@ fn mount_namespaces() -> Vec<std::path::PathBuf> {
 
 fn a_pinned_workspace_swapped_after_its_check_is_still_the_one_a_warm_sandbox_gets() {
     let r = rootfs();
-    let host = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(host.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let ws = host.path().join("ws");
-    let other = host.path().join("other");
-    for (d, f) in [(&ws, "checked"), (&other, "swapped")] {
-        std::fs::create_dir(d).unwrap();
-        std::fs::write(d.join(f), f).unwrap();
-        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
-    }
+    let (host, ws, other) = swap_workspaces();
     let host_ns = mount_namespaces();
     assert_eq!(host_ns.len(), 1, "{host_ns:?}");
 

@@ -158,3 +158,18 @@ pub(crate) fn hardened_with(grants: perry_profiles::Grants) -> ProfileStep {
         .expect("hardened profile");
     ProfileStep::new(&p).expect("profile step")
 }
+
+/// The directories of a check-then-mount race: a host dir holding `ws` (with the file
+/// `checked`) and `other` (with `swapped`), both world-writable for the sandbox's uid.
+pub(crate) fn swap_workspaces() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let host = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(host.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ws = host.path().join("ws");
+    let other = host.path().join("other");
+    for (d, f) in [(&ws, "checked"), (&other, "swapped")] {
+        std::fs::create_dir(d).unwrap();
+        std::fs::write(d.join(f), f).unwrap();
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    (host, ws, other)
+}

@@ -26,9 +26,8 @@
 //! # Why this is no weaker than a cold run
 //!
 //! A pooled sandbox serves exactly one request and is never reused: after its run it is torn
-//! down like any other (every process gone before the answer; its empty cgroups and its mount
-//! tree, which no process is in any more, removed by the refill thread just after, as are a
-//! cold run's), and the refill thread starts a new one. Two requests never share a
+//! down like any other (every process gone before the answer; its empty cgroups removed by the
+//! refill thread just after, as are a cold run's), and the refill thread starts a new one. Two requests never share a
 //! namespace, a tmpfs, a cgroup, a pipe or a process. The setup steps are the same functions in
 //! the same order as a cold run; only the point where the command is learnt moves — after the
 //! confinement instead of before it, so the request's bytes only ever reach a process that is
@@ -144,7 +143,7 @@ impl WarmPool {
         step: &Arc<ProfileStep>,
         recipe: &StepRecipe,
     ) -> Result<PooledOutcome, RunError> {
-        // A cold run's cgroups and mount tree are removed off its path too, like a warm one's.
+        // A cold run's cgroups are removed off its path too, like a warm one's.
         let cold = || {
             let started = start(
                 spec,

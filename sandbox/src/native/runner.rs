@@ -73,10 +73,6 @@ pub(crate) struct Started {
     pub(crate) bind_w: Option<OwnedFd>,
     /// When the clone was asked for (a pooled run counts from its bind instead).
     pub(crate) at: Instant,
-    /// The sandbox's mount namespace, held so that unmounting its tree happens when the
-    /// leftovers are dropped (off a warm run's path) instead of inside init's exit, which the
-    /// answer waits for. No process is in it by then; only this descriptor reaches it.
-    mnt_ns: Option<OwnedFd>,
 }
 
 impl Started {
@@ -190,11 +186,6 @@ pub(crate) fn start(
     drop((sync_r, err_w, status_w, stdin_r, stdout_w, stderr_w));
     let bind_w = bind.map(|(_, w)| w);
     child.ensure_pidfd()?;
-    // init is alive (it waits for its release), so its pid names it; a failure only means the
-    // teardown stays in its exit.
-    let mnt_ns = std::fs::File::open(format!("/proc/{}/ns/mnt", child.pid))
-        .ok()
-        .map(OwnedFd::from);
 
     // Host ids: inside 0 -> base, inside uid/gid -> base + 1.
     let base = lease.host_base;
@@ -233,7 +224,6 @@ pub(crate) fn start(
         stderr_r,
         bind_w,
         at,
-        mnt_ns,
     })
 }
 
@@ -256,8 +246,6 @@ pub(crate) struct Leftovers {
     child: Option<Child>,
     cgroups: RunCgroups,
     _lease: Lease,
-    /// See [`Started`]: closing it unmounts the dead sandbox's tree.
-    _mnt_ns: Option<OwnedFd>,
 }
 
 impl Leftovers {
@@ -307,7 +295,6 @@ pub(crate) fn finish_leaving(
         stderr_r,
         bind_w,
         at,
-        mnt_ns,
     } = started;
     debug_assert!(
         bind_w.is_none(),
@@ -400,7 +387,6 @@ pub(crate) fn finish_leaving(
             child,
             cgroups,
             _lease: lease,
-            _mnt_ns: mnt_ns,
         },
     ))
 }

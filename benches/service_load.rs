@@ -31,6 +31,9 @@ use perry_sandbox::capability::CapabilityRequest;
 use perry_sandbox::service::Client;
 use perry_testworld::{ConfigBuilder, Registry, SigStack, SignOptions, TinyImage};
 
+/// What `cat_ws` prints: the file in the request's workspace.
+const WORKSPACE_TEXT: &str = "from the workspace\n";
+
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -225,7 +228,7 @@ fn load(
     clients: usize,
 ) -> Load {
     let expected = if capability == "cat_ws" {
-        "from the workspace\n"
+        WORKSPACE_TEXT
     } else {
         "hello\n"
     };
@@ -300,7 +303,7 @@ fn main() {
     let roots = dir.path().join("roots");
     let ws = roots.join("ws");
     std::fs::create_dir_all(&ws).unwrap();
-    std::fs::write(ws.join("hello.txt"), "from the workspace\n").unwrap();
+    std::fs::write(ws.join("hello.txt"), WORKSPACE_TEXT).unwrap();
     for (p, mode) in [
         (&roots, 0o755),
         (&ws, 0o755),
@@ -363,7 +366,7 @@ fn main() {
             let o = rt
                 .block_on(c.invoke("cat_ws", &ws_req))
                 .expect("warm-up call");
-            assert_eq!(o.stdout, "from the workspace\n", "{o:?}");
+            assert_eq!(o.stdout, WORKSPACE_TEXT, "{o:?}");
         }
     }
     let svc_pid = svc.id();
@@ -397,7 +400,7 @@ fn main() {
                                     "/bin/cat",
                                     "/tmp/work/hello.txt",
                                 ]);
-                                b"from the workspace\n"
+                                WORKSPACE_TEXT.as_bytes()
                             }
                             None => {
                                 cmd.args(["/bin/echo", "hello"]);

@@ -17,7 +17,7 @@
 //! - The mount is never visible writable: its flags are set before it is attached.
 //! - The target is resolved inside the sandbox's root, refusing every symlink, as the plan
 //!   already checked for the cold path.
-//! - The workload is parked before `execve`, confined, blocked reading its bind pipe: nothing
+//! - The workload is parked before `execve`, confined, blocked reading its bind socket: nothing
 //!   runs in the sandbox between its setup and this attach.
 //! - Landlock still applies: reading below the mount is granted by the rule on `/`, which the
 //!   kernel's path walk reaches across the mount point.

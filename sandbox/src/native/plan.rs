@@ -133,7 +133,7 @@ pub(crate) struct ChildFds {
     /// Seccomp supervisor handoff (-1 when unsupervised): the workload sends its filter's
     /// listener to the parent over this socket (`SCM_RIGHTS`).
     pub seccomp_sock: i32,
-    /// A pooled sandbox's bind pipe (-1 otherwise): the workload reads the request's command
+    /// A pooled sandbox's bind socket (-1 otherwise): the workload reads the request's command
     /// from it once confined (see [`LateSlot`]).
     pub bind_r: i32,
 }
@@ -178,7 +178,7 @@ pub(crate) struct Plan {
     pub inherited_fds: Vec<i32>,
     /// The stack the workload runs on until `execve` (see [`WorkloadStack`]).
     pub workload_stack: WorkloadStack,
-    /// A pooled sandbox: where init puts the command it reads from the bind pipe; `cwd`,
+    /// A pooled sandbox: where init puts the command it reads from the bind socket; `cwd`,
     /// `argv`, `envp` and `exec_candidates` above are then placeholders, never used.
     pub late: Option<LateSlot>,
 }

@@ -10,12 +10,12 @@
 //! pivoted into; its workload process started and already confined as it will run — own
 //! session, rlimits, the workload's uid and gid, and the tier's final step applied (capabilities
 //! dropped, no_new_privs, Landlock, seccomp with its listener handed to the service) — blocked
-//! reading its bind pipe. Nothing of any request is in it: the spec it was started from is the
+//! reading its bind socket. Nothing of any request is in it: the spec it was started from is the
 //! shape alone (placeholder command, empty environment, no stdin).
 //!
 //! # What a request brings
 //!
-//! Its command, environment and working directory, written to the bind pipe as one bounded
+//! Its command, environment and working directory, written to the bind socket as one bounded
 //! frame that the confined workload lays out without allocating (see `LateSlot`), then changes
 //! to that directory and `execve`s the command; its stdin and deadline, handled by supervision
 //! as in a cold run; its read-only bind mounts (workspaces), moved into the waiting sandbox's
@@ -27,8 +27,8 @@
 //!
 //! A pooled sandbox serves exactly one request and is never reused: after its run it is torn
 //! down like any other (every process gone before the answer; its empty cgroups removed by the
-//! refill thread just after, as are a cold run's), and the refill thread starts a new one. Two requests never share a
-//! namespace, a tmpfs, a cgroup, a pipe or a process. The setup steps are the same functions in
+//! refill thread just after, as are a cold run's), and the refill thread starts a new one. Two
+//! requests never share a namespace, a tmpfs, a cgroup, a pipe or a process. The setup steps are the same functions in
 //! the same order as a cold run; only the point where the command is learnt moves — after the
 //! confinement instead of before it, so the request's bytes only ever reach a process that is
 //! already confined. The frame comes from the service, over a pipe only the service holds, and
@@ -36,7 +36,7 @@
 //! block in `read`, the refill thread on a condition variable.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -46,7 +46,7 @@ use super::late_mounts::{bind_into, bindable_late};
 use super::plan::late_frame;
 use super::runner::{finish_leaving, start, Leftovers, Started};
 use super::spawner::{Spawner, StepRecipe};
-use super::{BindMount, Outcome, ProfileStep, RunError, RunSpec};
+use super::{sys, BindMount, Outcome, ProfileStep, RunError, RunSpec};
 
 /// Most shapes kept warm at once; the least recently used one is dropped for a new one.
 const MAX_SHAPES: usize = 8;
@@ -325,14 +325,13 @@ fn move_mounts_in(started: &Started, mounts: &[BindMount]) -> Result<(), RunErro
     if mounts.is_empty() {
         return Ok(());
     }
+    let not_ready = |why: &str| sys("binding mounts into a warm sandbox")(io::Error::other(why));
     if !started.parked(PARKED_WITHIN) {
-        return Err(RunError::SpawnerUnavailable(
-            "the warm sandbox did not come to wait for its command".into(),
-        ));
+        return Err(not_ready("it did not come to wait for its command"));
     }
     let init = started
         .init_pidfd()
-        .ok_or_else(|| RunError::SpawnerUnavailable("a warm init without a pidfd".into()))?;
+        .ok_or_else(|| not_ready("its init has no pidfd"))?;
     bind_into(init, mounts)
 }
 

@@ -112,7 +112,7 @@ impl Started {
 }
 
 /// Everything up to the release byte: plan, lease, cgroups, pipes, the clone (here or by the
-/// spawner), id maps, cgroup attach. With `late`, init waits for its command on a bind pipe
+/// spawner), id maps, cgroup attach. With `late`, init waits for its command on a bind socket
 /// once its sandbox is built.
 pub(crate) fn start(
     spec: &RunSpec,

@@ -86,7 +86,7 @@ pub enum Step {
     /// `execve` of the command.
     Exec,
     /// A pooled sandbox's workload: read the request's command, environment and working
-    /// directory from the bind pipe (end of stream: the service is gone, or dropped it unused).
+    /// directory from the bind socket (end of stream: the service is gone, or dropped it unused).
     AwaitRequest,
 }
 

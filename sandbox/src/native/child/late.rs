@@ -1,5 +1,5 @@
 //! A pooled sandbox's last step before `execve`: the workload, confined as it will run, waits
-//! for the request's command on the bind pipe and lays it out in the plan's [`LateSlot`]
+//! for the request's command on the bind socket and lays it out in the plan's [`LateSlot`]
 //! without allocating.
 
 use std::ptr;
@@ -76,7 +76,7 @@ pub(super) fn await_request(p: &Plan, slot: &LateSlot) -> Result<Command, (Step,
     }
     let data = slot.bytes();
     read_full(fd, data, bytes)?;
-    // SAFETY: closing our copy of the bind pipe; the request is read.
+    // SAFETY: closing our copy of the bind socket; the request is read.
     unsafe { libc::close(fd) };
     // Pointer area: argv (argc) null, envp (envc) null, candidates (candc).
     let ptrs = slot.ptrs();

@@ -102,7 +102,7 @@ pub(crate) fn init_main(plan: &Plan, final_step: &dyn FinalStep) -> ! {
         unsafe { libc::close(plan.fds.seccomp_sock) };
     }
     if plan.fds.bind_r >= 0 {
-        // SAFETY: closing init's copy of the bind pipe; the workload read its own.
+        // SAFETY: closing init's copy of the bind socket; the workload read its own.
         unsafe { libc::close(plan.fds.bind_r) };
     }
     // init: drop everything the workload's output depends on, then reap.

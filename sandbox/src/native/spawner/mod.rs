@@ -74,7 +74,7 @@ pub(crate) struct SpawnFds<'a> {
     pub seccomp: Option<&'a OwnedFd>,
     pub leaf: Option<&'a OwnedFd>,
     pub netns: Option<&'a OwnedFd>,
-    /// A pooled sandbox's bind pipe (read end): init waits on it for its command.
+    /// A pooled sandbox's end of its bind socket: its workload waits on it for its command.
     pub bind: Option<&'a OwnedFd>,
 }
 

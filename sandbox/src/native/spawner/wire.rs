@@ -45,7 +45,7 @@ pub(crate) struct WireMount {
 
 /// Service -> spawner: clone one sandbox init. The descriptors, in order: sync_r, err_w,
 /// status_w, stdin_r, stdout_w, stderr_w, then the seccomp handoff, the cgroup leaf and the
-/// network namespace and the bind pipe (`late`) when their flags say so, then one per pinned
+/// network namespace and the bind socket (`late`) when their flags say so, then one per pinned
 /// mount.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Request {
@@ -71,7 +71,7 @@ pub(crate) struct Request {
     pub leaf: bool,
     pub netns: bool,
     /// A pooled sandbox: `argv`, `env` and `cwd` are placeholders; the workload reads its
-    /// command from the bind pipe once confined.
+    /// command from the bind socket once confined.
     #[serde(default)]
     pub late: bool,
 }

@@ -4,7 +4,8 @@
 
 use assert_cmd::Command;
 
-fn backends(env: &[(&str, &str)], json: bool) -> std::process::Output {
+/// `perry-sandbox args` with `env` over an environment without the backend variables.
+fn perry(env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
     let mut c = Command::cargo_bin("perry-sandbox").unwrap();
     c.env_remove("PERRY_CONTAINER_BACKEND")
         .env_remove("PERRY_CONTAINER_MODE")
@@ -12,10 +13,18 @@ fn backends(env: &[(&str, &str)], json: bool) -> std::process::Output {
     for (k, v) in env {
         c.env(k, v);
     }
-    if json {
-        c.arg("--json");
-    }
-    c.arg("backends").output().unwrap()
+    c.args(args).output().unwrap()
+}
+
+fn backends(env: &[(&str, &str)], json: bool) -> std::process::Output {
+    perry(
+        env,
+        if json {
+            &["--json", "backends"]
+        } else {
+            &["backends"]
+        },
+    )
 }
 
 fn doc(out: &std::process::Output) -> serde_json::Value {
@@ -83,4 +92,12 @@ fn an_unknown_mode_is_invalid_config_listing_the_valid_ones() {
         err.contains("invalid_config") && err.contains("local-first, server-first"),
         "{err}"
     );
+    // compose detects through the per-process cache: the same code, not backend_unavailable.
+    let out = perry(
+        &[("PERRY_CONTAINER_MODE", "cloud-first")],
+        &["compose", "-p", "modecheck", "ps"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("error[invalid_config]"), "{err}");
 }

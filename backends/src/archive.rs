@@ -54,7 +54,10 @@ fn sha256_hex(digest: &str) -> Option<&str> {
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> BackendError {
     let what = what.into();
-    move |source| BackendError::Io { what, source }
+    move |source: std::io::Error| BackendError::Io {
+        what,
+        source: source.into(),
+    }
 }
 
 fn bad_manifest(detail: impl Into<String>) -> BackendError {
@@ -79,7 +82,7 @@ fn open_blob(blobs: &Path, digest: &str) -> Result<(File, u64)> {
         } else {
             BackendError::Io {
                 what: format!("opening {}", path.display()),
-                source: e,
+                source: e.into(),
             }
         }
     })?;
@@ -304,7 +307,7 @@ pub async fn provision_image<B: ContainerBackend>(
                 .await
                 .map_err(|e| BackendError::Io {
                     what: "writing the OCI archive".into(),
-                    source: io::Error::other(e.to_string()),
+                    source: io::Error::other(e.to_string()).into(),
                 })??;
             let r = backend.load(image, &out).await;
             let _ = std::fs::remove_file(&out);

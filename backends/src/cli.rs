@@ -42,7 +42,7 @@ pub(crate) fn spawn_piped(
         } else {
             BackendError::Io {
                 what: format!("spawning {program}"),
-                source: e,
+                source: e.into(),
             }
         }
     })
@@ -74,7 +74,7 @@ pub(crate) async fn run(argv: &[String], timeout: Duration) -> Result<Output, Ba
         }
         Ok(Err(e)) => Err(BackendError::Io {
             what: format!("waiting for {program} {verb}"),
-            source: e,
+            source: e.into(),
         }),
         Err(_) => Err(BackendError::Timeout {
             program: program.clone(),

@@ -422,17 +422,10 @@ pub async fn detect_with(opts: &DetectOptions) -> Result<Detected, BackendError>
 }
 
 /// A once-per-process detection result: the first call probes, every later one (whatever
-/// its options) gets the same answer.
+/// its options) gets the same answer, an error with its own code (`invalid_config` stays
+/// `invalid_config`).
 pub struct DetectCache {
-    cell: OnceCell<Result<Detected, CachedFailure>>,
-}
-
-/// A detection failure as the cache keeps it (`BackendError` holds an `io::Error`, which
-/// cannot be cloned): `no_backend_found` stays itself, anything else is its message.
-#[derive(Clone)]
-enum CachedFailure {
-    NoneFound { probed: String, advice: String },
-    Other(String),
+    cell: OnceCell<Result<Detected, BackendError>>,
 }
 
 impl DetectCache {
@@ -445,23 +438,7 @@ impl DetectCache {
 
     /// [`detect_with`] the first time, the cached answer after.
     pub async fn get(&self, opts: &DetectOptions) -> Result<Detected, BackendError> {
-        let r = self
-            .cell
-            .get_or_init(|| async {
-                detect_with(opts).await.map_err(|e| match e {
-                    BackendError::NoneFound { probed, advice } => {
-                        CachedFailure::NoneFound { probed, advice }
-                    }
-                    e => CachedFailure::Other(e.to_string()),
-                })
-            })
-            .await;
-        r.clone().map_err(|f| match f {
-            CachedFailure::NoneFound { probed, advice } => {
-                BackendError::NoneFound { probed, advice }
-            }
-            CachedFailure::Other(m) => BackendError::Unavailable(m),
-        })
+        self.cell.get_or_init(|| detect_with(opts)).await.clone()
     }
 }
 

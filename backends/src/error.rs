@@ -1,10 +1,13 @@
 //! [`BackendError`]: one typed error for every backend call, with a stable code and status.
 
+use std::sync::Arc;
+
 use perry_policies::Code;
 use thiserror::Error;
 
-/// What went wrong talking to a container backend.
-#[derive(Debug, Error)]
+/// What went wrong talking to a container backend. `Clone`, so that a cached answer (the
+/// per-process detection) hands out the same error, code included, every time.
+#[derive(Clone, Debug, Error)]
 pub enum BackendError {
     /// No usable backend (not installed, daemon down, probe timed out, unknown name).
     #[error("backend unavailable: {0}")]
@@ -82,9 +85,9 @@ pub enum BackendError {
     Io {
         /// What was being done.
         what: String,
-        /// The cause.
+        /// The cause (shared: `io::Error` itself cannot be cloned).
         #[source]
-        source: std::io::Error,
+        source: Arc<std::io::Error>,
     },
     /// A fault injected by [`crate::FaultyBackend`] (tests of orchestration).
     #[error("injected fault: {0}")]

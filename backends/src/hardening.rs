@@ -164,7 +164,12 @@ pub fn write_seccomp(profile: &Profile, state_dir: &Path) -> Result<PathBuf, Bac
     let bytes = serde_json::to_vec(&json)
         .map_err(|e| BackendError::InvalidConfig(format!("seccomp export: {e}")))?;
     let dir = state_dir.join("seccomp");
-    let io = |what: String| move |source| BackendError::Io { what, source };
+    let io = |what: String| {
+        move |source: std::io::Error| BackendError::Io {
+            what,
+            source: source.into(),
+        }
+    };
     std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
     let name = format!("{}-{:016x}.json", profile.tier.name(), fnv(&bytes));
     let path = dir.join(name);

@@ -79,7 +79,7 @@ pub(crate) async fn stop_held(
 ) -> Result<Vec<usize>, BackendError> {
     let failed = |h: &Held<'_>, source: std::io::Error| BackendError::Io {
         what: format!("signalling container {}", h.name),
-        source,
+        source: source.into(),
     };
     let mut refused = Vec::new();
     let mut signalled = Vec::new();
@@ -124,13 +124,13 @@ async fn exited_within<'a>(
         .collect::<std::io::Result<Vec<(OwnedFd, std::time::Instant)>>>()
         .map_err(|source| BackendError::Io {
             what: "holding a container's pidfd".into(),
-            source,
+            source: source.into(),
         })?;
     tokio::task::spawn_blocking(move || poll_exits(&watched))
         .await
         .map_err(|e| BackendError::Io {
             what: "waiting for containers to exit".into(),
-            source: std::io::Error::other(e),
+            source: std::io::Error::other(e).into(),
         })
 }
 

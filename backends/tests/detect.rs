@@ -230,3 +230,20 @@ async fn a_live_apple_container_is_passed_over_because_it_cannot_apply_any_tier(
         .iter()
         .any(|c| c == "system status"));
 }
+
+#[tokio::test]
+async fn an_unknown_mode_stays_invalid_config_through_the_cache() {
+    let cache = DetectCache::new();
+    let mut o = opts(BackendsConfig::default());
+    o.mode = Some("bogus".into());
+    // The first answer is the probe's, every later one the cache's: the same code each time.
+    for _ in 0..2 {
+        let e = cache
+            .get(&o)
+            .await
+            .expect_err("an unknown mode detects nothing");
+        assert!(matches!(e, BackendError::InvalidConfig(_)), "{e:?}");
+        assert_eq!(e.code().as_str(), "invalid_config", "{e}");
+        assert!(e.to_string().contains("local-first, server-first"), "{e}");
+    }
+}

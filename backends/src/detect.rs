@@ -4,7 +4,7 @@
 //! `[backends]` section of `perryconfig.toml`, not from constants here.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use perry_policies::{BackendMode, BackendSettings, BackendsConfig};
 use serde::Serialize;
@@ -25,7 +25,8 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 pub enum Mode {
     /// Local backends first (the default).
     LocalFirst,
-    /// A remote daemon first (DOCKER_HOST, CONTAINER_HOST, a podman remote connection).
+    /// A remote daemon first (DOCKER_HOST, CONTAINER_HOST, podman's default remote
+    /// connection).
     ServerFirst,
 }
 
@@ -89,6 +90,9 @@ pub struct DetectOptions {
     pub docker_host: bool,
     /// `CONTAINER_HOST` is set.
     pub container_host: bool,
+    /// podman's default connection is a remote one (`podman system connection list`); set by
+    /// [`DetectOptions::names_to_probe`] in server-first mode.
+    pub podman_connection: bool,
     /// `[backends]`: the backend and mode when the environment names none, the probe
     /// order, and each backend's settings.
     pub config: BackendsConfig,
@@ -104,6 +108,7 @@ impl DetectOptions {
             os: None,
             docker_host: var("DOCKER_HOST").is_some(),
             container_host: var("CONTAINER_HOST").is_some(),
+            podman_connection: false,
             config: BackendsConfig::default(),
         }
     }
@@ -130,7 +135,7 @@ impl DetectOptions {
         };
         if mode == Mode::ServerFirst {
             let mut remote = Vec::new();
-            if self.container_host {
+            if self.container_host || self.podman_connection {
                 remote.push("podman".to_string());
             }
             if self.docker_host {
@@ -141,6 +146,18 @@ impl DetectOptions {
             order = remote;
         }
         order
+    }
+
+    /// [`DetectOptions::probe_names`], after asking podman (within one [`PROBE_TIMEOUT`])
+    /// whether it has a default remote connection when the mode is server-first.
+    pub async fn names_to_probe(&self, os: &str, mode: Mode) -> Vec<String> {
+        let mut o = self.clone();
+        if mode == Mode::ServerFirst && !o.podman_connection && self.backend().is_none() {
+            let podman = self.config.settings("podman").program;
+            let podman = podman.map_or_else(|| "podman".into(), |p| p.display().to_string());
+            o.podman_connection = podman_default_connection(&podman).await;
+        }
+        o.probe_names(os, mode)
     }
 
     /// The backend named by the environment, else by the configuration.
@@ -198,10 +215,7 @@ pub fn driver_with(name: &str, s: &BackendSettings) -> Result<DockerProtocol, Ba
                 Some(r) => Some(r.clone()),
                 None => on_path("runc").then(|| "runc".to_string()),
             };
-            let sandbox = s
-                .sandbox_runtime
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("/usr/bin/runsc"));
+            let sandbox = s.sandbox_runtime.clone().unwrap_or_else(default_sandbox);
             DockerProtocol::podman(runtime.as_deref())
                 .with_program(&program("podman"))
                 .with_sandbox(Some(SandboxRuntime::gvisor_podman(sandbox)))
@@ -241,15 +255,34 @@ pub fn driver_with(name: &str, s: &BackendSettings) -> Result<DockerProtocol, Ba
     Ok(d)
 }
 
-async fn answer(argv: &[&str]) -> Result<String, String> {
+/// Whether `podman system connection list --format json` names a default connection (a
+/// remote podman service); a podman that is missing or does not answer has none.
+async fn podman_default_connection(podman: &str) -> bool {
+    let deadline = Instant::now() + PROBE_TIMEOUT;
+    let argv = [podman, "system", "connection", "list", "--format", "json"];
+    answer(&argv, deadline)
+        .await
+        .ok()
+        .and_then(|out| serde_json::from_str::<Vec<serde_json::Value>>(&out).ok())
+        .is_some_and(|list| list.iter().any(|c| c["Default"] == true))
+}
+
+/// Runs `argv` with what is left of the probe's `deadline`; its stdout, or why not.
+async fn answer(argv: &[&str], deadline: Instant) -> Result<String, String> {
     let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
-    match cli::run(&argv, PROBE_TIMEOUT).await {
+    let left = deadline.saturating_duration_since(Instant::now());
+    match cli::run(&argv, left).await {
         Ok(o) if o.code == 0 => Ok(o.stdout_str()),
         Ok(o) => Err(format!(
             "`{}` exited {}: {}",
             argv.join(" "),
             o.code,
             o.stderr_str().lines().next().unwrap_or_default()
+        )),
+        Err(BackendError::Timeout { .. }) => Err(format!(
+            "`{}` did not answer within the probe's {} s",
+            argv.join(" "),
+            PROBE_TIMEOUT.as_secs()
         )),
         Err(e) => Err(e.to_string()),
     }
@@ -259,13 +292,67 @@ fn home(p: &str) -> PathBuf {
     PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(p)
 }
 
+/// The docker-compatible desktops: probed by their own CLI, driven through the docker CLI
+/// they serve.
+fn desktop_cli(name: &str) -> Option<&'static str> {
+    match name {
+        "orbstack" => Some("orb"),
+        "colima" => Some("colima"),
+        "rancher-desktop" => Some("rdctl"),
+        _ => None,
+    }
+}
+
+/// What one probe asks: the backend's own CLI, the docker CLI a desktop's driver runs, the
+/// sandboxed-kernel runtime the driver would use, and lima's instance.
+struct Target {
+    cli: String,
+    docker_cli: Option<String>,
+    sandbox: Option<PathBuf>,
+    instance: String,
+}
+
+/// The gVisor runtime podman uses when `[backends.podman] sandbox_runtime` is unset.
+fn default_sandbox() -> PathBuf {
+    PathBuf::from("/usr/bin/runsc")
+}
+
 /// Probes one backend by name with default settings: `--version`, then its liveness check.
 pub async fn probe(name: &str, mode: Mode, os: &str) -> Probe {
     probe_with(name, mode, os, &BackendSettings::default()).await
 }
 
-/// Probes one backend with its `[backends.<name>]` settings (the CLI's path).
+/// Probes one backend with its `[backends.<name>]` settings: the CLI at `program` (for the
+/// desktops, the docker CLI they serve), podman's `sandbox_runtime`, lima's `instance`.
 pub async fn probe_with(name: &str, mode: Mode, os: &str, s: &BackendSettings) -> Probe {
+    let configured = s.program.as_ref().map(|x| x.display().to_string());
+    let default_cli = match name {
+        "apple-container" => "container",
+        "lima" => "limactl",
+        n => n,
+    };
+    let target = match desktop_cli(name) {
+        Some(own) => Target {
+            cli: own.into(),
+            docker_cli: Some(configured.unwrap_or_else(|| "docker".into())),
+            sandbox: None,
+            instance: String::new(),
+        },
+        None => Target {
+            cli: configured.unwrap_or_else(|| default_cli.into()),
+            docker_cli: None,
+            sandbox: (name == "podman")
+                .then(|| s.sandbox_runtime.clone().unwrap_or_else(default_sandbox)),
+            instance: s.instance.clone().unwrap_or_else(|| "default".into()),
+        },
+    };
+    probe_target(name, mode, os, &target).await
+}
+
+/// Probes `t` within one [`PROBE_TIMEOUT`] for all its calls: `--version`, then the
+/// backend's liveness check.
+async fn probe_target(name: &str, mode: Mode, os: &str, t: &Target) -> Probe {
+    let deadline = Instant::now() + PROBE_TIMEOUT;
     let mut p = Probe {
         name: name.into(),
         available: false,
@@ -274,22 +361,8 @@ pub async fn probe_with(name: &str, mode: Mode, os: &str, s: &BackendSettings) -
         mode,
         isolation: IsolationLevel::Container,
     };
-    let configured = s.program.as_ref().map(|x| x.display().to_string());
-    let program: String = match name {
-        // The desktops are probed by their own CLI; `program` is the docker CLI they serve.
-        "orbstack" => "orb".into(),
-        "colima" => "colima".into(),
-        "rancher-desktop" => "rdctl".into(),
-        "apple-container" => configured.unwrap_or_else(|| "container".into()),
-        "lima" => configured.unwrap_or_else(|| "limactl".into()),
-        n => configured.unwrap_or_else(|| n.into()),
-    };
-    let program = program.as_str();
-    let sandbox = s
-        .sandbox_runtime
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/runsc"));
-    match answer(&[program, "--version"]).await {
+    let program = t.cli.as_str();
+    match answer(&[program, "--version"], deadline).await {
         Ok(v) => p.version = Some(v.lines().next().unwrap_or_default().to_string()),
         Err(e) => {
             p.reason = e;
@@ -297,17 +370,20 @@ pub async fn probe_with(name: &str, mode: Mode, os: &str, s: &BackendSettings) -
         }
     }
     let live: Result<String, String> = match name {
-        "docker" => answer(&[program, "version", "--format", "{{.Server.Version}}"])
-            .await
-            .map(|v| format!("daemon {v} answers"))
-            .map_err(|e| format!("docker daemon does not answer: {e}")),
-        "nerdctl" => answer(&[program, "version"])
+        "docker" => answer(
+            &[program, "version", "--format", "{{.Server.Version}}"],
+            deadline,
+        )
+        .await
+        .map(|v| format!("daemon {v} answers"))
+        .map_err(|e| format!("docker daemon does not answer: {e}")),
+        "nerdctl" => answer(&[program, "version"], deadline)
             .await
             .map(|_| "containerd answers".into()),
-        "colima" => answer(&["colima", "status"])
+        "colima" => answer(&[program, "status"], deadline)
             .await
             .map(|_| "colima running".into()),
-        "apple-container" => match answer(&[program, "system", "status"]).await {
+        "apple-container" => match answer(&[program, "system", "status"], deadline).await {
             // Live, but no tier can be applied through it (crate::apple): not usable.
             Ok(_) => Err(format!(
                 "running, but its CLI cannot apply {}, so no tier can run on it",
@@ -315,11 +391,9 @@ pub async fn probe_with(name: &str, mode: Mode, os: &str, s: &BackendSettings) -
             )),
             Err(e) => Err(e),
         },
-        "lima" => match answer(&[program, "list", "--json"]).await {
-            Ok(out) if out.contains("\"Running\"") => Ok("a lima instance is running".into()),
-            Ok(_) => Err("no running lima instance (`limactl start`)".into()),
-            Err(e) => Err(e),
-        },
+        "lima" => answer(&[program, "list", "--json"], deadline)
+            .await
+            .and_then(|out| lima_running(&out, &t.instance)),
         "orbstack" | "rancher-desktop" => {
             let sock = if name == "orbstack" {
                 home(".orbstack/run/docker.sock")
@@ -333,7 +407,7 @@ pub async fn probe_with(name: &str, mode: Mode, os: &str, s: &BackendSettings) -
             }
         }
         "podman" if os == "macos" => {
-            match answer(&[program, "machine", "list", "--format", "json"]).await {
+            match answer(&[program, "machine", "list", "--format", "json"], deadline).await {
                 Ok(out)
                     if out.contains("\"Running\": true") || out.contains("\"Running\":true") =>
                 {
@@ -345,11 +419,19 @@ pub async fn probe_with(name: &str, mode: Mode, os: &str, s: &BackendSettings) -
         }
         _ => Ok("CLI answers".into()),
     };
+    // A desktop is driven through its docker CLI: that one must answer too.
+    let live = match (live, &t.docker_cli) {
+        (Ok(r), Some(docker)) => answer(&[docker, "--version"], deadline)
+            .await
+            .map(|_| format!("{r}; {docker} answers"))
+            .map_err(|e| format!("{r}, but the docker CLI it serves does not answer: {e}")),
+        (live, _) => live,
+    };
     match live {
         Ok(r) => {
             p.available = true;
             p.reason = r;
-            if name == "podman" && sandbox.is_file() {
+            if t.sandbox.as_deref().is_some_and(Path::is_file) {
                 p.isolation = IsolationLevel::SandboxedKernel;
             }
         }
@@ -358,10 +440,43 @@ pub async fn probe_with(name: &str, mode: Mode, os: &str, s: &BackendSettings) -
     p
 }
 
-/// The availability of a driver (used by [`ContainerBackend::availability`]).
+/// Whether `limactl list --json` (one JSON object per line) shows `instance` running.
+fn lima_running(out: &str, instance: &str) -> Result<String, String> {
+    let status = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["name"] == instance)
+        .map(|v| v["status"].as_str().unwrap_or_default().to_string());
+    match status.as_deref() {
+        Some("Running") => Ok(format!("lima instance {instance} is running")),
+        Some(other) => Err(format!(
+            "lima instance {instance} is {other} (`limactl start {instance}`)"
+        )),
+        None => Err(format!(
+            "no lima instance {instance} (`limactl start {instance}`)"
+        )),
+    }
+}
+
+/// The availability of a driver (used by [`ContainerBackend::availability`]): the probe of
+/// what it runs — its CLI, its sandboxed-kernel runtime, lima's instance.
 pub(crate) async fn probe_driver(d: &DockerProtocol) -> Availability {
-    let os = std::env::consts::OS;
-    let p = probe(d.name(), Mode::LocalFirst, os).await;
+    let cli = d.program().to_string();
+    let target = match desktop_cli(d.name()) {
+        Some(own) => Target {
+            cli: own.into(),
+            docker_cli: Some(cli),
+            sandbox: None,
+            instance: String::new(),
+        },
+        None => Target {
+            cli,
+            docker_cli: None,
+            sandbox: d.sandbox().map(|s| s.path.clone()),
+            instance: d.lima_instance().unwrap_or("default").into(),
+        },
+    };
+    let p = probe_target(d.name(), Mode::LocalFirst, std::env::consts::OS, &target).await;
     Availability {
         available: p.available,
         reason: p.reason,
@@ -399,7 +514,7 @@ pub async fn detect_with(opts: &DetectOptions) -> Result<Detected, BackendError>
             probes: vec![p],
         });
     }
-    let order = opts.probe_names(&os, mode);
+    let order = opts.names_to_probe(&os, mode).await;
     let mut probes = Vec::new();
     for name in &order {
         let p = probe_with(name, mode, &os, &settings(name)).await;

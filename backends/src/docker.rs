@@ -165,6 +165,24 @@ impl DockerProtocol {
         self
     }
 
+    /// The CLI this driver runs (`podman`, the docker CLI a desktop serves, `limactl`).
+    pub(crate) fn program(&self) -> &str {
+        &self.program[0]
+    }
+
+    /// The sandboxed-kernel runtime `untrusted` containers get, if any.
+    pub(crate) fn sandbox(&self) -> Option<&SandboxRuntime> {
+        self.sandbox.as_ref()
+    }
+
+    /// lima's instance (`limactl shell <instance> nerdctl`), for a lima driver.
+    pub(crate) fn lima_instance(&self) -> Option<&str> {
+        match self.program.as_slice() {
+            [_, shell, instance, _] if shell == "shell" => Some(instance),
+            _ => None,
+        }
+    }
+
     /// The full argv for `args` with the normal global flags.
     pub fn argv(&self, args: &[&str]) -> Vec<String> {
         self.argv_with(&self.global_args, args)
@@ -936,6 +954,7 @@ impl ContainerBackend for DockerProtocol {
 #[cfg(test)]
 mod tests {
     use super::merge_host_args;
+    use crate::{driver_with, BackendSettings};
 
     fn v(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| s.to_string()).collect()
@@ -975,6 +994,82 @@ mod tests {
         assert_eq!(
             merge_host_args(&v(&["--log-driver", "k8s-file"]), &tier),
             [v(&["--log-driver", "k8s-file"]), tier.clone()].concat()
+        );
+    }
+
+    #[test]
+    fn backend_settings_become_the_drivers_argv() {
+        let host = v(&["--ulimit", "nproc=1024:1024", "--log-driver", "k8s-file"]);
+        let podman = driver_with(
+            "podman",
+            &BackendSettings {
+                program: Some("/opt/podman/bin/podman".into()),
+                runtime: Some("runc".into()),
+                extra_args: host.clone(),
+                sandbox_runtime: Some("/opt/gvisor/runsc".into()),
+                ..BackendSettings::default()
+            },
+        )
+        .unwrap();
+        // podman takes the runtime as a global flag, before every subcommand.
+        assert_eq!(
+            podman.argv(&["ps"]),
+            v(&["/opt/podman/bin/podman", "--runtime", "runc", "ps"])
+        );
+        assert_eq!(podman.extra_args, host);
+        assert_eq!(
+            podman.sandbox.as_ref().unwrap().global_args,
+            v(&[
+                "--runtime",
+                "/opt/gvisor/runsc",
+                "--runtime-flag",
+                "network=none",
+                "--runtime-flag",
+                "oci-seccomp"
+            ])
+        );
+        // docker and nerdctl take it per container, ahead of the host's flags.
+        let docker = driver_with(
+            "docker",
+            &BackendSettings {
+                runtime: Some("runsc".into()),
+                extra_args: host.clone(),
+                ..BackendSettings::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(docker.argv(&["ps"]), v(&["docker", "ps"]));
+        assert_eq!(
+            docker.extra_args,
+            [v(&["--runtime", "runsc"]), host].concat()
+        );
+        assert!(docker.sandbox.is_none());
+        // lima: nerdctl inside the configured instance.
+        let lima = driver_with(
+            "lima",
+            &BackendSettings {
+                program: Some("/opt/lima/bin/limactl".into()),
+                instance: Some("builder".into()),
+                ..BackendSettings::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            lima.argv(&["ps", "--all"]),
+            v(&[
+                "/opt/lima/bin/limactl",
+                "shell",
+                "builder",
+                "nerdctl",
+                "ps",
+                "--all"
+            ])
+        );
+        assert_eq!(lima.lima_instance(), Some("builder"));
+        let default = driver_with("lima", &BackendSettings::default()).unwrap();
+        assert_eq!(
+            default.argv(&["ps"]),
+            v(&["limactl", "shell", "default", "nerdctl", "ps"])
         );
     }
 }

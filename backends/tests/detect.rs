@@ -5,33 +5,15 @@
 //! `[backends.<name>] program` (so no test changes the process's `PATH`); podman is always the
 //! real one.
 
-use std::path::{Path, PathBuf};
+mod common;
 
+use std::time::{Duration, Instant};
+
+use common::{calls, fake};
 use perry_backends::{
-    detect_with, BackendError, BackendsConfig, ContainerBackend, DetectCache, DetectOptions, Mode,
+    detect_with, driver_with, probe_with, BackendError, BackendSettings, BackendsConfig,
+    ContainerBackend, DetectCache, DetectOptions, IsolationLevel, Mode,
 };
-
-/// A fake CLI: a shell script that appends its argv to `<dir>/<name>.calls`, then runs `body`.
-fn fake(dir: &Path, name: &str, body: &str) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let path = dir.join(name);
-    let calls = dir.join(format!("{name}.calls"));
-    std::fs::write(
-        &path,
-        format!("#!/bin/sh\necho \"$*\" >> '{}'\n{body}\n", calls.display()),
-    )
-    .unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path
-}
-
-fn calls(dir: &Path, name: &str) -> Vec<String> {
-    std::fs::read_to_string(dir.join(format!("{name}.calls")))
-        .unwrap_or_default()
-        .lines()
-        .map(String::from)
-        .collect()
-}
 
 fn config(toml_text: &str) -> BackendsConfig {
     toml::from_str(toml_text).unwrap()
@@ -246,4 +228,154 @@ async fn an_unknown_mode_stays_invalid_config_through_the_cache() {
         assert_eq!(e.code().as_str(), "invalid_config", "{e}");
         assert!(e.to_string().contains("local-first, server-first"), "{e}");
     }
+}
+
+fn program(path: &std::path::Path) -> BackendSettings {
+    BackendSettings {
+        program: Some(path.to_path_buf()),
+        ..BackendSettings::default()
+    }
+}
+
+#[tokio::test]
+async fn a_probe_has_one_deadline_for_all_its_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    // Answers `--version` after 1.5 s, then hangs: two calls of 2 s each would take 3.5 s.
+    let slow = fake(
+        dir.path(),
+        "nerdctl",
+        r#"case "$1" in --version) sleep 1.5; echo 'nerdctl version 2.0';; *) exec sleep 30;; esac"#,
+    );
+    let hung = fake(dir.path(), "docker", "exec sleep 30");
+    for (name, cli, hangs) in [
+        ("nerdctl", &slow, "version"),
+        ("docker", &hung, "--version"),
+    ] {
+        let t = Instant::now();
+        let p = probe_with(name, Mode::LocalFirst, "linux", &program(cli)).await;
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(1900) && took < Duration::from_millis(2900),
+            "{name}: gave up after {took:?}"
+        );
+        assert!(!p.available, "{p:?}");
+        assert!(
+            p.reason.contains("did not answer within the probe's 2 s") && p.reason.contains(hangs),
+            "{p:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn lima_is_live_only_when_its_own_instance_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let limactl = fake(
+        dir.path(),
+        "limactl",
+        r#"case "$1" in
+  --version) echo 'limactl version 1.0.6';;
+  list) echo '{"name":"default","status":"Stopped","dir":"/x/default"}'
+        echo '{"name":"dev","status":"Running","dir":"/x/dev"}';;
+  *) exit 2;;
+esac"#,
+    );
+    let with = |instance: Option<&str>| BackendSettings {
+        instance: instance.map(String::from),
+        ..program(&limactl)
+    };
+    let p = probe_with("lima", Mode::LocalFirst, "macos", &with(None)).await;
+    assert!(!p.available, "{p:?}");
+    assert!(
+        p.reason.contains("lima instance default is Stopped"),
+        "{p:?}"
+    );
+    let p = probe_with("lima", Mode::LocalFirst, "macos", &with(Some("dev"))).await;
+    assert!(p.available, "{p:?}");
+    assert_eq!(p.version.as_deref(), Some("limactl version 1.0.6"));
+    assert!(calls(dir.path(), "limactl").contains(&"list --json".to_string()));
+    // The driver's availability asks about the instance it drives.
+    for (instance, live) in [(None, false), (Some("dev"), true), (Some("gone"), false)] {
+        let d = driver_with("lima", &with(instance)).unwrap();
+        let a = d.availability().await;
+        assert_eq!(a.available, live, "{instance:?}: {a:?}");
+    }
+}
+
+#[tokio::test]
+async fn availability_probes_the_cli_and_the_sandbox_runtime_the_driver_runs() {
+    let with = |sandbox: &str| BackendSettings {
+        sandbox_runtime: Some(sandbox.into()),
+        ..BackendSettings::default()
+    };
+    let a = driver_with("podman", &with("/nonexistent/runsc"))
+        .unwrap()
+        .availability()
+        .await;
+    assert!(a.available, "{a:?}");
+    assert_eq!(a.isolation, IsolationLevel::Container, "{a:?}");
+    let a = driver_with("podman", &with("/usr/bin/runsc"))
+        .unwrap()
+        .availability()
+        .await;
+    assert_eq!(a.isolation, IsolationLevel::SandboxedKernel, "{a:?}");
+    let a = driver_with("podman", &BackendSettings::default())
+        .unwrap()
+        .with_sandbox(None)
+        .availability()
+        .await;
+    assert_eq!(a.isolation, IsolationLevel::Container, "{a:?}");
+    // The configured CLI is the one asked, not the podman on PATH.
+    let dir = tempfile::tempdir().unwrap();
+    let broken = fake(
+        dir.path(),
+        "podman",
+        "echo 'podman is broken here' >&2; exit 9",
+    );
+    let a = driver_with("podman", &program(&broken))
+        .unwrap()
+        .availability()
+        .await;
+    assert!(!a.available, "{a:?}");
+    assert!(a.reason.contains("podman is broken here"), "{a:?}");
+}
+
+#[tokio::test]
+async fn server_first_puts_podman_first_when_its_default_connection_is_remote() {
+    let dir = tempfile::tempdir().unwrap();
+    let podman = fake(
+        dir.path(),
+        "podman",
+        r#"echo '[{"Name":"build-host","URI":"ssh://core@build-host:22/run/podman/podman.sock","Identity":"","Default":true}]'"#,
+    );
+    let c = config(&format!(
+        "order = [\"nerdctl\", \"podman\"]\n[podman]\nprogram = {podman:?}\n"
+    ));
+    let o = opts(c.clone());
+    assert_eq!(
+        o.names_to_probe("linux", Mode::LocalFirst).await,
+        ["nerdctl", "podman"]
+    );
+    assert!(
+        calls(dir.path(), "podman").is_empty(),
+        "asked in local-first"
+    );
+    assert_eq!(
+        o.names_to_probe("linux", Mode::ServerFirst).await,
+        ["podman", "nerdctl"]
+    );
+    assert_eq!(
+        calls(dir.path(), "podman"),
+        ["system connection list --format json"]
+    );
+    // No default connection (the real podman here has none): the order stays.
+    fake(dir.path(), "podman", "echo '[]'");
+    assert_eq!(
+        o.names_to_probe("linux", Mode::ServerFirst).await,
+        ["nerdctl", "podman"]
+    );
+    let real = opts(config("order = [\"nerdctl\", \"podman\"]\n"));
+    assert_eq!(
+        real.names_to_probe("linux", Mode::ServerFirst).await,
+        ["nerdctl", "podman"]
+    );
 }

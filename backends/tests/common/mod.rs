@@ -134,3 +134,27 @@ pub fn podman_cli(args: &[&str]) -> std::process::Output {
         .output()
         .expect("podman")
 }
+
+/// A fake CLI (another platform's binary): a shell script that appends its argv to
+/// `<dir>/<name>.calls`, then runs `body`.
+pub fn fake(dir: &std::path::Path, name: &str, body: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    let calls = dir.join(format!("{name}.calls"));
+    std::fs::write(
+        &path,
+        format!("#!/bin/sh\necho \"$*\" >> '{}'\n{body}\n", calls.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// The argv lines a [`fake`] CLI was called with.
+pub fn calls(dir: &std::path::Path, name: &str) -> Vec<String> {
+    std::fs::read_to_string(dir.join(format!("{name}.calls")))
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect()
+}

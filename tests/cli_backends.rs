@@ -54,11 +54,41 @@ fn podman_is_selected_and_every_probe_is_listed_with_its_reason() {
         docker["reason"].as_str().unwrap().contains("daemon"),
         "{docker}"
     );
-    // The table names the same facts for people.
+    // The table names the same facts for people, the mode and isolation level included.
     let out = backends(&[], false);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("(selected)") && text.contains("docker daemon does not answer"),
+        "{text}"
+    );
+    let header: Vec<&str> = text.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "BACKEND",
+            "AVAILABLE",
+            "MODE",
+            "ISOLATION",
+            "VERSION",
+            "REASON"
+        ],
+        "{text}"
+    );
+    let row: Vec<&str> = text
+        .lines()
+        .find(|l| l.starts_with("podman "))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row[..4],
+        ["podman", "yes", "local-first", "sandboxed-kernel"],
+        "{text}"
+    );
+    let out = backends(&[("PERRY_CONTAINER_MODE", "server-first")], false);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().skip(1).all(|l| l.contains(" server-first ")),
         "{text}"
     );
 }

@@ -18,8 +18,8 @@ pub(super) fn run(g: &GlobalArgs) -> CliResult {
         .mode()
         .map_err(|e| CliError::new(Code::InvalidConfig, e.to_string()))?;
     let os = std::env::consts::OS;
-    let names = opts.probe_names(os, mode);
     let rt = super::runtime()?;
+    let names = rt.block_on(opts.names_to_probe(os, mode));
     let probes: Vec<_> = names
         .iter()
         .map(|n| rt.block_on(probe_with(n, mode, os, &config.backends.settings(n))))
@@ -57,8 +57,8 @@ pub(super) fn run(g: &GlobalArgs) -> CliResult {
         println!("{v}");
     } else {
         println!(
-            "{:<18} {:<10} {:<17} {:<28} REASON",
-            "BACKEND", "AVAILABLE", "ISOLATION", "VERSION"
+            "{:<18} {:<10} {:<13} {:<17} {:<28} REASON",
+            "BACKEND", "AVAILABLE", "MODE", "ISOLATION", "VERSION"
         );
         for p in &probes {
             let mark = if Some(&p.name) == chosen.as_ref() {
@@ -67,13 +67,11 @@ pub(super) fn run(g: &GlobalArgs) -> CliResult {
                 ""
             };
             println!(
-                "{:<18} {:<10} {:<17} {:<28} {}{mark}",
+                "{:<18} {:<10} {:<13} {:<17} {:<28} {}{mark}",
                 p.name,
                 if p.available { "yes" } else { "no" },
-                serde_json::to_value(p.isolation)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default(),
+                as_str(p.mode),
+                as_str(p.isolation),
                 p.version.as_deref().unwrap_or("-"),
                 p.reason
             );
@@ -83,4 +81,12 @@ pub(super) fn run(g: &GlobalArgs) -> CliResult {
         Some(_) => Ok(ExitCode::SUCCESS),
         None => Err(missing()),
     }
+}
+
+/// How `value` is spelled in the JSON (`local-first`, `sandboxed-kernel`).
+fn as_str(value: impl serde::Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }

@@ -478,6 +478,46 @@ fn invalid_input_exits_2_with_file_line_column_and_key() {
     );
 }
 
+/// A variable's value never reaches stderr: an interpolated `read_only` (from the
+/// shell) and a malformed `.env` line (its value) are refused naming file, line,
+/// column and key, with the value's bytes nowhere in the output.
+#[test]
+fn secrets_never_appear_in_errors() {
+    const SECRET: &str = "hunter2secret";
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("compose.yaml");
+    std::fs::write(
+        &file,
+        "services:\n  web:\n    image: nginx\n    read_only: ${S}\n",
+    )
+    .unwrap();
+    let env = BTreeMap::from([("S".to_string(), SECRET.to_string())]);
+    let out = perry(tmp.path(), &env, &["compose", "config"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}:4:16: services.web.read_only: (interpolated value) is not a boolean",
+            file.display()
+        )),
+        "{err}"
+    );
+    assert!(!format!("{out:?}").contains(SECRET), "{out:?}");
+    std::fs::write(&file, "services:\n  web:\n    image: nginx\n").unwrap();
+    std::fs::write(tmp.path().join(".env"), format!("API%KEY={SECRET}\n")).unwrap();
+    let out = perry(tmp.path(), &BTreeMap::new(), &["compose", "config"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}:1: unexpected character \"%\" in variable name \"API%KEY\"",
+            tmp.path().join(".env").display()
+        )),
+        "{err}"
+    );
+    assert!(!format!("{out:?}").contains(SECRET), "{out:?}");
+}
+
 /// Files found like compose (compose.yaml, then compose.toml), `.env` and
 /// `--env-file`, `--profile`, `--services`, the TOML spelling of `!reset`.
 #[test]

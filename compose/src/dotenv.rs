@@ -93,15 +93,17 @@ pub(crate) fn parse_into(
                     i += 1
                 }
                 Some(&c) => {
-                    let first_line: String = chars
+                    // the name only, up to `=`, `:` or a space: what follows may be a secret
+                    // (compose-go quotes the whole line here)
+                    let name: String = chars
                         .get(key_start..)
                         .unwrap_or_default()
                         .iter()
-                        .take_while(|c| **c != '\n')
+                        .take_while(|c| !matches!(**c, '\n' | '=' | ':') && !is_space(**c))
                         .collect();
                     return Err(err(
                         line,
-                        format!("unexpected character \"{c}\" in variable name {first_line:?}"),
+                        format!("unexpected character \"{c}\" in variable name {name:?}"),
                     ));
                 }
             }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::load::{clean, relative_to, Env, LoaderCtx};
 use crate::merge::{merge, strip_tags};
+use crate::node::shown;
 use crate::paths::resolve_service;
 use crate::{LoadError, Node, Value};
 
@@ -92,6 +93,8 @@ fn resolve(
         ));
     }
     stack.push(key);
+    let target_span = ext.get("service").map(|n| n.span).unwrap_or_default();
+    let file_span = ext.get("file").map(|n| n.span).unwrap_or_default();
     let Some(target) = ext.get("service").and_then(Node::scalar_text) else {
         return Err(l.error_at(
             ext.span,
@@ -106,7 +109,8 @@ fn resolve(
                     ext.span,
                     &format!("{path}.extends.service"),
                     format!(
-                        "service {name:?} extends undefined service {target:?}{}",
+                        "service {name:?} extends undefined service {}{}",
+                        shown(&target, target_span, true),
                         suggest_in(&target, services)
                     ),
                 ));
@@ -121,7 +125,10 @@ fn resolve(
                 return Err(l.error_at(
                     ext.span,
                     &format!("{path}.extends.file"),
-                    format!("{} has no services", other.display()),
+                    format!(
+                        "{} has no services",
+                        shown(&other.display().to_string(), file_span, false)
+                    ),
                 ));
             };
             if other_services.get(&target).is_none() {
@@ -129,8 +136,9 @@ fn resolve(
                     ext.span,
                     &format!("{path}.extends.service"),
                     format!(
-                        "cannot extend service {target:?} from {}: service not found{}",
-                        other.display(),
+                        "cannot extend service {} from {}: service not found{}",
+                        shown(&target, target_span, true),
+                        shown(&other.display().to_string(), file_span, false),
                         suggest_in(&target, &other_services)
                     ),
                 ));

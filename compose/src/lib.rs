@@ -62,7 +62,7 @@ pub use model::{
     ServiceNetwork, ServicePort, ServiceVolume, Ulimit, UpdateConfig, Volume, VolumeBind,
     VolumeImage, VolumeKind, VolumeTmpfs, VolumeVolume,
 };
-pub use node::{Node, Span, Value};
+pub use node::{Node, Span, Value, REDACTED};
 pub use schema::{validate_schema, SchemaError, COMPOSE_SPEC_SCHEMA};
 pub use toml_load::parse_toml;
 pub use units::{format_duration, parse_bytes, parse_duration, ByteSize, FileMode};

@@ -66,8 +66,14 @@ impl Default for LoadOptions {
 
 /// Loads a compose project.
 pub fn load(opts: &LoadOptions) -> Result<Project, LoadError> {
-    Loader::new(opts).run()
+    let mut loader = Loader::new(opts);
+    loader.run().map_err(|e| loader.redact(e))
 }
+
+/// Values shorter than this are not scrubbed by [`Loader::redact`] (they would
+/// garble messages, `1` in `ports.1`, and are no secrets); every error site
+/// already shows [`crate::REDACTED`] for a node marked [`Span::interpolated`].
+const MIN_REDACTED_LEN: usize = 4;
 
 pub(crate) type Env = BTreeMap<String, String>;
 
@@ -78,6 +84,9 @@ pub(crate) struct Loader<'o> {
     home: Option<String>,
     /// The main project directory (absolute); relative paths in trees are relative to it.
     root: PathBuf,
+    /// Every non-empty value interpolation substituted, with its variable's name:
+    /// the safety net of [`Loader::redact`].
+    substituted: std::cell::RefCell<BTreeMap<String, String>>,
 }
 
 fn io_err(file: &Path, e: impl std::fmt::Display) -> LoadError {
@@ -131,7 +140,66 @@ impl<'o> Loader<'o> {
             table: Vec::new(),
             home,
             root: PathBuf::new(),
+            substituted: std::cell::RefCell::new(BTreeMap::new()),
         }
+    }
+
+    /// Interpolation's lookup of `name` in `env`: a non-empty value sets `used`
+    /// (the node gets [`Span::interpolated`]) and is remembered for [`Loader::redact`].
+    fn lookup(&self, env: &Env, name: &str, used: &std::cell::Cell<bool>) -> Option<String> {
+        let v = env.get(name).cloned();
+        if let Some(v) = v.as_ref().filter(|v| !v.is_empty()) {
+            used.set(true);
+            if v.chars().count() >= MIN_REDACTED_LEN {
+                self.substituted
+                    .borrow_mut()
+                    .insert(v.clone(), name.to_string());
+            }
+        }
+        v
+    }
+
+    /// The safety net under the error sites: any value interpolation substituted
+    /// that still appears in `e` (a message built from the typed model, a path
+    /// joined from it) is replaced by `${NAME}`, longest values first.
+    fn redact(&self, e: LoadError) -> LoadError {
+        let subs = self.substituted.borrow();
+        if subs.is_empty() {
+            return e;
+        }
+        let mut pairs: Vec<(&String, &String)> = subs.iter().collect();
+        pairs.sort_by_key(|(v, _)| std::cmp::Reverse(v.len()));
+        let scrub = |s: &mut String| {
+            for (value, name) in &pairs {
+                if s.contains(value.as_str()) {
+                    *s = s.replace(value.as_str(), &format!("${{{name}}}"));
+                }
+            }
+        };
+        let mut e = e;
+        match &mut e {
+            LoadError::Io { file, message } | LoadError::Dotenv { file, message, .. } => {
+                scrub(file);
+                scrub(message);
+            }
+            LoadError::NotFound(_) => {}
+            LoadError::Syntax(p)
+            | LoadError::Interpolation(p)
+            | LoadError::Invalid(p)
+            | LoadError::Extends(p)
+            | LoadError::Consistency(p) => {
+                scrub(&mut p.file);
+                scrub(&mut p.path);
+                scrub(&mut p.message);
+            }
+            LoadError::DependencyCycle { services, at } => {
+                services.iter_mut().for_each(&scrub);
+                scrub(&mut at.file);
+                scrub(&mut at.path);
+                scrub(&mut at.message);
+            }
+        }
+        e
     }
 
     /// `p` (relative to the project directory, or absolute) as an absolute path.
@@ -272,7 +340,7 @@ impl<'o> Loader<'o> {
         Ok(env)
     }
 
-    fn run(mut self) -> Result<Project, LoadError> {
+    fn run(&mut self) -> Result<Project, LoadError> {
         let files = self.compose_files()?;
         let first = files
             .first()
@@ -343,32 +411,44 @@ impl<'o> Loader<'o> {
         env: &Env,
         project_dir: &Path,
     ) -> Result<String, LoadError> {
-        let explicit = |n: &str, what: &str| -> Result<String, LoadError> {
+        // `at`: the top-level `name` node (located errors); `secret`: the name is
+        // a variable's value (COMPOSE_PROJECT_NAME, interpolated), not quoted.
+        let explicit = |n: &str, what: &str, at: Option<Span>, secret: bool| {
             if is_valid_project_name(n) {
-                Ok(n.to_string())
+                return Ok(n.to_string());
+            }
+            let shown = if secret {
+                crate::REDACTED.to_string()
             } else {
-                Err(LoadError::Invalid(ParseError {
+                format!("{n:?}")
+            };
+            let message = format!(
+                "invalid project name {shown} ({what}): must contain only lowercase letters, digits, dashes and underscores, and start with a letter or digit"
+            );
+            Err(LoadError::Invalid(match at {
+                Some(span) => self.located(span, "name", message),
+                None => ParseError {
                     file: String::new(),
                     line: 0,
                     column: 0,
                     path: "name".into(),
-                    message: format!(
-                        "invalid project name {n:?} ({what}): must contain only lowercase letters, digits, dashes and underscores, and start with a letter or digit"
-                    ),
-                }))
-            }
+                    message,
+                },
+            }))
         };
         if let Some(n) = &self.opts.project_name {
-            return explicit(n, "-p");
+            return explicit(n, "-p", None, false);
         }
         if let Some(n) = env.get("COMPOSE_PROJECT_NAME").filter(|s| !s.is_empty()) {
-            return explicit(n, "COMPOSE_PROJECT_NAME");
+            return explicit(n, "COMPOSE_PROJECT_NAME", None, true);
         }
         for t in trees.iter().rev() {
             if let Some(n) = t.get("name") {
                 let raw = n.scalar_text().unwrap_or_default();
+                let used = std::cell::Cell::new(false);
                 let v = if self.opts.interpolate {
-                    substitute(&raw, &|k| env.get(k).cloned()).map_err(|e| {
+                    let lookup = |k: &str| self.lookup(env, k, &used);
+                    substitute(&raw, &lookup).map_err(|e| {
                         LoadError::Interpolation(self.located(
                             n.span,
                             "name",
@@ -379,7 +459,7 @@ impl<'o> Loader<'o> {
                     raw
                 };
                 if !v.is_empty() {
-                    return explicit(&v, "top-level name");
+                    return explicit(&v, "top-level name", Some(n.span), used.get());
                 }
             }
         }
@@ -449,9 +529,13 @@ impl<'o> Loader<'o> {
     fn interpolate(&self, n: &mut Node, path: &mut String, env: &Env) -> Result<(), LoadError> {
         match &mut n.value {
             Value::String(s) if s.contains('$') => {
-                let lookup = |k: &str| env.get(k).cloned();
+                let used = std::cell::Cell::new(false);
+                let lookup = |k: &str| self.lookup(env, k, &used);
                 match substitute(s, &lookup) {
-                    Ok(v) => *s = v,
+                    Ok(v) => {
+                        *s = v;
+                        n.span.interpolated |= used.get();
+                    }
                     Err(e) => {
                         return Err(LoadError::Interpolation(self.located(
                             n.span,
@@ -608,7 +692,14 @@ impl<'o> Loader<'o> {
                         return Err(LoadError::Invalid(self.located(
                             it.span,
                             &format!("services.{name}.env_file.{i}"),
-                            format!("env file {} not found", path.display()),
+                            format!(
+                                "env file {} not found",
+                                crate::node::shown(
+                                    &path.display().to_string(),
+                                    it.get("path").map(|n| n.span).unwrap_or_default(),
+                                    false
+                                )
+                            ),
                         )));
                     }
                     continue;

@@ -9,6 +9,25 @@ pub struct Span {
     pub column: u64,
     /// Index of the source file in the loader's file table (0 when unknown or single file).
     pub file: u32,
+    /// The value here came from interpolation (a variable's value was substituted
+    /// into it), so an error message must not quote it: see [`shown`]. Nodes derived
+    /// from it (a short port's long form, a `depends_on` key) copy the span, and so
+    /// the mark.
+    pub interpolated: bool,
+}
+
+/// What an error message shows in place of a value that came from interpolation.
+pub const REDACTED: &str = "(interpolated value)";
+
+/// How an error message may show `s`, the text of the node at `span`: `s` itself
+/// (debug-quoted when `quote`), or [`REDACTED`] when `span` is marked
+/// [`Span::interpolated`], so values of variables never reach a message.
+pub(crate) fn shown(s: &str, span: Span, quote: bool) -> String {
+    match (span.interpolated, quote) {
+        (true, _) => REDACTED.to_string(),
+        (false, true) => format!("{s:?}"),
+        (false, false) => s.to_string(),
+    }
 }
 
 /// One value of the tree with its tag (e.g. `!reset`) and span.

@@ -101,6 +101,12 @@ fn locate(mut e: DeError, node: &Node, path: &str) -> DeError {
     e
 }
 
+/// `path.key`, with a key that came from interpolation (a short `depends_on`
+/// entry turned into a key) shown as [`crate::REDACTED`].
+fn join_key(path: &str, key: &str, span: Span) -> String {
+    join(path, &crate::node::shown(key, span, false))
+}
+
 fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_string()
@@ -135,6 +141,24 @@ impl NodeDe<'_> {
         }
     }
 
+    /// `s`, this node's text, as a message may show it (never an interpolated value).
+    fn shown(&self, s: &str) -> String {
+        crate::node::shown(s, self.node.span, true)
+    }
+
+    /// A visitor's own error about this node's text `s` (`invalid size "…"`, from
+    /// `units.rs` or `model.rs`) with `s` replaced by [`crate::REDACTED`] when the
+    /// node came from interpolation. Errors of deeper nodes are already located.
+    fn scrub(&self, mut e: DeError, s: &str) -> DeError {
+        if self.node.span.interpolated && e.span.is_none() && !s.is_empty() {
+            e.message = e
+                .message
+                .replace(&format!("{s:?}"), crate::REDACTED)
+                .replace(s, crate::REDACTED);
+        }
+        e
+    }
+
     fn wrong(&self, want: &str) -> DeError {
         self.err(format!("must be a {want}, not a {}", self.kind()))
     }
@@ -157,7 +181,7 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
             Value::Bool(b) => v.visit_bool(*b),
             Value::Int(i) => v.visit_i64(*i),
             Value::Float(f) => v.visit_f64(*f),
-            Value::String(s) => v.visit_str(s),
+            Value::String(s) => v.visit_str(s).map_err(|e| self.scrub(e, s)),
             Value::Seq(items) => v.visit_seq(SeqDe {
                 items: items.iter(),
                 index: 0,
@@ -176,7 +200,7 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
             Value::Bool(b) => v.visit_bool(*b),
             Value::String(s) => match parse_bool(s) {
                 Some(b) => v.visit_bool(b),
-                None => Err(self.err(format!("{s:?} is not a boolean"))),
+                None => Err(self.err(format!("{} is not a boolean", self.shown(s)))),
             },
             _ => Err(self.wrong("boolean")),
         }
@@ -187,7 +211,7 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
             Value::Int(i) => v.visit_i64(*i),
             Value::String(s) => match s.trim().parse::<i64>() {
                 Ok(i) => v.visit_i64(i),
-                Err(_) => Err(self.err(format!("{s:?} is not an integer"))),
+                Err(_) => Err(self.err(format!("{} is not an integer", self.shown(s)))),
             },
             Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => v.visit_i64(*f as i64),
             _ => Err(self.wrong("integer")),
@@ -199,7 +223,7 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
             Value::Int(i) if *i >= 0 => v.visit_u64(*i as u64),
             Value::String(s) => match s.trim().parse::<u64>() {
                 Ok(i) => v.visit_u64(i),
-                Err(_) => Err(self.err(format!("{s:?} is not a non-negative integer"))),
+                Err(_) => Err(self.err(format!("{} is not a non-negative integer", self.shown(s)))),
             },
             Value::Int(_) => Err(self.err("must not be negative".into())),
             _ => Err(self.wrong("integer")),
@@ -212,7 +236,7 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
             Value::Float(f) => v.visit_f64(*f),
             Value::String(s) => match s.trim().parse::<f64>() {
                 Ok(f) => v.visit_f64(f),
-                Err(_) => Err(self.err(format!("{s:?} is not a number"))),
+                Err(_) => Err(self.err(format!("{} is not a number", self.shown(s)))),
             },
             _ => Err(self.wrong("number")),
         }
@@ -220,7 +244,7 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
 
     fn deserialize_str<V: Visitor<'de>>(self, v: V) -> Result<V::Value, DeError> {
         match self.node.scalar_text() {
-            Some(s) => v.visit_string(s),
+            Some(s) => v.visit_string(s.clone()).map_err(|e| self.scrub(e, &s)),
             None => Err(self.wrong("string")),
         }
     }
@@ -268,7 +292,7 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
             if !fields.contains(&key.as_str()) {
                 return Err(DeError {
                     span: Some(*span),
-                    path: Some(join(&self.path, key)),
+                    path: Some(join_key(&self.path, key, *span)),
                     message: unknown_key_message(key, fields),
                 });
             }
@@ -291,7 +315,8 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
             Value::String(s) => {
                 if !variants.contains(&s.as_str()) {
                     return Err(self.err(format!(
-                        "{s:?} is not one of {}",
+                        "{} is not one of {}",
+                        self.shown(s),
                         variants
                             .iter()
                             .map(|x| format!("{x:?}"))
@@ -300,6 +325,7 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
                     )));
                 }
                 v.visit_enum(s.as_str().into_deserializer())
+                    .map_err(|e| self.scrub(e, s))
             }
             _ => Err(self.wrong("string")),
         }
@@ -388,17 +414,18 @@ impl<'de> MapAccess<'de> for MapDe<'_> {
         let de: de::value::StrDeserializer<'_, DeError> = key.as_str().into_deserializer();
         seed.deserialize(de).map(Some).map_err(|mut e| {
             e.span.get_or_insert(*span);
-            e.path.get_or_insert_with(|| join(self.path, key));
+            e.path
+                .get_or_insert_with(|| join_key(self.path, key, *span));
             e
         })
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
-        let Some((key, _, node)) = self.entries.get(self.pos).copied() else {
+        let Some((key, span, node)) = self.entries.get(self.pos).copied() else {
             return Err(de::Error::custom("value without key"));
         };
         self.pos += 1;
-        let path = join(self.path, key);
+        let path = join_key(self.path, key, *span);
         seed.deserialize(NodeDe {
             node,
             path: path.clone(),

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use crate::model::{Project, VolumeKind};
-use crate::{LoadError, Node, ParseError, Span, Value};
+use crate::node::shown;
+use crate::{LoadError, Node, ParseError, Span, Value, REDACTED};
 
 fn map_node(span: Span) -> Node {
     Node::new(Value::Map(Vec::new()), span)
@@ -185,6 +186,61 @@ fn span_at(dict: &Node, path: &[&str]) -> Span {
     span
 }
 
+/// A span marked [`Span::interpolated`] when the key or the value at `path`
+/// (both when found) came from interpolation.
+fn taint_at(dict: &Node, path: &[&str]) -> Span {
+    let mut cur = dict;
+    let mut tainted = false;
+    for seg in path {
+        let next = match &cur.value {
+            Value::Map(e) => e.iter().find(|(k, _, _)| k == seg).map(|(_, ks, n)| {
+                tainted = ks.interpolated;
+                n
+            }),
+            Value::Seq(items) => seg.parse::<usize>().ok().and_then(|i| items.get(i)),
+            _ => None,
+        };
+        match next {
+            Some(n) => {
+                tainted |= n.span.interpolated;
+                cur = n;
+            }
+            None => break,
+        }
+    }
+    Span {
+        interpolated: tainted,
+        ..Span::default()
+    }
+}
+
+/// `path` joined with dots, a key that came from interpolation (a short
+/// `depends_on` entry, a network list item) shown as [`REDACTED`].
+fn path_at(dict: &Node, path: &[&str]) -> String {
+    let mut cur = Some(dict);
+    let mut out: Vec<String> = Vec::with_capacity(path.len());
+    for seg in path {
+        let found = match cur.map(|c| &c.value) {
+            Some(Value::Map(e)) => e
+                .iter()
+                .find(|(k, _, _)| k == seg)
+                .map(|(_, ks, n)| (*ks, n)),
+            Some(Value::Seq(items)) => seg
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| items.get(i))
+                .map(|n| (Span::default(), n)),
+            _ => None,
+        };
+        out.push(match found {
+            Some((ks, _)) => shown(seg, ks, false),
+            None => (*seg).to_string(),
+        });
+        cur = found.map(|(_, n)| n);
+    }
+    out.join(".")
+}
+
 /// Cross-reference checks: undefined services, networks, volumes, secrets and
 /// configs; `depends_on` cycles; `container_name` with more than one replica.
 pub(crate) fn check(
@@ -194,8 +250,11 @@ pub(crate) fn check(
     locate: &dyn Fn(Span, &str, String) -> ParseError,
 ) -> Result<(), LoadError> {
     let fail = |path: &[&str], msg: String| -> LoadError {
-        LoadError::Consistency(locate(span_at(dict, path), &path.join("."), msg))
+        LoadError::Consistency(locate(span_at(dict, path), &path_at(dict, path), msg))
     };
+    // `value` (found at `path`) as a message may show it: never an interpolated one
+    let show = |value: &str, path: &[&str]| shown(value, taint_at(dict, path), true);
+    let bare = |value: &str, path: &[&str]| shown(value, taint_at(dict, path), false);
     let services = &project.services;
     for (name, s) in services {
         if s.image.is_none() && s.build.is_none() && s.provider.is_none() {
@@ -226,7 +285,7 @@ pub(crate) fn check(
                     &["services", name, "volumes", &i.to_string()],
                     format!(
                         "services.{name}.volumes.{i}: target {} already mounted as services.{name}.volumes.{first}",
-                        v.target
+                        bare(&v.target, &["services", name, "volumes", &i.to_string(), "target"])
                     ),
                 ));
             }
@@ -237,7 +296,8 @@ pub(crate) fn check(
                     return Err(fail(
                         &["services", name, "depends_on", d],
                         format!(
-                            "service {name:?} depends on service {d:?}, which is disabled (enable one of its profiles: {})",
+                            "service {name:?} depends on service {}, which is disabled (enable one of its profiles: {})",
+                            show(d, &["services", name, "depends_on", d]),
                             profiles.join(", ")
                         ),
                     ));
@@ -248,7 +308,8 @@ pub(crate) fn check(
                 return Err(fail(
                     &["services", name, "depends_on", d],
                     format!(
-                        "service {name:?} depends on undefined service {d:?}{}",
+                        "service {name:?} depends on undefined service {}{}",
+                        show(d, &["services", name, "depends_on", d]),
                         crate::load::suggest(d, services)
                     ),
                 ));
@@ -263,7 +324,10 @@ pub(crate) fn check(
                 if !services.contains_key(r) {
                     return Err(fail(
                         &["services", name, ns],
-                        format!("service {r:?} not found for {ns} 'service:{r}'"),
+                        match taint_at(dict, &["services", name, ns]).interpolated {
+                            true => format!("service {REDACTED} not found for {ns}"),
+                            false => format!("service {r:?} not found for {ns} 'service:{r}'"),
+                        },
                     ));
                 }
             }
@@ -273,7 +337,10 @@ pub(crate) fn check(
             if !v.starts_with("container:") && !services.contains_key(target) {
                 return Err(fail(
                     &["services", name, "volumes_from", &i.to_string()],
-                    format!("service {name:?} depends on undefined service {target:?}"),
+                    format!(
+                        "service {name:?} depends on undefined service {}",
+                        show(target, &["services", name, "volumes_from", &i.to_string()])
+                    ),
                 ));
             }
         }
@@ -281,7 +348,10 @@ pub(crate) fn check(
             if !project.networks.contains_key(net) {
                 return Err(fail(
                     &["services", name, "networks", net],
-                    format!("service {name:?} refers to undefined network {net}"),
+                    format!(
+                        "service {name:?} refers to undefined network {}",
+                        bare(net, &["services", name, "networks", net])
+                    ),
                 ));
             }
         }
@@ -293,7 +363,13 @@ pub(crate) fn check(
                 if !project.volumes.contains_key(src) {
                     return Err(fail(
                         &["services", name, "volumes", &i.to_string()],
-                        format!("service {name:?} refers to undefined volume {src}"),
+                        format!(
+                            "service {name:?} refers to undefined volume {}",
+                            bare(
+                                src,
+                                &["services", name, "volumes", &i.to_string(), "source"]
+                            )
+                        ),
                     ));
                 }
             }
@@ -302,7 +378,13 @@ pub(crate) fn check(
             if !project.secrets.contains_key(&r.source) {
                 return Err(fail(
                     &["services", name, "secrets", &i.to_string()],
-                    format!("service {name:?} refers to undefined secret {}", r.source),
+                    format!(
+                        "service {name:?} refers to undefined secret {}",
+                        bare(
+                            &r.source,
+                            &["services", name, "secrets", &i.to_string(), "source"]
+                        )
+                    ),
                 ));
             }
         }
@@ -310,7 +392,13 @@ pub(crate) fn check(
             if !project.configs.contains_key(&r.source) {
                 return Err(fail(
                     &["services", name, "configs", &i.to_string()],
-                    format!("service {name:?} refers to undefined config {}", r.source),
+                    format!(
+                        "service {name:?} refers to undefined config {}",
+                        bare(
+                            &r.source,
+                            &["services", name, "configs", &i.to_string(), "source"]
+                        )
+                    ),
                 ));
             }
         }
@@ -341,7 +429,7 @@ pub(crate) fn check(
         let path = ["services", first, "depends_on", next];
         let message = format!("dependency cycle detected: {}", cycle.join(" -> "));
         return Err(LoadError::DependencyCycle {
-            at: locate(span_at(dict, &path), &path.join("."), message),
+            at: locate(span_at(dict, &path), &path_at(dict, &path), message),
             services: cycle,
         });
     }

@@ -472,7 +472,10 @@ impl<'c> Walker<'c> {
                     node,
                     path,
                     0,
-                    format!("'{text}' does not match pattern '{p}'"),
+                    match node.span.interpolated {
+                        true => format!("{} does not match pattern '{p}'", crate::REDACTED),
+                        false => format!("'{text}' does not match pattern '{p}'"),
+                    },
                 );
             }
         }

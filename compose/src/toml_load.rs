@@ -26,6 +26,7 @@ impl Lines<'_> {
             line,
             column,
             file: 0,
+            interpolated: false,
         }
     }
 }

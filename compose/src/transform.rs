@@ -6,6 +6,7 @@
 //! `environment: [A=1]` becomes `{A: "1"}`, `depends_on: [db]` becomes
 //! `{db: {condition: service_started, required: true}}`, and so on.
 
+use crate::node::shown;
 use crate::{Node, ParseError, Span, Value};
 
 /// A canonicalisation error before the file name is known.
@@ -198,7 +199,10 @@ fn key_values_opt(
                         return Err(at(
                             item,
                             &format!("{path}.{i}"),
-                            format!("invalid value {s:?}, expected key{sep}value"),
+                            format!(
+                                "invalid value {}, expected key{sep}value",
+                                shown(&s, item.span, true)
+                            ),
                         ))
                     }
                 };
@@ -230,7 +234,7 @@ fn scalar_to_string(v: &mut Node) {
 
 /// Splits a shell-form command like compose-go (go-shellwords rules: quotes,
 /// backslash escapes, no expansion).
-pub(crate) fn shell_split(s: &str) -> Result<Vec<String>, String> {
+pub(crate) fn shell_split(s: &str) -> Result<Vec<String>, &'static str> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut in_word = false;
@@ -251,7 +255,7 @@ pub(crate) fn shell_split(s: &str) -> Result<Vec<String>, String> {
                     match chars.next() {
                         Some('\'') => break,
                         Some(n) => cur.push(n),
-                        None => return Err(format!("unterminated single quote in {s:?}")),
+                        None => return Err("unterminated single quote"),
                     }
                 }
             }
@@ -267,10 +271,10 @@ pub(crate) fn shell_split(s: &str) -> Result<Vec<String>, String> {
                                 cur.push('\\');
                                 cur.push(n)
                             }
-                            None => return Err(format!("unterminated double quote in {s:?}")),
+                            None => return Err("unterminated double quote"),
                         },
                         Some(n) => cur.push(n),
-                        None => return Err(format!("unterminated double quote in {s:?}")),
+                        None => return Err("unterminated double quote"),
                     }
                 }
             }
@@ -296,7 +300,8 @@ fn command(n: &mut Node, path: &str) -> R<()> {
     let span = n.span;
     match &n.value {
         Value::String(s) => {
-            let words = shell_split(s).map_err(|e| at(n, path, e))?;
+            let words = shell_split(s)
+                .map_err(|e| at(n, path, format!("{e} in {}", shown(s, span, true))))?;
             *n = Node::new(
                 Value::Seq(words.into_iter().map(|w| Node::string(w, span)).collect()),
                 span,
@@ -466,7 +471,10 @@ fn extra_hosts(v: &mut Node, path: &str) -> R<()> {
                         at(
                             it,
                             &format!("{path}.{i}"),
-                            format!("invalid extra host {s:?}, expected host=ip"),
+                            format!(
+                                "invalid extra host {}, expected host=ip",
+                                shown(s, it.span, true)
+                            ),
                         )
                     })?,
                 };
@@ -666,7 +674,10 @@ fn device(v: &mut Node, path: &str) -> R<()> {
             return Err(at(
                 v,
                 path,
-                format!("confusing device mapping, please use long syntax: {s}"),
+                format!(
+                    "confusing device mapping, please use long syntax: {}",
+                    shown(s, span, false)
+                ),
             ))
         }
     };
@@ -705,6 +716,7 @@ fn is_file_path(s: &str) -> bool {
 
 /// Parses the short volume syntax `[source:]target[:options]`.
 pub(crate) fn parse_volume(spec: &str, span: Span) -> Result<Node, String> {
+    let shown_spec = shown(spec, span, false);
     if spec.is_empty() {
         return Err("invalid empty volume spec".into());
     }
@@ -723,7 +735,7 @@ pub(crate) fn parse_volume(spec: &str, span: Span) -> Result<Node, String> {
         {
             if buf.is_empty() {
                 return Err(format!(
-                    "invalid spec: {spec}: empty section between colons"
+                    "invalid spec: {shown_spec}: empty section between colons"
                 ));
             }
             fields.push(std::mem::take(&mut buf));
@@ -733,7 +745,7 @@ pub(crate) fn parse_volume(spec: &str, span: Span) -> Result<Node, String> {
     }
     if buf.is_empty() {
         return Err(format!(
-            "invalid spec: {spec}: empty section between colons"
+            "invalid spec: {shown_spec}: empty section between colons"
         ));
     }
     fields.push(buf);
@@ -741,7 +753,7 @@ pub(crate) fn parse_volume(spec: &str, span: Span) -> Result<Node, String> {
         [t] => (None, t.clone(), None),
         [s, t] => (Some(s.clone()), t.clone(), None),
         [s, t, o] => (Some(s.clone()), t.clone(), Some(o.clone())),
-        _ => return Err(format!("invalid spec: {spec}: too many colons")),
+        _ => return Err(format!("invalid spec: {shown_spec}: too many colons")),
     };
     let bind = source.as_deref().is_some_and(is_file_path);
     let mut out: Vec<(String, Node)> = vec![(
@@ -816,8 +828,8 @@ fn volume(v: &mut Node, path: &str) -> R<()> {
     }
 }
 
-fn port_range(s: &str) -> Result<(u32, u32), String> {
-    let bad = || format!("invalid port {s:?}");
+fn port_range(s: &str, span: Span) -> Result<(u32, u32), String> {
+    let bad = || format!("invalid port {}", shown(s, span, true));
     match s.split_once('-') {
         Some((a, b)) => {
             let a: u32 = a.parse().map_err(|_| bad())?;
@@ -847,7 +859,7 @@ pub(crate) fn parse_port(spec: &str, span: Span) -> Result<Vec<Node>, String> {
     let (ip, pub_target): (Option<String>, &str) = if let Some(r) = rest.strip_prefix('[') {
         let (ip, after) = r
             .split_once(']')
-            .ok_or_else(|| format!("invalid port {spec:?}"))?;
+            .ok_or_else(|| format!("invalid port {}", shown(spec, span, true)))?;
         (
             Some(ip.to_string()),
             after.strip_prefix(':').unwrap_or(after),
@@ -873,9 +885,9 @@ pub(crate) fn parse_port(spec: &str, span: Span) -> Result<Vec<Node>, String> {
         Some((p, t)) => (Some(p), t),
         None => (None, pub_target),
     };
-    let (t0, t1) = port_range(target)?;
+    let (t0, t1) = port_range(target, span)?;
     let published = published.filter(|p| !p.is_empty());
-    let pub_range = published.map(port_range).transpose()?;
+    let pub_range = published.map(|p| port_range(p, span)).transpose()?;
     let mut out = Vec::new();
     for (i, t) in (t0..=t1).enumerate() {
         let mut e: Vec<(String, Node)> = vec![("mode".into(), Node::string("ingress", span))];
@@ -890,7 +902,8 @@ pub(crate) fn parse_port(spec: &str, span: Span) -> Result<Vec<Node>, String> {
                 (p0 + i as u32).to_string()
             } else {
                 return Err(format!(
-                    "invalid port {spec:?}: published and target ranges differ in size"
+                    "invalid port {}: published and target ranges differ in size",
+                    shown(spec, span, true)
                 ));
             };
             e.push(("published".into(), Node::string(published, span)));

@@ -36,6 +36,7 @@ fn to_node(c: Child) -> Node {
             line: c.referenced.line(),
             column: c.referenced.column(),
             file: 0,
+            interpolated: false,
         },
     }
 }
@@ -157,6 +158,7 @@ pub fn parse_yaml(file: &str, text: &str) -> Result<Node, ParseError> {
                 line: 1,
                 column: 1,
                 file: 0,
+                interpolated: false,
             },
         });
     }

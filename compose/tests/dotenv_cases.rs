@@ -78,6 +78,15 @@ fn parse_cases() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
+/// The one upstream case whose exact message we do not reproduce: compose-go
+/// quotes the whole line (`"%!(EXTRA string)=foo"`), value included; we quote
+/// the name only (up to `=`, `:` or a space), so a secret after `=` never reaches
+/// the message. The case is checked for its line and wording instead.
+const NAME_ONLY: (&str, &str) = (
+    "TestParseVariable",
+    "line 1: unexpected character \"%\" in variable name \"%!(EXTRA\"",
+);
+
 #[test]
 fn error_cases() {
     let mut failures = Vec::new();
@@ -89,6 +98,12 @@ fn error_cases() {
             .or_else(|| err.get("message"))
             .and_then(Value::as_str)
             .unwrap();
+        if c["id"] == NAME_ONLY.0 {
+            if got.as_ref().err().map(String::as_str) != Some(NAME_ONLY.1) {
+                failures.push(format!("{}: {got:?}, want {:?}", c["id"], NAME_ONLY.1));
+            }
+            continue;
+        }
         match got {
             Err(e) if e.contains(want) => {
                 if let Some(m) = err.get("message").and_then(Value::as_str) {
@@ -161,8 +176,12 @@ fn file_cases() {
         let path = dir().join(c["file"].as_str().unwrap());
         let os_env = strings(&c["os_env"]);
         if c.get("expected_error").is_some() {
-            match through_load(vec![path], os_env, &[]) {
-                Err(_) => {}
+            // the one error case reads a directory: upstream "read <dir>: is a directory"
+            let clean: PathBuf = path.components().collect();
+            let want = format!("{}: files is a directory", clean.display());
+            match through_load(vec![path.clone()], os_env, &[]) {
+                Err(e) if e == want => {}
+                Err(e) => failures.push(format!("{id}: {e:?}, want {want:?}")),
                 Ok(v) => failures.push(format!("{id}: loaded {v:?}, want an error")),
             }
             continue;

@@ -598,3 +598,254 @@ fn empty_compose_file_is_refused() {
         format!("{}: empty compose file", data.join("empty.yaml").display())
     );
 }
+
+/// A variable's value: it must never appear in an error message.
+const SECRET: &str = "hunter2secret";
+
+/// Loads `compose.yaml` = `yaml` with `S` = [`SECRET`] and asserts the error is at
+/// `line:col`, `key`, contains `text` and never the secret's bytes.
+fn assert_secret_kept(yaml: &str, line: u64, col: u64, key: &str, text: &str) {
+    let d = Dir::new(&[("compose.yaml", yaml)]);
+    let e = d.load(&["compose.yaml"], &[("S", SECRET)]).unwrap_err();
+    assert_at(&e, &d.path("compose.yaml"), line, col, key, text);
+    assert!(!format!("{e} {e:?}").contains(SECRET), "{e:?}");
+}
+
+#[test]
+fn interpolated_values_never_appear_in_typing_errors() {
+    let svc = |field: &str| format!("services:\n  web:\n    image: nginx\n    {field}\n");
+    for (field, col, key, text) in [
+        (
+            "read_only: ${S}",
+            16,
+            "services.web.read_only",
+            "(interpolated value) is not a boolean",
+        ),
+        (
+            "cpus: ${S}",
+            11,
+            "services.web.cpus",
+            "(interpolated value) is not a number",
+        ),
+        (
+            "pids_limit: ${S}",
+            17,
+            "services.web.pids_limit",
+            "(interpolated value) is not an integer",
+        ),
+        (
+            "scale: ${S}",
+            12,
+            "services.web.scale",
+            "(interpolated value) is not a non-negative integer",
+        ),
+        (
+            "mem_limit: ${S}",
+            16,
+            "services.web.mem_limit",
+            "invalid size (interpolated value)",
+        ),
+        (
+            "stop_grace_period: ${S}",
+            24,
+            "services.web.stop_grace_period",
+            "invalid duration (interpolated value)",
+        ),
+    ] {
+        assert_secret_kept(&svc(field), 4, col, key, text);
+    }
+    assert_secret_kept(
+        "services:\n  web:\n    image: nginx\n    healthcheck:\n      interval: ${S}\n",
+        5,
+        17,
+        "services.web.healthcheck.interval",
+        "invalid duration (interpolated value)",
+    );
+    assert_secret_kept(
+        "services:\n  web:\n    image: nginx\n    configs:\n      - source: c\n        mode: ${S}\nconfigs:\n  c:\n    file: ./c\n",
+        6,
+        15,
+        "services.web.configs.0.mode",
+        "invalid file mode (interpolated value)",
+    );
+}
+
+#[test]
+fn interpolated_values_never_appear_in_short_syntax_errors() {
+    let svc = |field: &str| format!("services:\n  web:\n    image: nginx\n    {field}\n");
+    for (field, col, key, text) in [
+        (
+            "extra_hosts: [\"${S}\"]",
+            19,
+            "services.web.extra_hosts.0",
+            "invalid extra host (interpolated value), expected host=ip",
+        ),
+        (
+            "ports: [\"${S}\"]",
+            13,
+            "services.web.ports.0",
+            "invalid port (interpolated value)",
+        ),
+        (
+            "ports: [\"${S}:80\"]",
+            13,
+            "services.web.ports.0",
+            "invalid port (interpolated value)",
+        ),
+        (
+            "volumes: [\"vol:/b:ro:${S}\"]",
+            15,
+            "services.web.volumes.0",
+            "invalid spec: (interpolated value): too many colons",
+        ),
+        (
+            "devices: [\"a:b:c:${S}\"]",
+            15,
+            "services.web.devices.0",
+            "confusing device mapping, please use long syntax: (interpolated value)",
+        ),
+        (
+            "command: \"'${S}\"",
+            14,
+            "services.web.command",
+            "unterminated single quote in (interpolated value)",
+        ),
+    ] {
+        assert_secret_kept(&svc(field), 4, col, key, text);
+    }
+    assert_secret_kept(
+        "services:\n  web:\n    image: nginx\n    build:\n      context: .\n      additional_contexts: [\"${S}\"]\n",
+        6,
+        29,
+        "services.web.build.additional_contexts.0",
+        "invalid value (interpolated value), expected key=value",
+    );
+}
+
+#[test]
+fn interpolated_values_never_appear_in_schema_errors() {
+    assert_secret_kept(
+        "services:\n  web:\n    image: nginx\n    pull_policy: ${S}\n",
+        4,
+        18,
+        "services.web.pull_policy",
+        "services.web.pull_policy (interpolated value) does not match pattern",
+    );
+}
+
+#[test]
+fn interpolated_values_never_appear_in_consistency_errors() {
+    let svc = |field: &str| format!("services:\n  web:\n    image: nginx\n    {field}\n");
+    for (field, col, key, text) in [
+        (
+            "volumes: [\"${S}:/x\"]",
+            15,
+            "services.web.volumes.0",
+            "service \"web\" refers to undefined volume (interpolated value)",
+        ),
+        (
+            "volumes: [{type: volume, source: \"${S}\", target: /x}]",
+            15,
+            "services.web.volumes.0",
+            "refers to undefined volume (interpolated value)",
+        ),
+        (
+            "secrets: [\"${S}\"]",
+            15,
+            "services.web.secrets.0",
+            "refers to undefined secret (interpolated value)",
+        ),
+        (
+            "configs: [\"${S}\"]",
+            15,
+            "services.web.configs.0",
+            "refers to undefined config (interpolated value)",
+        ),
+        (
+            "depends_on: [\"${S}\"]",
+            18,
+            "services.web.depends_on.(interpolated value)",
+            "depends on undefined service (interpolated value)",
+        ),
+        (
+            "networks: [\"${S}\"]",
+            16,
+            "services.web.networks.(interpolated value)",
+            "refers to undefined network (interpolated value)",
+        ),
+        (
+            "links: [\"${S}\"]",
+            13,
+            "services.web.depends_on.(interpolated value)",
+            "depends on undefined service (interpolated value)",
+        ),
+        (
+            "network_mode: \"service:${S}\"",
+            19,
+            "services.web.depends_on.(interpolated value)",
+            "depends on undefined service (interpolated value)",
+        ),
+        (
+            "env_file: ${S}",
+            15,
+            "services.web.env_file.0",
+            "env file (interpolated value) not found",
+        ),
+    ] {
+        assert_secret_kept(&svc(field), 4, col, key, text);
+    }
+}
+
+#[test]
+fn interpolated_values_never_appear_in_extends_and_name_errors() {
+    assert_secret_kept(
+        "services:\n  web:\n    image: nginx\n    extends: ${S}\n",
+        4,
+        14,
+        "services.web.extends.service",
+        "service \"web\" extends undefined service (interpolated value)",
+    );
+    let d = Dir::new(&[("compose.yaml", &format!("name: ${{S}}\n{WEB}"))]);
+    let e = d
+        .load(&["compose.yaml"], &[("S", "Hunter2Secret")])
+        .unwrap_err();
+    assert_at(
+        &e,
+        &d.path("compose.yaml"),
+        1,
+        7,
+        "name",
+        "invalid project name (interpolated value) (top-level name)",
+    );
+    assert!(!e.to_string().contains("Hunter2Secret"), "{e}");
+}
+
+#[test]
+fn interpolated_values_never_appear_even_where_no_site_redacts() {
+    // The loader's safety net: a value interpolation substituted is replaced by
+    // `${NAME}` wherever a message still carries it (here inside a file name).
+    let d = Dir::new(&[("compose.yaml", "include:\n  - ${S}/x.yaml\n")]);
+    let e = d.load(&["compose.yaml"], &[("S", SECRET)]).unwrap_err();
+    let msg = e.to_string();
+    assert!(!msg.contains(SECRET), "{msg}");
+    assert!(msg.contains("${S}/x.yaml"), "{msg}");
+}
+
+#[test]
+fn dotenv_syntax_errors_quote_the_name_only() {
+    let d = Dir::new(&[
+        ("compose.yaml", WEB),
+        (".env", "OK=1\nAPI%KEY=hunter2secret\n"),
+    ]);
+    let e = d.load(&["compose.yaml"], &[]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}:2: unexpected character \"%\" in variable name \"API%KEY\"",
+            d.path(".env").display()
+        )
+    );
+    let d = Dir::new(&[("compose.yaml", WEB), (".env", "API%KEY hunter2secret\n")]);
+    let e = d.load(&["compose.yaml"], &[]).unwrap_err();
+    assert!(!e.to_string().contains(SECRET), "{e}");
+}

@@ -144,16 +144,41 @@ impl Hardening {
         a.push("--memory".into());
         a.push(self.memory_bytes.to_string());
         a.push("--pids-limit".into());
-        a.push(self.pids.to_string());
+        a.push(self.host_pids_limit().to_string());
         a.push("--cpus".into());
         a.push(format!("{}", self.cpus));
         for (name, v) in &self.ulimits {
             a.push("--ulimit".into());
             a.push(format!("{name}={v}:{v}"));
         }
+        if self.isolation == IsolationLevel::SandboxedKernel {
+            // gVisor's own kernel counts only the sandbox's tasks: the workload's limit.
+            a.push("--ulimit".into());
+            a.push(format!("nproc={0}:{0}", self.pids));
+        }
         a
     }
+
+    /// The host's pids cgroup limit. On the host kernel it is the workload's limit. Under a
+    /// sandboxed kernel it bounds gVisor itself (the workload's limit is its RLIMIT_NPROC):
+    /// the host pids are the sandbox's threads, about 50 idle and 9 more per running task
+    /// (systrap stubs; measured with runsc 2022-12 on 2 CPUs), so the tier's own 64 killed
+    /// the sandbox after a few glibc programs.
+    pub fn host_pids_limit(&self) -> u32 {
+        match self.isolation {
+            IsolationLevel::SandboxedKernel => self
+                .pids
+                .saturating_mul(SANDBOX_PIDS_PER_TASK)
+                .saturating_add(SANDBOX_PIDS_BASE),
+            _ => self.pids,
+        }
+    }
 }
+
+/// Host pids a gVisor sandbox may use per workload task (see [`Hardening::host_pids_limit`]).
+const SANDBOX_PIDS_PER_TASK: u32 = 16;
+/// Host pids a gVisor sandbox may use besides its tasks (its sentry, gofer and Go runtime).
+const SANDBOX_PIDS_BASE: u32 = 256;
 
 /// Writes the profile's OCI seccomp JSON to `<state_dir>/seccomp/<tier>-<hash>.json`
 /// (temp file + rename) and returns the path.
@@ -287,5 +312,18 @@ mod tests {
             serde_json::from_slice(&std::fs::read(&h.seccomp_profile).unwrap()).unwrap();
         assert!(v.get("defaultAction").is_some(), "{v}");
         assert_eq!(v, p.oci_seccomp_json().unwrap());
+    }
+
+    #[test]
+    fn under_a_sandboxed_kernel_the_pids_limit_is_the_guests_and_the_host_bounds_gvisor() {
+        for t in [Tier::Default, Tier::Isolated, Tier::Hardened] {
+            let (h, f) = flags(t);
+            assert!(has_pair(&f, "--pids-limit", &h.pids.to_string()), "{t:?}");
+            assert!(!f.iter().any(|a| a.starts_with("nproc=")), "{t:?}: {f:?}");
+        }
+        let (h, f) = flags(Tier::Untrusted);
+        assert_eq!(h.pids, 64);
+        assert!(has_pair(&f, "--ulimit", "nproc=64:64"), "{f:?}");
+        assert!(has_pair(&f, "--pids-limit", "1280"), "{f:?}");
     }
 }

@@ -11,7 +11,7 @@ use common::{podman, rt, spec, status_field, unique, world};
 use perry_backends::{
     BackendError, ContainerBackend, ContainerSpec, ContainerStatus, Dialect, DockerProtocol,
     ExecSpec, IsolationLevel, LogOptions, LogStream, Mount, NetworkAttachment, NetworkSpec,
-    PinnedImage, VolumeSpec,
+    PinnedImage, PortMapping, VolumeSpec,
 };
 use perry_policies::Tier;
 
@@ -742,4 +742,136 @@ fn stop_many_signals_each_init_and_never_a_process_it_cannot_prove_is_the_contai
         let e = rt.block_on(p.inspect(id)).unwrap_err();
         assert_eq!(e.code().as_str(), "not_found", "{e}");
     }
+}
+
+#[test]
+fn published_ports_answer_on_the_host_and_are_inspected() {
+    let rt = rt();
+    let p = podman();
+    assert_eq!(p.name(), "podman");
+    rt.block_on(p.pull(&PinnedImage::from_verified(&world().image)))
+        .unwrap();
+    // A free port on the host's loopback.
+    let host_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let name = unique("ports");
+    let mut s = spec(
+        &name,
+        Tier::Default,
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /tmp/www && echo hello-port > /tmp/www/index.html && exec busybox httpd -f -p 8080 -h /tmp/www",
+        ],
+    );
+    s.ports = vec![PortMapping {
+        host_ip: "127.0.0.1".into(),
+        host_port,
+        container_port: 8080,
+        protocol: "tcp".into(),
+    }];
+    let id = started(&p, &s);
+    let info = rt.block_on(p.inspect(&id)).unwrap();
+    assert_eq!(info.ports, s.ports, "{info:?}");
+    // A real connection to the host port reaches the server in the container.
+    let get = || -> std::io::Result<String> {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", host_port))?;
+        c.set_read_timeout(Some(Duration::from_secs(5)))?;
+        c.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")?;
+        let mut body = String::new();
+        c.read_to_string(&mut body)?;
+        Ok(body)
+    };
+    let mut answer = get();
+    for _ in 0..100 {
+        if answer.as_ref().is_ok_and(|b| b.contains("hello-port")) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        answer = get();
+    }
+    let body = answer.unwrap();
+    assert!(
+        body.starts_with("HTTP/1.") && body.contains("hello-port"),
+        "{body}"
+    );
+    // inspect_many: one call for several, and one that does not exist is left out.
+    let many = rt
+        .block_on(p.inspect_many(&[id.clone(), "perrytest-no-such-container".into()]))
+        .unwrap();
+    assert_eq!(many.len(), 1, "{many:?}");
+    assert_eq!(many[0].name, name);
+    assert_eq!(many[0].ports, s.ports);
+    rt.block_on(p.remove(&id, true)).unwrap();
+    assert!(std::net::TcpStream::connect(("127.0.0.1", host_port)).is_err());
+}
+
+#[test]
+fn untrusted_starts_a_glibc_program_under_gvisor_non_root_read_only_and_offline() {
+    let rt = rt();
+    let p = podman();
+    // GNU id and touch with their libc and loader (dynamically linked), busybox for the rest.
+    let image = common::verified(
+        "backends/glibc",
+        "v1",
+        &perry_testworld::HostImage::new("backends-glibc")
+            .binary("/usr/bin/id")
+            .binary("/usr/bin/touch")
+            .busybox()
+            .build(),
+    );
+    assert!(
+        !perry_testworld::shared_libraries(std::path::Path::new("/usr/bin/id")).is_empty(),
+        "/usr/bin/id is not dynamically linked here"
+    );
+    rt.block_on(p.pull(&image)).unwrap();
+    let s = common::spec_for(
+        &unique("glibc"),
+        image,
+        Tier::Untrusted,
+        &[
+            "/bin/sh",
+            "-c",
+            "/usr/bin/id --version | head -1; echo uid=$(/usr/bin/id -u); \
+             /usr/bin/touch /x 2>/dev/null && echo wrote-root || echo ro-root; \
+             nc -w1 10.0.0.1 80 </dev/null 2>/dev/null && echo net || echo no-net; \
+             cat /proc/self/status /proc/version; echo nproc=$(ulimit -u); \
+             (for i in $(seq 1 80); do sleep 5 & done; echo unbounded) 2>&1 | tail -1",
+        ],
+    );
+    let out = rt.block_on(p.run(&s)).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.exit_code,
+        0,
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("id (GNU coreutils)"),
+        "glibc's id ran: {text}"
+    );
+    assert!(text.contains("uid=65534\n"), "non-root: {text}");
+    assert!(
+        text.contains("ro-root") && !text.contains("wrote-root"),
+        "{text}"
+    );
+    assert!(text.contains("no-net"), "{text}");
+    assert_eq!(status_field(&text, "Seccomp"), "2", "{text}");
+    let host = std::fs::read_to_string("/proc/version").unwrap();
+    assert!(
+        !text.contains(host.trim()),
+        "ran on the host kernel: {text}"
+    );
+    // The tier's pids limit is gVisor's own (the host's bounds the sandbox): the 80th
+    // process is refused inside, and the sandbox survives to say so.
+    assert!(text.contains("nproc=64\n"), "{text}");
+    assert!(
+        text.contains("can't fork") && !text.contains("unbounded"),
+        "{text}"
+    );
 }

@@ -24,6 +24,14 @@ struct Site {
 
 impl Site {
     fn new() -> Site {
+        Site::with_podman_install(
+            "echo installing podman now; echo podman >> {d}/installed; ln -s /usr/bin/podman {bin}/podman",
+        )
+    }
+
+    /// A site whose podman install command is `script` (`{d}`: the site's directory, `{bin}`:
+    /// where `[backends.podman] program` points).
+    fn with_podman_install(script: &str) -> Site {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         std::fs::create_dir(d.join("bin")).unwrap();
@@ -32,7 +40,10 @@ impl Site {
              [backends.docker]\nprogram = \"{bin}/docker\"\n\
              install = [\"/bin/sh\", \"-c\", \"echo docker >> {d}/installed\"]\n\n\
              [backends.podman]\nprogram = \"{bin}/podman\"\n\
-             install = [\"/bin/sh\", \"-c\", \"echo installing podman now; echo podman >> {d}/installed; ln -s /usr/bin/podman {bin}/podman\"]\n",
+             install = [\"/bin/sh\", \"-c\", \"{script}\"]\n",
+            script = script
+                .replace("{d}", &d.display().to_string())
+                .replace("{bin}", &d.join("bin").display().to_string()),
             bin = d.join("bin").display(),
             d = d.display()
         );
@@ -223,4 +234,63 @@ fn without_a_terminal_or_with_the_opt_out_there_is_no_prompt() {
         t.text()
     );
     assert_eq!(site.installed(), "");
+}
+
+#[test]
+fn a_failed_install_is_a_clear_no_backend_found() {
+    let site = Site::with_podman_install(
+        "echo podman >> {d}/installed; echo mirror unreachable >&2; exit 3",
+    );
+    let mut t = OnPty::spawn(site.command());
+    menu_shown(&t);
+    t.send(b"2");
+    t.expect("[y/N]");
+    t.send(b"y\r");
+    assert_eq!(t.exit(), 125, "{}", t.text());
+    let text = t.text();
+    assert_eq!(site.installed(), "podman\n", "the command ran");
+    assert!(
+        text.contains("mirror unreachable"),
+        "its output streamed: {text}"
+    );
+    assert!(
+        text.contains("error[no_backend_found]") && text.contains("failed (exit status: 3)"),
+        "{text}"
+    );
+    assert!(
+        !site.dir.path().join("bin/podman").exists(),
+        "nothing was installed"
+    );
+}
+
+#[test]
+fn a_dumb_terminal_gets_the_numbered_menu() {
+    let site = Site::new();
+    let mut c = site.command();
+    c.env("TERM", "dumb");
+    let mut t = OnPty::spawn(c);
+    menu_shown(&t);
+    t.expect("number (empty to cancel): ");
+    // No selection marker and no cursor movement: plain numbered lines.
+    assert!(!t.text().contains("> 1."), "{}", t.text());
+    t.send(b"2\r");
+    t.expect("[y/N]");
+    assert!(
+        t.text().contains("echo installing podman now"),
+        "{}",
+        t.text()
+    );
+    t.send(b"n\r");
+    assert_eq!(t.exit(), 125, "{}", t.text());
+    assert!(t.text().contains("no_backend_found"), "{}", t.text());
+    assert_eq!(site.installed(), "");
+
+    // An out-of-range number cancels.
+    let mut c = site.command();
+    c.env("TERM", "dumb");
+    let mut t = OnPty::spawn(c);
+    t.expect("number (empty to cancel): ");
+    t.send(b"9\r");
+    assert_eq!(t.exit(), 125, "{}", t.text());
+    assert!(t.text().contains("cancelled"), "{}", t.text());
 }

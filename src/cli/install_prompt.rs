@@ -27,7 +27,8 @@ pub(super) enum Decision {
 }
 
 /// The menu, then the confirmation. The menu reads keys in raw mode when the terminal allows
-/// it (↑/↓, a digit, Enter, q/Esc), and a numbered line otherwise.
+/// it (↑/↓, a digit, Enter, q/Esc), and a numbered line otherwise: when raw mode cannot be
+/// set, or `TERM=dumb` (a terminal that cannot move the cursor to redraw the menu).
 pub(super) fn ask(why: &str, choices: &[InstallChoice]) -> io::Result<Decision> {
     let mut err = io::stderr();
     writeln!(err, "{why}\n")?;
@@ -35,7 +36,9 @@ pub(super) fn ask(why: &str, choices: &[InstallChoice]) -> io::Result<Decision> 
         err,
         "Install a container backend? (↑/↓ or a number, Enter to choose, q to cancel)"
     )?;
-    let picked = match raw_mode::Guard::enter() {
+    let dumb = std::env::var("TERM").as_deref() == Ok("dumb");
+    let raw = if dumb { None } else { raw_mode::Guard::enter() };
+    let picked = match raw {
         Some(guard) => {
             let r = menu_with_keys(choices);
             drop(guard);

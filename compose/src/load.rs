@@ -506,6 +506,7 @@ impl<'o> Loader<'o> {
             self.interpolate(tree, &mut String::new(), env)?;
         }
         if validate {
+            self.check_extends_service(tree)?;
             crate::schema::validate_schema(tree)
                 .map_err(|e| LoadError::Invalid(self.located(e.span, &e.path, e.message)))?;
         }
@@ -513,6 +514,26 @@ impl<'o> Loader<'o> {
             let file = self.file_name(e.span);
             LoadError::Invalid(e.into_parse_error(&file))
         })
+    }
+
+    /// compose-go applies `extends` before it validates, so an `extends` mapping
+    /// without `service` is refused in `extends`' words, not the schema's.
+    fn check_extends_service(&self, tree: &Node) -> Result<(), LoadError> {
+        let Some(Value::Map(services)) = tree.get("services").map(|s| &s.value) else {
+            return Ok(());
+        };
+        for (name, _, svc) in services {
+            if let Some(ext) = svc.get("extends") {
+                if matches!(ext.value, Value::Map(_)) && ext.get("service").is_none() {
+                    return Err(self.error_at(
+                        ext.span,
+                        &format!("services.{name}.extends"),
+                        format!("extends.{name}.service is required"),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn read_prepared(&mut self, path: &Path, env: &Env) -> Result<Node, LoadError> {

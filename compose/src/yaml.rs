@@ -173,11 +173,14 @@ pub fn parse_yaml(file: &str, text: &str) -> Result<Node, ParseError> {
                     .map(|l| (l.line(), l.column()))
                     .unwrap_or((0, 0)),
             };
-            Err(fail(
-                line,
-                column,
-                message(&e.without_snippet().to_string()),
-            ))
+            let mut msg = message(&e.without_snippet().to_string());
+            if msg.starts_with("cycle detected") {
+                if let Some((from, to)) = alias_cycle(text) {
+                    msg =
+                        format!("cycle detected: node at path {from} references node at path {to}");
+                }
+            }
+            Err(fail(line, column, msg))
         }
     }
 }
@@ -221,4 +224,89 @@ pub(crate) fn parse_yaml_documents(file: &str, text: &str) -> Result<Vec<Node>, 
             parse_yaml(file, text).map(|n| vec![n])
         }
     }
+}
+
+/// The two paths compose-go's `!reset` walk names for the first alias that refers
+/// to a node containing it (serde-saphyr refuses such a file without paths):
+/// walking the alias at `A` (its path, one `.<<` dropped) expands the anchored node
+/// there, which reaches the alias again at `A` + (anchor → alias) and so reports
+/// `node at path <that> references node at path A`. Read from the parser's events.
+fn alias_cycle(text: &str) -> Option<(String, String)> {
+    use serde_saphyr::granit_parser::{Event, Parser};
+    struct Frame {
+        map: bool,
+        path: Vec<String>,
+        anchor: usize,
+        key: Option<String>,
+        index: usize,
+    }
+    let drop_merge = |p: &str| p.replacen(".<<", "", 1);
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut anchors: std::collections::BTreeMap<usize, Vec<String>> = Default::default();
+    for ev in Parser::new_from_str(text) {
+        let (ev, _) = ev.ok()?;
+        // A mapping frame alternates key / value; a key event only records the key.
+        if let Some(f) = stack.last_mut() {
+            if f.map && f.key.is_none() {
+                match &ev {
+                    Event::Scalar(k, ..) => {
+                        f.key = Some(k.to_string());
+                        continue;
+                    }
+                    Event::MappingEnd => {}
+                    _ => return None, // complex keys: no compose file has them
+                }
+            }
+        }
+        let here = |stack: &mut Vec<Frame>| -> Vec<String> {
+            match stack.last_mut() {
+                Some(f) if f.map => {
+                    let mut p = f.path.clone();
+                    p.push(f.key.take().unwrap_or_default());
+                    p
+                }
+                Some(f) => {
+                    let mut p = f.path.clone();
+                    p.push(f.index.to_string());
+                    f.index += 1;
+                    p
+                }
+                None => Vec::new(),
+            }
+        };
+        match ev {
+            Event::MappingStart(_, anchor, _) | Event::SequenceStart(_, anchor, _) => {
+                let map = matches!(ev, Event::MappingStart(..));
+                let path = here(&mut stack);
+                if anchor != 0 {
+                    anchors.insert(anchor, path.clone());
+                }
+                stack.push(Frame {
+                    map,
+                    path,
+                    anchor,
+                    key: None,
+                    index: 0,
+                });
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                stack.pop();
+            }
+            Event::Scalar(..) => {
+                here(&mut stack);
+            }
+            Event::Alias(id) => {
+                let at = here(&mut stack);
+                if stack.iter().any(|f| f.anchor == id) {
+                    let anchor = anchors.get(&id)?;
+                    let rel = at.get(anchor.len()..)?.join(".");
+                    let first = drop_merge(&at.join("."));
+                    let again = drop_merge(&format!("{first}.{rel}"));
+                    return Some((again, first));
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }

@@ -849,3 +849,46 @@ fn dotenv_syntax_errors_quote_the_name_only() {
     let e = d.load(&["compose.yaml"], &[]).unwrap_err();
     assert!(!e.to_string().contains(SECRET), "{e}");
 }
+
+#[test]
+fn extends_mapping_without_service_is_refused_before_the_schema() {
+    let d = Dir::new(&[(
+        "compose.yaml",
+        "services:\n  test:\n    image: test\n    extends:\n      file: base.yaml\n",
+    )]);
+    let e = d.load(&["compose.yaml"], &[]).unwrap_err();
+    assert!(matches!(e, LoadError::Extends(_)), "{e}");
+    assert_at(
+        &e,
+        &d.path("compose.yaml"),
+        5,
+        7,
+        "services.test.extends",
+        "extends.test.service is required",
+    );
+}
+
+#[test]
+fn self_referencing_alias_names_compose_go_paths() {
+    let d = Dir::new(&[(
+        "compose.yaml",
+        "name: test\nx-healthcheck: &healthcheck\n  egress-service:\n    <<: *healthcheck\n",
+    )]);
+    let e = d.load(&["compose.yaml"], &[]).unwrap_err();
+    assert!(matches!(e, LoadError::Syntax(_)), "{e}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}:4:9: cycle detected: node at path x-healthcheck.egress-service.egress-service references node at path x-healthcheck.egress-service",
+            d.path("compose.yaml").display()
+        )
+    );
+    let d = Dir::new(&[("compose.yaml", "x-a: &x\n  b:\n    - *x\n")]);
+    let e = d.load(&["compose.yaml"], &[]).unwrap_err();
+    assert!(
+        e.to_string().ends_with(
+            ":3:7: cycle detected: node at path x-a.b.0.b.0 references node at path x-a.b.0"
+        ),
+        "{e}"
+    );
+}

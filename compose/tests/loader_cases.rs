@@ -7,10 +7,8 @@
 //! (`file:line:col: path: message`). `extends_events` (a compose-go listener count)
 //! is not modelled and is skipped.
 //!
-//! Known divergence (listed in `DIVERGENT`): for a self-referencing alias compose-go
-//! names two node paths of its own expansion; serde-saphyr refuses the same file at
-//! the alias, so ours says `cycle detected` with the alias's line and column instead.
-//! The case must still be refused with that wording.
+//! The self-referencing alias case names compose-go's two node paths: serde-saphyr
+//! refuses the file without them, so `yaml.rs` reads them from the parser's events.
 
 use perry_compose::{load, LoadOptions};
 use serde_json::Value;
@@ -158,22 +156,9 @@ fn run(case: &Value, files: &[Value]) -> Result<Value, String> {
     Ok(serde_json::json!({"project": json, "root": root.to_string_lossy()}))
 }
 
-/// Cases refused with our own wording (see the module comment): id, required text.
-const DIVERGENT: [(&str, &str); 1] = [(
-    "TestResetCycle/direct_self_reference_cycle",
-    "inline-0.yaml:5:9: cycle detected",
-)];
-
 fn check_case(case: &Value, files: &[Value], failures: &mut Vec<String>) {
     let id = case["id"].as_str().unwrap();
     let result = run(case, files);
-    if let Some((_, text)) = DIVERGENT.iter().find(|(d, _)| *d == id) {
-        match result {
-            Err(msg) if msg.contains(text) => {}
-            other => failures.push(format!("{id}: {other:?}, want an error with {text:?}")),
-        }
-        return;
-    }
     match (&case["expected_error"], result) {
         (Value::Object(err), Err(msg)) => {
             let want = err

@@ -1,6 +1,7 @@
-//! The warm pool's late-bound mounts, attacked: a real spawner (this test binary re-executed),
-//! real sandboxes.
+//! The warm pool, attacked: a real spawner (this test binary re-executed), real sandboxes.
 //!
+//! - A warm run answers as soon as init reports, while init's own exit still runs; by then
+//!   every process the request started (background ones included) is gone.
 //! - A workspace is pinned when its request is checked; if its path is swapped for a symlink to
 //!   another directory before the request runs (the check-then-mount race a hostile workspace
 //!   owner would try), the warm sandbox still gets the directory that was checked.
@@ -23,6 +24,7 @@ fn main() {
         spawner_main();
     }
     a_pinned_workspace_swapped_after_its_check_is_still_the_one_a_warm_sandbox_gets();
+    no_process_of_a_warm_run_outlives_its_answer();
     println!("pool_binds: ok");
 }
 
@@ -110,4 +112,45 @@ fn a_pinned_workspace_swapped_after_its_check_is_still_the_one_a_warm_sandbox_ge
         host_ns,
         "a thread stayed in a sandbox's namespace"
     );
+}
+
+/// Sandbox processes (their uid in the test range; zombies too) named `sleep`: what the test's
+/// workloads leave behind. The pool's waiting sandbox is never one of them.
+fn sleepers() -> Vec<(u32, String)> {
+    sandbox_processes()
+        .into_iter()
+        .filter(|(_, name)| name.split_whitespace().nth(1) == Some("sleep"))
+        .collect()
+}
+
+fn no_process_of_a_warm_run_outlives_its_answer() {
+    let r = rootfs();
+    let exe = std::env::current_exe().unwrap();
+    let pool = WarmPool::new(Arc::new(Spawner::start_program(exe).unwrap()), 1).unwrap();
+    let step = Arc::new(hardened_with(perry_profiles::Grants::default()));
+    let recipe = StepRecipe {
+        tier: perry_policies::Tier::Hardened,
+        overrides: None,
+        grants: perry_profiles::Grants::default(),
+    };
+    // Ten background processes that would sleep for an hour, not holding the output pipes
+    // (so the answer cannot wait for their end of stream), and a foreground that ends now.
+    let spec =
+        r.sh("for i in 1 2 3 4 5 6 7 8 9 10; do sleep 4242 >/dev/null 2>&1 & done; echo started");
+    assert!(sleepers().is_empty(), "{:?}", sleepers());
+    let first = pool.run(&spec, &step, &recipe).expect("first run");
+    assert_eq!(text(&first.outcome.stdout), "started\n", "{first:?}");
+    for i in 0..50 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while pool.ready(&spec, &recipe) == 0 {
+            assert!(Instant::now() < deadline, "the pool never filled");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let o = pool.run(&spec, &step, &recipe).expect("warm run");
+        assert!(o.warm, "{i}: {o:?}");
+        assert_eq!(text(&o.outcome.stdout), "started\n", "{i}: {o:?}");
+        // At once, without settling: the answer means they are gone.
+        let left = sleepers();
+        assert!(left.is_empty(), "{i}: alive after the answer: {left:?}");
+    }
 }

@@ -26,8 +26,9 @@
 //! # Why this is no weaker than a cold run
 //!
 //! A pooled sandbox serves exactly one request and is never reused: after its run it is torn
-//! down like any other (every process gone before the answer; its empty cgroups removed by the
-//! refill thread just after, as are a cold run's), and the refill thread starts a new one. Two
+//! down like any other (every process that ran request code gone before the answer, init itself
+//! in `_exit`; init reaped and its empty cgroups removed by the refill thread just after, as are
+//! a cold run's), and the refill thread starts a new one. Two
 //! requests never share a namespace, a tmpfs, a cgroup, a pipe or a process. The setup steps are the same functions in
 //! the same order as a cold run; only the point where the command is learnt moves — after the
 //! confinement instead of before it, so the request's bytes only ever reach a process that is

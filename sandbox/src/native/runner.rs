@@ -239,10 +239,11 @@ pub(crate) fn finish(
     Ok(outcome)
 }
 
-/// What is left of a sandbox once every process of it is gone: its (empty) cgroups and its uid
-/// lease. Dropping it removes the cgroups, then frees the lease.
+/// What is left of a sandbox once every process of it but init is gone and init is in `_exit`:
+/// init to reap, its cgroups and its uid lease. Dropping it reaps init (waiting out its exit),
+/// removes the cgroups, then frees the lease.
 pub(crate) struct Leftovers {
-    /// init, exited but maybe not yet reaped (declared first: dropped, i.e. reaped, first).
+    /// init, exiting or exited but not yet reaped (declared first: dropped, i.e. reaped, first).
     child: Option<Child>,
     cgroups: RunCgroups,
     _lease: Lease,
@@ -275,8 +276,9 @@ fn report_rusage(r: &[u8; child::STATUS_REPORT]) -> libc::rusage {
     )
 }
 
-/// [`finish`], leaving the removal of the run's cgroups to the caller (a warm pool does it off
-/// the request's path). Every process of the sandbox is gone when this returns.
+/// [`finish`], leaving init's reaping and the removal of the run's cgroups to the caller (a warm
+/// pool does it off the request's path). Every process that ran the request's code is gone when
+/// this returns; init is the last one, and it is exiting (its report says so).
 pub(crate) fn finish_leaving(
     spec: &RunSpec,
     final_step: &dyn FinalStep,
@@ -315,16 +317,18 @@ pub(crate) fn finish_leaving(
         spec,
         &mut child,
         err_r,
+        &status_r,
         stdin_w,
         stdout_r,
         stderr_r,
         &cgroups,
         seccomp.as_mut(),
     )?;
-    // init has exited (supervision ends only then): its report is in the pipe, unless init
-    // itself was killed, when only its reaper knows how it ended.
+    // init reported (it is the last process and exiting) or has exited: its report is in the
+    // pipe, unless init itself was killed, when only its reaper knows how it ended.
     let mut report = [0u8; child::STATUS_REPORT];
-    // SAFETY: read into a stack buffer; init has exited, so this cannot block.
+    // SAFETY: read into a stack buffer; the report is there or init has exited (its write end
+    // is closed), so this cannot block.
     let n = unsafe {
         libc::read(
             status_r.as_raw_fd(),
@@ -333,8 +337,8 @@ pub(crate) fn finish_leaving(
         )
     };
     let (wstatus, ru, child) = if n == report.len() as isize {
-        // Every process of the sandbox is gone; reaping init (by the spawner, for a remote
-        // child) is left to whoever drops the leftovers.
+        // Every process of the sandbox but init is gone and init is exiting; reaping it (by
+        // the spawner, for a remote child) is left to whoever drops the leftovers.
         (report_status(&report), report_rusage(&report), Some(child))
     } else {
         let (status, ru) = child.wait()?;

@@ -19,13 +19,16 @@ pub(crate) struct Supervised {
     pub(crate) error: Option<(Step, i32, u32)>,
 }
 
-/// Pump stdin/stdout/stderr and the error pipe until init has exited and every pipe is closed,
-/// killing the tree at the deadline.
+/// Pump stdin/stdout/stderr and the error pipe until the sandbox's processes are gone and every
+/// pipe is closed, killing the tree at the deadline. Gone means init's status report is in
+/// `status_r` (init writes it once it is the last process: see `child`) or init has exited.
+/// The report is left in the pipe for the caller.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn supervise(
     spec: &RunSpec,
     child: &mut Child,
     err_r: OwnedFd,
+    status_r: &OwnedFd,
     stdin_w: OwnedFd,
     stdout_r: OwnedFd,
     stderr_r: OwnedFd,
@@ -44,6 +47,8 @@ pub(crate) fn supervise(
     let mut stdin_fd = (!stdin_data.is_empty()).then_some(stdin_w);
     let deadline = Instant::now() + spec.limits.timeout;
     let mut exited = false;
+    // Watched until init reports or its write end closes without a report (init killed).
+    let mut watch_status = true;
     let mut timed_out = false;
     let mut exit_seen: Option<Instant> = None;
     let mut scratch = vec![0u8; 64 * 1024];
@@ -88,6 +93,9 @@ pub(crate) fn supervise(
         };
         if !exited {
             add(pidfd, libc::POLLIN, 0);
+            if watch_status {
+                add(status_r.as_raw_fd(), libc::POLLIN, 5);
+            }
         }
         for (c, tag) in [(&out, 1), (&errc, 2), (&report, 3)] {
             if let Some(fd) = &c.fd {
@@ -120,6 +128,10 @@ pub(crate) fn supervise(
             }
             match tag {
                 0 => exited = true,
+                // The report is there: the sandbox's processes are gone (init is in _exit).
+                5 if p.revents & libc::POLLIN != 0 => exited = true,
+                // Hung up without a report: init died another way; its pidfd tells when.
+                5 => watch_status = false,
                 1 => out.drain(&mut scratch),
                 2 => errc.drain(&mut scratch),
                 3 => report.drain(&mut scratch),

@@ -2,9 +2,10 @@
 //!
 //! Two processes run this code:
 //! * **init** — the `clone`d child, PID 1 of the new pid namespace. It builds the filesystem,
-//!   then starts the workload and reaps until the workload exits, reports the workload's wait
-//!   status through the status pipe and exits, which makes the kernel kill whatever is left in
-//!   the namespace.
+//!   then starts the workload and reaps until the workload exits, kills and reaps whatever is
+//!   left in the namespace, reports the workload's wait status through the status pipe and
+//!   exits. The report therefore means "no process of the sandbox but init is left", so the
+//!   parent can answer on it while init's own exit (the namespaces' teardown) still runs.
 //! * **workload** — started by init with `clone(CLONE_VM | CLONE_VFORK)` on a stack of its own:
 //!   it shares init's memory (init is suspended) until it calls `execve`, so no address space
 //!   is copied for it. Session, rlimits, identity switch, the [`FinalStep`], exec.
@@ -119,9 +120,10 @@ pub(crate) fn init_main(plan: &Plan, final_step: &dyn FinalStep) -> ! {
         // SAFETY: wait4 on any child with a valid status pointer.
         let r = unsafe { libc::wait4(-1, &mut status, libc::__WALL, ptr::null_mut()) };
         if r == workload_pid {
+            end_the_rest();
             let report = status_report(status);
             // SAFETY: write the report (one write, under PIPE_BUF: atomic) to the status pipe,
-            // then exit; the kernel kills the rest of the pid namespace when its init exits.
+            // then exit: init is the only process of the sandbox left.
             unsafe {
                 libc::write(plan.fds.status_w, report.as_ptr().cast(), report.len());
                 libc::_exit(0)
@@ -130,6 +132,31 @@ pub(crate) fn init_main(plan: &Plan, final_step: &dyn FinalStep) -> ! {
         if r < 0 && errno() != libc::EINTR {
             // SAFETY: terminate.
             unsafe { libc::_exit(1) }
+        }
+    }
+}
+
+/// Kills and reaps every process left in init's pid namespace (what the workload started and
+/// left behind), so that the status report is written only once init is the last one: the
+/// parent answers on the report. `kill(-1)` from a namespace's init reaches every process of
+/// the namespace but itself, and a fork racing with it fails (the forking parent has SIGKILL
+/// pending), so the reaping loop ends with ECHILD. Only as PID 1: `kill(-1)` anywhere else
+/// would reach far more than the sandbox.
+fn end_the_rest() {
+    // SAFETY: getpid has no preconditions.
+    if unsafe { libc::getpid() } != 1 {
+        return;
+    }
+    // SAFETY: kill with integer arguments; as PID 1 of the sandbox's pid namespace, -1 means
+    // every other process of that namespace (and of namespaces below it).
+    unsafe { libc::kill(-1, libc::SIGKILL) };
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: wait4 on any child with a valid status pointer.
+        let r = unsafe { libc::wait4(-1, &mut status, libc::__WALL, ptr::null_mut()) };
+        if r < 0 && errno() != libc::EINTR {
+            // ECHILD: nothing is left to reap.
+            return;
         }
     }
 }

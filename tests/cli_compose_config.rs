@@ -136,6 +136,56 @@ fn full_example_json_is_compose_go_json() {
     );
 }
 
+/// A parsed YAML tree as JSON (for a readable diff).
+fn yaml_json(n: &perry_compose::Node) -> Value {
+    use perry_compose::Value as V;
+    match &n.value {
+        V::Null => Value::Null,
+        V::Bool(b) => Value::Bool(*b),
+        V::Int(i) => Value::from(*i),
+        V::Float(f) => Value::from(*f),
+        V::String(s) => Value::String(s.clone()),
+        V::Seq(items) => Value::Array(items.iter().map(yaml_json).collect()),
+        V::Map(e) => Value::Object(
+            e.iter()
+                .map(|(k, _, v)| (k.clone(), yaml_json(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// `config --format yaml` prints the tree of full-example.expected.yaml (compose-go
+/// leaves out unset `command`/`entrypoint` and empty `ipam` in YAML).
+#[test]
+fn full_example_yaml_is_compose_go_yaml() {
+    let dir = fixtures().join("full-example");
+    let out = perry(
+        &dir,
+        &full_example_env(),
+        &[
+            "compose",
+            "-f",
+            "full-example.yml",
+            "config",
+            "--format",
+            "yaml",
+            "--no-normalize",
+            "--no-consistency",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let got = yaml_json(&perry_compose::parse_yaml("printed.yaml", &printed).unwrap());
+    let want_text = std::fs::read_to_string(dir.join("full-example.expected.yaml"))
+        .unwrap()
+        .replace("@@WORKING_DIR@@", dir.to_str().unwrap())
+        .replace("@@HOME_DIR@@", "/home/tester");
+    let want = yaml_json(&perry_compose::parse_yaml("expected.yaml", &want_text).unwrap());
+    let mut d = Vec::new();
+    diff("", &got, &want, &mut d);
+    assert!(d.is_empty(), "{}", d.join("\n"));
+}
+
 /// `config --format yaml` printed, then read back (`--no-interpolate`: it is already
 /// interpolated), prints the same JSON.
 #[test]

@@ -7,10 +7,46 @@
 //! tag them `json:"-"`), so `--format json` is what compose-go's tests and tools
 //! expect.
 
-use crate::model::Project;
+use std::cell::Cell;
 
-/// The project as YAML with compose-spec keys (`compose config`).
+use crate::model::{Ipam, Project};
+
+thread_local! {
+    /// Set while [`to_yaml`] serialises: the fields compose-go's Go types print in
+    /// JSON but omit in YAML (`omitempty` on the YAML tag only) consult it.
+    static PRINTING_YAML: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Resets [`PRINTING_YAML`] however serialisation ends.
+struct YamlMode;
+
+impl YamlMode {
+    fn on() -> YamlMode {
+        PRINTING_YAML.with(|y| y.set(true));
+        YamlMode
+    }
+}
+
+impl Drop for YamlMode {
+    fn drop(&mut self) {
+        PRINTING_YAML.with(|y| y.set(false));
+    }
+}
+
+/// `command` / `entrypoint` left unset: `null` in JSON, omitted in YAML (compose-go).
+pub(crate) fn unset_in_yaml<T>(v: &Option<T>) -> bool {
+    v.is_none() && PRINTING_YAML.with(Cell::get)
+}
+
+/// A network's empty `ipam`: `{}` in JSON, omitted in YAML (compose-go).
+pub(crate) fn empty_ipam_in_yaml(i: &Ipam) -> bool {
+    *i == Ipam::default() && PRINTING_YAML.with(Cell::get)
+}
+
+/// The project as YAML with compose-spec keys (`compose config`), as compose-go
+/// prints it: unset `command`/`entrypoint` and empty `ipam` are left out.
 pub fn to_yaml(project: &Project) -> Result<String, String> {
+    let _mode = YamlMode::on();
     serde_saphyr::to_string(project).map_err(|e| format!("cannot print the model as YAML: {e}"))
 }
 

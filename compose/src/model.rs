@@ -81,6 +81,7 @@ pub struct Service {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup_parent: Option<String>,
     /// `command` (a shell-form string is split with shell-words rules); `None` keeps the image's.
+    #[serde(skip_serializing_if = "crate::emit::unset_in_yaml")]
     pub command: Option<Vec<String>>,
     /// `configs` (long form).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -146,6 +147,7 @@ pub struct Service {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub domainname: Option<String>,
     /// `entrypoint` (like `command`).
+    #[serde(skip_serializing_if = "crate::emit::unset_in_yaml")]
     pub entrypoint: Option<Vec<String>>,
     /// `env_file` (long form).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -1008,6 +1010,7 @@ pub struct Network {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub driver_opts: BTreeMap<String, String>,
     /// `ipam`.
+    #[serde(skip_serializing_if = "crate::emit::empty_ipam_in_yaml")]
     pub ipam: Ipam,
     /// `external`.
     #[serde(skip_serializing_if = "is_false")]

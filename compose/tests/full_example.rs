@@ -81,3 +81,57 @@ fn full_example_matches_expected_json() {
     diff("", &got, &want, &mut out);
     assert!(out.is_empty(), "{}", out.join("\n"));
 }
+
+/// A parsed YAML tree as JSON (for a readable diff).
+fn json_of(n: &perry_compose::Node) -> Value {
+    use perry_compose::Value as V;
+    match &n.value {
+        V::Null => Value::Null,
+        V::Bool(b) => Value::Bool(*b),
+        V::Int(i) => Value::from(*i),
+        V::Float(f) => Value::from(*f),
+        V::String(s) => Value::String(s.clone()),
+        V::Seq(items) => Value::Array(items.iter().map(json_of).collect()),
+        V::Map(e) => Value::Object(e.iter().map(|(k, _, v)| (k.clone(), json_of(v))).collect()),
+    }
+}
+
+/// `to_yaml` prints what compose-go's `config --format yaml` prints: the same tree
+/// as full-example.expected.yaml (no `command: null`, `entrypoint: null`, `ipam: {}`).
+#[test]
+fn full_example_yaml_matches_expected_yaml() {
+    let dir = fixtures();
+    let home = "/home/tester";
+    let case: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
+    let environment = case["env"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().replace("@@HOME_DIR@@", home)))
+        .collect();
+    let project = load(&LoadOptions {
+        files: vec![dir.join("full-example.yml")],
+        environment,
+        normalize: false,
+        consistency: false,
+        ..LoadOptions::default()
+    })
+    .unwrap();
+    let printed = perry_compose::to_yaml(&project).unwrap();
+    for absent in ["command: null", "entrypoint: null", "ipam: {}"] {
+        assert!(!printed.contains(absent), "{absent:?} printed:\n{printed}");
+    }
+    let got = json_of(&perry_compose::parse_yaml("printed.yaml", &printed).unwrap());
+    let want_text = std::fs::read_to_string(dir.join("full-example.expected.yaml"))
+        .unwrap()
+        .replace("@@WORKING_DIR@@", dir.to_str().unwrap())
+        .replace("@@HOME_DIR@@", home);
+    let want = json_of(&perry_compose::parse_yaml("expected.yaml", &want_text).unwrap());
+    let mut out = Vec::new();
+    diff("", &got, &want, &mut out);
+    assert!(out.is_empty(), "{}", out.join("\n"));
+    // JSON keeps compose-go's `null`s and `{}`
+    let json = perry_compose::to_json(&project).unwrap();
+    assert!(json.contains("\"command\": null") && json.contains("\"ipam\": {}"));
+}

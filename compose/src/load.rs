@@ -458,6 +458,13 @@ impl<'o> Loader<'o> {
                 } else {
                     raw
                 };
+                // compose-go normalises the file's name (`My App` is `myapp`) unless
+                // normalisation is off; then an invalid one is refused, located.
+                let v = if self.opts.normalize {
+                    normalize_project_name(&v)
+                } else {
+                    v
+                };
                 if !v.is_empty() {
                     return explicit(&v, "top-level name", Some(n.span), used.get());
                 }

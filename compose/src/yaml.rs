@@ -166,13 +166,17 @@ pub fn parse_yaml(file: &str, text: &str) -> Result<Node, ParseError> {
     match serde_saphyr::from_str_with_options::<Child>(text, options()) {
         Ok(c) => Ok(to_node(c)),
         Err(e) => {
-            let (line, column) = match DUPLICATE_AT.with(|d| d.take()) {
+            let duplicate = DUPLICATE_AT.with(|d| d.take());
+            let (line, column) = match duplicate {
                 Some(s) => (s.line, s.column),
                 None => e
                     .location()
                     .map(|l| (l.line(), l.column()))
                     .unwrap_or((0, 0)),
             };
+            let path = duplicate
+                .and_then(|_| key_path_at(text, line, column))
+                .unwrap_or_default();
             let mut msg = message(&e.without_snippet().to_string());
             if msg.starts_with("cycle detected") {
                 if let Some((from, to)) = alias_cycle(text) {
@@ -180,7 +184,10 @@ pub fn parse_yaml(file: &str, text: &str) -> Result<Node, ParseError> {
                         format!("cycle detected: node at path {from} references node at path {to}");
                 }
             }
-            Err(fail(line, column, msg))
+            Err(ParseError {
+                path,
+                ..fail(line, column, msg)
+            })
         }
     }
 }
@@ -226,12 +233,18 @@ pub(crate) fn parse_yaml_documents(file: &str, text: &str) -> Result<Vec<Node>, 
     }
 }
 
-/// The two paths compose-go's `!reset` walk names for the first alias that refers
-/// to a node containing it (serde-saphyr refuses such a file without paths):
-/// walking the alias at `A` (its path, one `.<<` dropped) expands the anchored node
-/// there, which reaches the alias again at `A` + (anchor → alias) and so reports
-/// `node at path <that> references node at path A`. Read from the parser's events.
-fn alias_cycle(text: &str) -> Option<(String, String)> {
+/// One node of the event walk: where it sits and what it is.
+enum Seen<'e> {
+    /// A mapping key (`path` is the key's own path) at 1-based `line`, `column`.
+    Key { line: u64, column: u64 },
+    /// An alias; `open` when its anchor's node (at `anchor`) contains it.
+    Alias { open: bool, anchor: &'e [String] },
+}
+
+/// Walks `text`'s parser events (serde-saphyr's own parser, re-exported), calling
+/// `f` with each node's (or key's) path until it returns `Some`. For the located
+/// details serde-saphyr's errors lack; `None` when the text does not parse.
+fn walk<T>(text: &str, mut f: impl FnMut(&[String], Seen<'_>) -> Option<T>) -> Option<T> {
     use serde_saphyr::granit_parser::{Event, Parser};
     struct Frame {
         map: bool,
@@ -240,17 +253,23 @@ fn alias_cycle(text: &str) -> Option<(String, String)> {
         key: Option<String>,
         index: usize,
     }
-    let drop_merge = |p: &str| p.replacen(".<<", "", 1);
     let mut stack: Vec<Frame> = Vec::new();
     let mut anchors: std::collections::BTreeMap<usize, Vec<String>> = Default::default();
     for ev in Parser::new_from_str(text) {
-        let (ev, _) = ev.ok()?;
-        // A mapping frame alternates key / value; a key event only records the key.
-        if let Some(f) = stack.last_mut() {
-            if f.map && f.key.is_none() {
+        let (ev, span) = ev.ok()?;
+        // A mapping frame alternates key / value.
+        if let Some(fr) = stack.last_mut() {
+            if fr.map && fr.key.is_none() {
                 match &ev {
                     Event::Scalar(k, ..) => {
-                        f.key = Some(k.to_string());
+                        let mut p = fr.path.clone();
+                        p.push(k.to_string());
+                        let (line, column) =
+                            (span.start.line() as u64, span.start.col() as u64 + 1);
+                        if let Some(t) = f(&p, Seen::Key { line, column }) {
+                            return Some(t);
+                        }
+                        fr.key = Some(k.to_string());
                         continue;
                     }
                     Event::MappingEnd => {}
@@ -260,15 +279,15 @@ fn alias_cycle(text: &str) -> Option<(String, String)> {
         }
         let here = |stack: &mut Vec<Frame>| -> Vec<String> {
             match stack.last_mut() {
-                Some(f) if f.map => {
-                    let mut p = f.path.clone();
-                    p.push(f.key.take().unwrap_or_default());
+                Some(fr) if fr.map => {
+                    let mut p = fr.path.clone();
+                    p.push(fr.key.take().unwrap_or_default());
                     p
                 }
-                Some(f) => {
-                    let mut p = f.path.clone();
-                    p.push(f.index.to_string());
-                    f.index += 1;
+                Some(fr) => {
+                    let mut p = fr.path.clone();
+                    p.push(fr.index.to_string());
+                    fr.index += 1;
                     p
                 }
                 None => Vec::new(),
@@ -297,16 +316,40 @@ fn alias_cycle(text: &str) -> Option<(String, String)> {
             }
             Event::Alias(id) => {
                 let at = here(&mut stack);
-                if stack.iter().any(|f| f.anchor == id) {
-                    let anchor = anchors.get(&id)?;
-                    let rel = at.get(anchor.len()..)?.join(".");
-                    let first = drop_merge(&at.join("."));
-                    let again = drop_merge(&format!("{first}.{rel}"));
-                    return Some((again, first));
+                let open = stack.iter().any(|fr| fr.anchor == id);
+                let anchor = anchors.get(&id).map(Vec::as_slice).unwrap_or_default();
+                if let Some(t) = f(&at, Seen::Alias { open, anchor }) {
+                    return Some(t);
                 }
             }
             _ => {}
         }
     }
     None
+}
+
+/// The dot path of the mapping key at `line`:`column` (a duplicate key).
+fn key_path_at(text: &str, line: u64, column: u64) -> Option<String> {
+    walk(text, |path, seen| match seen {
+        Seen::Key { line: l, column: c } if (l, c) == (line, column) => Some(path.join(".")),
+        _ => None,
+    })
+}
+
+/// The two paths compose-go's `!reset` walk names for the first alias that refers
+/// to a node containing it (serde-saphyr refuses such a file without paths):
+/// walking the alias at `A` (its path, one `.<<` dropped) expands the anchored node
+/// there, which reaches the alias again at `A` + (anchor → alias) and so reports
+/// `node at path <that> references node at path A`.
+fn alias_cycle(text: &str) -> Option<(String, String)> {
+    let drop_merge = |p: &str| p.replacen(".<<", "", 1);
+    walk(text, |at, seen| match seen {
+        Seen::Alias { open: true, anchor } => {
+            let rel = at.get(anchor.len()..)?.join(".");
+            let first = drop_merge(&at.join("."));
+            let again = drop_merge(&format!("{first}.{rel}"));
+            Some((again, first))
+        }
+        _ => None,
+    })
 }

@@ -214,14 +214,14 @@ fn yaml_syntax_and_duplicates() {
         "services:\n  web:\n    image: a\n    image: b\n",
     )]);
     let e = d.load(&["compose.yaml"], &[]).unwrap_err();
-    let msg = e.to_string();
-    assert!(
-        msg.starts_with(&format!("{}:4:5: ", d.path("compose.yaml").display())),
-        "{msg}"
-    );
-    assert!(
-        msg.contains("mapping key \"image\" already defined at line 3"),
-        "{msg}"
+    assert!(matches!(e, LoadError::Syntax(_)), "{e}");
+    assert_at(
+        &e,
+        &d.path("compose.yaml"),
+        4,
+        5,
+        "services.web.image",
+        "mapping key \"image\" already defined at line 3",
     );
 }
 
@@ -486,15 +486,17 @@ fn extends_from_another_file_errors_are_located() {
     ]);
     let e = d.load(&["compose.yaml"], &[]).unwrap_err();
     assert!(matches!(e, LoadError::Extends(_)), "{e}");
-    let loc = e.location().unwrap();
-    assert_eq!(
-        loc.file,
-        d.path("compose.yaml").display().to_string(),
-        "{e}"
+    assert_at(
+        &e,
+        &d.path("compose.yaml"),
+        4,
+        7,
+        "services.web.extends.service",
+        &format!(
+            "cannot extend service \"nope\" from {}: service not found",
+            d.path("base.yaml").display()
+        ),
     );
-    assert!(loc.path.starts_with("services.web.extends"), "{e}");
-    assert!((3..=5).contains(&loc.line) && loc.column > 0, "{e}");
-    assert!(e.to_string().contains("nope"), "{e}");
 }
 
 #[test]
@@ -518,10 +520,14 @@ fn extends_errors_are_located() {
         "services:\n  a:\n    extends: b\n  b:\n    extends: a\n",
     )]);
     let e = d.load(&["compose.yaml"], &[]).unwrap_err();
-    assert!(
-        e.to_string()
-            .contains("circular reference with extends: a -> b -> a"),
-        "{e}"
+    assert!(matches!(e, LoadError::Extends(_)), "{e}");
+    assert_at(
+        &e,
+        &d.path("compose.yaml"),
+        3,
+        14,
+        "services.a.extends",
+        "circular reference with extends: a -> b -> a",
     );
 }
 
@@ -533,14 +539,19 @@ fn include_cycle_is_refused() {
         ..LoadOptions::default()
     })
     .unwrap_err();
-    let msg = e.to_string();
-    assert!(msg.contains("include cycle detected"), "{msg}");
-    assert!(
-        msg.starts_with(&format!(
-            "{}:2:",
-            data.join("compose-include-cycle.yaml").display()
-        )),
-        "{msg}"
+    assert!(matches!(e, LoadError::Extends(_)), "{e}");
+    let file = data.join("compose-include-cycle.yaml");
+    assert_at(
+        &e,
+        &file,
+        2,
+        5,
+        "include.0",
+        &format!(
+            "include cycle detected: {} -> {}",
+            file.display(),
+            file.display()
+        ),
     );
 }
 
@@ -805,10 +816,20 @@ fn interpolated_values_never_appear_in_extends_and_name_errors() {
         "services.web.extends.service",
         "service \"web\" extends undefined service (interpolated value)",
     );
+    // normalised like compose-go (`Hunter2Secret` is `hunter2secret`) ...
     let d = Dir::new(&[("compose.yaml", &format!("name: ${{S}}\n{WEB}"))]);
-    let e = d
+    let p = d
         .load(&["compose.yaml"], &[("S", "Hunter2Secret")])
-        .unwrap_err();
+        .unwrap();
+    assert_eq!(p.name, "hunter2secret");
+    // ... or, with --no-normalize, refused, located, without the value
+    let e = load(&LoadOptions {
+        files: vec![d.path("compose.yaml")],
+        environment: BTreeMap::from([("S".to_string(), "Hunter2Secret".to_string())]),
+        normalize: false,
+        ..LoadOptions::default()
+    })
+    .unwrap_err();
     assert_at(
         &e,
         &d.path("compose.yaml"),
@@ -890,5 +911,26 @@ fn self_referencing_alias_names_compose_go_paths() {
             ":3:7: cycle detected: node at path x-a.b.0.b.0 references node at path x-a.b.0"
         ),
         "{e}"
+    );
+}
+
+#[test]
+fn invalid_top_level_name_without_normalisation_is_located() {
+    let d = Dir::new(&[("compose.yaml", &format!("name: My App\n{WEB}"))]);
+    assert_eq!(d.load(&["compose.yaml"], &[]).unwrap().name, "myapp");
+    let e = load(&LoadOptions {
+        files: vec![d.path("compose.yaml")],
+        normalize: false,
+        ..LoadOptions::default()
+    })
+    .unwrap_err();
+    assert!(matches!(e, LoadError::Invalid(_)), "{e}");
+    assert_at(
+        &e,
+        &d.path("compose.yaml"),
+        1,
+        7,
+        "name",
+        "invalid project name \"My App\" (top-level name)",
     );
 }

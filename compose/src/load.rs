@@ -282,32 +282,13 @@ impl<'o> Loader<'o> {
         Ok((trees, names))
     }
 
-    fn compose_files(&self) -> Result<Vec<PathBuf>, LoadError> {
+    /// The compose files, and (without `-f`) the environment docker compose reads
+    /// before it looks for them: the shell over `--env-file`s or `.env` in the
+    /// project directory (else the working directory), so `COMPOSE_FILE` and
+    /// `COMPOSE_PATH_SEPARATOR` may come from `.env`.
+    fn compose_files(&self) -> Result<(Vec<PathBuf>, Option<Env>), LoadError> {
         if !self.opts.files.is_empty() {
-            return Ok(self.opts.files.iter().map(|f| absolute(f)).collect());
-        }
-        if let Some(cf) = self
-            .opts
-            .environment
-            .get("COMPOSE_FILE")
-            .filter(|s| !s.is_empty())
-        {
-            let sep = self
-                .opts
-                .environment
-                .get("COMPOSE_PATH_SEPARATOR")
-                .cloned()
-                .unwrap_or_else(|| ":".into());
-            let base = self
-                .opts
-                .project_directory
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("."));
-            return Ok(cf
-                .split(sep.as_str())
-                .filter(|s| !s.is_empty())
-                .map(|f| absolute(&base.join(f)))
-                .collect());
+            return Ok((self.opts.files.iter().map(|f| absolute(f)).collect(), None));
         }
         let dir = absolute(
             self.opts
@@ -315,7 +296,26 @@ impl<'o> Loader<'o> {
                 .as_deref()
                 .unwrap_or(Path::new(".")),
         );
-        find_compose_files(&dir)
+        let env = self.environment(&dir)?;
+        if let Some(cf) = env.get("COMPOSE_FILE").filter(|s| !s.is_empty()) {
+            let sep = env
+                .get("COMPOSE_PATH_SEPARATOR")
+                .filter(|s| !s.is_empty())
+                .cloned()
+                .unwrap_or_else(|| ":".into());
+            let base = self
+                .opts
+                .project_directory
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("."));
+            let files = cf
+                .split(sep.as_str())
+                .filter(|s| !s.is_empty())
+                .map(|f| absolute(&base.join(f)))
+                .collect();
+            return Ok((files, Some(env)));
+        }
+        Ok((find_compose_files(&dir)?, Some(env)))
     }
 
     fn environment(&self, project_dir: &Path) -> Result<Env, LoadError> {
@@ -341,7 +341,7 @@ impl<'o> Loader<'o> {
     }
 
     fn run(&mut self) -> Result<Project, LoadError> {
-        let files = self.compose_files()?;
+        let (files, early_env) = self.compose_files()?;
         let first = files
             .first()
             .cloned()
@@ -355,6 +355,11 @@ impl<'o> Loader<'o> {
         };
         self.root = project_dir.clone();
         let mut env = self.environment(&project_dir)?;
+        // docker compose reads `.env` again from the project directory once the
+        // files are known; what it read first (shell, first `.env`) wins.
+        for (k, v) in early_env.unwrap_or_default() {
+            env.insert(k, v);
+        }
         let (trees, doc_files) = self.read_all(&files)?;
         let name = self.project_name(&trees, &env, &project_dir)?;
         env.entry("COMPOSE_PROJECT_NAME".into())

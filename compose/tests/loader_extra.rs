@@ -482,3 +482,50 @@ fn multi_document_yaml_merges_documents_in_order() {
     .unwrap_err();
     assert!(e.to_string().contains(":5:5: services.web.imgae:"), "{e}");
 }
+
+/// docker compose reads `.env` before it looks for the files, so `COMPOSE_FILE`,
+/// `COMPOSE_PATH_SEPARATOR`, `COMPOSE_PROFILES` and `COMPOSE_PROJECT_NAME` may be
+/// set there; the shell still wins.
+#[test]
+fn compose_variables_from_the_dotenv_file() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    write(
+        dir,
+        &[
+            ("compose.yaml", "services:\n  default:\n    image: wrong\n"),
+            ("a/base.yaml", "services:\n  web:\n    image: nginx\n"),
+            (
+                "a/more.yaml",
+                "services:\n  web:\n    read_only: true\n  debug:\n    image: busybox\n    profiles: [debug]\n",
+            ),
+            (
+                ".env",
+                "COMPOSE_FILE=a/base.yaml;a/more.yaml\nCOMPOSE_PATH_SEPARATOR=;\nCOMPOSE_PROFILES=debug\nCOMPOSE_PROJECT_NAME=fromdotenv\n",
+            ),
+        ],
+    );
+    let with = |shell: &[(&str, &str)]| {
+        load(&LoadOptions {
+            project_directory: Some(dir.to_path_buf()),
+            environment: env(shell),
+            ..LoadOptions::default()
+        })
+        .unwrap()
+    };
+    let p = with(&[]);
+    assert_eq!(p.name, "fromdotenv");
+    assert_eq!(
+        p.services.keys().collect::<Vec<_>>(),
+        ["debug", "web"],
+        "COMPOSE_FILE and COMPOSE_PROFILES from .env"
+    );
+    assert!(p.services["web"].read_only, "a/more.yaml merged");
+    // the shell wins over .env
+    let p = with(&[
+        ("COMPOSE_FILE", "compose.yaml"),
+        ("COMPOSE_PROJECT_NAME", "fromshell"),
+    ]);
+    assert_eq!(p.name, "fromshell");
+    assert_eq!(p.services.keys().collect::<Vec<_>>(), ["default"]);
+}

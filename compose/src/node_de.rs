@@ -164,6 +164,11 @@ impl NodeDe<'_> {
     }
 }
 
+/// compose-go's `toBoolean`, which casts every string decoded into a boolean field
+/// (literal or interpolated): `true`/`false`, and YAML 1.1's `y`/`yes`/`on`,
+/// `n`/`no`/`off` (it warns), case-insensitive; anything else (`1`) is refused.
+/// The YAML layer stays strict: unquoted `yes` is the string "yes" (YAML 1.2), so a
+/// string field such as an `environment` value keeps it as written.
 fn parse_bool(s: &str) -> Option<bool> {
     match s.to_ascii_lowercase().as_str() {
         "true" | "yes" | "y" | "on" => Some(true),

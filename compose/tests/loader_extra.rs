@@ -529,3 +529,54 @@ fn compose_variables_from_the_dotenv_file() {
     assert_eq!(p.name, "fromshell");
     assert_eq!(p.services.keys().collect::<Vec<_>>(), ["default"]);
 }
+
+/// Booleans as compose-go reads them: the YAML is 1.2 (unquoted `yes` is a string,
+/// kept as written in a string field), and a string decoded into a boolean field,
+/// literal or interpolated, goes through compose-go's `toBoolean`: `true`/`false`
+/// and the YAML 1.1 words `y`/`yes`/`on`/`n`/`no`/`off` (upstream's
+/// TestLoadLegacyBoolean: `init: yes` is true), anything else refused.
+#[test]
+fn booleans_are_cast_like_compose_go() {
+    let d = tempfile::tempdir().unwrap();
+    let file = d.path().join("compose.yaml");
+    let run = |yaml: &str, shell: &[(&str, &str)]| {
+        std::fs::write(&file, yaml).unwrap();
+        load(&LoadOptions {
+            files: vec![file.clone()],
+            environment: env(shell),
+            ..LoadOptions::default()
+        })
+    };
+    let p = run(
+        "services:\n  test:\n    image: x\n    init: yes\n    read_only: OFF\n    tty: on\n    environment:\n      A: yes\n      B: on\n",
+        &[],
+    )
+    .unwrap();
+    let s = &p.services["test"];
+    assert_eq!(s.init, Some(true), "literal yes");
+    assert!(!s.read_only, "literal OFF");
+    assert!(s.tty, "literal on");
+    assert_eq!(
+        s.environment["A"].as_deref(),
+        Some("yes"),
+        "a string stays a string"
+    );
+    assert_eq!(s.environment["B"].as_deref(), Some("on"));
+    // interpolated: the same cast
+    let yaml = "services:\n  test:\n    image: x\n    read_only: ${RO}\n";
+    assert!(run(yaml, &[("RO", "Yes")]).unwrap().services["test"].read_only);
+    assert!(!run(yaml, &[("RO", "n")]).unwrap().services["test"].read_only);
+    // not a boolean word: refused, literal or interpolated
+    for (yaml, shell) in [
+        (
+            "services:\n  test:\n    image: x\n    read_only: \"1\"\n",
+            vec![],
+        ),
+        (yaml, vec![("RO", "1")]),
+        (yaml, vec![("RO", "enabled")]),
+    ] {
+        let e = run(yaml, &shell).unwrap_err();
+        assert!(e.to_string().contains("services.test.read_only: "), "{e}");
+        assert!(e.to_string().contains("is not a boolean"), "{e}");
+    }
+}

@@ -183,8 +183,13 @@ impl<'o> Loader<'o> {
                 scrub(message);
             }
             LoadError::NotFound(_) => {}
+            // `${VAR:?message ${OTHER}}`: the file's author asked for OTHER's value in
+            // the message (compose-go prints it); nothing else there is a value.
+            LoadError::Interpolation(p) => {
+                scrub(&mut p.file);
+                scrub(&mut p.path);
+            }
             LoadError::Syntax(p)
-            | LoadError::Interpolation(p)
             | LoadError::Invalid(p)
             | LoadError::Extends(p)
             | LoadError::Consistency(p) => {
@@ -416,9 +421,8 @@ impl<'o> Loader<'o> {
         env: &Env,
         project_dir: &Path,
     ) -> Result<String, LoadError> {
-        // `at`: the top-level `name` node (located errors); `secret`: the name is
-        // a variable's value (COMPOSE_PROJECT_NAME, interpolated), not quoted.
-        let explicit = |n: &str, what: &str, at: Option<Span>, secret: bool| {
+        // `secret`: the name is a variable's value (COMPOSE_PROJECT_NAME), not quoted.
+        let explicit = |n: &str, what: &str, secret: bool| {
             if is_valid_project_name(n) {
                 return Ok(n.to_string());
             }
@@ -430,28 +434,25 @@ impl<'o> Loader<'o> {
             let message = format!(
                 "invalid project name {shown} ({what}): must contain only lowercase letters, digits, dashes and underscores, and start with a letter or digit"
             );
-            Err(LoadError::Invalid(match at {
-                Some(span) => self.located(span, "name", message),
-                None => ParseError {
-                    file: String::new(),
-                    line: 0,
-                    column: 0,
-                    path: "name".into(),
-                    message,
-                },
+            Err(LoadError::Invalid(ParseError {
+                file: String::new(),
+                line: 0,
+                column: 0,
+                path: "name".into(),
+                message,
             }))
         };
         if let Some(n) = &self.opts.project_name {
-            return explicit(n, "-p", None, false);
+            return explicit(n, "-p", false);
         }
         if let Some(n) = env.get("COMPOSE_PROJECT_NAME").filter(|s| !s.is_empty()) {
-            return explicit(n, "COMPOSE_PROJECT_NAME", None, true);
+            return explicit(n, "COMPOSE_PROJECT_NAME", true);
         }
         for t in trees.iter().rev() {
             if let Some(n) = t.get("name") {
                 let raw = n.scalar_text().unwrap_or_default();
                 let used = std::cell::Cell::new(false);
-                let v = if self.opts.interpolate {
+                let raw = if self.opts.interpolate {
                     let lookup = |k: &str| self.lookup(env, k, &used);
                     substitute(&raw, &lookup).map_err(|e| {
                         LoadError::Interpolation(self.located(
@@ -463,15 +464,16 @@ impl<'o> Loader<'o> {
                 } else {
                     raw
                 };
-                // compose-go normalises the file's name (`My App` is `myapp`) unless
-                // normalisation is off; then an invalid one is refused, located.
+                // compose-go never refuses the file's name: it normalises it
+                // (`My App` is `myapp`), or with normalisation off takes it as written
+                // (what `config --no-normalize` prints).
                 let v = if self.opts.normalize {
-                    normalize_project_name(&v)
+                    normalize_project_name(&raw)
                 } else {
-                    v
+                    raw
                 };
                 if !v.is_empty() {
-                    return explicit(&v, "top-level name", Some(n.span), used.get());
+                    return Ok(v);
                 }
             }
         }

@@ -816,27 +816,24 @@ fn interpolated_values_never_appear_in_extends_and_name_errors() {
         "services.web.extends.service",
         "service \"web\" extends undefined service (interpolated value)",
     );
-    // normalised like compose-go (`Hunter2Secret` is `hunter2secret`) ...
+    // the file's name is never refused: normalised like compose-go
     let d = Dir::new(&[("compose.yaml", &format!("name: ${{S}}\n{WEB}"))]);
     let p = d
         .load(&["compose.yaml"], &[("S", "Hunter2Secret")])
         .unwrap();
     assert_eq!(p.name, "hunter2secret");
-    // ... or, with --no-normalize, refused, located, without the value
-    let e = load(&LoadOptions {
-        files: vec![d.path("compose.yaml")],
-        environment: BTreeMap::from([("S".to_string(), "Hunter2Secret".to_string())]),
-        normalize: false,
-        ..LoadOptions::default()
-    })
-    .unwrap_err();
-    assert_at(
-        &e,
-        &d.path("compose.yaml"),
-        1,
-        7,
-        "name",
-        "invalid project name (interpolated value) (top-level name)",
+    // COMPOSE_PROJECT_NAME is checked, and not quoted
+    let e = d
+        .load(
+            &["compose.yaml"],
+            &[("COMPOSE_PROJECT_NAME", "Hunter2Secret")],
+        )
+        .unwrap_err();
+    assert!(matches!(e, LoadError::Invalid(_)), "{e}");
+    assert!(
+        e.to_string()
+            .contains("invalid project name (interpolated value) (COMPOSE_PROJECT_NAME)"),
+        "{e}"
     );
     assert!(!e.to_string().contains("Hunter2Secret"), "{e}");
 }
@@ -915,22 +912,33 @@ fn self_referencing_alias_names_compose_go_paths() {
 }
 
 #[test]
-fn invalid_top_level_name_without_normalisation_is_located() {
+fn top_level_name_is_normalised_or_kept_like_compose_go() {
     let d = Dir::new(&[("compose.yaml", &format!("name: My App\n{WEB}"))]);
     assert_eq!(d.load(&["compose.yaml"], &[]).unwrap().name, "myapp");
-    let e = load(&LoadOptions {
+    let p = load(&LoadOptions {
         files: vec![d.path("compose.yaml")],
         normalize: false,
         ..LoadOptions::default()
     })
-    .unwrap_err();
-    assert!(matches!(e, LoadError::Invalid(_)), "{e}");
+    .unwrap();
+    assert_eq!(p.name, "My App", "--no-normalize prints it as written");
+}
+
+#[test]
+fn required_variable_messages_keep_the_values_their_author_asked_for() {
+    // compose-go expands `${FOO}` inside the `?` message (its
+    // TestMandatoryVariableErrorsWithNestedExpansion); the safety net leaves it.
+    let d = Dir::new(&[(
+        "compose.yaml",
+        "services:\n  web:\n    image: ${UNSET:?missing ${FOO}}\n",
+    )]);
+    let e = d.load(&["compose.yaml"], &[("FOO", "first")]).unwrap_err();
     assert_at(
         &e,
         &d.path("compose.yaml"),
-        1,
-        7,
-        "name",
-        "invalid project name \"My App\" (top-level name)",
+        3,
+        12,
+        "services.web.image",
+        "required variable UNSET is missing a value: missing first",
     );
 }

@@ -435,52 +435,58 @@ impl Executor {
         let seq = self.audit.record(allow)?;
         tracing::debug!(seq, "allow recorded");
         allowed();
-        let run = match (&self.pool, &self.spawner) {
-            (Some(pool), _) => pool.run(&spec, &step, &recipe).map(|p| (p.outcome, p.warm)),
-            (None, Some(spawner)) => {
-                native::run_spawned(spawner, &spec, step.as_ref(), &recipe).map(|o| (o, false))
+        // The outcome record, written as soon as the command's processes are gone; a cold run
+        // writes it while init's exit and the cgroups' removal still run (`native::run_then`).
+        let record_outcome = |run: &native::Outcome, warm: bool| {
+            tracing::debug!("sandbox gone");
+            let mut ev = outcome_event(run, seq, &meta.correlation)
+                .detail("sandbox", if warm { "warm" } else { "cold" })
+                .actor(meta.actor.clone())
+                .image(meta.image.clone())
+                .digest(meta.digest.to_string())
+                .tier(meta.tier.to_string());
+            if let Some(c) = &meta.capability {
+                ev = ev.capability(c.clone());
             }
-            (None, None) => native::run(&spec, step.as_ref()).map(|o| (o, false)),
-        };
-        tracing::debug!("sandbox gone");
-        match run {
-            Ok((run, warm)) => {
-                let mut ev = outcome_event(&run, seq, &meta.correlation)
-                    .detail("sandbox", if warm { "warm" } else { "cold" })
-                    .actor(meta.actor.clone())
-                    .image(meta.image.clone())
-                    .digest(meta.digest.to_string())
-                    .tier(meta.tier.to_string());
-                if let Some(c) = &meta.capability {
-                    ev = ev.capability(c.clone());
+            // The run is over: a log that cannot take its outcome any more is reported, but
+            // does not undo what already happened (the allow record stands).
+            match self.audit.record(ev) {
+                Ok(s) => {
+                    tracing::debug!(seq = s, "outcome recorded");
+                    Some(s)
                 }
-                // The run is over: a log that cannot take its outcome any more is reported,
-                // but does not undo what already happened (the allow record stands).
-                let outcome_seq = match self.audit.record(ev) {
-                    Ok(s) => {
-                        tracing::debug!(seq = s, "outcome recorded");
-                        Some(s)
-                    }
-                    Err(e) => {
-                        tracing::warn!(
-                            "audit log: the outcome of record {seq} was not written: {e}"
-                        );
-                        None
-                    }
-                };
-                Ok(ExecOutcome {
-                    run,
-                    image: meta.image,
-                    digest: meta.digest,
-                    tier: meta.tier,
-                    cache_hit: meta.cache_hit,
-                    blobs_fetched: meta.blobs_fetched,
-                    audit_seq: seq,
-                    outcome_seq,
-                    duration: meta.started.elapsed(),
-                    warm,
-                })
+                Err(e) => {
+                    tracing::warn!("audit log: the outcome of record {seq} was not written: {e}");
+                    None
+                }
             }
+        };
+        let run = match (&self.pool, &self.spawner) {
+            (Some(pool), _) => pool.run(&spec, &step, &recipe).map(|p| {
+                let recorded = record_outcome(&p.outcome, p.warm);
+                (p.outcome, p.warm, recorded)
+            }),
+            (None, via) => native::run_then(
+                &spec,
+                step.as_ref(),
+                via.as_deref().map(|s| (s, recipe.as_ref())),
+                |o| record_outcome(o, false),
+            )
+            .map(|(o, recorded)| (o, false, recorded)),
+        };
+        match run {
+            Ok((run, warm, outcome_seq)) => Ok(ExecOutcome {
+                run,
+                image: meta.image,
+                digest: meta.digest,
+                tier: meta.tier,
+                cache_hit: meta.cache_hit,
+                blobs_fetched: meta.blobs_fetched,
+                audit_seq: seq,
+                outcome_seq,
+                duration: meta.started.elapsed(),
+                warm,
+            }),
             Err(e) => {
                 let ev = Event::new(meta.action, Decision::Error)
                     .actor(meta.actor)

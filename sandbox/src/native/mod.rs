@@ -87,7 +87,7 @@ pub use error::RunError;
 pub(crate) use error::{last, sys};
 pub(crate) use fds::socket_pair;
 pub use pool::{PooledOutcome, WarmPool};
-pub use runner::{run, run_spawned};
+pub use runner::{run, run_then};
 pub use spawner::{spawner_main, Spawner, StepRecipe, SPAWNER_ARG};
 pub use spec::{BindMount, DeniedSyscall, Limits, LiveOutput, LiveSink, Outcome, RunSpec, Stream};
 pub use step::Step;

@@ -27,22 +27,6 @@ pub fn run(spec: &RunSpec, final_step: &dyn FinalStep) -> Result<Outcome, RunErr
     run_with(spec, final_step, None)
 }
 
-/// [`run`], with the sandbox's init cloned by `spawner` (a process that never held the
-/// service's secrets, see [`Spawner`]) from `recipe`, which must be what `final_step` was built
-/// from. Everything else — the plan's checks, the uid lease, cgroups, id maps, release,
-/// supervision and the seccomp supervisor — stays in the calling process, as in [`run`].
-///
-/// A spawner that dies or breaks protocol during the run fails it with
-/// [`RunError::SpawnerUnavailable`]; the sandbox dies with the spawner (parent-death signal).
-pub fn run_spawned(
-    spawner: &Spawner,
-    spec: &RunSpec,
-    final_step: &dyn FinalStep,
-    recipe: &StepRecipe,
-) -> Result<Outcome, RunError> {
-    run_with(spec, final_step, Some((spawner, recipe)))
-}
-
 fn run_with(
     spec: &RunSpec,
     final_step: &dyn FinalStep,
@@ -50,6 +34,34 @@ fn run_with(
 ) -> Result<Outcome, RunError> {
     let started = start(spec, final_step, via, false)?;
     finish(spec, final_step, started)
+}
+
+/// [`run`], handing the outcome to `then` as soon as every process that ran the command is
+/// gone, before init's own exit is waited for and the run's cgroups are removed: what the
+/// caller does with the outcome (durably recording it) overlaps that teardown instead of
+/// following it.
+///
+/// With `via`, the sandbox's init is cloned by that spawner (a process that never held the
+/// service's secrets, see [`Spawner`]) from its recipe, which must be what `final_step` was
+/// built from. Everything else — the plan's checks, the uid lease, cgroups, id maps, release,
+/// supervision and the seccomp supervisor — stays in the calling process, as in [`run`]. A
+/// spawner that dies or breaks protocol during the run fails it with
+/// [`RunError::SpawnerUnavailable`]; the sandbox dies with the spawner (parent-death signal). The teardown is complete when this returns; a
+/// failure to remove the cgroups then is logged, not returned, because the run and whatever
+/// `then` did with its outcome stand.
+pub fn run_then<T>(
+    spec: &RunSpec,
+    final_step: &dyn FinalStep,
+    via: Option<(&Spawner, &StepRecipe)>,
+    then: impl FnOnce(&Outcome) -> T,
+) -> Result<(Outcome, T), RunError> {
+    let started = start(spec, final_step, via, false)?;
+    let (outcome, rest) = finish_leaving(spec, final_step, started)?;
+    let after = then(&outcome);
+    if let Err(e) = rest.clean_up() {
+        tracing::warn!("a finished sandbox's cgroups were not removed: {e}");
+    }
+    Ok((outcome, after))
 }
 
 /// A sandbox cloned, id-mapped, in its cgroups and released: what [`finish`] supervises. For a

@@ -207,7 +207,7 @@ fn the_example_stack_runs_healthy_from_yaml_and_from_toml_and_down_leaves_nothin
         let ps = w.run(&f, &["--json", "ps"]);
         assert!(ps.status.success(), "{}", text(&ps.stderr));
         let ps: serde_json::Value = serde_json::from_slice(&ps.stdout).unwrap();
-        let tiers: Vec<(String, String)> = ps["containers"]
+        let tiers: Vec<(String, String, String)> = ps["containers"]
             .as_array()
             .unwrap()
             .iter()
@@ -215,17 +215,57 @@ fn the_example_stack_runs_healthy_from_yaml_and_from_toml_and_down_leaves_nothin
                 (
                     c["service"].as_str().unwrap().to_string(),
                     c["tier"].as_str().unwrap().to_string(),
+                    c["isolation"].as_str().unwrap().to_string(),
                 )
             })
             .collect();
+        let row = |s: &str, t: &str| (s.to_string(), t.to_string(), "container".to_string());
         assert_eq!(
             tiers,
             [
-                ("app".to_string(), "isolated".to_string()),
-                ("db".to_string(), "isolated".to_string()),
-                ("proxy".to_string(), "default".to_string()),
+                row("app", "isolated"),
+                row("db", "isolated"),
+                row("proxy", "default")
             ]
         );
+        // On the record: the plan names each service's tier and isolation, and so does each
+        // container's create record, before the container exists.
+        let audit = std::fs::read_to_string(w.dir.path().join("state/audit/log.jsonl")).unwrap();
+        let records: Vec<serde_json::Value> = audit
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let plan = records
+            .iter()
+            .find(|r| r["action"] == "plan" && r["decision"] == "allow")
+            .expect("a plan record");
+        let mut planned: Vec<(String, String, String)> = plan["details"]["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["service"].as_str().unwrap().to_string(),
+                    s["tier"].as_str().unwrap().to_string(),
+                    s["isolation"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        planned.sort();
+        assert_eq!(planned, tiers, "{file}: plan record");
+        let mut created: Vec<(String, String, String)> = records
+            .iter()
+            .filter(|r| r["action"] == "create" && r["details"]["container"].is_string())
+            .map(|r| {
+                (
+                    r["details"]["service"].as_str().unwrap().to_string(),
+                    r["policy"]["tier"].as_str().unwrap().to_string(),
+                    r["details"]["isolation"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        created.sort();
+        assert_eq!(created, tiers, "{file}: create records");
         let exec = w.run(
             &f,
             &["exec", "app", "sh", "-c", "echo $DATABASE_HOST; id -u"],

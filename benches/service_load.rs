@@ -18,7 +18,8 @@
 //!
 //! `scripts/bench/service` runs this in release mode. Environment: `PERRY_BENCH_CALLS` (per row,
 //! default 2000), `PERRY_BENCH_CLIENTS` (default 8), `PERRY_BENCH_PEER_CALLS` (default half the
-//! calls), `PERRY_BENCH_ROUNDS` (default 10).
+//! calls), `PERRY_BENCH_ROUNDS` (default 10), `PERRY_BENCH_MAX_CONCURRENT` (the services'
+//! `[service] max_concurrent`, default the number of clients: every call runs at once).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -290,6 +291,7 @@ fn main() {
     let clients = env_or("PERRY_BENCH_CLIENTS", 8);
     let peer_calls = env_or("PERRY_BENCH_PEER_CALLS", calls / 2);
     let rounds = env_or("PERRY_BENCH_ROUNDS", 10).max(1);
+    let max_concurrent = env_or("PERRY_BENCH_MAX_CONCURRENT", clients).max(1);
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let reg = Registry::start();
@@ -325,7 +327,7 @@ fn main() {
              mounts = [{{ source = \"{{workspace}}\", target = \"/work\" }}]\n\n\
              [service]\nsocket = \"{}\"\nallowed_uids = [0]\nmax_concurrent = {}\nmax_queue = 1024\n{pool}\n",
             socket.display(),
-            clients,
+            max_concurrent,
             host = reg.host(),
             digest = pushed.digest,
         );
@@ -482,6 +484,7 @@ fn main() {
     ws_on.print("perry-serve-workspace pool=2", clients, ws_peer_rate);
     ws_off.print("perry-serve-workspace pool=0", clients, ws_peer_rate);
     println!("rounds={rounds} (each row's calls split in rounds, interleaved row by row)");
+    println!("max_concurrent={max_concurrent} (the services' [service] max_concurrent; the rest of the clients wait in its queue)");
     println!("footprint before={before:?}");
     println!("footprint after={after:?}");
     // Registry connections are pooled by the HTTP client (about one or two per concurrent

@@ -207,18 +207,19 @@ fn the_example_stack_runs_healthy_from_yaml_and_from_toml_and_down_leaves_nothin
         let ps = w.run(&f, &["--json", "ps"]);
         assert!(ps.status.success(), "{}", text(&ps.stderr));
         let ps: serde_json::Value = serde_json::from_slice(&ps.stdout).unwrap();
-        let tiers: Vec<(String, String, String)> = ps["containers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| {
-                (
-                    c["service"].as_str().unwrap().to_string(),
-                    c["tier"].as_str().unwrap().to_string(),
-                    c["isolation"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect();
+        // (service, tier, isolation) of each entry of a JSON array.
+        let triples = |v: &serde_json::Value| -> Vec<(String, String, String)> {
+            let s = |x: &serde_json::Value, k: &str| x[k].as_str().unwrap().to_string();
+            let mut out: Vec<_> = v
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| (s(x, "service"), s(x, "tier"), s(x, "isolation")))
+                .collect();
+            out.sort();
+            out
+        };
+        let tiers = triples(&ps["containers"]);
         let row = |s: &str, t: &str| (s.to_string(), t.to_string(), "container".to_string());
         assert_eq!(
             tiers,
@@ -239,20 +240,11 @@ fn the_example_stack_runs_healthy_from_yaml_and_from_toml_and_down_leaves_nothin
             .iter()
             .find(|r| r["action"] == "plan" && r["decision"] == "allow")
             .expect("a plan record");
-        let mut planned: Vec<(String, String, String)> = plan["details"]["services"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| {
-                (
-                    s["service"].as_str().unwrap().to_string(),
-                    s["tier"].as_str().unwrap().to_string(),
-                    s["isolation"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect();
-        planned.sort();
-        assert_eq!(planned, tiers, "{file}: plan record");
+        assert_eq!(
+            triples(&plan["details"]["services"]),
+            tiers,
+            "{file}: plan record"
+        );
         let mut created: Vec<(String, String, String)> = records
             .iter()
             .filter(|r| r["action"] == "create" && r["details"]["container"].is_string())

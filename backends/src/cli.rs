@@ -30,12 +30,31 @@ pub(crate) fn spawn_piped(
     program: &str,
     args: &[String],
 ) -> Result<tokio::process::Child, BackendError> {
+    spawn(program, args, Ending::Kill)
+}
+
+/// How a call still running is ended when its caller gives up on it (its timeout, or the
+/// future dropped).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// SIGKILL: the CLI holds nothing that outlives it (every call but a direct exec).
+    Kill,
+    /// SIGTERM, and the CLI left to finish: `runc exec` forwards the signal to the command it
+    /// runs in the container and reaps it, where killing runc would orphan the command.
+    Terminate,
+}
+
+fn spawn(
+    program: &str,
+    args: &[String],
+    ending: Ending,
+) -> Result<tokio::process::Child, BackendError> {
     let mut cmd = Command::new(program);
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .kill_on_drop(ending == Ending::Kill);
     cmd.spawn().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             BackendError::Unavailable(format!("{program}: not found on PATH"))
@@ -50,13 +69,48 @@ pub(crate) fn spawn_piped(
 
 /// Runs `argv` (program first) with `timeout`; the child is killed when the timeout expires.
 pub(crate) async fn run(argv: &[String], timeout: Duration) -> Result<Output, BackendError> {
+    run_ending(argv, timeout, Ending::Kill).await
+}
+
+/// SIGTERM to a child through its pidfd when dropped armed: a pidfd never signals another
+/// process that reused the pid.
+struct TerminateOnDrop(Option<std::os::fd::OwnedFd>);
+
+impl Drop for TerminateOnDrop {
+    fn drop(&mut self) {
+        if let Some(fd) = &self.0 {
+            let _ = rustix::process::pidfd_send_signal(fd, rustix::process::Signal::TERM);
+        }
+    }
+}
+
+/// [`run`], ending a call its caller gives up on as `ending` says.
+pub(crate) async fn run_ending(
+    argv: &[String],
+    timeout: Duration,
+    ending: Ending,
+) -> Result<Output, BackendError> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| BackendError::InvalidConfig("empty backend command".into()))?;
     let verb = verb_of(args);
     let started = std::time::Instant::now();
-    let child = spawn_piped(program, args)?;
-    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+    let child = spawn(program, args, ending)?;
+    let mut terminate = TerminateOnDrop(match ending {
+        Ending::Kill => None,
+        Ending::Terminate => child
+            .id()
+            .and_then(|pid| rustix::process::Pid::from_raw(i32::try_from(pid).ok()?))
+            .and_then(|pid| {
+                rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+            }),
+    });
+    let waited = tokio::time::timeout(timeout, child.wait_with_output()).await;
+    if waited.as_ref().is_ok_and(Result::is_ok) {
+        // Exited and reaped: nothing left to end.
+        terminate.0 = None;
+    }
+    match waited {
         Ok(Ok(o)) => {
             // `PERRY_LOG=debug` shows every backend command and what it cost.
             tracing::debug!(

@@ -10,6 +10,7 @@ use crate::backend::Result;
 use crate::cli::{self, failure, Output};
 use crate::hardening::ContainerNetwork;
 use crate::host_process::{signal_named, stop_held, Held, HostProcess};
+use crate::runtime_exec::RuntimeExec;
 use crate::{
     parse, Availability, BackendError, ContainerBackend, ContainerInfo, ContainerSpec,
     ContainerStatus, ExecOutput, ExecSpec, Health, IsolationLevel, LogFollower, LogOptions, Mount,
@@ -81,11 +82,20 @@ pub struct DockerProtocol {
     /// one that has a route out takes root on the backend, and a fresh inspect leaves the same
     /// race open between it and the `create`; `network_remove` forgets the name.
     internal_networks: Arc<Mutex<HashMap<String, Instant>>>,
-    /// Whether a container (by name and by id) runs under the sandboxed kernel, as created
-    /// here or as `inspect` said. podman takes `--runtime-flag`s per invocation, not from the
-    /// container, so `start` and `exec` of a gVisor container need the sandbox's flags again
-    /// (without `network=none` runsc refuses to start it).
-    sandboxed: Arc<Mutex<HashMap<String, bool>>>,
+    /// Containers (by name and by id) as created here or as `inspect` said: their full id,
+    /// for [`RuntimeExec`], and whether they run under the sandboxed kernel. podman takes
+    /// `--runtime-flag`s per invocation, not from the container, so `start` and `exec` of a
+    /// gVisor container need the sandbox's flags again (without `network=none` runsc refuses
+    /// to start it). A name whose container was replaced since only sends an exec to podman
+    /// (the old id is gone from runc), never into another container.
+    known: Arc<Mutex<HashMap<String, Known>>>,
+}
+
+/// What this driver saw of one container.
+#[derive(Clone, Debug)]
+struct Known {
+    id: String,
+    sandboxed: bool,
 }
 
 /// How long a network seen internal is taken as internal without asking again.
@@ -126,7 +136,7 @@ impl DockerProtocol {
             timeout: Duration::from_secs(60),
             verified_ids: Arc::default(),
             internal_networks: Arc::default(),
-            sandboxed: Arc::default(),
+            known: Arc::default(),
         }
     }
 
@@ -271,20 +281,10 @@ impl DockerProtocol {
         let Some(sandbox) = &self.sandbox else {
             return Ok(self.global_args.clone());
         };
-        let known = self
-            .sandboxed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(id)
-            .copied();
-        let sandboxed = match known {
-            Some(s) => s,
-            None => {
-                let info = self.inspect(id).await?;
-                let s = info.isolation == IsolationLevel::SandboxedKernel;
-                self.remember_sandboxed(&[id, &info.id, &info.name], s);
-                s
-            }
+        let sandboxed = match self.known(id) {
+            Some(k) => k.sandboxed,
+            // `inspect` remembers it.
+            None => self.inspect(id).await?.isolation == IsolationLevel::SandboxedKernel,
         };
         Ok(if sandboxed {
             sandbox.global_args.clone()
@@ -293,14 +293,53 @@ impl DockerProtocol {
         })
     }
 
-    fn remember_sandboxed(&self, keys: &[&str], sandboxed: bool) {
+    /// What this driver saw of the container named or with id `key`.
+    fn known(&self, key: &str) -> Option<Known> {
+        self.known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .cloned()
+    }
+
+    /// Records the container `id` (also known as `name`).
+    fn remember(&self, name: &str, id: &str, sandboxed: bool) {
         let mut m = self
-            .sandboxed
+            .known
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for k in keys.iter().filter(|k| !k.is_empty()) {
-            m.insert((*k).to_string(), sandboxed);
+        let k = Known {
+            id: id.to_string(),
+            sandboxed,
+        };
+        for key in [name, id].into_iter().filter(|k| !k.is_empty()) {
+            m.insert(key.to_string(), k.clone());
         }
+    }
+
+    /// Records what `inspect` said of a container.
+    fn saw(&self, info: &ContainerInfo) {
+        let sandboxed = info.isolation == IsolationLevel::SandboxedKernel;
+        self.remember(&info.name, &info.id, sandboxed);
+    }
+
+    /// `exec` through runc itself when that is exactly `podman exec` (see [`RuntimeExec`]):
+    /// `None` when it is not, or runc could not.
+    async fn exec_direct(&self, id: &str, spec: &ExecSpec) -> Result<Option<ExecOutput>> {
+        let plain = spec.env.is_empty() && spec.workdir.is_none() && spec.user.is_none();
+        if !plain || self.dialect != Dialect::Podman {
+            return Ok(None);
+        }
+        let Some(runtime) = RuntimeExec::for_podman(&self.global_args) else {
+            return Ok(None);
+        };
+        let Some(known) = self.known(id).filter(|k| !k.sandboxed) else {
+            return Ok(None);
+        };
+        Ok(runtime
+            .exec(&known.id, &spec.cmd, self.timeout)
+            .await?
+            .map(out))
     }
 
     /// The seen-internal networks; a poisoned lock only means another call panicked mid-insert.
@@ -552,7 +591,7 @@ impl ContainerBackend for DockerProtocol {
             .unwrap_or_default()
             .to_string();
         let sandboxed = spec.hardening.isolation == IsolationLevel::SandboxedKernel;
-        self.remember_sandboxed(&[&spec.name, &id], sandboxed);
+        self.remember(&spec.name, &id, sandboxed);
         Ok(id)
     }
 
@@ -695,6 +734,7 @@ impl ContainerBackend for DockerProtocol {
             Ok(o) => Ok(parse::objects("container inspect", &o.stdout)?
                 .iter()
                 .map(|v| parse::container(v, Health::None))
+                .inspect(|c| self.saw(c))
                 .collect()),
             // One was removed meanwhile: ask one by one and leave it out.
             Err(BackendError::NotFound { .. }) => crate::backend::inspect_each(self, ids).await,
@@ -706,7 +746,9 @@ impl ContainerBackend for DockerProtocol {
             .ok("container", id, &["container", "inspect", id])
             .await?;
         let v = parse::first_object("container inspect", &o.stdout)?;
-        Ok(parse::container(&v, Health::None))
+        let info = parse::container(&v, Health::None);
+        self.saw(&info);
+        Ok(info)
     }
 
     async fn list(&self, key: &str, value: &str) -> Result<Vec<String>> {
@@ -757,6 +799,9 @@ impl ContainerBackend for DockerProtocol {
     }
 
     async fn exec(&self, id: &str, spec: &ExecSpec) -> Result<ExecOutput> {
+        if let Some(o) = self.exec_direct(id, spec).await? {
+            return Ok(o);
+        }
         let mut a: Vec<String> = vec!["exec".into()];
         for (k, v) in &spec.env {
             a.extend(["--env".into(), format!("{k}={v}")]);

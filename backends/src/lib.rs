@@ -43,6 +43,7 @@ mod image;
 mod install;
 mod logs;
 mod parse;
+mod runtime_exec;
 mod spec;
 
 pub use apple::{unenforceable, AppleContainerProtocol, ALWAYS_UNENFORCEABLE};

@@ -875,3 +875,164 @@ fn untrusted_starts_a_glibc_program_under_gvisor_non_root_read_only_and_offline(
         "{text}"
     );
 }
+
+/// The host processes whose command line contains `marker`, with their `comm` and parent pid.
+fn host_processes_with(marker: &str) -> Vec<(u32, String, u32)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline).contains(marker) {
+            continue;
+        }
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        let ppid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        found.push((pid, comm.trim().to_string(), ppid));
+    }
+    found
+}
+
+fn comm_of(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+fn ppid_of(pid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status_field(&status, "PPid").parse().unwrap_or(0)
+}
+
+#[test]
+fn a_plain_exec_runs_through_runc_itself_confined_exactly_as_the_container_s_init() {
+    let rt = rt();
+    let p = podman();
+    rt.block_on(p.pull(&PinnedImage::from_verified(&world().image)))
+        .unwrap();
+    // The default tier: a root user with a reduced capability set, so a probe given the full
+    // set (or none of the container's seccomp filter) differs from the init.
+    let name = unique("direct");
+    started(&p, &spec(&name, Tier::Default, &["sleep", "60"]));
+    let marker = format!("marker-{name}");
+    let facts = "grep -E '^(Uid|Gid|Groups|Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp|Seccomp_filters):' \"$p/status\"; \
+                 cat \"$p/cgroup\"; for n in \"$p\"/ns/*; do echo \"${n##*/} $(readlink \"$n\")\"; done";
+    let script = format!(
+        "sleep 1 # {marker}\nfor p in /proc/1 /proc/self; do echo \"== $p\"; {facts}; done"
+    );
+    // Who runs the command, seen from the host while it sleeps: runc, started by this
+    // process — not podman's conmon.
+    let watcher = {
+        let marker = marker.clone();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while std::time::Instant::now() < deadline {
+                let procs = host_processes_with(&marker);
+                if let Some((_, _, ppid)) = procs.iter().find(|(_, comm, _)| comm == "sh") {
+                    return Some((comm_of(*ppid), ppid_of(*ppid)));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            None
+        })
+    };
+    let out = rt
+        .block_on(p.exec(
+            &name,
+            &ExecSpec {
+                cmd: vec!["sh".into(), "-c".into(), script],
+                ..ExecSpec::default()
+            },
+        ))
+        .unwrap();
+    let parent = watcher.join().unwrap();
+    assert_eq!(
+        parent,
+        Some(("runc".to_string(), std::process::id())),
+        "the probe's parent and grandparent"
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.exit_code,
+        0,
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (init, probe) = text
+        .strip_prefix("== /proc/1\n")
+        .and_then(|t| t.split_once("== /proc/self\n"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(init.contains("CapBnd:") && init.contains("mnt:["), "{init}");
+    // The same user, capabilities, no_new_privs, seccomp filter, cgroup and namespaces.
+    assert_eq!(probe, init);
+    assert_eq!(status_field(probe, "Seccomp"), "2", "{probe}");
+    assert_eq!(status_field(probe, "NoNewPrivs"), "1", "{probe}");
+    assert_ne!(status_field(probe, "CapBnd"), "000001ffffffffff", "{probe}");
+    rt.block_on(p.remove_many(std::slice::from_ref(&name)))
+        .unwrap();
+}
+
+#[test]
+fn a_direct_exec_never_reaches_a_replaced_container_and_ends_a_command_it_gives_up_on() {
+    let rt = rt();
+    let p = podman();
+    rt.block_on(p.pull(&PinnedImage::from_verified(&world().image)))
+        .unwrap();
+    let name = unique("replaced");
+    started(&p, &spec(&name, Tier::Isolated, &["sleep", "60"]));
+    rt.block_on(p.remove_many(std::slice::from_ref(&name)))
+        .unwrap();
+    // Another driver (another process, as far as `p` knows) makes a new container under the
+    // name `p` remembers with the old id: the exec reaches the new one, through podman.
+    let s = spec(
+        &name,
+        Tier::Isolated,
+        &["sh", "-c", "echo second > /tmp/which; exec sleep 60"],
+    );
+    started(&podman(), &s);
+    let which = ExecSpec {
+        cmd: vec!["sh".into(), "-c".into(), "sleep 0.2; cat /tmp/which".into()],
+        ..ExecSpec::default()
+    };
+    let out = rt.block_on(p.exec(&name, &which)).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "second\n");
+
+    // A command still running when the call's timeout expires is ended, not left behind.
+    let id = rt.block_on(p.inspect(&name)).unwrap().id;
+    let short = p.clone().with_timeout(Duration::from_secs(1));
+    let secs = format!("37.{}", std::process::id());
+    let e = rt
+        .block_on(short.exec(
+            &id,
+            &ExecSpec {
+                cmd: vec!["sleep".into(), secs.clone()],
+                ..ExecSpec::default()
+            },
+        ))
+        .unwrap_err();
+    assert!(matches!(e, BackendError::Timeout { .. }), "{e}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let left = |_: ()| {
+        host_processes_with(&secs)
+            .into_iter()
+            .filter(|(_, comm, _)| comm == "sleep")
+            .count()
+    };
+    while left(()) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        left(()),
+        0,
+        "the timed-out command still runs in the container"
+    );
+    rt.block_on(p.remove_many(std::slice::from_ref(&name)))
+        .unwrap();
+}

@@ -1,6 +1,7 @@
-//! `up`: networks and volumes first, then services level by level (a level's services in
-//! parallel), each dependency's condition met first — our healthchecks, our deadlines — and on
-//! any failure everything this `up` created is rolled back before the error is returned.
+//! `up`: networks and volumes first, then every service at once on its own path through the
+//! dependency graph — created, then started as soon as its dependencies are started and their
+//! conditions met (our healthchecks, our deadlines) — and on any failure everything this `up`
+//! created is rolled back before the error is returned.
 //!
 //! Every resource is journalled before it is created and labelled with the run id; a second
 //! `up` with nothing changed changes nothing (the config-hash label); a changed service is
@@ -17,7 +18,7 @@ use perry_backends::{
 };
 use perry_profiles::{Grants, Profile};
 use serde::Serialize;
-use tokio::sync::OnceCell;
+use tokio::sync::{watch, OnceCell};
 use tokio::time::Instant;
 
 use super::container::{replica_plan, ProjectRun, ReplicaPlan};
@@ -154,6 +155,10 @@ struct Run<'p> {
     hardening: BTreeMap<NodeId, Hardening>,
     healthy: HashMap<NodeId, OnceCell<Met>>,
     completed: HashMap<NodeId, OnceCell<Met>>,
+    /// Each service's start, told to its dependents the moment it happens: what `up` did to
+    /// it (`created`, `restarted`, `unchanged`, …). A service that failed never tells; its
+    /// own failure ends the `up`.
+    started: HashMap<NodeId, watch::Sender<Option<&'static str>>>,
     warnings: Mutex<Vec<String>>,
     /// The project's containers of planned services, by name, listed once before any create
     /// (one listing instead of an inspect per replica).
@@ -213,6 +218,11 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
                 .graph
                 .nodes()
                 .map(|(id, ..)| (id, OnceCell::new()))
+                .collect(),
+            started: plan
+                .graph
+                .nodes()
+                .map(|(id, ..)| (id, watch::Sender::new(None)))
                 .collect(),
             warnings: Mutex::new(Vec::new()),
             existing: Mutex::new(BTreeMap::new()),
@@ -311,29 +321,17 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
             self.orphans(run, opts.remove_orphans),
         )
         .await?;
-        // Every container is created before any starts (as compose does), so a level waits
-        // only for its starts; then levels in dependency order.
+        // Every service at once, each on its own path through the graph: created, then
+        // started the moment its own dependencies are started and their conditions met —
+        // not when a whole level is — then its health measured from its start on, when
+        // anyone will wait for it. The first failure ends them all (and is the root cause:
+        // a dependent of a failed service waits on, it does not fail in its place).
         let all: Vec<NodeId> = run.plan.levels.iter().flatten().copied().collect();
-        let prepared =
-            futures_util::future::try_join_all(all.iter().map(|&id| self.prepare_service(run, id)))
-                .await?;
-        let mut prepared: BTreeMap<NodeId, Vec<(ReplicaPlan, Prepared)>> =
-            all.into_iter().zip(prepared).collect();
-        let mut done: BTreeMap<NodeId, ServiceUp> = BTreeMap::new();
-        let mut recreated: BTreeSet<NodeId> = BTreeSet::new();
-        for level in &run.plan.levels {
-            let started = futures_util::future::try_join_all(level.iter().map(|&id| {
-                let replicas = prepared.remove(&id).unwrap_or_default();
-                self.start_service(run, id, replicas, &recreated)
-            }))
-            .await?;
-            for (id, s) in level.iter().zip(started) {
-                if matches!(s.state, "created" | "recreated" | "restarted") {
-                    recreated.insert(*id);
-                }
-                done.insert(*id, s);
-            }
-        }
+        let ups = futures_util::future::try_join_all(
+            all.iter().map(|&id| self.service_up(run, id, opts.wait)),
+        )
+        .await?;
+        let mut done: BTreeMap<NodeId, ServiceUp> = all.into_iter().zip(ups).collect();
         if opts.wait {
             let waited = futures_util::future::try_join_all(
                 run.plan
@@ -624,9 +622,8 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
         Ok(())
     }
 
-    /// The create phase of one service, before anything starts (as compose does): each
-    /// replica's container created, or recreated when its configuration changed, or found as
-    /// it is.
+    /// The create phase of one service: each replica's container created, or recreated when
+    /// its configuration changed, or found as it is.
     async fn prepare_service(
         &self,
         run: &Run<'_>,
@@ -653,25 +650,62 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
         Ok(out)
     }
 
-    /// The start phase of one service: its dependencies' conditions met, then each replica
-    /// started, restarted or left running.
+    /// One service's whole `up`: created (or found), started once its dependencies are,
+    /// told to its dependents, and its health measured from then on when a dependent waits
+    /// for it or `wait` (`--wait`) will.
+    async fn service_up(
+        &self,
+        run: &Run<'_>,
+        id: NodeId,
+        wait: bool,
+    ) -> Result<ServiceUp, OrchestrateError> {
+        let replicas = self.prepare_service(run, id).await?;
+        let up = self.start_service(run, id, replicas).await?;
+        run.started[&id].send_replace(Some(up.state));
+        let graph = &run.plan.graph;
+        let watched = graph.node(id).shape.healthcheck.is_some()
+            && (wait
+                || graph
+                    .dependents(id)
+                    .any(|e| e.condition == Condition::Healthy));
+        if watched {
+            // The verdict is kept for whoever waits on it; this `up` fails (or warns) there.
+            let _ = self.healthy(run, id).await;
+        }
+        Ok(up)
+    }
+
+    /// What `up` did to service `id`, once it has started it; pending for ever when the
+    /// service failed (its own failure ends the `up`).
+    async fn started(&self, run: &Run<'_>, id: NodeId) -> &'static str {
+        let mut seen = run.started[&id].subscribe();
+        // An error would be the sender gone, which lives as long as the run.
+        let state = seen.wait_for(Option::is_some).await.ok().and_then(|s| *s);
+        match state {
+            Some(state) => state,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The start phase of one service: its dependencies started and their conditions met,
+    /// then each replica started, restarted or left running.
     async fn start_service(
         &self,
         run: &Run<'_>,
         id: NodeId,
         replicas: Vec<(ReplicaPlan, Prepared)>,
-        recreated: &BTreeSet<NodeId>,
     ) -> Result<ServiceUp, OrchestrateError> {
         let graph = &run.plan.graph;
         let name = graph.name(id);
         let deps: Vec<_> = graph.dependencies(id).collect();
-        let restart = deps
-            .iter()
-            .any(|e| e.restart && recreated.contains(&e.dependency));
-        // Every condition is awaited at once: a service that needs eight healthy ones waits
-        // for the slowest, not for the sum; the first required one that fails ends the wait.
+        // Every dependency and condition is awaited at once: a service that needs eight
+        // healthy ones waits for the slowest, not for the sum; the first required one that
+        // fails ends the wait. `restart: true` restarts it when this `up` (re)created or
+        // restarted the dependency.
         let conditions = deps.iter().map(|e| async move {
             let dep = graph.name(e.dependency);
+            let dep_state = self.started(run, e.dependency).await;
+            let restart = e.restart && matches!(dep_state, "created" | "recreated" | "restarted");
             self.report(
                 name,
                 Some(name),
@@ -684,7 +718,7 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
                 Condition::CompletedSuccessfully => self.completed(run, e.dependency).await,
             };
             match met {
-                Ok(()) => Ok(()),
+                Ok(()) => Ok(restart),
                 Err((why, timed_out)) if e.required => Err(OrchestrateError::Service {
                     service: dep.to_string(),
                     why: format!("{why} (`{name}` waits for {})", e.condition),
@@ -694,11 +728,14 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
                     run.warn(format!(
                         "{name}: optional dependency `{dep}` {why}; starting anyway"
                     ));
-                    Ok(())
+                    Ok(restart)
                 }
             }
         });
-        futures_util::future::try_join_all(conditions).await?;
+        let restart = futures_util::future::try_join_all(conditions)
+            .await?
+            .into_iter()
+            .any(|r| r);
         let mut containers = Vec::new();
         let mut state = "unchanged";
         for (replica, prepared) in replicas {

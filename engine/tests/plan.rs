@@ -122,6 +122,68 @@ fn a_signed_stack_plans_pinned_levelled_and_on_the_record() {
 }
 
 #[test]
+fn services_sharing_an_image_are_pinned_to_one_verification_of_it() {
+    let (dir, x, _log) = executor();
+    let id = Correlation::new();
+    let mut services = vec![service("db", "stack/db", &[])];
+    for n in 1..=4 {
+        services.push(service(
+            &format!("app{n}"),
+            "stack/app",
+            &[("db", Condition::Healthy)],
+        ));
+    }
+    let plan = rt()
+        .block_on(x.plan(
+            "shop",
+            services,
+            &Platform::default(),
+            Actor::current(),
+            &id,
+        ))
+        .unwrap();
+    let pins: std::collections::BTreeSet<String> = plan
+        .graph
+        .nodes()
+        .filter(|(_, name, _)| name.starts_with("app"))
+        .map(|(_, _, s)| s.verification.image.pinned_reference())
+        .collect();
+    assert_eq!(pins.len(), 1, "{pins:?}");
+    // One tag resolution and verification per image, not per service.
+    let verified = records(&dir)
+        .into_iter()
+        .filter(|r| r["action"] == "verify" && r["correlation"] == id.as_str())
+        .count();
+    assert_eq!(verified, 2);
+}
+
+#[test]
+fn with_several_refused_images_the_first_service_in_the_file_is_named() {
+    // The images are verified at once; the refusal must not depend on which answers first
+    // or on how the references sort (`stack/ghost` < `stack/rogue`).
+    for (order, first) in [(["ghost", "rogue"], "ghost"), (["rogue", "ghost"], "rogue")] {
+        let (_dir, x, _log) = executor();
+        let mut services = stack();
+        for name in order {
+            services.push(service(name, &format!("stack/{name}"), &[]));
+        }
+        let e = rt()
+            .block_on(x.plan(
+                "shop",
+                services,
+                &Platform::default(),
+                Actor::current(),
+                &Correlation::new(),
+            ))
+            .unwrap_err();
+        assert!(
+            matches!(&e, PlanRefused::Image { service, .. } if service == first),
+            "{order:?}: {e}"
+        );
+    }
+}
+
+#[test]
 fn one_unsigned_service_refuses_the_whole_plan() {
     let (dir, x, _log) = executor();
     let mut services = stack();

@@ -2,6 +2,8 @@
 //! (one verification cache for all of them), the dependency graph levelled — all before
 //! anything is created, and all or nothing: one refused service refuses the whole plan.
 
+use std::collections::BTreeMap;
+
 use perry_audit::{Action, Actor, Correlation, Decision, Event};
 use perry_policies::{Code, ImageRef, Tier};
 use perry_verifier::registry::Platform;
@@ -178,19 +180,43 @@ impl Executor {
             record_refusal(e.to_string(), e.code())?;
             return Err(e.into());
         }
+        // Each image reference as written is resolved and verified once, all at once: every
+        // service naming it runs the same digest even if the tag moves meanwhile, and a
+        // project of ten services on three images costs three verifications, not ten in a row.
+        let mut first_user: BTreeMap<Option<&str>, &ServiceAsk> = BTreeMap::new();
+        for s in &services {
+            first_user.entry(s.ask.image.as_deref()).or_insert(&s.ask);
+        }
+        let mut verified: BTreeMap<Option<&str>, Result<Verification, PlanRefused>> =
+            futures_util::future::join_all(first_user.into_iter().map(|(written, ask)| {
+                let actor = &actor;
+                async move {
+                    let v = self
+                        .verify_service_image(ask, platform, actor, correlation)
+                        .await;
+                    (written, v)
+                }
+            }))
+            .await
+            .into_iter()
+            .collect();
+        // The refusal is the first service's (in file order) whose image failed.
+        let failed = services
+            .iter()
+            .map(|s| s.ask.image.as_deref())
+            .find(|written| verified.get(written).is_some_and(Result::is_err));
+        if let Some(Err(e)) = failed.and_then(|written| verified.remove(&written)) {
+            record_refusal(e.to_string(), e.code())?;
+            return Err(e);
+        }
+        let verified: BTreeMap<Option<&str>, Verification> = verified
+            .into_iter()
+            .filter_map(|(written, v)| Some((written, v.ok()?)))
+            .collect();
         let mut graph = Graph::new();
         let mut summary = Vec::new();
         for (s, tier) in services.iter().zip(tiers) {
-            let verified = match self
-                .verify_service_image(&s.ask, platform, &actor, correlation)
-                .await
-            {
-                Ok(v) => v,
-                Err(e) => {
-                    record_refusal(e.to_string(), e.code())?;
-                    return Err(e);
-                }
-            };
+            let verified = verified[&s.ask.image.as_deref()].clone();
             let isolation = Isolation::required_by(tier);
             summary.push(serde_json::json!({
                 "service": s.ask.name,

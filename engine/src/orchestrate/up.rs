@@ -18,7 +18,7 @@ use perry_backends::{
 };
 use perry_profiles::{Grants, Profile};
 use serde::Serialize;
-use tokio::sync::{watch, OnceCell};
+use tokio::sync::{watch, OnceCell, Semaphore};
 use tokio::time::Instant;
 
 use super::container::{replica_plan, ProjectRun, ReplicaPlan};
@@ -159,6 +159,10 @@ struct Run<'p> {
     /// it (`created`, `restarted`, `unchanged`, …). A service that failed never tells; its
     /// own failure ends the `up`.
     started: HashMap<NodeId, watch::Sender<Option<&'static str>>>,
+    /// Container creates run this many at a time, in plan order (the semaphore is fair):
+    /// each is a CPU-bound backend process, and ten at once on two cores made the first
+    /// level's create — the one the whole `up` waits on — as slow as the last.
+    creates: Semaphore,
     warnings: Mutex<Vec<String>>,
     /// The project's containers of planned services, by name, listed once before any create
     /// (one listing instead of an inspect per replica).
@@ -226,6 +230,9 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
                 .collect(),
             warnings: Mutex::new(Vec::new()),
             existing: Mutex::new(BTreeMap::new()),
+            creates: Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
+            ),
         };
         let result = self.bring_up(&run, opts).await;
         let Run {
@@ -860,12 +867,14 @@ impl<B: ContainerBackend> Orchestrator<'_, B> {
                 .detail("config_hash", replica.config_hash.as_str()),
         )?;
         self.report(name, Some(service), "creating", None);
+        let turn = run.creates.acquire().await;
         self.backend
             .create(spec)
             .await
             .map_err(OrchestrateError::backend(format!(
                 "creating container {name}"
             )))?;
+        drop(turn);
         self.report(name, Some(service), "created", None);
         Ok(())
     }

@@ -887,14 +887,7 @@ fn host_processes_with(marker: &str) -> Vec<(u32, String, u32)> {
         if !String::from_utf8_lossy(&cmdline).contains(marker) {
             continue;
         }
-        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
-        let ppid = status
-            .lines()
-            .find_map(|l| l.strip_prefix("PPid:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        found.push((pid, comm.trim().to_string(), ppid));
+        found.push((pid, comm_of(pid), ppid_of(pid)));
     }
     found
 }
@@ -908,7 +901,11 @@ fn comm_of(pid: u32) -> String {
 
 fn ppid_of(pid: u32) -> u32 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status_field(&status, "PPid").parse().unwrap_or(0)
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 #[test]

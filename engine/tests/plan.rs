@@ -83,6 +83,18 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// Plans `services` as project `shop`, expecting a refusal.
+fn refused_plan(x: &Executor, services: Vec<ServiceInput>) -> PlanRefused {
+    rt().block_on(x.plan(
+        "shop",
+        services,
+        &Platform::default(),
+        Actor::current(),
+        &Correlation::new(),
+    ))
+    .unwrap_err()
+}
+
 #[test]
 fn a_signed_stack_plans_pinned_levelled_and_on_the_record() {
     let (dir, x, _log) = executor();
@@ -167,15 +179,7 @@ fn with_several_refused_images_the_first_service_in_the_file_is_named() {
         for name in order {
             services.push(service(name, &format!("stack/{name}"), &[]));
         }
-        let e = rt()
-            .block_on(x.plan(
-                "shop",
-                services,
-                &Platform::default(),
-                Actor::current(),
-                &Correlation::new(),
-            ))
-            .unwrap_err();
+        let e = refused_plan(&x, services);
         assert!(
             matches!(&e, PlanRefused::Image { service, .. } if service == first),
             "{order:?}: {e}"
@@ -188,15 +192,7 @@ fn one_unsigned_service_refuses_the_whole_plan() {
     let (dir, x, _log) = executor();
     let mut services = stack();
     services.push(service("rogue", "stack/rogue", &[]));
-    let e = rt()
-        .block_on(x.plan(
-            "shop",
-            services,
-            &Platform::default(),
-            Actor::current(),
-            &Correlation::new(),
-        ))
-        .unwrap_err();
+    let e = refused_plan(&x, services);
     assert!(
         matches!(&e, PlanRefused::Image { service, .. } if service == "rogue"),
         "{e}"
@@ -216,15 +212,7 @@ fn a_loosening_field_or_a_cycle_is_refused_before_any_registry_is_asked() {
     let mut services = stack();
     services[1].ask.privileged = true;
     services[2].ask.build = true;
-    let e = rt()
-        .block_on(x.plan(
-            "shop",
-            services,
-            &Platform::default(),
-            Actor::current(),
-            &Correlation::new(),
-        ))
-        .unwrap_err();
+    let e = refused_plan(&x, services);
     let PlanRefused::Policy(refusals) = &e else {
         panic!("{e}")
     };

@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{podman, rt, spec, status_field, unique, world};
+use common::{podman, rt, spec, status_field, status_value, unique, world};
 use perry_backends::{
     BackendError, ContainerBackend, ContainerSpec, ContainerStatus, Dialect, DockerProtocol,
     ExecSpec, IsolationLevel, LogOptions, LogStream, Mount, NetworkAttachment, NetworkSpec,
@@ -901,10 +901,8 @@ fn comm_of(pid: u32) -> String {
 
 fn ppid_of(pid: u32) -> u32 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("PPid:"))
-        .and_then(|v| v.trim().parse().ok())
+    status_value(&status, "PPid")
+        .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
 

@@ -99,11 +99,16 @@ pub fn spec(name: &str, tier: Tier, cmd: &[&str]) -> ContainerSpec {
 }
 
 pub fn status_field(status: &str, key: &str) -> String {
+    status_value(status, key).unwrap_or_else(|| panic!("no {key} in {status}"))
+}
+
+/// The value of `key` in a `/proc/PID/status` text, if it is there (a process that exited
+/// mid-read leaves an empty text).
+pub fn status_value(status: &str, key: &str) -> Option<String> {
     status
         .lines()
         .find_map(|l| l.strip_prefix(&format!("{key}:")))
         .map(|v| v.trim().to_string())
-        .unwrap_or_else(|| panic!("no {key} in {status}"))
 }
 
 /// Pushes `image` to `repo:tag` in the world's registry, signs it and verifies it: the only
